@@ -1,0 +1,254 @@
+"""The `oxtui` command line. Exit codes: 0 done, 1 failed, 2 bad usage or config, 3 no engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, load
+from .runtime import RuntimeDirError
+
+VERBS = ("run", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs")
+DEFAULT_OXFILE = "oxfile.toml"
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="oxtui", description="Run N instances of your app on one port, restart them when they crash, "
+               "and reload them one at a time without dropping a request.")
+    p.add_argument("--version", action="version", version=f"oxtui {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", default=DEFAULT_OXFILE, metavar="OXFILE",
+                        help="the oxfile whose engine to talk to (default ./oxfile.toml)")
+
+    s = sub.add_parser("run", help="run the engine headless in the foreground")
+    s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
+    s = sub.add_parser("check", help="validate an oxfile")
+    s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
+    s = sub.add_parser("status", help="state of the running engine")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    with_config(s)
+    s = sub.add_parser("scale", help="set the instance count (N, +N or -N)")
+    s.add_argument("name")
+    s.add_argument("n", metavar="N")
+    with_config(s)
+    for verb, text in (("reload", "rolling reload, waits until done"), ("restart", "stop and start at once"),
+                       ("stop", "stop gracefully"), ("start", "start stopped or errored instances")):
+        s = sub.add_parser(verb, help=text)
+        s.add_argument("name", metavar="NAME|all")
+        with_config(s)
+    s = sub.add_parser("kill", help="signal one worker; the engine restarts it as after a crash")
+    s.add_argument("name")
+    s.add_argument("instance", type=int)
+    s.add_argument("--signal", "-s", default="SIGTERM")
+    with_config(s)
+    s = sub.add_parser("logs", help="merged, timestamped logs")
+    s.add_argument("name", nargs="?", default=None)
+    s.add_argument("-f", "--follow", action="store_true")
+    s.add_argument("-n", "--lines", type=int, default=100)
+    with_config(s)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv or (argv[0] not in VERBS and not argv[0].startswith("-")):
+            return tui(argv)
+        args = build_parser().parse_args(argv)
+        if args.verb is None:
+            return tui([])
+        if args.verb == "run":
+            from .run import run
+            return run(_load_or_exit(args.oxfile))
+        if args.verb == "check":
+            return check(args.oxfile)
+        return control(args)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except RuntimeDirError as e:
+        print(f"oxtui: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def tui(argv: list[str]) -> int:
+    print("oxtui: the terminal UI is not part of this build yet; run the engine headless with "
+          f"`oxtui run {argv[0] if argv else DEFAULT_OXFILE}`", file=sys.stderr)
+    return 2
+
+
+def _load_or_exit(path: str):
+    try:
+        return load(path)
+    except ConfigError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        raise SystemExit(2)
+
+
+def check(path: str) -> int:
+    try:
+        cfg = load(path)
+    except ConfigError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        print(f"{path}: {len(e.errors)} error(s)", file=sys.stderr)
+        return 2
+    for p in cfg.processes:
+        extra = f" on {p.listen_str}" if p.listen else ""
+        print(f"{p.name}: {p.instances} x `{p.command}`{extra}")
+    print(f"{path}: OK ({len(cfg.processes)} process(es))")
+    return 0
+
+
+def control(args: argparse.Namespace) -> int:
+    from .client import Client, ControlError, NoEngine
+    oxfile = Path(args.config).expanduser().resolve()
+    req = request_for(args)
+    try:
+        with Client(oxfile, timeout=None if args.verb in ("reload", "logs", "stop", "restart", "scale") else 30) as c:
+            if args.verb == "logs" and args.follow:
+                return follow_logs(c, req)
+            progress = (lambda text: print(text, flush=True)) if args.verb == "reload" else None
+            result = c.call(req, progress)
+    except NoEngine as e:
+        print(f"oxtui: {e}", file=sys.stderr)
+        return 3
+    except ControlError as e:
+        print(f"oxtui {args.verb}: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"oxtui {args.verb}: lost the engine's control socket ({e})", file=sys.stderr)
+        return 1
+    return report(args, result)
+
+
+def request_for(args: argparse.Namespace) -> dict[str, Any]:
+    verb = args.verb
+    if verb == "status":
+        return {"cmd": "status"}
+    if verb == "scale":
+        text = args.n.strip()
+        try:
+            n = int(text)
+        except ValueError:
+            raise UsageError(f"oxtui scale: N must be a number like 4, +1 or -1 (got {args.n!r})") from None
+        return {"cmd": "scale", "name": args.name, "n": n, "relative": text[0] in "+-"}
+    if verb == "kill":
+        return {"cmd": "kill", "name": args.name, "instance": args.instance, "signal": args.signal}
+    if verb == "logs":
+        return {"cmd": "logs", "name": args.name, "n": args.lines, "follow": args.follow}
+    return {"cmd": verb, "name": args.name}
+
+
+def report(args: argparse.Namespace, result: Any) -> int:
+    verb = args.verb
+    if verb == "status":
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_status(result)
+        return 0
+    if verb == "scale":
+        print(f"{result['name']}: {result['before']} -> {result['instances']} instance(s)")
+        return 0
+    if verb == "reload":
+        for r in result["processes"]:
+            if not r["ok"]:
+                print(f"oxtui reload: {r['name']}: rolled back: {r['reason']}", file=sys.stderr)
+                return 1
+        return 0
+    if verb == "kill":
+        print(f"sent {result['signal']} to pid {result['pid']}")
+        return 0
+    if verb == "logs":
+        from .printer import Formatter, use_colour
+        fmt = Formatter(use_colour(sys.stdout), timestamps=True)
+        for _seq, ts, source, stream, line in result["lines"]:
+            sys.stdout.write(fmt.lines(source, stream, ts, [line]))
+        return 0
+    print(f"{verb}: {', '.join(result['processes'])}")
+    return 0
+
+
+def follow_logs(client: Any, req: dict[str, Any]) -> int:
+    from .printer import Formatter, use_colour
+    fmt = Formatter(use_colour(sys.stdout), timestamps=True)
+    client.send(req)
+    for msg in client.replies():
+        if "log" in msg:
+            _seq, ts, source, stream, line = msg["log"]
+            sys.stdout.write(fmt.lines(source, stream, ts, [line]))
+        elif "dropped" in msg:
+            sys.stdout.write(f"[oxtui] {msg['dropped']} lines skipped (reader too slow; see the log files)\n")
+        elif msg.get("ok") is False:
+            print(f"oxtui logs: {msg['error']}", file=sys.stderr)
+            return 1
+        elif msg.get("ok"):
+            for _seq, ts, source, stream, line in msg["result"]["lines"]:
+                sys.stdout.write(fmt.lines(source, stream, ts, [line]))
+        sys.stdout.flush()
+    return 0
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}T"
+
+
+def human_duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def print_status(snap: dict[str, Any]) -> None:
+    eng = snap.get("engine", {})
+    print(f"engine pid {snap['engine_pid']}  up {human_duration(eng.get('uptime_s'))}  "
+          f"cpu {eng.get('cpu_percent', 0):.1f}%  mem {human_bytes(eng.get('rss_bytes'))}  {snap['oxfile']}")
+    header = f"{'NAME':<14}{'PID':>8}  {'STATE':<9}{'CPU%':>6}{'MEM':>8}{'RESTARTS':>9}{'UPTIME':>9}  LAST EXIT"
+    print(header)
+    for p in snap["processes"]:
+        extra = f"  {p['listen']}" if p["listen"] else ""
+        reload = p.get("reload")
+        rl = f"  reload {reload['state']}" + (f": {reload['reason']}" if reload and reload.get("reason") else "") if reload else ""
+        print(f"{p['name']} ({p['instances']}){extra}{rl}")
+        for w in p["workers"]:
+            label = f"  {p['name']}.{'canary' if w['role'] == 'canary' else w['instance']}" + ("+" if w["role"] == "surge" else "")
+            last = (w["exit_signal"] or (f"code {w['exit_code']}" if w["exit_code"] is not None else "-"))
+            cpu = f"{w['cpu_percent']:.1f}" if w["cpu_percent"] is not None else "-"
+            print(f"{label:<14}{w['pid'] or '-':>8}  {w['state']:<9}{cpu:>6}{human_bytes(w['rss_bytes']):>8}"
+                  f"{w['restarts']:>9}{human_duration(w['uptime_s']):>9}  {last}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Talks to a running engine over its control socket (used by the CLI verbs)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .runtime import socket_path
+
+
+class NoEngine(Exception):
+    """No engine runs for that oxfile (exit code 3)."""
+
+
+class ControlError(Exception):
+    """The engine refused or failed the command (exit code 1)."""
+
+
+class Client:
+    def __init__(self, oxfile: Path, timeout: float | None = 30.0):
+        self.path = socket_path(oxfile)
+        self.oxfile = oxfile
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            self.sock.close()
+            raise NoEngine(f"no engine is running for {oxfile}; start one with `oxtui run {oxfile}` or `oxtui {oxfile}`") from None
+        self._buf = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self._buf.close()
+        self.sock.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, req: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
+
+    def replies(self) -> Iterator[dict[str, Any]]:
+        for line in self._buf:
+            yield json.loads(line)
+
+    def call(self, req: dict[str, Any], on_progress: Callable[[str], None] | None = None) -> Any:
+        self.send(req)
+        for msg in self.replies():
+            if "progress" in msg:
+                if on_progress is not None:
+                    on_progress(msg["progress"])
+                continue
+            if msg.get("ok"):
+                return msg.get("result")
+            raise ControlError(msg.get("error", "unknown error"))
+        raise ControlError("the engine closed the connection (it may be shutting down)")

@@ -1,0 +1,397 @@
+"""Load and validate an oxfile.toml into frozen dataclasses.
+
+Pure logic: no processes, no sockets. Every problem becomes one line that names the file,
+the table, the key and what is allowed; all problems are collected so `oxtui check` can
+print them at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import signal
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """One or more problems in an oxfile; `errors` holds one line per problem."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ReadyConfig:
+    log: re.Pattern[str] | None = None
+    http: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    http: str | None = None
+    tcp: tuple[str, int] | None = None
+    cmd: str | None = None
+    interval: float = 10.0
+    failures: int = 3
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    name: str
+    command: str
+    instances: int
+    instances_spec: int | str
+    restart_on_exit: bool
+    cwd: Path
+    env: tuple[tuple[str, str], ...]
+    listen: tuple[str, int] | None
+    stop_signal: signal.Signals
+    stop_timeout: float
+    max_memory: int | None
+    ready: ReadyConfig | None
+    health: HealthConfig | None
+    backoff: float
+    backoff_max: float
+    max_restarts: int
+    restart_window: float
+    watch: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    watch_debounce: float = 0.5
+
+    @property
+    def listen_str(self) -> str | None:
+        if self.listen is None:
+            return None
+        host, port = self.listen
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    dir: Path
+    max_size: int = 10 * 1024 * 1024
+    keep: int = 5
+    buffer_lines: int = 10_000
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    processes: tuple[ProcessConfig, ...]
+    logs: LogsConfig = field(default_factory=lambda: LogsConfig(dir=Path(".")))
+
+    def process(self, name: str) -> ProcessConfig | None:
+        return next((p for p in self.processes if p.name == name), None)
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_size(value: Any) -> int:
+    """'512M', '1G', '10MB', or a byte count. Raises ValueError with the allowed forms."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size like \"512M\", \"1G\" or a number of bytes")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"must be a positive size (got {value})")
+        return value
+    if isinstance(value, str):
+        m = SIZE_RE.match(value)
+        if m:
+            n = int(float(m.group(1)) * SIZE_UNITS[m.group(2).upper()])
+            if n > 0:
+                return n
+    raise ValueError(f"must be a size like \"512M\", \"1G\" or a number of bytes (got {value!r})")
+
+
+def parse_signal(value: Any) -> signal.Signals:
+    if isinstance(value, str):
+        name = value.strip().upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        try:
+            return signal.Signals[name]
+        except KeyError:
+            pass
+    raise ValueError(f"must be a signal name like \"SIGTERM\", \"SIGINT\" or \"SIGQUIT\" (got {value!r})")
+
+
+def parse_address(value: Any) -> tuple[str, int]:
+    """'127.0.0.1:3000', '[::1]:3000', '0.0.0.0:80', 'localhost:3000'."""
+    hint = 'must be "HOST:PORT", e.g. "127.0.0.1:3000" or "[::1]:3000"'
+    if not isinstance(value, str):
+        raise ValueError(f"{hint} (got {value!r})")
+    text = value.strip()
+    m = re.match(r"^\[([^\]]+)\]:(\d+)$", text) or re.match(r"^([^:\[\]]+):(\d+)$", text)
+    if not m:
+        raise ValueError(f"{hint} (got {value!r})")
+    host, port = m.group(1), int(m.group(2))
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535 (got {port})")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{hint}; the host must be an IP address or localhost (got {host!r})") from None
+    return ("127.0.0.1" if host == "localhost" else host), port
+
+
+class _Table:
+    """Reads keys of one TOML table, recording every problem instead of stopping at the first."""
+
+    def __init__(self, errors: list[str], file: str, where: str, data: Any, allowed: set[str]):
+        self.errors, self.file, self.where = errors, file, where
+        self.data = data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            self.error(None, f"must be a table (got {type(data).__name__})")
+        for key in self.data:
+            if key not in allowed:
+                near = _closest(key, allowed)
+                self.error(key, "unknown key" + (f"; did you mean {near!r}?" if near else "")
+                           + f" (allowed: {', '.join(sorted(allowed))})")
+
+    def error(self, key: str | None, msg: str) -> None:
+        self.errors.append(f"{self.file}: [{self.where}]" + (f" {key}" if key else "") + f": {msg}")
+
+    def get(self, key: str, kind: str, default: Any = None) -> Any:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        checks = {
+            "str": (lambda v: isinstance(v, str), "a string"),
+            "bool": (lambda v: isinstance(v, bool), "true or false"),
+            "duration": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+                         "a number of seconds >= 0"),
+            "posint": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+            "strlist": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                        "a list of strings"),
+            "table": (lambda v: isinstance(v, dict), "a table"),
+        }
+        ok, what = checks[kind]
+        if not ok(value):
+            self.error(key, f"must be {what} (got {value!r})")
+            return default
+        if kind == "str" and not value.strip():
+            self.error(key, "must not be empty")
+            return default
+        return float(value) if kind == "duration" else value
+
+    def parsed(self, key: str, parser, default: Any = None) -> Any:
+        if key not in self.data:
+            return default
+        try:
+            return parser(self.data[key])
+        except ValueError as e:
+            self.error(key, str(e))
+            return default
+
+
+def _closest(key: str, allowed: set[str]) -> str | None:
+    import difflib
+    hits = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.7)
+    return hits[0] if hits else None
+
+
+PROCESS_KEYS = {
+    "command", "instances", "restart_on_exit", "cwd", "env", "listen", "stop_signal", "stop_timeout",
+    "max_memory", "ready", "health", "backoff", "backoff_max", "max_restarts", "restart_window",
+    "watch", "ignore", "watch_debounce",
+}
+READY_KEYS = {"log", "http", "timeout"}
+HEALTH_KEYS = {"http", "tcp", "cmd", "interval", "failures", "timeout"}
+LOGS_KEYS = {"dir", "max_size", "keep", "buffer_lines"}
+TOP_KEYS = {"processes", "logs"}
+
+
+def default_log_dir(oxfile: Path) -> Path:
+    import hashlib
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    digest = hashlib.sha256(str(oxfile).encode()).hexdigest()[:10]
+    return state / "oxtui" / "logs" / f"{oxfile.parent.name or 'root'}-{digest}"
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate an oxfile. Raises ConfigError with every problem found."""
+    p = Path(path).expanduser()
+    file = str(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: not found; pass the path of an oxfile.toml or run from its folder"]) from None
+    except OSError as e:
+        raise ConfigError([f"{file}: cannot be read ({e.strerror}); check its permissions"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{file}: not UTF-8 text (byte {e.start}); save it as UTF-8"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{file}: TOML syntax error: {e}; fix the syntax at that line"]) from None
+    return from_dict(data, p.resolve(), file)
+
+
+def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Config:
+    file = file or str(oxfile)
+    errors: list[str] = []
+    base = oxfile.parent
+    for key in data:
+        if key not in TOP_KEYS:
+            kind = "table" if isinstance(data[key], dict) else "key"
+            errors.append(f"{file}: unknown top-level {kind} {key!r}; allowed: [processes.NAME] tables and [logs]")
+    procs_raw = data.get("processes", {})
+    processes: list[ProcessConfig] = []
+    if not isinstance(procs_raw, dict):
+        errors.append(f"{file}: 'processes' must be tables like [processes.api]")
+        procs_raw = {}
+    elif not procs_raw:
+        errors.append(f"{file}: no processes defined; add a [processes.NAME] table with a command")
+    for name, table in procs_raw.items():
+        proc = _process(errors, file, base, name, table)
+        if proc is not None:
+            processes.append(proc)
+    seen: dict[tuple[str, int], str] = {}
+    for proc in processes:
+        if proc.listen and proc.listen[1] != 0:
+            if proc.listen in seen:
+                errors.append(f"{file}: [processes.{proc.name}] listen: {proc.listen_str} is already used by "
+                              f"[processes.{seen[proc.listen]}]; give each process its own address")
+            seen[proc.listen] = proc.name
+    logs = _logs(errors, file, base, oxfile, data.get("logs", {}))
+    if errors:
+        raise ConfigError(errors)
+    return Config(path=oxfile, processes=tuple(processes), logs=logs)
+
+
+def _logs(errors: list[str], file: str, base: Path, oxfile: Path, raw: Any) -> LogsConfig:
+    t = _Table(errors, file, "logs", raw, LOGS_KEYS)
+    d = t.get("dir", "str")
+    return LogsConfig(
+        dir=(base / d).resolve() if d else default_log_dir(oxfile),
+        max_size=t.parsed("max_size", parse_size, 10 * 1024 * 1024),
+        keep=t.get("keep", "posint", 5),
+        buffer_lines=t.get("buffer_lines", "posint", 10_000),
+    )
+
+
+def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> ProcessConfig | None:
+    where = f"processes.{name}"
+    if not NAME_RE.match(name):
+        errors.append(f"{file}: [{where}]: the name may use letters, digits, '_', '-' and '.' only; rename the table")
+    t = _Table(errors, file, where, raw, PROCESS_KEYS)
+    command = t.get("command", "str")
+    if "command" not in t.data and isinstance(raw, dict):
+        t.error("command", 'is required, e.g. command = "node server.js"')
+
+    instances_spec = t.data.get("instances", 1)
+    instances = 1
+    if instances_spec == "max":
+        instances = usable_cpus()
+    elif isinstance(instances_spec, int) and not isinstance(instances_spec, bool) and instances_spec >= 0:
+        instances = instances_spec
+    else:
+        t.error("instances", f'must be an integer >= 0 or "max" (got {instances_spec!r})')
+        instances_spec = 1
+
+    cwd_s = t.get("cwd", "str")
+    cwd = (base / cwd_s).resolve() if cwd_s else base
+    if cwd_s and not cwd.is_dir():
+        t.error("cwd", f"folder {str(cwd)!r} does not exist; create it or fix the path (relative to the oxfile)")
+
+    env: list[tuple[str, str]] = []
+    env_raw = t.get("env", "table", {})
+    for k, v in env_raw.items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
+            t.error("env", f"{k!r} is not a valid variable name")
+        elif isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            env.append((k, str(v)))
+        elif isinstance(v, bool):
+            env.append((k, "true" if v else "false"))
+        else:
+            t.error("env", f"{k} must be a string or number (got {v!r})")
+
+    stop_timeout = t.get("stop_timeout", "duration", 10.0)
+    ready = _ready(errors, file, where, t.data["ready"]) if "ready" in t.data else None
+    health = _health(errors, file, where, t.data["health"]) if "health" in t.data else None
+    listen = t.parsed("listen", parse_address)
+    if ready and ready.http and listen is None:
+        t.error("ready", "http readiness needs `listen` (the canary is reached through the socket); "
+                "add listen or use ready.log")
+    watch = t.get("watch", "strlist", [])
+    ignore = t.get("ignore", "strlist", [])
+    if command is None:
+        return None
+    return ProcessConfig(
+        name=name,
+        command=command,
+        instances=instances,
+        instances_spec=instances_spec,
+        restart_on_exit=t.get("restart_on_exit", "bool", True),
+        cwd=cwd,
+        env=tuple(env),
+        listen=listen,
+        stop_signal=t.parsed("stop_signal", parse_signal, signal.SIGTERM),
+        stop_timeout=stop_timeout,
+        max_memory=t.parsed("max_memory", parse_size),
+        ready=ready,
+        health=health,
+        backoff=t.get("backoff", "duration", 0.1),
+        backoff_max=t.get("backoff_max", "duration", 15.0),
+        max_restarts=t.get("max_restarts", "posint", 10),
+        restart_window=t.get("restart_window", "duration", 60.0),
+        watch=tuple(watch),
+        ignore=tuple(ignore),
+        watch_debounce=t.get("watch_debounce", "duration", 0.5),
+    )
+
+
+def _ready(errors: list[str], file: str, where: str, raw: Any) -> ReadyConfig:
+    t = _Table(errors, file, where + ".ready", raw, READY_KEYS)
+    pattern = None
+    log = t.get("log", "str")
+    if log is not None:
+        try:
+            pattern = re.compile(log)
+        except re.error as e:
+            t.error("log", f"regex does not compile: {e}; escape special characters like ( [ . with \\\\")
+    http = t.get("http", "str")
+    if http is not None and not http.startswith("/"):
+        t.error("http", f'must be a path starting with "/", e.g. "/health" (got {http!r})')
+        http = None
+    timeout = t.get("timeout", "duration", 30.0)
+    if timeout == 0:
+        t.error("timeout", "must be more than 0 seconds")
+        timeout = 30.0
+    return ReadyConfig(log=pattern, http=http, timeout=timeout)
+
+
+def _health(errors: list[str], file: str, where: str, raw: Any) -> HealthConfig:
+    t = _Table(errors, file, where + ".health", raw, HEALTH_KEYS)
+    http = t.get("http", "str")
+    if http is not None and not re.match(r"^http://[^/]+", http):
+        t.error("http", f'must be a URL like "http://127.0.0.1:3000/health" (got {http!r})')
+        http = None
+    tcp = t.parsed("tcp", parse_address)
+    cmd = t.get("cmd", "str")
+    given = [k for k, v in (("http", http), ("tcp", tcp), ("cmd", cmd)) if v is not None]
+    if len(given) != 1 and isinstance(raw, dict) and not any(k in t.data for k in ("http", "tcp", "cmd")):
+        t.error(None, "needs exactly one of http, tcp or cmd")
+    elif len(given) > 1:
+        t.error(None, f"give only one of http, tcp or cmd (got {', '.join(given)})")
+    interval = t.get("interval", "duration", 10.0) or 10.0
+    return HealthConfig(http=http, tcp=tcp, cmd=cmd, interval=interval,
+                        failures=t.get("failures", "posint", 3), timeout=t.get("timeout", "duration", 5.0) or 5.0)

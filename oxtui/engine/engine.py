@@ -1,0 +1,264 @@
+"""The engine: owns every process group, takes commands, publishes snapshots and log batches.
+
+An asyncio library with no UI import. `oxtui run` drives it on the main thread; the TUI runs it
+on a thread of its own. Commands arrive through `execute()`, the same entry the control socket
+uses, so a script and a key press do exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import socket
+import time
+from typing import Any, Callable
+
+from ..config import Config, parse_signal
+from ..runtime import lock_path
+from .group import CommandError, ProcessGroup
+from .logs import LogHub
+from .metrics import Sampler, Usage
+from .sockets import ListenError, bind_listener
+
+METRICS_INTERVAL = 1.0
+FLUSH_INTERVAL = 0.2
+
+
+class EngineError(Exception):
+    """The engine cannot start; the message says why and what to do."""
+
+
+class Engine:
+    def __init__(self, config: Config, *, control: bool = True):
+        self.config = config
+        self.logs = LogHub(config.logs.dir, config.logs.max_size, config.logs.keep, config.logs.buffer_lines)
+        self.groups: dict[str, ProcessGroup] = {}
+        self.base_env = dict(os.environ)
+        self.started_at = time.time()
+        self.usage = Usage(0.0, 0)
+        self.version = 0                 # bumped on every change; a UI polls it to skip idle frames
+        self.listeners: list[Callable[[], None]] = []
+        self._control_enabled = control
+        self._control = None
+        self._lock_fd: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.stopped = asyncio.Event()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every socket, start every process, serve the control socket.
+
+        Raises EngineError (nothing left running) when an engine already runs for this oxfile or an
+        address cannot be bound.
+        """
+        self._take_lock()
+        socks: dict[str, socket.socket] = {}
+        try:
+            for p in self.config.processes:
+                if p.listen is not None:
+                    try:
+                        socks[p.name] = bind_listener(*p.listen)
+                    except ListenError as e:
+                        raise EngineError(f"{self.config.path}: [processes.{p.name}] listen: {e}") from None
+            try:
+                self.logs.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                for p in self.config.processes:
+                    self.logs.open(p.name)
+            except OSError as e:
+                raise EngineError(f"{self.config.path}: [logs] dir: cannot write {self.logs.dir} ({e.strerror}); "
+                                  "set [logs] dir to a writable folder") from None
+            if self._control_enabled:
+                from .control import ControlServer
+                self._control = ControlServer(self, self.config.path)
+                await self._control.start()
+        except BaseException:
+            for s in socks.values():
+                s.close()
+            self._release_lock()
+            raise
+        for p in self.config.processes:
+            self.groups[p.name] = ProcessGroup(self, p, socks.get(p.name))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._metrics_loop(), name="metrics"),
+                       loop.create_task(self._flush_loop(), name="log flush")]
+        for g in self.groups.values():
+            g.start()
+
+    async def shutdown(self) -> None:
+        """Stop every worker gracefully, then close sockets, logs and the control socket."""
+        if self._stopping:
+            await self.stopped.wait()
+            return
+        self._stopping = True
+        try:
+            await asyncio.gather(*(g.stop() for g in self.groups.values()))
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._control is not None:
+                await self._control.close()
+            for g in self.groups.values():
+                if g.sock is not None:
+                    g.sock.close()
+            self.logs.close()
+            self._release_lock()
+            self.stopped.set()
+
+    def force_kill(self) -> None:
+        """SIGKILL every instance's process group now (a second Ctrl-C); shutdown() then finishes fast."""
+        for g in self.groups.values():
+            for w in list(g.workers.values()) + g.extra:
+                w.kill_group(signal.SIGKILL)
+
+    def _take_lock(self) -> None:
+        path = lock_path(self.config.path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise EngineError(f"{self.config.path}: an engine is already running for this oxfile (pid {other}); "
+                              "use `oxtui status` or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---- change notification --------------------------------------------------------------
+
+    def changed(self) -> None:
+        self.version += 1
+        for fn in self.listeners:
+            fn()
+
+    # ---- background loops -----------------------------------------------------------------
+
+    async def _metrics_loop(self) -> None:
+        sampler = Sampler()
+        while True:
+            workers = [w for g in self.groups.values() for w in list(g.workers.values()) + g.extra
+                       if w.pid is not None and w.state in ("starting", "running", "stopping")]
+            pids = [w.pid for w in workers if w.pid is not None]
+            try:
+                per_pid, self.usage = await asyncio.to_thread(sampler.sample, pids)
+            except Exception as e:  # a /proc oddity must never end the metrics loop
+                self.logs.emit("oxtui", None, "event", [f"metrics sampling failed: {e}"])
+                per_pid = {}
+            for w in workers:
+                u = per_pid.get(w.pid) if w.pid is not None else None
+                if u is None:
+                    continue
+                w.cpu_percent, w.rss_bytes = u.cpu_percent, u.rss_bytes
+                limit = w.cfg.max_memory
+                if limit is not None and u.rss_bytes > limit and w.state == "running":
+                    w.restart(f"memory {u.rss_bytes / 2**20:.0f} MiB over max_memory {limit / 2**20:.0f} MiB")
+            self.changed()
+            await asyncio.sleep(METRICS_INTERVAL)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.logs.flush()
+
+    # ---- commands -------------------------------------------------------------------------
+
+    def targets(self, name: Any) -> list[ProcessGroup]:
+        if name == "all":
+            return list(self.groups.values())
+        group = self.groups.get(name) if isinstance(name, str) else None
+        if group is None:
+            raise CommandError(f"no process named {name!r} in {self.config.path} "
+                               f"(processes: {', '.join(self.groups) or 'none'}, or all)")
+        return [group]
+
+    async def execute(self, req: dict[str, Any], progress: Callable[[str], None] | None = None) -> Any:
+        """Run one command. Raises CommandError with a one-line reason when it cannot be done."""
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return self.snapshot()
+        if cmd == "scale":
+            group = self.targets(req.get("name"))[0]
+            n = req.get("n")
+            if not isinstance(n, int) or isinstance(n, bool):
+                raise CommandError("scale needs a whole number of instances, e.g. 4, +1 or -1")
+            if req.get("relative"):
+                n = group.target + n
+            before, after = await group.scale(n)
+            return {"name": group.name, "before": before, "instances": after}
+        if cmd == "reload":
+            return await self._reload(self.targets(req.get("name")), progress)
+        if cmd in ("restart", "stop", "start"):
+            groups = self.targets(req.get("name"))
+            for g in groups:
+                if cmd == "restart":
+                    await g.restart()
+                elif cmd == "stop":
+                    await g.stop()
+                else:
+                    g.start()
+            return {"processes": [g.name for g in groups]}
+        if cmd == "kill":
+            group = self.targets(req.get("name"))[0]
+            try:
+                sig = parse_signal(req.get("signal", "SIGTERM"))
+            except ValueError as e:
+                raise CommandError(f"--signal {e}") from None
+            slot = req.get("instance")
+            if not isinstance(slot, int) or isinstance(slot, bool):
+                raise CommandError("kill needs an instance number, e.g. `oxtui kill api 0`")
+            return {"pid": group.kill(slot, sig), "signal": sig.name}
+        if cmd == "logs":
+            name = req.get("name")
+            names = [g.name for g in self.targets(name)] + (["oxtui"] if name in (None, "all") else [])
+            n = req.get("n", 100)
+            batches = self.logs.recent(names)
+            lines = [(b.seq, b.ts, b.source, b.stream, line) for b in batches for line in b.lines]
+            return {"lines": lines[-n:] if isinstance(n, int) and n > 0 else lines, "seq": self.logs.seq}
+        if cmd == "shutdown":
+            asyncio.get_running_loop().create_task(self.shutdown())
+            return {"stopping": True}
+        raise CommandError(f"unknown command {cmd!r}")
+
+    async def _reload(self, groups: list[ProcessGroup], progress: Callable[[str], None] | None) -> dict:
+        """Reload the groups one after another; stop at the first that fails."""
+        results = []
+        for g in groups:
+            def tagged(text: str, name: str = g.name) -> None:
+                if progress is not None:
+                    progress(f"{name}: {text}")
+            ok = await g.begin_reload(tagged)
+            results.append({"name": g.name, "ok": ok, "reason": g.reload.reason if g.reload else None})
+            if not ok:
+                break
+        return {"ok": all(r["ok"] for r in results), "processes": results}
+
+    def reload_all_in_background(self) -> None:
+        """SIGHUP: reload every process, one after another, without anyone waiting."""
+        async def go() -> None:
+            try:
+                await self._reload(list(self.groups.values()), None)
+            except CommandError as e:
+                self.logs.emit("oxtui", None, "event", [f"reload on SIGHUP refused: {e}"])
+        asyncio.get_running_loop().create_task(go())
+
+    # ---- status ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "oxfile": str(self.config.path),
+            "engine_pid": os.getpid(),
+            "engine": {"started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 3),
+                       "cpu_percent": self.usage.cpu_percent, "rss_bytes": self.usage.rss_bytes,
+                       "log_dir": str(self.logs.dir)},
+            "processes": [g.snapshot() for g in self.groups.values()],
+        }

@@ -1,0 +1,163 @@
+"""One [processes.NAME]: its instances, scaling, and the rolling-reload state machine."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING, Callable
+
+from ..config import ProcessConfig
+from .reload import RollingReload
+from .sockets import bind_listener
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; the message says why and what to do."""
+
+
+class ProcessGroup:
+    def __init__(self, engine: Engine, cfg: ProcessConfig, sock: socket.socket | None):
+        self.engine, self.cfg, self.name = engine, cfg, cfg.name
+        self.sock = sock
+        self.target = cfg.instances
+        self.release = 1
+        self.workers: dict[int, Worker] = {}
+        self.extra: list[Worker] = []            # reload surge instance and canary, while they exist
+        self.reload: RollingReload | None = None
+        self._reload_task: asyncio.Task[bool] | None = None
+        self.log = engine.logs.open(cfg.name)
+
+    # ---- what workers use -----------------------------------------------------------------
+
+    @property
+    def listen_fd(self) -> int | None:
+        return self.sock.fileno() if self.sock is not None else None
+
+    @property
+    def base_env(self) -> dict[str, str]:
+        return self.engine.base_env
+
+    def event(self, who: Worker | None, text: str) -> None:
+        instance = None if who is None else (-1 if who.role == "canary" else who.slot)
+        self.engine.logs.emit(self.name, instance, "event", [text])
+        self.changed()
+
+    def output(self, who: Worker, stream: str, lines: list[str]) -> None:
+        self.engine.logs.emit(self.name, -1 if who.role == "canary" else who.slot, stream, lines)
+
+    def changed(self) -> None:
+        self.engine.changed()
+
+    # ---- commands -------------------------------------------------------------------------
+
+    def new_worker(self, slot: int, role: str | None = None, listen_fd: int | None = None) -> Worker:
+        return Worker(self, slot, self.cfg, self.release, role=role, listen_fd=listen_fd)
+
+    def start(self) -> None:
+        for slot in range(self.target):
+            worker = self.workers.get(slot)
+            if worker is None:
+                worker = self.workers[slot] = self.new_worker(slot)
+            worker.start()
+        self.changed()
+
+    async def stop(self) -> None:
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_task.cancel()
+            await asyncio.gather(self._reload_task, return_exceptions=True)
+        await asyncio.gather(*(w.stop() for w in list(self.workers.values()) + self.extra))
+
+    async def restart(self) -> None:
+        self._refuse_during_reload("restart")
+        await self.stop()
+        for w in self.workers.values():
+            w.restarts += 1
+        self.start()
+
+    async def scale(self, n: int) -> tuple[int, int]:
+        if n < 0:
+            raise CommandError(f"{self.name}: cannot scale below 0 instances (asked for {n})")
+        self._refuse_during_reload("scale")
+        before = self.target
+        self.target = n
+        self.event(None, f"scaling {before} -> {n}")
+        if n > before:
+            self.start()
+        else:
+            doomed = [self.workers.pop(s) for s in sorted(self.workers) if s >= n]
+            self.changed()
+            await asyncio.gather(*(w.stop() for w in doomed))
+        self.changed()
+        return before, n
+
+    def kill(self, slot: int, sig: signal.Signals) -> int:
+        worker = self.workers.get(slot)
+        if worker is None:
+            raise CommandError(f"{self.name} has no instance {slot} (instances: 0-{self.target - 1})"
+                               if self.target else f"{self.name} has no instances; scale it up first")
+        pid = worker.pid
+        if not worker.kill(sig):
+            raise CommandError(f"{self.name}.{slot} is not running (state: {worker.state})")
+        assert pid is not None
+        return pid
+
+    def _refuse_during_reload(self, what: str) -> None:
+        if self.reload is not None and self.reload.active:
+            raise CommandError(f"{self.name}: a rolling reload is in progress (slot {self.reload.slot}); "
+                               f"{what} it when the reload is done")
+
+    # ---- rolling reload -------------------------------------------------------------------
+
+    def begin_reload(self, progress: Callable[[str], None] | None = None) -> asyncio.Task[bool]:
+        """Start a rolling reload; the task's result is True when every slot was replaced."""
+        if self.reload is not None and self.reload.active:
+            raise CommandError(f"{self.name}: a rolling reload is already running (slot {self.reload.slot}); "
+                               "wait for it to finish")
+        self.release += 1
+        self.reload = RollingReload(self, self.release, progress)
+        self._reload_task = asyncio.get_running_loop().create_task(self.reload.run(), name=f"reload {self.name}")
+        self.changed()
+        return self._reload_task
+
+    # ---- status ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        now = time.monotonic()
+        workers = [self._worker_snapshot(w, now) for _, w in sorted(self.workers.items())]
+        workers += [self._worker_snapshot(w, now) for w in self.extra]
+        return {
+            "name": self.name,
+            "instances": self.target,
+            "listen": self.cfg.listen_str,
+            "reload": self.reload.snapshot() if self.reload is not None else None,
+            "log_file": str(self.log.file.path),
+            "command": self.cfg.command,
+            "release": self.release,
+            "workers": workers,
+        }
+
+    @staticmethod
+    def _worker_snapshot(w: Worker, now: float) -> dict:
+        up = w.uptime()
+        return {
+            "instance": w.slot,
+            "pid": w.pid if w.state in ("starting", "running", "stopping") else None,
+            "state": w.state,
+            "restarts": w.restarts,
+            "uptime_s": round(up, 3) if up is not None else None,
+            "cpu_percent": w.cpu_percent,
+            "rss_bytes": w.rss_bytes,
+            "exit_code": w.exit_code,
+            "exit_signal": w.exit_signal,
+            "ready": w.ready.is_set(),
+            "health": w.health,
+            "reason": w.reason,
+            "role": w.role,
+            "release": w.release,
+        }

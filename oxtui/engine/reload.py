@@ -1,0 +1,197 @@
+"""Rolling reload: surge one, never fewer ready instances than wanted, stop at the first failure.
+
+    canary (when ready.http) -> for each slot: start replacement -> ready? -> stable? -> drain old
+                                                         |            |
+                                                         +-- no ------+--> failed: kill the new one,
+                                                                          the old keeps serving
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Callable
+
+from . import checks
+from .sockets import bind_listener
+
+if TYPE_CHECKING:
+    from .group import ProcessGroup
+    from .worker import Worker
+
+# A replacement that dies this soon after becoming ready fails the reload.
+STABLE_WINDOW = 0.5
+DEFAULT_TIMEOUT = 30.0
+
+
+class ReloadFailed(Exception):
+    pass
+
+
+class RollingReload:
+    def __init__(self, group: ProcessGroup, release: int, progress: Callable[[str], None] | None):
+        self.group, self.release, self.progress = group, release, progress
+        self.state = "running"       # running -> done | failed | cancelled
+        self.slot: int | str | None = None
+        self.step = "starting"
+        self.reason: str | None = None
+        self.slots: list[dict] = []
+        self.started = time.time()
+        self.finished: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def timeout(self) -> float:
+        ready = self.group.cfg.ready
+        return ready.timeout if ready is not None else DEFAULT_TIMEOUT
+
+    def say(self, text: str) -> None:
+        self.step = text
+        self.group.event(None, f"reload: {text}")
+        if self.progress is not None:
+            self.progress(text)
+
+    async def run(self) -> bool:
+        group = self.group
+        try:
+            self.say(f"release {self.release}: replacing {group.target} instance(s) one at a time")
+            ready = group.cfg.ready
+            if ready is not None and ready.http and group.sock is not None:
+                await self._canary(ready.http)
+            for slot in range(group.target):
+                await self._replace(slot)
+            self.state = "done"
+            self.slot = None
+            self.say(f"done: {group.target} instance(s) replaced in {time.time() - self.started:.1f}s")
+            return True
+        except ReloadFailed as e:
+            self.state = "failed"
+            self.reason = str(e)
+            self.say(f"failed: {e}; the running instances keep serving")
+            return False
+        except asyncio.CancelledError:
+            self.state = "cancelled"
+            self.reason = "cancelled (the process was stopped)"
+            raise
+        finally:
+            self.finished = time.time()
+            if group.extra:
+                leftovers, group.extra = group.extra, []
+                await asyncio.gather(*(w.stop() for w in leftovers))
+            group.changed()
+
+    async def _canary(self, path: str) -> None:
+        group = self.group
+        self.slot = "canary"
+        priv = bind_listener("127.0.0.1", 0)
+        port = priv.getsockname()[1]
+        canary = group.new_worker(group.target, role="canary", listen_fd=priv.fileno())
+        group.extra.append(canary)
+        deadline = time.monotonic() + self.timeout
+        try:
+            canary.start()
+            self.say(f"canary: started on private port {port}, waiting for GET {path} to answer 2xx")
+            if group.cfg.ready is not None and group.cfg.ready.log is not None:
+                await self._wait_ready(canary, deadline, "canary")
+            last = "no answer"
+            while True:
+                left = deadline - time.monotonic()
+                if canary.ended.is_set():
+                    raise ReloadFailed(f"canary {self._ended_how(canary)} before answering GET {path}")
+                if left <= 0:
+                    raise ReloadFailed(f"canary did not answer 2xx on GET {path} within {self.timeout:g}s ({last})")
+                probe = asyncio.ensure_future(checks.http_get("127.0.0.1", port, path, left))
+                ended = asyncio.ensure_future(canary.ended.wait())
+                await asyncio.wait([probe, ended], return_when=asyncio.FIRST_COMPLETED)
+                ended.cancel()
+                if not probe.done():
+                    probe.cancel()
+                    continue
+                code, why = probe.result()
+                if why is None:
+                    self.say(f"canary: GET {path} answered {code}")
+                    return
+                last = why
+                await asyncio.sleep(0.2)
+        finally:
+            await canary.stop()
+            if canary in group.extra:
+                group.extra.remove(canary)
+            priv.close()
+
+    async def _replace(self, slot: int) -> None:
+        group = self.group
+        self.slot = slot
+        old = group.workers.get(slot)
+        record = {"slot": slot, "old_pid": old.pid if old else None, "new_pid": None, "state": "starting"}
+        self.slots.append(record)
+        new = group.new_worker(slot, role="surge")
+        group.extra.append(new)
+        new.start()
+        deadline = time.monotonic() + self.timeout
+        try:
+            await self._wait_ready(new, deadline, f"slot {slot}")
+            record["new_pid"] = new.pid
+            try:
+                await asyncio.wait_for(new.ended.wait(), STABLE_WINDOW)
+            except TimeoutError:
+                pass
+            else:
+                raise ReloadFailed(f"slot {slot}: new pid {record['new_pid']} {self._ended_how(new)} "
+                                   f"right after becoming ready")
+        except ReloadFailed:
+            record["state"] = "failed"
+            record["new_pid"] = record["new_pid"] or new.pid
+            await new.stop()
+            group.extra.remove(new)
+            raise
+        # Promote before draining: from here the new instance is the slot's.
+        group.extra.remove(new)
+        new.role = None
+        group.workers[slot] = new
+        record["state"] = "draining"
+        self.say(f"slot {slot}: new pid {new.pid} ready" + (f", draining old pid {old.pid}" if old and old.pid else ""))
+        if old is not None:
+            await old.stop()
+        record["state"] = "done"
+        group.changed()
+
+    async def _wait_ready(self, worker: Worker, deadline: float, who: str) -> None:
+        while worker.pid is None and not worker.ended.is_set():
+            await asyncio.sleep(0.01)
+        if who != "canary":
+            self.say(f"{who}: started new pid {worker.pid}, waiting until ready")
+        ready = asyncio.ensure_future(worker.ready.wait())
+        ended = asyncio.ensure_future(worker.ended.wait())
+        try:
+            await asyncio.wait([ready, ended], timeout=max(0.0, deadline - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            ended.cancel()
+        if worker.ready.is_set() and not worker.ended.is_set():
+            return
+        if worker.ended.is_set():
+            raise ReloadFailed(f"{who}: new pid {worker.pid} {self._ended_how(worker)} before it was ready")
+        raise ReloadFailed(f"{who}: new pid {worker.pid} not ready within {self.timeout:g}s")
+
+    @staticmethod
+    def _ended_how(worker: Worker) -> str:
+        if worker.exit_signal:
+            return f"was killed by {worker.exit_signal}"
+        return f"exited with code {worker.exit_code}"
+
+    def snapshot(self) -> dict:
+        return {
+            "state": self.state,
+            "release": self.release,
+            "slot": self.slot,
+            "step": self.step,
+            "reason": self.reason,
+            "slots": [dict(s) for s in self.slots],
+            "started_at": self.started,
+            "finished_at": self.finished,
+        }

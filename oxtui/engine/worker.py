@@ -1,0 +1,340 @@
+"""One instance of a process: its lifecycle as an explicit state machine.
+
+    stopped -> starting -> running -> stopping -> stopped
+                  |           |
+                  +-- exit ---+--> backoff -> starting ...   (restart_on_exit)
+                              +--> exited                     (restart_on_exit = false)
+                              +--> errored                    (crash loop: waits for start/restart)
+
+A Worker owns one supervising task. Everything it waits on (exit, readiness, health, stop request)
+is a future or a task of its own, so a slow probe elsewhere never delays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from ..config import ProcessConfig
+from . import checks
+from .backoff import RestartPolicy
+from .logs import LineSplitter, split_blob
+from .pipes import PipeReader, watch_exit
+from .spawn import Child, describe_status, instance_env, spawn
+
+if TYPE_CHECKING:
+    from .group import ProcessGroup
+
+STATES = ("starting", "running", "stopping", "stopped", "backoff", "errored", "exited")
+# With no [ready] table an instance counts as ready after this long alive.
+DEFAULT_READY_AFTER = 1.0
+
+
+class Worker:
+    def __init__(self, group: ProcessGroup, slot: int, cfg: ProcessConfig, release: int, role: str | None = None,
+                 listen_fd: int | None = None):
+        self.group, self.slot, self.cfg, self.release = group, slot, cfg, release
+        self.role = role                         # None, "surge" (reload replacement) or "canary"
+        self._listen_fd = listen_fd              # the canary's private socket instead of the shared one
+        self.state = "stopped"
+        self.pid: int | None = None
+        self.restarts = 0
+        self.started_at: float | None = None     # monotonic start of the current process
+        self.ready_at: float | None = None
+        self.exit_code: int | None = None
+        self.exit_signal: str | None = None
+        self.reason: str | None = None           # why it last restarted or gave up
+        self.health: str | None = None           # "ok", "failing (n/N)", or None when unchecked
+        self.cpu_percent: float | None = None
+        self.rss_bytes: int | None = None
+        self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
+                                    window=cfg.restart_window)
+        self.ready = asyncio.Event()             # set while the current process is ready
+        self.ended = asyncio.Event()             # set when the current process has exited
+        self._want = False
+        self._stop = asyncio.Event()
+        self._restart_reason: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._child: Child | None = None
+
+    # ---- commands -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run (again) and keep running; also takes an errored or exited worker out of its park."""
+        self._want = True
+        if self._task is None or self._task.done():
+            self.policy.reset()
+            self._stop = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"worker {self.label}")
+
+    async def stop(self) -> None:
+        """Stop gracefully (stop_signal, stop_timeout, then SIGKILL of the group) and wait."""
+        self._want = False
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    def restart(self, reason: str) -> None:
+        """Replace the running process (gracefully), as after a crash."""
+        if self._child is not None and self.state in ("starting", "running"):
+            self._restart_reason = reason
+            self._stop.set()
+
+    def kill(self, sig: signal.Signals) -> bool:
+        if self.pid is None or self.state not in ("starting", "running", "stopping"):
+            return False
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        self.group.event(self, f"sent {sig.name} to pid {self.pid}")
+        return True
+
+    def kill_group(self, sig: signal.Signals) -> None:
+        if self._child is not None:
+            _killpg(self._child.pid, sig)
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.name}.{self.role if self.role == 'canary' else self.slot}"
+
+    def _env(self) -> dict[str, str]:
+        env = instance_env(self.group.base_env, self.cfg.name, self.slot, self.cfg.env, self.cfg.listen)
+        if self.role == "canary":
+            env["OXTUI_CANARY"] = "1"
+        return env
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def uptime(self) -> float | None:
+        if self.started_at is None or self.state not in ("starting", "running", "stopping"):
+            return None
+        return time.monotonic() - self.started_at
+
+    # ---- supervision ----------------------------------------------------------------------
+
+    def _set(self, state: str) -> None:
+        self.state = state
+        self.group.changed()
+
+    async def _supervise(self) -> None:
+        try:
+            while self._want:
+                uptime, why = await self._run_once()
+                if why == "stop" or not self._want:
+                    break
+                # A reload's replacement or canary that dies is a failed release: never retried.
+                if why is None and (not self.cfg.restart_on_exit or self.role is not None):
+                    self._want = False
+                    self._set("exited")
+                    return
+                delay = self.policy.on_exit(uptime)
+                if delay is None:
+                    self._want = False
+                    self.reason = (f"crash loop: {self.policy.max_restarts} restarts within "
+                                   f"{self.policy.window:g}s; fix it, then start or restart")
+                    self.group.event(self, f"errored: {self.reason}")
+                    self._set("errored")
+                    return
+                if delay > 0:
+                    self._set("backoff")
+                    self.group.event(self, f"restarting in {delay:.2f}s")
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), delay)
+                    except TimeoutError:
+                        pass
+                    if not self._want:
+                        break
+                    self._stop.clear()
+                self.restarts += 1
+            self._set("stopped")
+        except asyncio.CancelledError:
+            await self._kill_now()
+            self._set("stopped")
+            raise
+
+    async def _run_once(self) -> tuple[float, str | None]:
+        """Start one process and wait for it to end.
+
+        Returns (uptime, why): why is "stop" for a requested stop, a reason string for a restart the
+        engine asked for (readiness timeout, memory, health), None for an exit on its own.
+        """
+        loop = asyncio.get_running_loop()
+        self.ready.clear()
+        self.ended.clear()
+        self.health = None
+        env = self._env()
+        listen_fd = self._listen_fd if self._listen_fd is not None else self.group.listen_fd
+        try:
+            child = spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd)
+        except OSError as e:
+            self.exit_code, self.exit_signal, self.pid = 127, None, None
+            self.group.event(self, f"cannot start: {e.strerror or e}")
+            self.ended.set()
+            return 0.0, None
+        self._child = child
+        self.pid, self.started_at, self.ready_at = child.pid, child.started, None
+        self.exit_code = self.exit_signal = None
+        self.cpu_percent = self.rss_bytes = None
+        self._set("starting")
+        self.group.event(self, f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else ""))
+        exited = watch_exit(loop, child.pid)
+        pumps = self._pump(loop, child)
+        helpers = [loop.create_task(self._become_ready(child))]
+        stop_wait = loop.create_task(self._stop.wait())
+        try:
+            await asyncio.wait([exited, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            why: str | None
+            if exited.done():
+                why = None
+            else:
+                why = self._restart_reason or "stop"
+                self._restart_reason = None
+                if why != "stop":
+                    self._stop.clear()
+                await self._terminate(child, exited)
+        finally:
+            for t in helpers + [stop_wait]:
+                t.cancel()
+            self.ready.clear()
+        uptime = time.monotonic() - child.started
+        self.exit_code, self.exit_signal = describe_status(exited.result())
+        await self._clean_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
+        self._child = None
+        self.ended.set()
+        how = f"signal {self.exit_signal}" if self.exit_signal else f"code {self.exit_code}"
+        if why is None:
+            self.reason = f"exited with {how}"
+            self.group.event(self, f"pid {child.pid} exited with {how} after {uptime:.1f}s")
+        elif why == "stop":
+            self.group.event(self, f"pid {child.pid} stopped ({how})")
+        else:
+            self.reason = why
+            self.group.event(self, f"pid {child.pid} restarted: {why}")
+        # Let the readers finish what the child wrote before it died; they close at EOF.
+        drained = [asyncio.ensure_future(p.closed.wait()) for p in pumps]
+        await asyncio.wait(drained, timeout=0.5)
+        for t in drained:
+            t.cancel()
+        return uptime, why
+
+    def _pump(self, loop: asyncio.AbstractEventLoop, child: Child) -> list[PipeReader]:
+        readers = []
+        for fd, stream in ((child.stdout, "out"), (child.stderr, "err")):
+            splitter = LineSplitter()
+
+            def on_data(data: bytes, splitter=splitter, stream=stream) -> None:
+                blob = splitter.feed(data)
+                if blob is not None:
+                    self._on_lines(stream, split_blob(blob))
+
+            def on_eof(splitter=splitter, stream=stream) -> None:
+                tail = splitter.flush()
+                if tail:
+                    self._on_lines(stream, split_blob(tail))
+
+            readers.append(PipeReader(loop, fd, on_data, on_eof))
+        return readers
+
+    def _on_lines(self, stream: str, lines: list[str]) -> None:
+        self.group.output(self, stream, lines)
+        ready = self.cfg.ready
+        if ready is not None and ready.log is not None and self.state == "starting" and not self.ready.is_set():
+            if any(ready.log.search(line) for line in lines):
+                self._mark_ready()
+
+    def _mark_ready(self) -> None:
+        if self.state != "starting":
+            return
+        self.ready_at = time.monotonic()
+        self.ready.set()
+        self._set("running")
+        if self.cfg.health is not None:
+            asyncio.get_running_loop().create_task(self._health_loop(self._child))
+
+    async def _become_ready(self, child: Child) -> None:
+        ready = self.cfg.ready
+        if ready is None or ready.log is None:
+            await asyncio.sleep(DEFAULT_READY_AFTER)
+            if self._child is child:
+                self._mark_ready()
+            return
+        try:
+            await asyncio.wait_for(self.ready.wait(), ready.timeout)
+        except TimeoutError:
+            if self._child is child and not self.ready.is_set():
+                self.restart(f"not ready within {ready.timeout:g}s (no output matched ready.log)")
+
+    async def _health_loop(self, child: Child | None) -> None:
+        health = self.cfg.health
+        assert health is not None
+        failures = 0
+        self.health = "ok"
+        env = self._env()
+        while self._child is child and child is not None and self.state == "running":
+            await asyncio.sleep(health.interval)
+            if self._child is not child or self.state != "running":
+                return
+            reason = await checks.probe(health, str(self.cfg.cwd), env)
+            if reason is None:
+                failures = 0
+                self.health = "ok"
+                continue
+            failures += 1
+            self.health = f"failing {failures}/{health.failures}: {reason}"
+            self.group.changed()
+            if failures >= health.failures:
+                self.restart(f"health check failed {failures} times in a row ({reason})")
+                return
+
+    async def _terminate(self, child: Child, exited: asyncio.Future[int]) -> None:
+        self._set("stopping")
+        sig = self.cfg.stop_signal
+        _killpg(child.pid, sig)
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), self.cfg.stop_timeout)
+        except TimeoutError:
+            self.group.event(self, f"pid {child.pid} ignored {sig.name} for {self.cfg.stop_timeout:g}s: SIGKILL")
+            _killpg(child.pid, signal.SIGKILL)
+            await exited
+
+    async def _clean_group(self, pgid: int, grace: float) -> None:
+        """After the main process is gone, end whatever it left in its process group."""
+        deadline = time.monotonic() + grace
+        while _group_alive(pgid):
+            if time.monotonic() >= deadline:
+                _killpg(pgid, signal.SIGKILL)
+                break
+            await asyncio.sleep(0.05)
+
+    async def _kill_now(self) -> None:
+        child = self._child
+        if child is not None:
+            _killpg(child.pid, signal.SIGKILL)
+            try:
+                os.waitpid(child.pid, 0)
+            except ChildProcessError:
+                pass
+            self._child = None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

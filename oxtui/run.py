@@ -1,0 +1,63 @@
+"""`oxtui run`: the engine headless in the foreground, merged logs on stdout.
+
+SIGINT/SIGTERM stop everything gracefully and exit 0 (a second Ctrl-C SIGKILLs what is left);
+SIGHUP reloads every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from .config import Config
+from .engine import Engine, EngineError
+from .printer import Printer
+
+
+def run(config: Config) -> int:
+    return asyncio.run(_run(config))
+
+
+async def _run(config: Config) -> int:
+    engine = Engine(config)
+    printer = Printer(sys.stdout)
+    engine.logs.subscribers.append(printer.on_batch)
+    try:
+        await engine.start()
+    except EngineError as e:
+        printer.close()
+        print(f"oxtui: {e}", file=sys.stderr)
+        return 1
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_stop(signame: str) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            engine.logs.emit("oxtui", None, "event", [f"{signame}: stopping every process gracefully"
+                                                      " (Ctrl-C again to force)"])
+            loop.create_task(engine.shutdown())
+        else:
+            engine.logs.emit("oxtui", None, "event", [f"{signame} again: SIGKILL to every process"])
+            engine.force_kill()
+
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGHUP, engine.reload_all_in_background)
+    engine.logs.emit("oxtui", None, "event", [f"engine pid {_pid()} running {config.path}; logs in {engine.logs.dir}"])
+    try:
+        await engine.stopped.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        if not engine.stopped.is_set():
+            await engine.shutdown()
+        printer.close()
+    return 0
+
+
+def _pid() -> int:
+    import os
+    return os.getpid()

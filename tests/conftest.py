@@ -1,0 +1,190 @@
+"""Shared helpers: temporary oxfiles, engines in-process or as real `oxtui run` processes, and a
+leak check that fails any test leaving a process behind.
+
+Every process a test starts carries OXTUI_TEST_MARK in its environment (set here, inherited by
+engines and their workers); after each test nothing with that mark may still be alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+MARK = f"oxtui-test-{uuid.uuid4().hex[:12]}"
+os.environ["OXTUI_TEST_MARK"] = MARK
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
+        time.sleep(interval)
+
+
+async def await_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
+        await asyncio.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def marked_pids() -> list[int]:
+    """Live processes (not zombies) that carry this test session's mark, other than ourselves."""
+    found = []
+    needle = f"OXTUI_TEST_MARK={MARK}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run_dir))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    yield
+    leaked: list[int] = []
+    try:
+        wait_until(lambda: not marked_pids(), timeout=5, what="no leftover processes")
+    except AssertionError:
+        leaked = marked_pids()
+        for pid in leaked:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert not leaked, f"test left processes behind: {leaked}"
+
+
+def write_oxfile(folder: Path, body: str, name: str = "oxfile.toml") -> Path:
+    path = folder / name
+    text = textwrap.dedent(body)
+    if "[logs]" not in text:
+        text += '\n[logs]\ndir = "logs"\n'
+    path.write_text(text)
+    return path
+
+
+def run_engine(coro_fn: Callable[..., Any], *args: Any, timeout: float = 60) -> Any:
+    """Run an async test body with a deadline, so a hung engine fails instead of stalling CI."""
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro_fn(*args), timeout)
+    return asyncio.run(bounded())
+
+
+class EngineProcess:
+    """A real `oxtui run OXFILE` child, with its stdout in a file."""
+
+    def __init__(self, oxfile: Path):
+        self.oxfile = oxfile
+        self.out_path = oxfile.parent / "engine.out"
+        self._out = open(self.out_path, "wb")
+        env = {**os.environ, "NO_COLOR": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "oxtui", "run", str(oxfile)], stdout=self._out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=oxfile.parent)
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return oxtui_cli(*args, "-c", str(self.oxfile), timeout=timeout, cwd=self.oxfile.parent)
+
+    def status(self) -> dict[str, Any]:
+        r = self.cli("status", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def workers(self, name: str) -> list[dict[str, Any]]:
+        snap = self.status()
+        return next(p for p in snap["processes"] if p["name"] == name)["workers"]
+
+    def wait_running(self, name: str, n: int, timeout: float = 15) -> list[dict[str, Any]]:
+        def ok() -> list[dict[str, Any]] | None:
+            ws = [w for w in self.workers(name) if w["state"] == "running" and w["role"] is None]
+            return ws if len(ws) == n else None
+        return wait_until(ok, timeout, interval=0.1, what=f"{n} running {name} workers")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("engine did not stop within 30 s of SIGTERM")
+        self._out.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def engine_process():
+    started: list[EngineProcess] = []
+
+    def start(oxfile: Path) -> EngineProcess:
+        ep = EngineProcess(oxfile)
+        started.append(ep)
+        wait_until(lambda: ep.cli("status").returncode == 0 or ep.proc.poll() is not None, 15, 0.1,
+                   what="the engine's control socket")
+        assert ep.proc.poll() is None, f"engine exited early:\n{ep.output()}"
+        return ep
+
+    yield start
+    for ep in started:
+        ep.stop()
+
+
+def oxtui_cli(*args: str, timeout: float = 60, cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "oxtui", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ, "NO_COLOR": "1", **(env or {})},
+                          stdin=subprocess.DEVNULL)
+
+
+def http_get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
