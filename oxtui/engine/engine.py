@@ -173,7 +173,7 @@ class Engine:
     # ---- commands -------------------------------------------------------------------------
 
     def targets(self, name: Any) -> list[ProcessGroup]:
-        if name == "all":
+        if name in ("all", None):
             return list(self.groups.values())
         group = self.groups.get(name) if isinstance(name, str) else None
         if group is None:
@@ -223,7 +223,9 @@ class Engine:
             n = req.get("n", 100)
             batches = self.logs.recent(names)
             lines = [(b.seq, b.ts, b.source, b.stream, line) for b in batches for line in b.lines]
-            return {"lines": lines[-n:] if isinstance(n, int) and n > 0 else lines, "seq": self.logs.seq}
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise CommandError("logs -n needs a number of lines >= 0")
+            return {"lines": lines[len(lines) - n:] if n else [], "seq": self.logs.seq}
         if cmd == "shutdown":
             asyncio.get_running_loop().create_task(self.shutdown())
             return {"stopping": True}

@@ -1,0 +1,79 @@
+"""Test HTTP app. Reads ./release.txt at boot, like a deploy would change the code on disk:
+  "ok <tag>"     serve normally (/ answers "<tag> <pid>")
+  "crash"        exit 3 at boot
+  "noready"      never accept and never print the ready line
+  "fail500"      serve, but /health answers 500
+  "crashlater"   become ready, then exit 4 after 0.2 s
+Drains on SIGTERM: stop accepting, finish requests in flight, exit 0.
+"""
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+try:
+    RELEASE = open("release.txt").read().split()
+except FileNotFoundError:
+    RELEASE = ["ok", "r1"]
+MODE = RELEASE[0]
+TAG = RELEASE[1] if len(RELEASE) > 1 else MODE
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        if url.path == "/health":
+            code = 500 if MODE == "fail500" else 200
+            return self.reply(code, "bad\n" if code == 500 else "ok\n")
+        if url.path == "/slow":
+            time.sleep(float(parse_qs(url.query).get("s", ["1"])[0]))
+        self.reply(200, f"{TAG} {os.getpid()}\n")
+
+    def reply(self, code, body):
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if MODE == "crash":
+        print("boom: release is broken", file=sys.stderr, flush=True)
+        sys.exit(3)
+    if MODE == "noready":
+        stop.wait()
+        return
+    sock = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") == "1" else socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
+    sock.setblocking(False)
+    server = ThreadingHTTPServer(("", 0), Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.daemon_threads = False
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    t.start()
+    print(f"ready {TAG} pid {os.getpid()} listen_pid {os.environ.get('LISTEN_PID')}", flush=True)
+    if MODE == "crashlater":
+        time.sleep(0.2)
+        os._exit(4)
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    t.join()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

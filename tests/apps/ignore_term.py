@@ -1,0 +1,5 @@
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print(f"stubborn {os.getpid()}", flush=True)
+while True:
+    time.sleep(60)

@@ -1,0 +1,193 @@
+"""The real `oxtui run` process driven by the real CLI verbs over the control socket."""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from conftest import APPS, free_port, http_get, marked_pids, oxtui_cli, wait_until, write_oxfile
+
+PY = sys.executable
+
+
+def oxfile(tmp_path, port, instances=2):
+    return write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = {instances}
+        listen = "127.0.0.1:{port}"
+        [processes.app.ready]
+        log = "^ready"
+        [processes.bg]
+        command = "{PY} -u -c 'import time\\nwhile True: print(\\"tick\\"); time.sleep(0.2)'"
+    ''')
+
+
+def test_no_engine_means_exit_3(tmp_path):
+    path = write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 1"\n')
+    for args in (("status",), ("status", "--json"), ("scale", "app", "2"), ("reload", "app"), ("kill", "app", "0"),
+                 ("stop", "all"), ("start", "all"), ("restart", "app"), ("logs",)):
+        r = oxtui_cli(*args, "-c", str(path))
+        assert r.returncode == 3, (args, r.stdout, r.stderr)
+        assert "no engine is running for" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_status_json_shape(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(oxfile(tmp_path, port))
+    ep.wait_running("app", 2)
+    snap = ep.status()
+    assert snap["oxfile"] == str(tmp_path / "oxfile.toml") and snap["engine_pid"] == ep.proc.pid
+    app = snap["processes"][0]
+    assert app["name"] == "app" and app["instances"] == 2 and app["listen"] == f"127.0.0.1:{port}"
+    assert app["reload"] is None and app["log_file"] == str(tmp_path / "logs" / "app.log")
+    for i, w in enumerate(app["workers"]):
+        assert w["instance"] == i and w["state"] == "running" and w["restarts"] == 0 and w["exit_code"] is None
+        assert isinstance(w["pid"], int) and w["uptime_s"] > 0
+    wait_until(lambda: all(w["rss_bytes"] for w in ep.workers("app")), 5, 0.2, "metrics")
+    w = ep.workers("app")[0]
+    assert w["rss_bytes"] > 1_000_000 and w["cpu_percent"] >= 0
+    text = ep.cli("status")
+    assert text.returncode == 0 and "app.0" in text.stdout and "running" in text.stdout
+
+
+def test_scale_kill_stop_start_restart_logs(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(oxfile(tmp_path, port))
+    ep.wait_running("app", 2)
+
+    r = ep.cli("scale", "app", "+1")
+    assert r.returncode == 0 and "app: 2 -> 3" in r.stdout
+    ep.wait_running("app", 3)
+    r = ep.cli("scale", "app", "-2")
+    assert r.returncode == 0 and "app: 3 -> 1" in r.stdout
+    assert [w["instance"] for w in ep.workers("app")] == [0]
+    r = ep.cli("scale", "app", "-5")
+    assert r.returncode == 1 and "cannot scale below 0" in r.stderr
+    r = ep.cli("scale", "app", "many")
+    assert r.returncode == 2 and "N must be a number" in r.stderr
+
+    old = ep.workers("app")[0]["pid"]
+    r = ep.cli("kill", "app", "0", "--signal", "SIGKILL")
+    assert r.returncode == 0 and f"sent SIGKILL to pid {old}" in r.stdout
+    wait_until(lambda: (w := ep.workers("app")[0])["pid"] not in (None, old) and w["restarts"] == 1, 10, 0.1)
+    assert ep.cli("kill", "app", "7").returncode == 1
+    r = ep.cli("kill", "app", "0", "--signal", "SIGWHAT")
+    assert r.returncode == 1 and "signal name" in r.stderr
+    r = ep.cli("kill", "nope", "0")
+    assert r.returncode == 1 and "no process named 'nope'" in r.stderr
+
+    r = ep.cli("stop", "app")
+    assert r.returncode == 0
+    assert [w["state"] for w in ep.workers("app")] == ["stopped"]
+    r = ep.cli("start", "app")
+    assert r.returncode == 0
+    ep.wait_running("app", 1)
+    before = ep.workers("app")[0]["pid"]
+    r = ep.cli("restart", "all")
+    assert r.returncode == 0
+    ep.wait_running("app", 1)
+    assert ep.workers("app")[0]["pid"] != before
+
+    r = ep.cli("logs", "bg", "-n", "3")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and all(" bg.0 " in l for l in lines), lines
+    assert lines[-1].endswith("| tick") and lines[-1][:4].isdigit()
+    r = ep.cli("logs", "-n", "500")
+    assert "app.0" in r.stdout and "bg.0" in r.stdout
+
+    follow = subprocess.Popen([PY, "-m", "oxtui", "logs", "bg", "-f", "-n", "0", "-c", str(ep.oxfile)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
+    try:
+        got = [follow.stdout.readline() for _ in range(3)]
+        assert all(re.search(r" bg\.0 +\| tick$", line) for line in got), got
+    finally:
+        follow.kill()
+        follow.wait()
+
+
+def test_reload_replaces_every_pid(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(oxfile(tmp_path, port))
+    before = {w["pid"] for w in ep.wait_running("app", 2)}
+    r = ep.cli("reload", "app")
+    assert r.returncode == 0, r.stderr
+    assert "slot 0: started new pid" in r.stdout and "slot 1: new pid" in r.stdout and "done" in r.stdout
+    after = {w["pid"] for w in ep.wait_running("app", 2)}
+    assert not (before & after)
+    assert ep.status()["processes"][0]["reload"]["state"] == "done"
+
+
+def test_sigint_stops_gracefully_and_exits_0(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(oxfile(tmp_path, port))
+    pids = [w["pid"] for w in ep.wait_running("app", 2)]
+    ep.proc.send_signal(signal.SIGINT)
+    assert ep.proc.wait(20) == 0
+    assert not any(psutil.pid_exists(p) for p in pids)
+    out = ep.output()
+    assert "SIGINT: stopping every process gracefully" in out and "stopped (code 0)" in out
+    r = ep.cli("status")
+    assert r.returncode == 3
+
+
+def test_sigkill_of_the_engine_leaves_no_worker(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(oxfile(tmp_path, port, instances=3))
+    pids = [w["pid"] for w in ep.wait_running("app", 3)] + [w["pid"] for w in ep.workers("bg")]
+    assert len(pids) == 4
+    ep.proc.kill()
+    ep.proc.wait()
+    wait_until(lambda: not marked_pids(), 5, what="workers to die with the engine")
+    # the control socket of the dead engine is stale; a new engine takes over
+    r = ep.cli("status")
+    assert r.returncode == 3
+    ep2 = engine_process(ep.oxfile)
+    ep2.wait_running("app", 3)
+    code, _ = http_get(port)
+    assert code == 200
+
+
+def test_second_run_for_same_oxfile_fails_clearly(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\n'))
+    r = oxtui_cli("run", str(ep.oxfile), timeout=20)
+    assert r.returncode == 1 and "an engine is already running for this oxfile" in r.stderr
+
+
+def test_sighup_reloads_everything(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(oxfile(tmp_path, port))
+    before = {w["pid"] for w in ep.wait_running("app", 2)}
+    ep.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: (p := ep.status()["processes"])[0]["reload"] and p[1]["reload"]
+               and p[1]["reload"]["state"] == "done", 30, 0.2, "reload of both")
+    after = {w["pid"] for w in ep.wait_running("app", 2)}
+    assert not (before & after)
+
+
+def test_control_socket_rejects_garbage(tmp_path, engine_process):
+    import socket as so
+    from oxtui.runtime import socket_path
+    ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\n'))
+    path = socket_path(ep.oxfile)
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    with so.socket(so.AF_UNIX) as s:
+        s.connect(str(path))
+        f = s.makefile("rwb")
+        for junk in (b"hello\n", b"[1,2]\n", b'{"cmd": "explode"}\n', b"\xff\xfe\n"):
+            f.write(junk)
+            f.flush()
+            reply = json.loads(f.readline())
+            assert reply["ok"] is False and reply["error"]
+        f.write(b"x" * 200_000 + b"\n")
+        f.flush()
+        assert json.loads(f.readline())["ok"] is False
+    assert ep.cli("status").returncode == 0

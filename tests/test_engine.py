@@ -1,0 +1,391 @@
+"""The engine in-process against real children, real signals and a real shared socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import APPS, await_until, free_port, http_get, run_engine, write_oxfile
+from oxtui.config import load
+from oxtui.engine import Engine, EngineError
+
+PY = sys.executable
+
+
+def group_of(engine: Engine, name: str = "app"):
+    return engine.groups[name]
+
+
+def running(engine: Engine, name: str = "app"):
+    return [w for _, w in sorted(group_of(engine, name).workers.items()) if w.state == "running"]
+
+
+async def started(path: Path) -> Engine:
+    engine = Engine(load(path))
+    await engine.start()
+    return engine
+
+
+def app_oxfile(tmp_path: Path, port: int, instances: int = 3, extra: str = "") -> Path:
+    return write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = {instances}
+        listen = "127.0.0.1:{port}"
+        stop_timeout = 5
+        {extra}
+        [processes.app.ready]
+        log = "^ready"
+        timeout = 10
+    ''')
+
+
+def test_instances_share_one_port_and_get_their_environment(tmp_path):
+    port = free_port()
+    path = app_oxfile(tmp_path, port)
+
+    async def body():
+        engine = await started(path)
+        try:
+            await await_until(lambda: len(running(engine)) == 3, 15, what="3 running")
+            pids = {w.pid for w in running(engine)}
+            seen = set()
+            for _ in range(60):
+                _, text = await asyncio.to_thread(http_get, port)
+                seen.add(int(text.split()[1]))
+            assert seen <= pids and len(seen) >= 2, (seen, pids)
+            w = running(engine)[1]
+            env = psutil.Process(w.pid).environ()
+            assert env["OXTUI_PROCESS"] == "app" and env["OXTUI_INSTANCE"] == "1" and env["NODE_APP_INSTANCE"] == "1"
+            assert env["LISTEN_FDS"] == "1" and env["LISTEN_PID"] == str(w.pid) and env["LISTEN_FDNAMES"] == "app"
+            assert env["PORT"] == str(port) and env["HOST"] == "127.0.0.1" and env["PYTHONUNBUFFERED"] == "1"
+            proc = psutil.Process(w.pid)
+            assert proc.cmdline()[:2] == [PY, str(APPS / "app.py")], "the command was not exec'd"
+            assert os.getpgid(w.pid) == w.pid and os.getsid(w.pid) == w.pid
+            fds = sorted(int(fd) for fd in os.listdir(f"/proc/{w.pid}/fd"))
+            assert fds[:4] == [0, 1, 2, 3]
+            assert os.readlink(f"/proc/{w.pid}/fd/0") == "/dev/null"
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+
+
+def test_kill_9_replaces_the_slot_and_counts_a_restart(tmp_path):
+    port = free_port()
+    path = app_oxfile(tmp_path, port, instances=2)
+
+    async def body():
+        engine = await started(path)
+        try:
+            await await_until(lambda: len(running(engine)) == 2, 15)
+            w = group_of(engine).workers[0]
+            old = w.pid
+            os.kill(old, signal.SIGKILL)
+            await await_until(lambda: w.state == "running" and w.pid != old, 10, what="replacement")
+            assert w.restarts == 1 and not psutil.pid_exists(old), "old pid not reaped"
+            snap = engine.snapshot()["processes"][0]["workers"][0]
+            assert snap["restarts"] == 1 and snap["pid"] == w.pid and snap["state"] == "running"
+            engine.logs.flush()
+            log = (tmp_path / "logs" / "app.log").read_text()
+            assert f"pid {old} exited with signal SIGKILL" in log
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+
+
+def test_missing_command_backs_off_then_parks_errored(tmp_path):
+    path = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "no-such-program-oxtui --flag"
+        backoff = 0.05
+        backoff_max = 0.2
+        max_restarts = 5
+        restart_window = 30
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            w = group_of(engine).workers[0]
+            await await_until(lambda: w.state == "errored", 15, what="errored")
+            assert w.exit_code == 127 and w.restarts == 4
+            assert "crash loop" in w.reason
+            engine.logs.flush()
+            log = (tmp_path / "logs" / "app.log").read_text()
+            assert "no-such-program-oxtui: not found" in log and "restarting in" in log
+            # start takes it out of the park
+            await engine.execute({"cmd": "start", "name": "app"})
+            await await_until(lambda: w.state in ("starting", "backoff"), 5)
+        finally:
+            await engine.shutdown()
+        assert w.state == "stopped"
+
+    run_engine(body)
+
+
+def test_backoff_delays_grow(tmp_path):
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} -c 'import sys; sys.exit(2)'"
+        backoff = 0.2
+        backoff_max = 5
+        max_restarts = 100
+    ''')
+
+    async def body():
+        engine = await started(path)
+        starts: list[float] = []
+        engine.logs.subscribers.append(
+            lambda b: starts.append(b.ts) if b.stream == "event" and b.lines[0].startswith("started pid") else None)
+        try:
+            await await_until(lambda: len(starts) >= 5, 20, what="5 starts")
+        finally:
+            await engine.shutdown()
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        # first restart immediate, then ~0.2, ~0.4, ~0.8 (jitter takes at most a quarter off)
+        assert gaps[1] < gaps[2] < gaps[3], gaps
+        assert gaps[3] >= 0.8 * 0.75
+
+    run_engine(body)
+
+
+def test_sigterm_ignored_means_sigkill_after_stop_timeout(tmp_path):
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'ignore_term.py'}"
+        stop_timeout = 1
+    ''')
+
+    async def body():
+        engine = await started(path)
+        w = group_of(engine).workers[0]
+        await await_until(lambda: w.state == "running", 10)
+        pid = w.pid
+        t0 = time.monotonic()
+        await engine.shutdown()
+        took = time.monotonic() - t0
+        assert 1.0 <= took < 4, took
+        assert w.exit_signal == "SIGKILL" and not psutil.pid_exists(pid)
+        assert "ignored SIGTERM for 1s: SIGKILL" in (tmp_path / "logs" / "app.log").read_text()
+
+    run_engine(body)
+
+
+def test_grandchild_in_the_group_is_gone_after_stop(tmp_path):
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'forker.py'}"
+        stop_timeout = 1
+    ''')
+
+    async def body():
+        engine = await started(path)
+        w = group_of(engine).workers[0]
+        await await_until(lambda: (tmp_path / "grandchild.pid").exists() and w.state == "running", 10)
+        grandchild = int((tmp_path / "grandchild.pid").read_text())
+        assert psutil.pid_exists(grandchild)
+        await engine.shutdown()
+        assert w.exit_code == 0
+        await await_until(lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie", 5)
+
+    run_engine(body)
+
+
+def test_crashed_worker_leftovers_are_killed_before_restart(tmp_path):
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'forker.py'}"
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            w = group_of(engine).workers[0]
+            await await_until(lambda: (tmp_path / "grandchild.pid").exists() and w.state == "running", 10)
+            grandchild = int((tmp_path / "grandchild.pid").read_text())
+            (tmp_path / "grandchild.pid").unlink()
+            os.kill(w.pid, signal.SIGKILL)
+            await await_until(lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie", 5)
+            await await_until(lambda: w.state == "running" and w.restarts == 1, 10)
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+
+
+def test_scale_up_and_down(tmp_path):
+    port = free_port()
+    path = app_oxfile(tmp_path, port, instances=1)
+
+    async def body():
+        engine = await started(path)
+        try:
+            await await_until(lambda: len(running(engine)) == 1, 15)
+            first = running(engine)[0].pid
+            assert await engine.execute({"cmd": "scale", "name": "app", "n": 2, "relative": True}) == \
+                {"name": "app", "before": 1, "instances": 3}
+            await await_until(lambda: len(running(engine)) == 3, 15)
+            doomed = [w.pid for w in running(engine)[1:]]
+            await engine.execute({"cmd": "scale", "name": "app", "n": 1})
+            assert sorted(group_of(engine).workers) == [0] and running(engine)[0].pid == first
+            assert not any(psutil.pid_exists(p) for p in doomed)
+            await engine.execute({"cmd": "scale", "name": "app", "n": 0})
+            assert group_of(engine).workers == {} and not psutil.pid_exists(first)
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+
+
+def test_restart_on_exit_false_leaves_it_exited(tmp_path):
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} -c 'print(42)'"
+        restart_on_exit = false
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            w = group_of(engine).workers[0]
+            await await_until(lambda: w.state == "exited", 10)
+            assert w.exit_code == 0 and w.restarts == 0
+            await asyncio.sleep(0.3)
+            assert w.state == "exited"
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+
+
+def test_max_memory_restarts_the_instance(tmp_path):
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} -c 'import time; b = bytearray(80 * 2**20); b[::4096] = b\\"x\\" * len(b[::4096]); print(1, flush=True); time.sleep(60)'"
+        max_memory = "50M"
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            w = group_of(engine).workers[0]
+            await await_until(lambda: w.restarts >= 1, 15, what="memory restart")
+            assert "over max_memory" in w.reason
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+
+
+def test_address_in_use_is_a_clear_startup_error(tmp_path):
+    import socket
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    path = app_oxfile(tmp_path, port)
+
+    async def body():
+        engine = Engine(load(path))
+        with pytest.raises(EngineError, match=rf"\[processes\.app\] listen: 127\.0\.0\.1:{port} is already in use"):
+            await engine.start()
+
+    try:
+        run_engine(body)
+    finally:
+        holder.close()
+
+
+def test_second_engine_for_the_same_oxfile_is_refused(tmp_path):
+    path = write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 30"\n')
+
+    async def body():
+        engine = await started(path)
+        try:
+            with pytest.raises(EngineError, match="an engine is already running for this oxfile"):
+                await Engine(load(path)).start()
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+
+
+def test_every_line_of_a_100k_line_child_reaches_the_file(tmp_path):
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'lines.py'} 100000"
+        [logs]
+        dir = "logs"
+        max_size = "100M"
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            await await_until(lambda: any("done" in b.lines for b in engine.logs.logs["app"].ring), 30, what="done")
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+    numbers = [line.split(" | line ", 1)[1][:7] for line in (tmp_path / "logs" / "app.log").read_text().splitlines()
+               if " | line " in line]
+    assert numbers == [f"{i:07d}" for i in range(100000)]
+
+
+def test_rotation_keeps_the_configured_number_of_files(tmp_path):
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'lines.py'} 30000"
+        [logs]
+        dir = "logs"
+        max_size = 500000
+        keep = 3
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            await await_until(lambda: any("done" in b.lines for b in engine.logs.logs["app"].ring), 30)
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir() if p.name.startswith("app.log"))
+    assert files == ["app.log", "app.log.1", "app.log.2", "app.log.3"]
+    assert all(p.stat().st_size <= 500000 for p in (tmp_path / "logs").iterdir())
+
+
+def test_partial_lines_binary_and_huge_lines_are_captured(tmp_path):
+    (tmp_path / "odd.py").write_text(
+        "import sys, time\n"
+        "o = sys.stdout.buffer\n"
+        "o.write(b'no newline yet'); o.flush(); time.sleep(0.2)\n"
+        "o.write(b' -- now\\n\\xff\\xfe bad utf8\\n' + b'y' * 1048576 + b'\\nafter\\n'); o.flush()\n"
+        "o.write(b'tail without newline'); o.flush()\n")
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} odd.py"
+        restart_on_exit = false
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            w = group_of(engine).workers[0]
+            await await_until(lambda: w.state == "exited", 10)
+            lines = [l for b in engine.logs.logs["app"].ring if b.stream == "out" for l in b.lines]
+        finally:
+            await engine.shutdown()
+        assert lines[0] == "no newline yet -- now"
+        assert lines[1] == "\ufffd\ufffd bad utf8"
+        assert "".join(lines[2:-2]) == "y" * 1048576 and max(map(len, lines)) <= 16 * 1024
+        assert lines[-2:] == ["after", "tail without newline"]
+
+    run_engine(body)
