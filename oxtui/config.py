@@ -333,6 +333,9 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
                 "add listen or use ready.log")
     watch = t.get("watch", "strlist", [])
     ignore = t.get("ignore", "strlist", [])
+    for entry in watch:
+        if not any(c in entry for c in "*?[") and not (cwd / entry).exists():
+            t.error("watch", f"{entry!r} does not exist in {str(cwd)!r}; fix the path (relative to cwd)")
     if command is None:
         return None
     return ProcessConfig(

@@ -75,7 +75,10 @@ def main() -> None:
     loop.start()
     host, port = server.socket.getsockname()[:2]
     print(f"web: pid {os.getpid()} instance {INSTANCE} listening on {host}:{port}", flush=True)
-    stop.wait()
+    # Wait with a timeout: a signal delivered to another thread only runs its Python handler once
+    # the main thread executes bytecode again, which a plain wait() would never do.
+    while not stop.wait(0.2):
+        pass
     print(f"web: pid {os.getpid()} draining", flush=True)
     server.shutdown()                   # stop accepting; the shared socket stays open in the others
     server.server_close()               # closes only our handle, then joins requests in flight

@@ -87,6 +87,9 @@ class Engine:
                        loop.create_task(self._flush_loop(), name="log flush")]
         for g in self.groups.values():
             g.start()
+            watcher = g.start_watch()
+            if watcher is not None:
+                self._tasks.append(watcher)
 
     async def shutdown(self) -> None:
         """Stop every worker gracefully, then close sockets, logs and the control socket."""
@@ -94,6 +97,8 @@ class Engine:
             await self.stopped.wait()
             return
         self._stopping = True
+        for t in self._tasks:
+            t.cancel()
         try:
             await asyncio.gather(*(g.stop() for g in self.groups.values()))
         finally:
@@ -135,6 +140,10 @@ class Engine:
             self._lock_fd = None
 
     # ---- change notification --------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def changed(self) -> None:
         self.version += 1

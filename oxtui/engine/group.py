@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import time
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..config import ProcessConfig
 from .reload import RollingReload
-from .sockets import bind_listener
+from .watch import WatchSpec, watch_loop
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class ProcessGroup:
         self.extra: list[Worker] = []            # reload surge instance and canary, while they exist
         self.reload: RollingReload | None = None
         self._reload_task: asyncio.Task[bool] | None = None
+        self._watch_pending = False
         self.log = engine.logs.open(cfg.name)
 
     # ---- what workers use -----------------------------------------------------------------
@@ -114,14 +116,43 @@ class ProcessGroup:
 
     # ---- rolling reload -------------------------------------------------------------------
 
+    # ---- watch ----------------------------------------------------------------------------
+
+    def start_watch(self) -> asyncio.Task[None] | None:
+        if not self.cfg.watch:
+            return None
+        spec = WatchSpec(self.cfg.cwd, self.cfg.watch, self.cfg.ignore, (self.engine.logs.dir,))
+        return asyncio.get_running_loop().create_task(
+            watch_loop(spec, self.cfg.watch_debounce, self._on_watch, lambda text: self.event(None, text)),
+            name=f"watch {self.name}")
+
+    def _on_watch(self, paths: list[str]) -> None:
+        first = os.path.relpath(paths[0], self.cfg.cwd)
+        more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+        if self.reload is not None and self.reload.active:
+            self._watch_pending = True
+            self.event(None, f"watch: {first}{more} changed; reloading again after the current reload")
+            return
+        self.event(None, f"watch: {first}{more} changed; rolling reload")
+        self.begin_reload()
+
+    def _after_reload(self, _task: asyncio.Task[bool]) -> None:
+        if self._watch_pending and not self.engine.stopping:
+            self._watch_pending = False
+            self.event(None, "watch: files changed during the reload; reloading again")
+            self.begin_reload()
+
     def begin_reload(self, progress: Callable[[str], None] | None = None) -> asyncio.Task[bool]:
         """Start a rolling reload; the task's result is True when every slot was replaced."""
+        if self.engine.stopping:
+            raise CommandError("the engine is stopping; nothing to reload")
         if self.reload is not None and self.reload.active:
             raise CommandError(f"{self.name}: a rolling reload is already running (slot {self.reload.slot}); "
                                "wait for it to finish")
         self.release += 1
         self.reload = RollingReload(self, self.release, progress)
         self._reload_task = asyncio.get_running_loop().create_task(self.reload.run(), name=f"reload {self.name}")
+        self._reload_task.add_done_callback(self._after_reload)
         self.changed()
         return self._reload_task
 

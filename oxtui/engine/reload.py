@@ -112,8 +112,13 @@ class RollingReload:
                     continue
                 code, why = probe.result()
                 if why is None:
-                    self.say(f"canary: GET {path} answered {code}")
-                    return
+                    # A release that answers once and then dies must not reach the live slots either.
+                    try:
+                        await asyncio.wait_for(canary.ended.wait(), STABLE_WINDOW)
+                    except TimeoutError:
+                        self.say(f"canary: GET {path} answered {code}")
+                        return
+                    raise ReloadFailed(f"canary {self._ended_how(canary)} right after answering GET {path}")
                 last = why
                 await asyncio.sleep(0.2)
         finally:
@@ -134,7 +139,7 @@ class RollingReload:
         deadline = time.monotonic() + self.timeout
         try:
             await self._wait_ready(new, deadline, f"slot {slot}")
-            record["new_pid"] = new.pid
+            record["new_pid"] = new.last_pid
             try:
                 await asyncio.wait_for(new.ended.wait(), STABLE_WINDOW)
             except TimeoutError:
@@ -144,7 +149,7 @@ class RollingReload:
                                    f"right after becoming ready")
         except ReloadFailed:
             record["state"] = "failed"
-            record["new_pid"] = record["new_pid"] or new.pid
+            record["new_pid"] = record["new_pid"] or new.last_pid
             await new.stop()
             group.extra.remove(new)
             raise
@@ -160,10 +165,10 @@ class RollingReload:
         group.changed()
 
     async def _wait_ready(self, worker: Worker, deadline: float, who: str) -> None:
-        while worker.pid is None and not worker.ended.is_set():
+        while worker.last_pid is None and not worker.ended.is_set():
             await asyncio.sleep(0.01)
         if who != "canary":
-            self.say(f"{who}: started new pid {worker.pid}, waiting until ready")
+            self.say(f"{who}: started new pid {worker.last_pid}, waiting until ready")
         ready = asyncio.ensure_future(worker.ready.wait())
         ended = asyncio.ensure_future(worker.ended.wait())
         try:
@@ -175,8 +180,8 @@ class RollingReload:
         if worker.ready.is_set() and not worker.ended.is_set():
             return
         if worker.ended.is_set():
-            raise ReloadFailed(f"{who}: new pid {worker.pid} {self._ended_how(worker)} before it was ready")
-        raise ReloadFailed(f"{who}: new pid {worker.pid} not ready within {self.timeout:g}s")
+            raise ReloadFailed(f"{who}: new pid {worker.last_pid} {self._ended_how(worker)} before it was ready")
+        raise ReloadFailed(f"{who}: new pid {worker.last_pid} not ready within {self.timeout:g}s")
 
     @staticmethod
     def _ended_how(worker: Worker) -> str:

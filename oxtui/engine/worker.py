@@ -40,7 +40,8 @@ class Worker:
         self.role = role                         # None, "surge" (reload replacement) or "canary"
         self._listen_fd = listen_fd              # the canary's private socket instead of the shared one
         self.state = "stopped"
-        self.pid: int | None = None
+        self.pid: int | None = None              # the live process, None between processes
+        self.last_pid: int | None = None         # the most recent process, alive or not
         self.restarts = 0
         self.started_at: float | None = None     # monotonic start of the current process
         self.ready_at: float | None = None
@@ -178,7 +179,8 @@ class Worker:
             self.ended.set()
             return 0.0, None
         self._child = child
-        self.pid, self.started_at, self.ready_at = child.pid, child.started, None
+        self.pid = self.last_pid = child.pid
+        self.started_at, self.ready_at = child.started, None
         self.exit_code = self.exit_signal = None
         self.cpu_percent = self.rss_bytes = None
         self._set("starting")
@@ -206,6 +208,7 @@ class Worker:
         self.exit_code, self.exit_signal = describe_status(exited.result())
         await self._clean_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
         self._child = None
+        self.pid = None
         self.ended.set()
         how = f"signal {self.exit_signal}" if self.exit_signal else f"code {self.exit_code}"
         if why is None:

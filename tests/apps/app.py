@@ -54,7 +54,8 @@ def main():
         print("boom: release is broken", file=sys.stderr, flush=True)
         sys.exit(3)
     if MODE == "noready":
-        stop.wait()
+        while not stop.wait(0.2):
+            pass
         return
     sock = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") == "1" else socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
     sock.setblocking(False)
@@ -68,7 +69,10 @@ def main():
     if MODE == "crashlater":
         time.sleep(0.2)
         os._exit(4)
-    stop.wait()
+    # Wait with a timeout: a signal delivered to another thread only runs its Python handler once
+    # the main thread executes bytecode again, which a plain wait() would never do.
+    while not stop.wait(0.2):
+        pass
     server.shutdown()
     server.server_close()
     t.join()

@@ -1,0 +1,63 @@
+"""A bounded load generator for reload tests: threads sending HTTP/1.0 GETs to 127.0.0.1 back to back,
+recording every answer and every failure."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+
+class Load:
+    def __init__(self, port: int, path: str = "/", threads: int = 4, max_seconds: float = 120):
+        self.port, self.path, self.max_seconds = port, path, max_seconds
+        self.bodies: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+    @property
+    def count(self) -> int:
+        return len(self.bodies) + len(self.failures)
+
+    def wait_for(self, n: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        start = self.count
+        while self.count < start + n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"load made only {self.count - start} requests in {timeout}s")
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                    s.sendall(f"GET {self.path} HTTP/1.0\r\nHost: t\r\n\r\n".encode())
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                status = head.split(b" ", 2)[1] if head else b"none"
+                with self._lock:
+                    if status == b"200":
+                        self.bodies.append(body.decode())
+                    else:
+                        self.failures.append(f"status {status!r}")
+            except OSError as e:
+                with self._lock:
+                    self.failures.append(f"{time.time():.3f} {e!r}")

@@ -1,0 +1,218 @@
+"""Rolling reloads of a real app under continuous load, through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import APPS, free_port, http_get, wait_until, write_oxfile
+from load import Load
+
+PY = sys.executable
+
+
+def release(tmp_path, text):
+    (tmp_path / "release.txt").write_text(text)
+
+
+def app_oxfile(tmp_path, port, instances=3, canary=True, extra="", ready_timeout=10):
+    release(tmp_path, "ok r1")
+    http = 'http = "/health"' if canary else ""
+    return write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = {instances}
+        listen = "127.0.0.1:{port}"
+        stop_timeout = 10
+        {extra}
+        [processes.app.ready]
+        log = "^ready"
+        {http}
+        timeout = {ready_timeout}
+    ''')
+
+
+def fd3_inode(pid):
+    return os.stat(f"/proc/{pid}/fd/3").st_ino
+
+
+def test_three_reloads_under_load_drop_nothing(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port))
+    pids = {w["pid"] for w in ep.wait_running("app", 3)}
+    inode = fd3_inode(next(iter(pids)))
+    with Load(port) as load:
+        load.wait_for(50)
+        for n in (2, 3, 4):
+            release(tmp_path, f"ok r{n}")
+            r = ep.cli("reload", "app")
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert "canary: GET /health answered 200" in r.stdout
+            new = {w["pid"] for w in ep.wait_running("app", 3)}
+            assert not (new & pids), "every pid must be replaced"
+            pids = new
+            load.wait_for(50)
+    assert load.failures == [], load.failures[:5]
+    assert load.count > 300
+    assert load.bodies[-1].startswith("r4 ")
+    assert fd3_inode(next(iter(pids))) == inode, "the listening socket must be the same one"
+    snap = ep.status()["processes"][0]["reload"]
+    assert snap["state"] == "done" and [s["state"] for s in snap["slots"]] == ["done"] * 3
+
+
+@pytest.mark.parametrize("mode,reason", [
+    ("crash", r"canary: new pid \d+ exited with code 3 before it was ready"),
+    ("noready", r"canary: new pid \d+ not ready within 3s"),
+    ("fail500", r"canary did not answer 2xx on GET /health within 3s \(GET /health answered 500\)"),
+    ("crashlater", r"canary exited with code 4 right after answering GET /health"),
+])
+def test_bad_release_is_stopped_by_the_canary(tmp_path, engine_process, mode, reason):
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, ready_timeout=3))
+    pids = [w["pid"] for w in ep.wait_running("app", 3)]
+    with Load(port) as load:
+        load.wait_for(30)
+        release(tmp_path, f"{mode} bad")
+        r = ep.cli("reload", "app")
+        load.wait_for(30)
+    assert r.returncode == 1
+    assert re.search(reason, r.stderr), r.stderr
+    assert [w["pid"] for w in ep.wait_running("app", 3)] == pids
+    assert load.failures == []
+    assert not [b for b in load.bodies if b.startswith("bad")], "the broken release served a live request"
+    rl = ep.status()["processes"][0]["reload"]
+    assert rl["state"] == "failed" and rl["slot"] == "canary" and re.search(reason, rl["reason"])
+
+
+@pytest.mark.parametrize("mode,reason", [
+    ("crash", "slot 0: new pid {pid} exited with code 3 before it was ready"),
+    ("noready", "slot 0: new pid {pid} not ready within 3s"),
+])
+def test_bad_release_without_canary_stops_at_the_first_slot(tmp_path, engine_process, mode, reason):
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, canary=False, ready_timeout=3))
+    pids = [w["pid"] for w in ep.wait_running("app", 3)]
+    with Load(port) as load:
+        load.wait_for(30)
+        release(tmp_path, f"{mode} bad")
+        r = ep.cli("reload", "app")
+        load.wait_for(30)
+    assert r.returncode == 1
+    rl = ep.status()["processes"][0]["reload"]
+    failed = rl["slots"][0]
+    assert failed["state"] == "failed" and rl["slot"] == 0
+    assert reason.format(pid=failed["new_pid"]) in r.stderr, r.stderr
+    assert [w["pid"] for w in ep.wait_running("app", 3)] == pids
+    assert load.failures == []
+    assert not [b for b in load.bodies if b.startswith("bad")]
+
+
+def test_replacement_crashing_right_after_ready_fails_the_reload(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, canary=False))
+    pids = [w["pid"] for w in ep.wait_running("app", 3)]
+    release(tmp_path, "crashlater bad")
+    r = ep.cli("reload", "app")
+    assert r.returncode == 1 and "exited with code 4 right after becoming ready" in r.stderr
+    release(tmp_path, "ok r1")
+    assert [w["pid"] for w in ep.wait_running("app", 3)] == pids
+
+
+def test_slow_requests_in_flight_complete_during_the_drain(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, instances=1, canary=False))
+    ep.wait_running("app", 1)
+    results = []
+
+    def slow():
+        results.append(http_get(port, "/slow?s=2", timeout=20))
+
+    threads = [threading.Thread(target=slow) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)   # let the slow requests reach the old instance before the reload starts
+    release(tmp_path, "ok r2")
+    r = ep.cli("reload", "app")
+    for t in threads:
+        t.join(20)
+    assert r.returncode == 0, r.stderr
+    assert [code for code, _ in results] == [200, 200, 200]
+
+
+def test_one_reload_at_a_time_and_no_scaling_during_it(tmp_path, engine_process):
+    import subprocess
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, instances=2, canary=False))
+    ep.wait_running("app", 2)
+    first = subprocess.Popen([PY, "-m", "oxtui", "reload", "app", "-c", str(ep.oxfile)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (rl := ep.status()["processes"][0]["reload"]) and rl["state"] == "running", 10, 0.05)
+        r = ep.cli("reload", "app")
+        assert r.returncode == 1 and "a rolling reload is already running" in r.stderr
+        r = ep.cli("scale", "app", "+1")
+        assert r.returncode == 1 and "a rolling reload is in progress" in r.stderr
+    finally:
+        out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+
+
+def test_reload_all_goes_process_by_process(tmp_path, engine_process):
+    port = free_port()
+    path = app_oxfile(tmp_path, port, instances=1, canary=False)
+    with open(path, "a") as f:
+        f.write(f'\n[processes.bg]\ncommand = "sleep 60"\ninstances = 2\n')
+    ep = engine_process(path)
+    ep.wait_running("app", 1)
+    ep.wait_running("bg", 2)
+    r = ep.cli("reload", "all")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.index("app: done") < out.index("bg: release")
+    assert ep.status()["processes"][1]["reload"]["state"] == "done"
+
+
+def test_file_change_under_watch_triggers_a_rolling_reload(tmp_path, engine_process):
+    port = free_port()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.js").write_text("1")
+    ep = engine_process(app_oxfile(tmp_path, port, instances=2, canary=False,
+                                   extra='watch = ["src"]\nwatch_debounce = 0.2'))
+    pids = {w["pid"] for w in ep.wait_running("app", 2)}
+    time.sleep(0.5)   # inotify watches are set up asynchronously after start
+    (tmp_path / "src" / "node_modules").mkdir()
+    (tmp_path / "src" / "node_modules" / "ignored.js").write_text("x")
+    time.sleep(1.0)
+    assert ep.status()["processes"][0]["reload"] is None, "node_modules is ignored by default"
+    with Load(port) as load:
+        (tmp_path / "src" / "code.js").write_text("2")
+        wait_until(lambda: (rl := ep.status()["processes"][0]["reload"]) and rl["state"] == "done", 30, 0.1)
+    assert not ({w["pid"] for w in ep.wait_running("app", 2)} & pids)
+    assert load.failures == []
+    assert "watch: src/code.js changed; rolling reload" in ep.output()
+
+
+def test_failing_health_check_restarts_the_instance(tmp_path, engine_process):
+    flag = tmp_path / "healthy"
+    flag.write_text("")
+    ep = engine_process(write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "sleep 60"
+        instances = 2
+        [processes.app.health]
+        cmd = "test -e {flag}"
+        interval = 0.2
+        failures = 3
+    '''))
+    pids = {w["pid"] for w in ep.wait_running("app", 2)}
+    wait_until(lambda: all(w["health"] == "ok" for w in ep.workers("app")), 5, 0.1)
+    flag.unlink()
+    wait_until(lambda: all(w["restarts"] >= 1 for w in ep.workers("app")), 15, 0.1, "health restarts")
+    ws = ep.workers("app")
+    assert all("health check failed 3 times in a row" in w["reason"] for w in ws)
+    assert not ({w["pid"] for w in ws} & pids)
