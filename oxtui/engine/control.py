@@ -113,7 +113,7 @@ class ControlServer:
             try:
                 queue.put_nowait(batch)
             except asyncio.QueueFull:
-                dropped += len(batch.lines)   # a slow reader loses lines on screen, never in the files
+                dropped += batch.count   # a slow reader loses lines on screen, never in the files
 
         self.engine.logs.subscribers.append(on_batch)
         try:

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..config import ProcessConfig
+from .logs import LogBatch
 from .reload import RollingReload
 from .watch import WatchSpec, watch_loop
 from .worker import Worker
@@ -50,8 +51,8 @@ class ProcessGroup:
         self.engine.logs.emit(self.name, instance, "event", [text])
         self.changed()
 
-    def output(self, who: Worker, stream: str, lines: list[str]) -> None:
-        self.engine.logs.emit(self.name, -1 if who.role == "canary" else who.slot, stream, lines)
+    def output(self, who: Worker, stream: str, blob: bytes) -> LogBatch:
+        return self.engine.logs.emit_bytes(self.name, -1 if who.role == "canary" else who.slot, stream, blob)
 
     def changed(self) -> None:
         self.engine.changed()

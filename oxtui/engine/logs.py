@@ -2,7 +2,7 @@
 a bounded ring of recent lines per process for `oxtui logs` and the UI.
 
 Work is per chunk, not per line: a chunk read from a pipe becomes one LogBatch whose lines share
-the capture time, and the file write is one bytes.join. That keeps up with a child printing flat out.
+the capture time, and the file write is one bytes.replace. That keeps up with a child printing flat out.
 """
 
 from __future__ import annotations
@@ -10,23 +10,35 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 # A line longer than this is cut into pieces of this size: memory stays bounded whatever a child prints.
 MAX_LINE = 16 * 1024
-RING_MAX_CHARS = 8 * 1024 * 1024
+RING_MAX_BYTES = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
 class LogBatch:
-    seq: int
-    ts: float                 # wall-clock time of capture
-    process: str
-    instance: int | None      # None: about the process as a whole; -1: the reload canary
-    stream: str               # "out", "err" or "event"
-    lines: tuple[str, ...]
+    """One chunk of output (or one engine event): complete lines sharing a capture time.
+
+    Holds the raw bytes; the decoded lines are made only when someone reads them (the UI, `oxtui
+    logs`, a readiness regex), so capture itself never walks the lines in Python.
+    """
+
+    __slots__ = ("seq", "ts", "process", "instance", "stream", "data", "count", "_lines")
+
+    def __init__(self, seq: int, ts: float, process: str, instance: int | None, stream: str, data: bytes,
+                 count: int, lines: tuple[str, ...] | None = None):
+        self.seq, self.ts, self.process, self.instance, self.stream = seq, ts, process, instance, stream
+        self.data = data          # complete lines joined by b"\n", no trailing newline
+        self.count = count        # number of lines
+        self._lines = lines
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        if self._lines is None:
+            self._lines = tuple(split_blob(self.data))
+        return self._lines
 
     @property
     def source(self) -> str:
@@ -38,8 +50,16 @@ class LogBatch:
 STREAM_MARK = {"out": "|", "err": "!", "event": "~"}
 
 
+_ts_cache: tuple[int, str] = (-1, "")
+
+
 def format_ts(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+    """Local time with milliseconds; strftime runs once per second, not once per chunk."""
+    global _ts_cache
+    sec = int(ts)
+    if _ts_cache[0] != sec:
+        _ts_cache = (sec, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec)))
+    return f"{_ts_cache[1]}.{int((ts - sec) * 1000):03d}"
 
 
 class LineSplitter:
@@ -84,49 +104,79 @@ def split_blob(blob: bytes) -> list[str]:
 
 
 class RotatingFile:
-    """Append-only log file rotated by size: api.log, api.log.1 ... api.log.{keep}."""
+    """Append-only log file rotated by size: api.log, api.log.1 ... api.log.{keep}.
+
+    Takes a chunk as a few pieces (prefix, body, newline) and hands them to the kernel with one
+    writev: no concatenation copies of a 256 KiB chunk. Small chunks wait in a short list for the
+    next large one or the engine's flush tick.
+    """
+
+    SMALL = 64 * 1024
 
     def __init__(self, path: Path, max_size: int, keep: int):
         self.path, self.max_size, self.keep = path, max_size, keep
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._f = open(path, "ab", buffering=256 * 1024)
-        self._size = self._f.tell()
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self.error: str | None = None
 
-    def write(self, data: bytes) -> None:
-        if self._f is None:
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def write(self, parts: list[bytes]) -> None:
+        if self._fd < 0:
             return
+        n = sum(map(len, parts))
         try:
-            if self._size and self._size + len(data) > self.max_size:
+            if self._size + self._pending_size + n > self.max_size and self._size + self._pending_size:
+                self._flush()
                 self._rotate()
-            self._f.write(data)
-            self._size += len(data)
+            self._pending.extend(parts)
+            self._pending_size += n
+            if self._pending_size >= self.SMALL or len(self._pending) > 500:
+                self._flush()
         except OSError as e:
             # A full disk must not take supervision down; the ring buffer still has the lines.
             self.error = f"{self.path}: {e.strerror}"
+            self._pending, self._pending_size = [], 0
+
+    def _flush(self) -> None:
+        parts, self._pending, self._pending_size = self._pending, [], 0
+        while parts:
+            written = os.writev(self._fd, parts)
+            self._size += written
+            # A short write (rare on regular files): keep what is left, in order.
+            while parts and written >= len(parts[0]):
+                written -= len(parts[0])
+                parts.pop(0)
+            if parts and written:
+                parts[0] = parts[0][written:]
 
     def _rotate(self) -> None:
-        self._f.close()
+        os.close(self._fd)
         for i in range(self.keep - 1, 0, -1):
             src = self.path.with_name(f"{self.path.name}.{i}")
             if src.exists():
                 os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._f = open(self.path, "ab", buffering=256 * 1024)
+        self._fd = self._open()
         self._size = 0
 
     def flush(self) -> None:
-        if self._f is not None:
+        if self._fd >= 0 and self._pending:
             try:
-                self._f.flush()
+                self._flush()
             except OSError as e:
                 self.error = f"{self.path}: {e.strerror}"
+                self._pending, self._pending_size = [], 0
 
     def close(self) -> None:
-        if self._f is not None:
+        if self._fd >= 0:
             self.flush()
-            self._f.close()
-            self._f = None
+            os.close(self._fd)
+            self._fd = -1
 
 
 class ProcessLog:
@@ -138,18 +188,19 @@ class ProcessLog:
         self.ring: deque[LogBatch] = deque()
         self.max_lines = max_lines
         self._lines = 0
-        self._chars = 0
+        self._bytes = 0
 
     def add(self, batch: LogBatch) -> None:
-        prefix = f"{format_ts(batch.ts)} {batch.source} {STREAM_MARK[batch.stream]} "
-        self.file.write((prefix + ("\n" + prefix).join(batch.lines) + "\n").encode("utf-8", "replace"))
+        prefix = f"{format_ts(batch.ts)} {batch.source} {STREAM_MARK[batch.stream]} ".encode()
+        # Raw bytes to the file: one C-level replace per chunk, the child's bytes kept as they were.
+        self.file.write([prefix, batch.data.replace(b"\n", b"\n" + prefix), b"\n"])
         self.ring.append(batch)
-        self._lines += len(batch.lines)
-        self._chars += sum(map(len, batch.lines))
-        while self.ring and (self._lines > self.max_lines or self._chars > RING_MAX_CHARS):
+        self._lines += batch.count
+        self._bytes += len(batch.data)
+        while self.ring and (self._lines > self.max_lines or self._bytes > RING_MAX_BYTES):
             old = self.ring.popleft()
-            self._lines -= len(old.lines)
-            self._chars -= sum(map(len, old.lines))
+            self._lines -= old.count
+            self._bytes -= len(old.data)
 
 
 class LogHub:
@@ -173,9 +224,19 @@ class LogHub:
 
     def emit(self, process: str, instance: int | None, stream: str, lines: list[str] | tuple[str, ...],
              ts: float | None = None) -> LogBatch:
+        """Engine events and other text lines."""
+        lines = tuple(lines)
+        return self._add(LogBatch(0, time.time() if ts is None else ts, process, instance, stream,
+                                  "\n".join(lines).encode("utf-8", "replace"), len(lines), lines))
+
+    def emit_bytes(self, process: str, instance: int | None, stream: str, blob: bytes) -> LogBatch:
+        """Output of an instance: complete lines as read from its pipe."""
+        return self._add(LogBatch(0, time.time(), process, instance, stream, blob, blob.count(b"\n") + 1))
+
+    def _add(self, batch: LogBatch) -> LogBatch:
         self.seq += 1
-        batch = LogBatch(self.seq, time.time() if ts is None else ts, process, instance, stream, tuple(lines))
-        self.open(process).add(batch)
+        batch.seq = self.seq
+        self.open(batch.process).add(batch)
         for fn in list(self.subscribers):
             fn(batch)
         return batch

@@ -10,7 +10,7 @@ import asyncio
 import os
 from typing import Callable
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
 
 
 class PipeReader:

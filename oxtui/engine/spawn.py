@@ -20,6 +20,7 @@ from dataclasses import dataclass
 SETPRIV = shutil.which("setpriv")
 # Exit status the prelude uses when the engine died before the child could arm PDEATHSIG.
 ORPHANED_EXIT = 125
+PIPE_SIZE = 256 * 1024
 
 _CONTROL_TOKENS = {";", "&", "&&", "|", "||", "(", ")", ";;", "|&"}
 _FIRST_WORD_NO_EXEC = {"if", "for", "while", "until", "case", "{", "cd", "exec", "export", "set", "source", "."}
@@ -67,6 +68,14 @@ def _high_fd(fd: int) -> int:
     return new
 
 
+def _grow_pipe(fd: int) -> None:
+    """A 256 KiB pipe (4x the default) lets a chatty child run ahead of the engine instead of blocking every 64 KiB."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (OSError, AttributeError):
+        pass   # above /proc/sys/fs/pipe-max-size for this user: keep the default
+
+
 _RESET_SIGNALS = tuple(
     s for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                 signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
@@ -93,6 +102,7 @@ def spawn(command: str, cwd: str, env: dict[str, str], listen_fd: int | None = N
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w, err_r, err_w = (_high_fd(fd) for fd in (out_r, out_w, err_r, err_w))
+    _grow_pipe(out_w)
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
         (os.POSIX_SPAWN_DUP2, out_w, 1),

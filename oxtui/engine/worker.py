@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..config import ProcessConfig
 from . import checks
 from .backoff import RestartPolicy
-from .logs import LineSplitter, split_blob
+from .logs import LineSplitter
 from .pipes import PipeReader, watch_exit
 from .spawn import Child, describe_status, instance_env, spawn
 
@@ -234,21 +234,21 @@ class Worker:
             def on_data(data: bytes, splitter=splitter, stream=stream) -> None:
                 blob = splitter.feed(data)
                 if blob is not None:
-                    self._on_lines(stream, split_blob(blob))
+                    self._on_output(stream, blob)
 
             def on_eof(splitter=splitter, stream=stream) -> None:
                 tail = splitter.flush()
                 if tail:
-                    self._on_lines(stream, split_blob(tail))
+                    self._on_output(stream, tail)
 
             readers.append(PipeReader(loop, fd, on_data, on_eof))
         return readers
 
-    def _on_lines(self, stream: str, lines: list[str]) -> None:
-        self.group.output(self, stream, lines)
+    def _on_output(self, stream: str, blob: bytes) -> None:
+        batch = self.group.output(self, stream, blob)
         ready = self.cfg.ready
         if ready is not None and ready.log is not None and self.state == "starting" and not self.ready.is_set():
-            if any(ready.log.search(line) for line in lines):
+            if any(ready.log.search(line) for line in batch.lines):
                 self._mark_ready()
 
     def _mark_ready(self) -> None:

@@ -1,0 +1,232 @@
+"""Engine benchmarks, each next to a raw subprocess.Popen baseline measured in the same run.
+
+    .venv/bin/python bench/engine_bench.py [--idle 30] [--out bench/results/engine.md]
+
+1. start 64 instances of `sleep` (until all 64 have exec'd `sleep`)      vs 64 Popen('sleep')
+2. the engine's CPU and RSS over --idle seconds with 64 workers           (goal <= 1 % of a core, <= 60 MB)
+3. kill -9 of a worker -> its replacement has exec'd, median of 10        vs Popen -> exec'd (goal <= 5x)
+4. log capture: a child writing 100-byte lines flat out for 5 s under
+   `oxtui run` -> lines/s in the log file, lines lost                    vs the same child writing to a file
+The engine is the real `oxtui run` process (stdout to /dev/null), as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+WRITER = """
+import os, sys, time
+out = os.fdopen(1, "wb", buffering=1 << 16)
+line = b"x" * 90
+n = 0
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    for _ in range(1000):
+        out.write(b"%09d " % n + line)   # 100 bytes with the newline
+        out.write(b"\\n")
+        n += 1
+out.flush()
+sys.stderr.write(f"WROTE {n}\\n")
+sys.stderr.flush()
+time.sleep(3600)
+"""
+
+
+def exec_done(pid: int, name: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].endswith(name.encode())
+    except OSError:
+        return False
+
+
+def status(oxfile: Path) -> dict:
+    out = subprocess.run([PY, "-m", "oxtui", "status", "--json", "-c", str(oxfile)], capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+class Engine:
+    def __init__(self, folder: Path, body: str):
+        self.folder = folder
+        self.oxfile = folder / "oxfile.toml"
+        self.oxfile.write_text(body + '\n[logs]\ndir = "logs"\nmax_size = "2G"\n')
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(folder)}
+        os.environ["XDG_RUNTIME_DIR"] = str(folder)
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(self.oxfile)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=env)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def worker_pids(self) -> list[int]:
+        # The children file of the engine's main thread (which forks them): one cheap read, so the
+        # polling loop costs what the baseline's does.
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+def bench_start(tmp: Path, n: int = 64) -> tuple[float, float]:
+    # baseline: Popen n sleeps, wait until each has exec'd
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["sleep", "1000"]) for _ in range(n)]
+    while not all(exec_done(p.pid, "sleep") for p in procs):
+        time.sleep(0.0005)
+    raw = time.perf_counter() - t0
+    for p in procs:
+        p.kill()
+        p.wait()
+    # oxtui: from `oxtui run` start (interpreter start included) until all n have exec'd
+    (tmp / "start").mkdir()
+    eng = Engine(tmp / "start", f'[processes.s]\ncommand = "sleep 1000"\ninstances = {n}\n')
+    while True:
+        kids = eng.worker_pids()
+        if len(kids) == n and all(exec_done(k, "sleep") for k in kids):
+            break
+        time.sleep(0.0005)
+    ox = time.perf_counter() - eng.t0
+    eng.stop()
+    return raw, ox
+
+
+def bench_idle(tmp: Path, seconds: float, n: int = 64) -> tuple[float, int, float]:
+    (tmp / "idle").mkdir()
+    eng = Engine(tmp / "idle", f'[processes.s]\ncommand = "sleep 1000"\ninstances = {n}\n')
+    while len(eng.worker_pids()) < n:
+        time.sleep(0.05)
+    time.sleep(3)                                   # let it settle: workers ready, first metrics
+    c0 = sum(eng.ps.cpu_times()[:2])
+    t0 = time.perf_counter()
+    rss_max = 0
+    while time.perf_counter() - t0 < seconds:
+        rss_max = max(rss_max, eng.ps.memory_info().rss)
+        time.sleep(0.5)
+    cpu = (sum(eng.ps.cpu_times()[:2]) - c0) / (time.perf_counter() - t0) * 100
+    states = {w["state"] for w in status(eng.oxfile)["processes"][0]["workers"]}
+    eng.stop()
+    return cpu, rss_max, seconds if states == {"running"} else -1
+
+
+def bench_kill(tmp: Path, rounds: int = 10) -> tuple[float, float]:
+    raw = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(["sleep", "1000"])
+        while not exec_done(p.pid, "sleep"):
+            time.sleep(0.0002)
+        raw.append(time.perf_counter() - t0)
+        p.kill()
+        p.wait()
+    (tmp / "kill").mkdir()
+    eng = Engine(tmp / "kill", '[processes.s]\ncommand = "sleep 1000"\ninstances = 1\nmax_restarts = 1000\nbackoff = 0\n')
+    while len(eng.worker_pids()) < 1:
+        time.sleep(0.01)
+    ox = []
+    for _ in range(rounds):
+        time.sleep(0.3)
+        (old,) = eng.worker_pids()
+        t0 = time.perf_counter()
+        os.kill(old, signal.SIGKILL)
+        while True:
+            kids = [k for k in eng.worker_pids() if k != old]
+            if kids and exec_done(kids[0], "sleep"):
+                break
+            time.sleep(0.0002)
+        ox.append(time.perf_counter() - t0)
+    eng.stop()
+    return statistics.median(raw), statistics.median(ox)
+
+
+def _direct_run(script: Path, out: Path, seconds: float) -> int:
+    with open(out, "wb") as f:
+        p = subprocess.Popen([PY, str(script), str(seconds)], stdout=f, stderr=subprocess.PIPE)
+        line = p.stderr.readline().decode()
+        p.kill()
+        p.wait()
+    return int(line.split()[1])
+
+
+def _oxtui_run(folder: Path, script: Path, seconds: float) -> dict:
+    folder.mkdir()
+    eng = Engine(folder, f'[processes.w]\ncommand = "{PY} {script} {seconds}"\n')
+    log = folder / "logs" / "w.log"
+    peak, wrote = 0, None
+    deadline = time.time() + seconds + 60
+    while time.time() < deadline:
+        peak = max(peak, eng.ps.memory_info().rss)
+        if log.exists():
+            text = subprocess.run(["grep", "-m1", "-a", "! WROTE", str(log)], capture_output=True, text=True).stdout
+            if text:
+                wrote = int(text.split("WROTE")[1])
+                break
+        time.sleep(0.2)
+    time.sleep(1)
+    eng.stop()
+    got = int(subprocess.run(["grep", "-c", "-a", " | ", str(log)], capture_output=True, text=True).stdout)
+    return {"written": wrote or 0, "in_file": got, "peak_rss": peak}
+
+
+def bench_logs(tmp: Path, seconds: float = 5.0, rounds: int = 3) -> dict:
+    """Alternates the baseline and oxtui runs (the machine is shared and noisy) and takes medians."""
+    script = tmp / "writer.py"
+    script.write_text(WRITER)
+    direct, runs = [], []
+    for i in range(rounds):
+        direct.append(_direct_run(script, tmp / "direct.out", seconds) / seconds)
+        runs.append(_oxtui_run(tmp / f"logs{i}", script, seconds))
+    return {"direct_lps": statistics.median(direct),
+            "oxtui_lps": statistics.median(r["written"] for r in runs) / seconds,
+            "written": sum(r["written"] for r in runs), "lost": sum(r["written"] - r["in_file"] for r in runs),
+            "peak_rss": max(r["peak_rss"] for r in runs), "ratios": [r["written"] / seconds / d for r, d in zip(runs, direct)]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.md"))
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        raw, ox = bench_start(tmp)
+        rows.append(("start 64 x `sleep` (until all exec'd)", f"{ox * 1000:.0f} ms (incl. engine start)", f"{raw * 1000:.0f} ms", f"{ox / raw:.1f}x"))
+        print(rows[-1], flush=True)
+        cpu, rss, ok = bench_idle(tmp, args.idle)
+        rows.append((f"engine idle {args.idle:.0f} s, 64 workers", f"{cpu:.2f} % of a core, {rss / 2**20:.1f} MB RSS max", "-",
+                     "all running" if ok > 0 else "NOT all running"))
+        print(rows[-1], flush=True)
+        raw_k, ox_k = bench_kill(tmp)
+        rows.append(("kill -9 -> new process exec'd (median of 10)", f"{ox_k * 1000:.2f} ms", f"{raw_k * 1000:.2f} ms (Popen -> exec'd)", f"{ox_k / raw_k:.1f}x"))
+        print(rows[-1], flush=True)
+        lg = bench_logs(tmp)
+        rows.append(("log capture, 100-byte lines for 5 s (median of 3, alternated)", f"{lg['oxtui_lps'] / 1e3:.0f}k lines/s, {lg['lost']} lost of {lg['written']}, peak RSS {lg['peak_rss'] / 2**20:.0f} MB",
+                     f"{lg['direct_lps'] / 1e3:.0f}k lines/s to a file", f"{lg['oxtui_lps'] / lg['direct_lps']:.2f}"))
+        print(rows[-1], flush=True)
+    md = ["| benchmark | oxtui | raw baseline | ratio |", "|---|---|---|---|"]
+    md += [f"| {a} | {b} | {c} | {e} |" for a, b, c, e in rows]
+    text = f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {sys.version.split()[0]}\n\n" + "\n".join(md) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
