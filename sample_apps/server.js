@@ -40,9 +40,11 @@ function send(res, code, body) {
 const target = process.env.LISTEN_FDS === '1' ? { fd: 3 } : { port: Number(process.env.PORT ?? 3000), host: process.env.HOST ?? '127.0.0.1' };
 server.listen(target, () => {
   console.log(`api: pid ${process.pid} instance ${instance} listening on ${process.env.HOST ?? ''}:${process.env.PORT ?? ''}`);
+  if (process.send) process.send('ready');   // PM2's wait_ready; harmless elsewhere
 });
 
-process.on('SIGTERM', () => {
+// SIGTERM from oxtui (stop_signal); SIGINT is what PM2 sends on reload. Both drain the same way.
+const drain = () => {
   if (draining) return;
   draining = true;
   console.log(`api: pid ${process.pid} draining`);
@@ -53,4 +55,6 @@ process.on('SIGTERM', () => {
   });
   setTimeout(() => server.closeIdleConnections(), 1000).unref();
   setTimeout(() => server.closeAllConnections(), 8000).unref();
-});
+};
+process.on('SIGTERM', drain);
+process.on('SIGINT', drain);
