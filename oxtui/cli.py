@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import ConfigError, load
+from .format import human_bytes, human_duration
 from .runtime import RuntimeDirError
 
 VERBS = ("run", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs")
@@ -89,9 +91,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def tui(argv: list[str]) -> int:
-    print("oxtui: the terminal UI is not part of this build yet; run the engine headless with "
-          f"`oxtui run {argv[0] if argv else DEFAULT_OXFILE}`", file=sys.stderr)
-    return 2
+    """`oxtui [OXFILE]`: the engine on its own thread, the UI on the main one."""
+    if len(argv) > 1:
+        raise UsageError(f"oxtui: unexpected arguments {' '.join(argv[1:])!r}; usage: oxtui [OXFILE]")
+    config = _load_or_exit(argv[0] if argv else DEFAULT_OXFILE)
+    from .embedded import EmbeddedEngine
+    from .engine import EngineError
+    engine = EmbeddedEngine(config)
+    try:
+        engine.start()
+    except EngineError as e:
+        print(f"oxtui: {e}", file=sys.stderr)
+        return 1
+    from .tui.app import OxtuiApp
+    app = OxtuiApp(engine, config.path)
+
+    def hangup(*_: object) -> None:
+        # The terminal went away (SSH dropped): stop every worker gracefully, as `q` would.
+        app.call_later(app.stop_everything) if app.is_running else None
+
+    signal.signal(signal.SIGHUP, hangup)
+    try:
+        app.run()
+    finally:
+        # However the app ended (q, an exception, a hang-up), nothing is left running.
+        engine.shutdown()
+        longest = max((p.stop_timeout for p in config.processes), default=10)
+        engine.join(longest + 15)
+    return 0
 
 
 def _load_or_exit(path: str):
@@ -206,29 +233,6 @@ def follow_logs(client: Any, req: dict[str, Any]) -> int:
                 sys.stdout.write(fmt.lines(source, stream, ts, [line]))
         sys.stdout.flush()
     return 0
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "K", "M", "G"):
-        if n < 1024 or unit == "G":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return f"{n:.1f}T"
-
-
-def human_duration(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(s)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def print_status(snap: dict[str, Any]) -> None:

@@ -138,7 +138,7 @@ class RollingReload:
         new.start()
         deadline = time.monotonic() + self.timeout
         try:
-            await self._wait_ready(new, deadline, f"slot {slot}")
+            await self._wait_ready(new, deadline, f"slot {slot}", record)
             record["new_pid"] = new.last_pid
             try:
                 await asyncio.wait_for(new.ended.wait(), STABLE_WINDOW)
@@ -164,9 +164,12 @@ class RollingReload:
         record["state"] = "done"
         group.changed()
 
-    async def _wait_ready(self, worker: Worker, deadline: float, who: str) -> None:
+    async def _wait_ready(self, worker: Worker, deadline: float, who: str, record: dict | None = None) -> None:
         while worker.last_pid is None and not worker.ended.is_set():
             await asyncio.sleep(0.01)
+        if record is not None:
+            record["new_pid"] = worker.last_pid
+            self.group.changed()
         if who != "canary":
             self.say(f"{who}: started new pid {worker.last_pid}, waiting until ready")
         ready = asyncio.ensure_future(worker.ready.wait())

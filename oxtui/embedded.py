@@ -1,0 +1,177 @@
+"""The engine on a thread of its own, seen through the client interface a UI uses.
+
+A UI never touches the engine's objects: it reads immutable snapshots and log batches that the
+engine thread publishes, and sends commands that run on the engine's loop. A slow frame can delay
+only the UI; pipe reads, restarts and health checks go on at the engine's own pace. The same
+interface can be served over the control socket for a UI attached to a background engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from typing import Any, Callable, Protocol
+
+from .config import Config
+from .engine import CommandError, Engine, EngineError, LogBatch
+
+PUBLISH_INTERVAL = 0.1
+LOG_BUFFER_BYTES = 8 * 1024 * 1024
+
+Reply = dict[str, Any]   # {"ok": True, "result": ...} or {"ok": False, "error": "..."}
+
+
+class EngineClient(Protocol):
+    """What a UI needs from an engine, embedded or remote."""
+
+    def snapshot(self) -> dict[str, Any] | None: ...
+    def take_logs(self) -> tuple[list[LogBatch], int]: ...
+    def recent_logs(self) -> list[LogBatch]: ...
+    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
+                progress: Callable[[str], None] | None = None) -> None: ...
+    def shutdown(self, done: Callable[[], None]) -> None: ...
+
+
+class EmbeddedEngine:
+    def __init__(self, config: Config):
+        self.config = config
+        self.engine: Engine | None = None
+        self.error: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="oxtui engine", daemon=True)
+        self._ready = threading.Event()
+        self._snapshot: dict[str, Any] | None = None
+        self._dirty = True
+        self._logs: deque[LogBatch] = deque()
+        # One writer each (engine thread adds, UI thread takes), so no lock: queued = added - taken.
+        self._added = 0
+        self._taken = 0
+        self._dropped = 0
+        self._stop_callbacks: list[Callable[[], None]] = []
+        self.finished = threading.Event()
+
+    # ---- lifecycle (UI thread) --------------------------------------------------------------
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the engine thread; raises EngineError when the engine cannot start."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise EngineError("the engine did not start within 30 s")
+        if self.error is not None:
+            raise EngineError(self.error)
+
+    def shutdown(self, done: Callable[[], None] | None = None) -> None:
+        """Stop every worker gracefully; `done` runs (on the engine thread) when all are stopped."""
+        if done is not None:
+            self._stop_callbacks.append(done)
+        if self._loop is not None and self.engine is not None and not self.finished.is_set():
+            asyncio.run_coroutine_threadsafe(self.engine.shutdown(), self._loop)
+        elif done is not None and self.finished.is_set():
+            done()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ---- the client interface (UI thread) ---------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any] | None:
+        return self._snapshot
+
+    def take_logs(self) -> tuple[list[LogBatch], int]:
+        """Batches captured since the last call, and how many lines were dropped for the UI."""
+        out = []
+        while self._logs:
+            b = self._logs.popleft()
+            self._taken += len(b.data)
+            out.append(b)
+        dropped, self._dropped = self._dropped, 0
+        return out, dropped
+
+    def recent_logs(self) -> list[LogBatch]:
+        """The engine's ring buffers (for a fresh log view). Read on the engine thread."""
+        if self._loop is None or self.engine is None:
+            return []
+        engine = self.engine
+
+        async def get() -> list[LogBatch]:
+            return engine.logs.recent()
+        try:
+            return asyncio.run_coroutine_threadsafe(get(), self._loop).result(5)
+        except Exception:
+            return []
+
+    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
+                progress: Callable[[str], None] | None = None) -> None:
+        """Run a command on the engine loop; `done` gets the reply on the engine thread."""
+        if self._loop is None or self.engine is None or self.finished.is_set():
+            if done is not None:
+                done({"ok": False, "error": "the engine is not running"})
+            return
+        engine = self.engine
+
+        async def run() -> Reply:
+            try:
+                return {"ok": True, "result": await engine.execute(req, progress)}
+            except CommandError as e:
+                return {"ok": False, "error": str(e)}
+            except Exception as e:  # a bug in one command must not kill the engine thread
+                return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
+
+        fut = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        if done is not None:
+            fut.add_done_callback(lambda f: done(f.result() if not f.cancelled() else
+                                                 {"ok": False, "error": "cancelled"}))
+
+    # ---- the engine thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        finally:
+            self.finished.set()
+            self._ready.set()
+            for fn in self._stop_callbacks:
+                fn()
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        engine = Engine(self.config)
+        engine.logs.subscribers.append(self._on_batch)
+        engine.listeners.append(self._on_change)
+        try:
+            await engine.start()
+        except EngineError as e:
+            self.error = str(e)
+            return
+        except OSError as e:
+            self.error = f"{self.config.path}: cannot start the engine ({e.strerror or e})"
+            return
+        self.engine = engine
+        self._snapshot = engine.snapshot()
+        self._ready.set()
+        publisher = asyncio.get_running_loop().create_task(self._publish(engine))
+        try:
+            await engine.stopped.wait()
+        finally:
+            publisher.cancel()
+            self._snapshot = engine.snapshot()
+
+    async def _publish(self, engine: Engine) -> None:
+        """Coalesce changes into at most 10 snapshots a second."""
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            if self._dirty:
+                self._dirty = False
+                self._snapshot = engine.snapshot()
+
+    def _on_change(self) -> None:
+        self._dirty = True
+
+    def _on_batch(self, batch: LogBatch) -> None:
+        if self._added - self._taken < LOG_BUFFER_BYTES:
+            self._added += len(batch.data)
+            self._logs.append(batch)
+        else:
+            self._dropped += batch.count

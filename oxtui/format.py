@@ -1,0 +1,62 @@
+"""Human-readable numbers shared by the CLI and the TUI (pure functions)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}T"
+
+
+def human_duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def sparkline(values: Iterable[float | None], width: int, top: float | None = None, relative: bool = False) -> str:
+    """The last `width` values as block characters.
+
+    Scaled from 0 to `top` (default: their maximum), or with relative=True from their minimum to
+    their maximum, which shows a memory trend that a 0-based scale would flatten.
+    """
+    vals = list(values)[-width:]
+    nums = [v for v in vals if v is not None]
+    if not nums:
+        return " " * width
+    low = min(nums) if relative else 0.0
+    high = top if top else max(nums)
+    span = high - low
+    out = []
+    for v in vals:
+        if v is None:
+            out.append(" ")
+        elif span <= 0:
+            out.append(SPARK[0])
+        else:
+            out.append(SPARK[min(len(SPARK) - 1, max(0, int((v - low) / span * (len(SPARK) - 1) + 0.5)))])
+    return "".join(out).rjust(width)
+
+
+def last_exit(worker: dict) -> str:
+    if worker.get("exit_signal"):
+        return worker["exit_signal"]
+    if worker.get("exit_code") is not None:
+        return f"code {worker['exit_code']}"
+    return "-"

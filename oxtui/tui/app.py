@@ -1,0 +1,302 @@
+"""The oxtui terminal UI: live worker grid, keys that scale, kill and reload, a reload panel you can
+watch, and the merged logs of every worker.
+
+The app holds no engine state. It pulls the engine's latest snapshot and new log batches ten times
+a second (cheap when nothing changed) and sends commands through the client interface; replies
+come back as messages. Nothing here waits on the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Callable
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Footer, Static
+
+from ..embedded import EngineClient, Reply
+from .grid import WorkerGrid
+from .logview import LogView
+from .model import SORTS, History, build_rows, header_text, reload_lines
+from .screens import ConfirmScreen, HelpScreen, SearchScreen
+
+PULL_INTERVAL = 0.1
+
+
+class CommandDone(Message):
+    def __init__(self, label: str, reply: Reply) -> None:
+        super().__init__()
+        self.label = label
+        self.reply = reply
+
+
+class EngineStopped(Message):
+    pass
+
+
+class OxtuiApp(App[int]):
+    TITLE = "oxtui"
+    CSS = """
+    Screen { layout: vertical; }
+    #header { height: 1; background: $primary-background; color: $text; padding: 0 1; }
+    #grid { height: 1fr; min-height: 5; }
+    #reload { height: auto; max-height: 8; display: none; border-top: solid $warning; padding: 0 1; }
+    #reload.active { display: block; }
+    #logs-title { height: 1; background: $boost; padding: 0 1; }
+    #logs { height: 1fr; min-height: 4; }
+    LogView:focus { background: $boost; }
+    """
+    BINDINGS = [
+        Binding("plus,equals_sign", "scale(1)", "+1", key_display="+"),
+        Binding("minus", "scale(-1)", "-1", key_display="-"),
+        Binding("k", "kill('SIGTERM')", "Kill"),
+        Binding("K", "kill('SIGKILL')", "Kill -9", key_display="K"),
+        Binding("r", "reload", "Reload"),
+        Binding("R", "reload_all", "Reload all", key_display="R"),
+        Binding("l", "toggle_logs", "Logs"),
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("f", "filter", "Filter"),
+        Binding("s", "sort", "Sort", show=False),
+        Binding("x", "stop_process", "Stop", show=False),
+        Binding("X", "start_process", "Start", show=False),
+        Binding("escape", "clear_search", "Clear search", show=False),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit_app", "Quit"),
+    ]
+
+    def __init__(self, client: EngineClient, oxfile: Path | str, *, host: str | None = None, clock_free: bool = False,
+                 loadavg: Callable[[], tuple[float, ...]] = os.getloadavg):
+        super().__init__()
+        self.client = client
+        self.oxfile = str(oxfile)
+        self.host = host or socket.gethostname()
+        self.history = History()
+        self.sort = "slot"
+        self.stopping = False
+        self.search_text = ""
+        self._snapshot: dict[str, Any] | None = None
+        self._reload_states: dict[str, str] = {}
+        self._clock_free = clock_free      # snapshot tests: no timers, fixed data
+        self._loadavg = loadavg
+
+    # ---- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(header_text(None, self.host), id="header")
+        with Vertical(id="main"):
+            yield WorkerGrid(id="grid")
+            yield Static("", id="reload")
+            yield Static("logs · all processes · following", id="logs-title")
+            yield LogView(id="logs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"oxtui · {self.oxfile}"
+        self.grid.focus()
+        self.pull()
+        if not self._clock_free:
+            self.set_interval(PULL_INTERVAL, self.pull)
+
+    @property
+    def grid(self) -> WorkerGrid:
+        return self.query_one(WorkerGrid)
+
+    @property
+    def logview(self) -> LogView:
+        return self.query_one(LogView)
+
+    # ---- pulling from the engine --------------------------------------------------------------
+
+    def pull(self) -> None:
+        snap = self.client.snapshot()
+        if snap is not None and snap is not self._snapshot:
+            self._snapshot = snap
+            self.query_one("#header", Static).update(header_text(snap, self.host, self._loadavg()) +
+                                                     (" · STOPPING every worker…" if self.stopping else ""))
+            self.grid.show(build_rows(snap, self.history, self.sort))
+            self._show_reloads(snap)
+        batches, dropped = self.client.take_logs()
+        if batches:
+            self.logview.add_batches(batches)
+        if dropped:
+            self.logview.dropped += dropped
+            self._update_logs_title()
+
+    def _show_reloads(self, snap: dict[str, Any]) -> None:
+        panel = self.query_one("#reload", Static)
+        lines = reload_lines(snap, now=None if not self._clock_free else 0.0)
+        panel.set_class(bool(lines), "active")
+        panel.update("\n".join(lines))
+        for p in snap["processes"]:
+            rl = p.get("reload")
+            if not rl:
+                continue
+            before = self._reload_states.get(p["name"])
+            self._reload_states[p["name"]] = rl["state"]
+            if before == "running" and rl["state"] == "done":
+                self.notify(f"{p['name']}: reload done, every instance replaced", title="Reload")
+            elif before == "running" and rl["state"] == "failed":
+                self.notify(f"{p['name']}: {rl['reason']}", title="Reload failed, old instances kept",
+                            severity="error", timeout=10)
+
+    # ---- selection helpers --------------------------------------------------------------------
+
+    def _selected_process(self) -> str | None:
+        row = self.grid.selected()
+        return row.process if row else None
+
+    def _process_snapshot(self, name: str) -> dict[str, Any] | None:
+        if not self._snapshot:
+            return None
+        return next((p for p in self._snapshot["processes"] if p["name"] == name), None)
+
+    def send(self, label: str, req: dict[str, Any]) -> None:
+        self.client.command(req, done=lambda reply: self.post_message(CommandDone(label, reply)))
+
+    @on(CommandDone)
+    def _command_done(self, msg: CommandDone) -> None:
+        if msg.reply.get("ok"):
+            result = msg.reply.get("result")
+            if isinstance(result, dict) and result.get("ok") is False:     # a reload that rolled back
+                return   # the reload panel and its notification say why
+            if msg.label:
+                self.notify(msg.label, timeout=3)
+        else:
+            self.notify(msg.reply.get("error", "failed"), title="Refused", severity="error", timeout=8)
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    def action_scale(self, delta: int) -> None:
+        name = self._selected_process()
+        if name is None:
+            self.notify("select a process first", severity="warning")
+            return
+        proc = self._process_snapshot(name)
+        current = proc["instances"] if proc else 0
+        target = current + delta
+        if target < 0:
+            return
+        req = {"cmd": "scale", "name": name, "n": delta, "relative": True}
+        label = f"{name}: {current} → {target} instance(s)"
+        if target == 0:
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.send(label, req)
+            self.push_screen(ConfirmScreen(f"Scale [b]{name}[/b] to 0 instances? It stops serving."), answer)
+            return
+        self.send(label, req)
+
+    def action_kill(self, signal_name: str) -> None:
+        row = self.grid.selected()
+        if row is None or row.kind != "worker" or row.role is not None:
+            self.notify("select a worker row to signal it", severity="warning")
+            return
+        self.send(f"{row.process}.{row.instance}: {signal_name} sent",
+                  {"cmd": "kill", "name": row.process, "instance": row.instance, "signal": signal_name})
+
+    def action_reload(self) -> None:
+        name = self._selected_process()
+        if name is None:
+            self.notify("select a process first", severity="warning")
+            return
+        self.send("", {"cmd": "reload", "name": name})
+
+    def action_reload_all(self) -> None:
+        self.send("", {"cmd": "reload", "name": "all"})
+
+    def action_stop_process(self) -> None:
+        name = self._selected_process()
+        if name:
+            self.send(f"{name}: stopped", {"cmd": "stop", "name": name})
+
+    def action_start_process(self) -> None:
+        name = self._selected_process()
+        if name:
+            self.send(f"{name}: started", {"cmd": "start", "name": name})
+
+    def action_sort(self) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        if self._snapshot:
+            self.grid.show(build_rows(self._snapshot, self.history, self.sort))
+        self.notify(f"workers sorted by {self.sort}", timeout=2)
+
+    def action_toggle_logs(self) -> None:
+        if self.logview.has_focus:
+            self.grid.focus()
+        else:
+            self.logview.focus()
+
+    def action_filter(self) -> None:
+        view = self.logview
+        row = self.grid.selected()
+        if view.filter is None and row is not None:
+            view.set_filter((row.process, None))
+        elif view.filter is not None and view.filter[1] is None and row is not None and row.kind == "worker":
+            view.set_filter((row.process, f"{row.process}.{row.instance}"))
+        else:
+            view.set_filter(None)
+        self._update_logs_title()
+
+    def action_search(self) -> None:
+        def found(text: str | None) -> None:
+            if text is None:
+                return
+            self.search_text = text
+            n = self.logview.search(text)
+            self.logview.focus()
+            self._update_logs_title()
+            if text and not n:
+                self.notify(f"no line matches {text!r}", severity="warning", timeout=3)
+        self.push_screen(SearchScreen(self.search_text), found)
+
+    def action_clear_search(self) -> None:
+        if self.search_text:
+            self.search_text = ""
+            self.logview.search("")
+            self._update_logs_title()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_quit_app(self) -> None:
+        if self.stopping:
+            return
+        snap = self._snapshot or {"processes": []}
+        n = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in ("starting", "running"))
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.stop_everything()
+        self.push_screen(ConfirmScreen(f"Quit and stop all {n} running worker(s) gracefully?"), answer)
+
+    def stop_everything(self) -> None:
+        """Graceful stop of every worker; the app exits once the engine has stopped them all."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.notify("stopping every worker gracefully…", timeout=30)
+        self.client.shutdown(lambda: self.post_message(EngineStopped()))
+
+    @on(EngineStopped)
+    def _engine_stopped(self) -> None:
+        self.exit(0)
+
+    @on(LogView.FollowChanged)
+    def _follow_changed(self) -> None:
+        self._update_logs_title()
+
+    def _update_logs_title(self) -> None:
+        view = self.logview
+        what = "all processes" if view.filter is None else (view.filter[1] or view.filter[0])
+        parts = [f"logs · {what}", "following" if view.follow else "paused (End to follow)"]
+        if self.search_text:
+            parts.append(f"search {self.search_text!r}: {len(view.matches)} match(es), n/N")
+        if view.dropped:
+            parts.append(f"{view.dropped} lines skipped on screen (in the files)")
+        self.query_one("#logs-title", Static).update(" · ".join(parts))

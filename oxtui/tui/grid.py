@@ -1,0 +1,95 @@
+"""The worker grid: a DataTable with stable row keys, updated cell by cell.
+
+A refresh that changes only values calls update_cell for the cells that changed; only a change of
+the row set (scale, reload surge, canary) rebuilds the table, and then the cursor goes back to the
+same row key, so the selection never jumps.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from .model import COLUMNS, COMPACT, COMPACT_BELOW, Row
+
+STATE_STYLES = {
+    "running": "green",
+    "starting": "yellow",
+    "stopping": "yellow",
+    "backoff": "bold red",
+    "errored": "bold white on red",
+    "exited": "dim",
+    "stopped": "dim",
+}
+
+
+def styled(row: Row, col: int, value: str) -> Text | str:
+    if row.kind == "process":
+        if col == 0:
+            return Text(value, style="bold")
+        if col == 10 and value.startswith("⟳"):
+            return Text(value, style="bold yellow")
+        if col == 10 and "failed" in value:
+            return Text(value, style="bold red")
+        return Text(value, style="dim") if value else value
+    if col == 2:
+        return Text(value, style=STATE_STYLES.get(value, ""))
+    if col in (4, 6):
+        return Text(value, style="cyan" if col == 4 else "magenta")
+    if col == 10 and "FAIL" in value:
+        return Text(value, style="red")
+    if col == 0:
+        # Text keeps the indentation that a plain str cell would lose.
+        return Text(value, style="italic yellow" if row.role is not None else "")
+    return value
+
+
+class WorkerGrid(DataTable):
+    def __init__(self, *, id: str | None = None):
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self.rows_by_key: dict[str, Row] = {}
+        self._order: list[str] = []
+        self._columns: tuple[int, ...] = ()
+
+    def _wanted_columns(self) -> tuple[int, ...]:
+        width = self.size.width or self.app.size.width
+        return COMPACT if width < COMPACT_BELOW else tuple(range(len(COLUMNS)))
+
+    def show(self, rows: list[Row]) -> None:
+        order = [r.key for r in rows]
+        columns = self._wanted_columns()
+        if order == self._order and columns == self._columns:
+            for row in rows:
+                old = self.rows_by_key[row.key]
+                for col in columns:
+                    if old.cells[col] != row.cells[col]:
+                        self.update_cell(row.key, str(col), styled(row, col, row.cells[col]))
+                self.rows_by_key[row.key] = row
+            return
+        selected = self.selected_key()
+        with self.app.batch_update():
+            self.clear(columns=columns != self._columns)
+            if columns != self._columns:
+                for col in columns:
+                    name, width = COLUMNS[col]
+                    self.add_column(name, width=width, key=str(col))
+                self._columns = columns
+            for row in rows:
+                self.add_row(*(styled(row, c, row.cells[c]) for c in columns), key=row.key)
+            self._order = order
+            self.rows_by_key = {r.key: r for r in rows}
+            if selected in self.rows_by_key:
+                self.move_cursor(row=order.index(selected), animate=False)
+
+    def on_resize(self) -> None:
+        if self.rows_by_key and self._wanted_columns() != self._columns:
+            self.show([self.rows_by_key[k] for k in self._order])
+
+    def selected_key(self) -> str | None:
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    def selected(self) -> Row | None:
+        key = self.selected_key()
+        return self.rows_by_key.get(key) if key else None

@@ -1,0 +1,211 @@
+"""The merged log pane: a scroll view that renders only the visible lines from a bounded buffer.
+
+No widget per line and no refresh per line: new lines are appended in batches (about 10 a second)
+and the view renders what is on screen. Follow mode sticks to the bottom until you scroll up;
+`/` searches with highlights, n/N jump between matches; the filter narrows to a process or worker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ..engine.logs import STREAM_MARK, LogBatch, format_ts
+
+MAX_LINES = 20_000
+MAX_WIDTH = 1000
+PALETTE = ("cyan", "yellow", "green", "magenta", "blue", "bright_cyan", "bright_yellow", "bright_green",
+           "bright_magenta", "bright_blue")
+TIME_STYLE = Style(dim=True)
+MATCH_STYLE = Style(bgcolor="yellow", color="black")
+CURRENT_MATCH_STYLE = Style(bgcolor="bright_red", color="white", bold=True)
+ERR_STYLE = Style(color="red")
+EVENT_STYLE = Style(italic=True, dim=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    ts: float
+    process: str
+    source: str
+    stream: str
+    text: str
+
+
+class LogView(ScrollView, can_focus=True):
+    BINDINGS = [
+        Binding("n", "next_match", "Next match", show=False),
+        Binding("N", "previous_match", "Previous match", show=False),
+        Binding("end,G", "follow", "Follow", show=False),
+        Binding("home,g", "top", "Top", show=False),
+    ]
+
+    class FollowChanged(Message):
+        def __init__(self, follow: bool) -> None:
+            super().__init__()
+            self.follow = follow
+
+    def __init__(self, *, id: str | None = None):
+        super().__init__(id=id)
+        self.all: deque[LogLine] = deque(maxlen=MAX_LINES)
+        self.view: deque[LogLine] = deque(maxlen=MAX_LINES)
+        self.filter: tuple[str, str | None] | None = None      # (process, source or None)
+        self.pattern: re.Pattern[str] | None = None
+        self.matches: list[int] = []
+        self.current: int = -1
+        self.follow = True
+        self.dropped = 0
+        self._colours: dict[str, Style] = {}
+        self._width = 40
+
+    # ---- feeding ------------------------------------------------------------------------------
+
+    def add_batches(self, batches: Iterable[LogBatch]) -> None:
+        added = 0
+        for b in batches:
+            src = b.source
+            for text in b.lines:
+                line = LogLine(b.ts, b.process, src, b.stream, text)
+                self.all.append(line)
+                if self._wanted(line):
+                    self.view.append(line)
+                    added += 1
+                    if len(text) + len(src) + 30 > self._width:
+                        self._width = min(MAX_WIDTH, len(text) + len(src) + 30)
+        if added:
+            self._resize()
+
+    def _wanted(self, line: LogLine) -> bool:
+        if self.filter is None:
+            return True
+        process, source = self.filter
+        return line.process == process and (source is None or line.source == source or line.stream == "event"
+                                            and line.source == process)
+
+    def set_filter(self, flt: tuple[str, str | None] | None) -> None:
+        self.filter = flt
+        self.view = deque((l for l in self.all if self._wanted(l)), maxlen=MAX_LINES)
+        self._rematch()
+        self._resize()
+
+    def _resize(self) -> None:
+        if self.pattern is not None:
+            self._rematch()
+        self.virtual_size = Size(self._width, len(self.view))
+        if self.follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
+
+    # ---- search -------------------------------------------------------------------------------
+
+    def search(self, text: str) -> int:
+        """Highlight `text` (a regex; a plain string when it does not compile); returns the match count."""
+        if not text:
+            self.pattern = None
+            self.matches = []
+            self.refresh()
+            return 0
+        try:
+            self.pattern = re.compile(text, re.IGNORECASE)
+        except re.error:
+            self.pattern = re.compile(re.escape(text), re.IGNORECASE)
+        self._rematch()
+        self.current = len(self.matches)
+        self.action_previous_match()
+        return len(self.matches)
+
+    def _rematch(self) -> None:
+        if self.pattern is None:
+            self.matches = []
+            return
+        search = self.pattern.search
+        self.matches = [i for i, l in enumerate(self.view) if search(l.text) or search(l.source)]
+
+    def action_next_match(self) -> None:
+        self._jump(+1)
+
+    def action_previous_match(self) -> None:
+        self._jump(-1)
+
+    def _jump(self, step: int) -> None:
+        if not self.matches:
+            return
+        self.current = (self.current + step) % len(self.matches)
+        self._set_follow(False)
+        y = self.matches[self.current]
+        self.scroll_to(y=max(0, y - self.size.height // 2), animate=False, immediate=True)
+        self.refresh()
+
+    # ---- follow -------------------------------------------------------------------------------
+
+    def _set_follow(self, follow: bool) -> None:
+        if follow != self.follow:
+            self.follow = follow
+            self.post_message(self.FollowChanged(follow))
+
+    def action_follow(self) -> None:
+        self._set_follow(True)
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def action_top(self) -> None:
+        self._set_follow(False)
+        self.scroll_home(animate=False, immediate=True, x_axis=False)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        # Scrolling up pauses follow; coming back to the bottom resumes it.
+        at_end = new >= self.max_scroll_y - 0.5
+        if new < old and not at_end:
+            self._set_follow(False)
+        elif at_end and not self.follow:
+            self._set_follow(True)
+
+    # ---- rendering ----------------------------------------------------------------------------
+
+    def _colour(self, process: str) -> Style:
+        style = self._colours.get(process)
+        if style is None:
+            style = self._colours[process] = Style(color=PALETTE[len(self._colours) % len(PALETTE)], bold=True)
+        return style
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.size.width
+        if index >= len(self.view):
+            return Strip.blank(width, self.rich_style)
+        line = self.view[index]
+        segments = [
+            Segment(format_ts(line.ts)[11:] + " ", TIME_STYLE),
+            Segment(f"{line.source:<10} ", self._colour(line.process)),
+            Segment(STREAM_MARK[line.stream] + " ", ERR_STYLE if line.stream == "err" else TIME_STYLE),
+        ]
+        body_style = ERR_STYLE if line.stream == "err" else EVENT_STYLE if line.stream == "event" else Style()
+        segments += self._highlight(line.text, body_style, index)
+        strip = Strip(segments).apply_style(self.rich_style).crop(scroll_x, scroll_x + width)
+        return strip.extend_cell_length(width, self.rich_style)
+
+    def _highlight(self, text: str, style: Style, index: int) -> list[Segment]:
+        text = text.replace("\t", "    ")
+        if self.pattern is None or not self.matches:
+            return [Segment(text, style)]
+        current = self.matches[self.current] == index if 0 <= self.current < len(self.matches) else False
+        out, pos = [], 0
+        for m in self.pattern.finditer(text):
+            if m.start() == m.end():
+                continue
+            out.append(Segment(text[pos:m.start()], style))
+            out.append(Segment(m.group(), CURRENT_MATCH_STYLE if current else MATCH_STYLE))
+            pos = m.end()
+        out.append(Segment(text[pos:], style))
+        return out

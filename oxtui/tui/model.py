@@ -1,0 +1,175 @@
+"""What the worker grid shows, computed from an engine snapshot (pure: no Textual, unit-tested).
+
+Rows have stable keys, so the grid can update cells in place and keep the cursor where it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..format import human_bytes, human_duration, last_exit, sparkline
+
+# (title, width): 118 columns with the cell padding; below COMPACT_BELOW the sparklines go.
+COLUMNS = (("NAME", 11), ("PID", 7), ("STATE", 8), ("CPU%", 5), ("CPU 1 min", 9), ("MEM", 7),
+           ("MEM 1 min", 9), ("RESTARTS", 8), ("UPTIME", 6), ("LAST EXIT", 14), ("READY/HEALTH", 12))
+COMPACT = (0, 1, 2, 3, 5, 7, 8, 9, 10)
+COMPACT_BELOW = 120
+SPARK_WIDTH = 9
+SORTS = ("slot", "cpu", "memory", "restarts")
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    kind: str                 # "process" or "worker"
+    process: str
+    instance: int | None
+    role: str | None
+    cells: tuple[str, ...]
+    state: str | None = None
+
+
+@dataclass
+class History:
+    """The last minute of CPU and RSS per worker, sampled about once a second."""
+
+    cpu: dict[str, deque[float | None]] = field(default_factory=dict)
+    rss: dict[str, deque[float | None]] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+
+    def add(self, key: str, cpu: float | None, rss: float | None, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if now - self.last.get(key, -10) < 0.9:
+            return
+        self.last[key] = now
+        self.cpu.setdefault(key, deque(maxlen=60)).append(cpu)
+        self.rss.setdefault(key, deque(maxlen=60)).append(rss)
+
+    def forget_except(self, keys: set[str]) -> None:
+        for d in (self.cpu, self.rss, self.last):
+            for k in [k for k in d if k not in keys]:
+                del d[k]
+
+
+def worker_key(process: str, w: dict[str, Any]) -> str:
+    return f"w:{process}:{w['instance']}:{w.get('role') or ''}"
+
+
+def worker_label(process: str, w: dict[str, Any], last: bool) -> str:
+    role = w.get("role")
+    branch = "└ " if last else "├ "
+    if role == "canary":
+        return f"{branch}{process}.canary"
+    return f"{branch}{process}.{w['instance']}" + ("+" if role == "surge" else "")
+
+
+def ready_health(w: dict[str, Any]) -> str:
+    if w["state"] not in ("starting", "running", "stopping"):
+        return "-"
+    ready = "ready" if w.get("ready") else "not ready"
+    health = w.get("health")
+    if not health:
+        return ready
+    if health == "ok":
+        return f"{ready} · ok"
+    return f"{ready} · FAIL {health.split()[1].rstrip(':')}" if health.startswith("failing") else f"{ready} · {health}"
+
+
+def reload_summary(rl: dict[str, Any] | None) -> str:
+    if not rl:
+        return ""
+    if rl["state"] == "running":
+        return f"⟳ slot {rl['slot']}"
+    return f"reload {rl['state']}"
+
+
+def build_rows(snapshot: dict[str, Any], history: History, sort: str = "slot") -> list[Row]:
+    rows: list[Row] = []
+    live: set[str] = set()
+    for p in snapshot.get("processes", []):
+        name = p["name"]
+        running = sum(1 for w in p["workers"] if w["state"] == "running" and not w.get("role"))
+        listen = p.get("listen") or ""
+        group_cells = (f"▼ {name}", "", f"{running}/{p['instances']} up", "", "", "", "", "", "", listen,
+                       reload_summary(p.get("reload")))
+        rows.append(Row(f"p:{name}", "process", name, None, None, group_cells))
+        workers = list(p["workers"])
+        for w in workers:
+            key = worker_key(name, w)
+            live.add(key)
+            history.add(key, w.get("cpu_percent"), w.get("rss_bytes"))
+        workers.sort(key=_sort_key(sort))
+        for i, w in enumerate(workers):
+            key = worker_key(name, w)
+            cpu_hist = history.cpu.get(key, ())
+            rss_hist = history.rss.get(key, ())
+            cpu = w.get("cpu_percent")
+            cells = (
+                worker_label(name, w, i == len(workers) - 1),
+                str(w["pid"]) if w.get("pid") else "-",
+                w["state"],
+                f"{cpu:.1f}" if cpu is not None else "-",
+                sparkline(cpu_hist, SPARK_WIDTH, top=max(100.0, max((v or 0 for v in cpu_hist), default=0))),
+                human_bytes(w.get("rss_bytes")),
+                sparkline(rss_hist, SPARK_WIDTH, relative=True),
+                str(w["restarts"]),
+                human_duration(w.get("uptime_s")),
+                last_exit(w),
+                ready_health(w),
+            )
+            rows.append(Row(key, "worker", name, w["instance"], w.get("role"), cells, w["state"]))
+    history.forget_except(live)
+    return rows
+
+
+def _sort_key(sort: str):
+    def key(w: dict[str, Any]) -> tuple:
+        role_rank = {None: 0, "surge": 1, "canary": 2}.get(w.get("role"), 3)
+        if sort == "cpu":
+            return (-(w.get("cpu_percent") or 0), w["instance"], role_rank)
+        if sort == "memory":
+            return (-(w.get("rss_bytes") or 0), w["instance"], role_rank)
+        if sort == "restarts":
+            return (-w["restarts"], w["instance"], role_rank)
+        return (w["instance"], role_rank)
+    return key
+
+
+def header_text(snapshot: dict[str, Any] | None, host: str, load: tuple[float, ...] | None = None,
+                attached: bool = False) -> str:
+    if not snapshot:
+        return f"{host} · starting the engine…"
+    eng = snapshot.get("engine", {})
+    workers = [w for p in snapshot["processes"] for w in p["workers"] if not w.get("role")]
+    running = sum(1 for w in workers if w["state"] == "running")
+    load_text = " ".join(f"{x:.2f}" for x in load) if load else "-"
+    mode = "attached" if attached else "embedded"
+    return (f"{host} · engine {mode}, up {human_duration(eng.get('uptime_s'))} · "
+            f"{running}/{len(workers)} workers running · engine {eng.get('cpu_percent', 0):.1f}% CPU "
+            f"{human_bytes(eng.get('rss_bytes'))} · load {load_text} · CPU% = of one core")
+
+
+def reload_lines(snapshot: dict[str, Any] | None, now: float | None = None, keep: float = 60.0) -> list[str]:
+    """Lines for the reload panel: reloads running, or ended within `keep` seconds."""
+    if not snapshot:
+        return []
+    now = time.time() if now is None else now
+    out = []
+    for p in snapshot["processes"]:
+        rl = p.get("reload")
+        if not rl or (rl.get("finished_at") and now - rl["finished_at"] > keep):
+            continue
+        head = f"{p['name']}: reload of release {rl['release']} {rl['state']}"
+        if rl["state"] == "running":
+            head += f" · {rl['step']}"
+        elif rl.get("reason"):
+            head += f" · {rl['reason']}"
+        out.append(head)
+        for s in rl.get("slots", []):
+            old = s.get("old_pid") or "-"
+            new = s.get("new_pid") or "…"
+            out.append(f"   slot {s['slot']}: old pid {old} → new pid {new}: {s['state']}")
+    return out

@@ -1,0 +1,88 @@
+"""Modal screens: help, yes/no confirmation, and the search prompt."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
+
+HELP = """\
+[b]Workers[/b]
+  ↑ ↓ / mouse   select a process or worker row
+  + or =        add an instance to the selected process
+  -             remove one (the highest slot stops gracefully; asks before going to 0)
+  k / K         SIGTERM / SIGKILL the selected worker (it restarts as after a crash)
+  r / R         rolling reload of the selected process / of every process
+  s             sort workers: slot, CPU, memory, restarts
+  x / X         stop / start the selected process
+[b]Logs[/b]
+  l             focus the merged logs (again: back to the grid)
+  f             filter: all → selected process → selected worker
+  /             search (regex); n / N next / previous match; Esc clears
+  End / G       follow new lines (scrolling up pauses follow)
+[b]App[/b]
+  ctrl+p        command palette (every action)
+  ?             this help
+  q             quit: stops every worker gracefully
+
+CPU% is percent of one core, summed over the worker's process tree; MEM is the tree's RSS.
+The sparklines show the last minute. Scripts act on this engine too:
+`oxtui reload NAME -c OXFILE` runs here and you watch it live.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Vertical { width: 84; height: auto; max-height: 95%; border: round $accent; padding: 0 1;
+                            background: $surface; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(HELP, id="help-text")
+            yield Label("[dim]Esc to close[/dim]")
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 64; height: auto; border: thick $warning; padding: 1 2; background: $surface; }
+    """
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question)
+            yield Label("[b]y[/b] yes   [b]n[/b] no")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class SearchScreen(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    SearchScreen { align: center bottom; }
+    SearchScreen > Input { width: 100%; margin-bottom: 1; }
+    """
+
+    def __init__(self, current: str = ""):
+        super().__init__()
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        yield Input(value=self.current, placeholder="search the logs (regex), Enter to find, Esc to cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

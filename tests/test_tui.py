@@ -1,0 +1,235 @@
+"""The TUI driven with Pilot against the real engine (embedded on its own thread) and real children."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, free_port, write_oxfile
+from oxtui.config import load
+from oxtui.embedded import EmbeddedEngine
+from oxtui.tui.app import OxtuiApp
+from oxtui.tui.screens import ConfirmScreen, HelpScreen, SearchScreen
+
+PY = sys.executable
+
+
+async def until(pilot, pred, timeout: float = 10.0, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
+        await pilot.pause(0.05)
+
+
+def proc(app: OxtuiApp, name: str = "app") -> dict:
+    snap = app.client.snapshot()
+    return next(p for p in snap["processes"] if p["name"] == name)
+
+
+def running(app: OxtuiApp, name: str = "app") -> list[dict]:
+    return [w for w in proc(app, name)["workers"] if w["state"] == "running" and not w["role"]]
+
+
+@pytest.fixture
+def tui(tmp_path):
+    """Yields a factory: oxfile body -> (engine, app). Every engine is stopped and joined after the test."""
+    engines: list[EmbeddedEngine] = []
+
+    def make(body: str) -> OxtuiApp:
+        engine = EmbeddedEngine(load(write_oxfile(tmp_path, body)))
+        engine.start()
+        engines.append(engine)
+        return OxtuiApp(engine, tmp_path / "oxfile.toml", host="testhost")
+
+    yield make
+    for e in engines:
+        e.shutdown()
+        assert e.join(30), "engine thread did not stop"
+
+
+SLEEPERS = '''
+[processes.app]
+command = "sleep 60"
+instances = 2
+stop_timeout = 2
+[processes.other]
+command = "sleep 60"
+'''
+
+
+def test_scale_up_down_and_confirm_zero(tui):
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2, what="2 running")
+            assert app.grid.selected_key() == "p:app"
+            await pilot.press("plus")
+            await until(pilot, lambda: len(running(app)) == 3 and "w:app:2:" in app.grid.rows_by_key, what="3rd row")
+            await pilot.press("equals_sign")
+            await until(pilot, lambda: proc(app)["instances"] == 4)
+            for _ in range(3):
+                await pilot.press("minus")
+                await pilot.pause(0.3)
+            await until(pilot, lambda: proc(app)["instances"] == 1 and "w:app:1:" not in app.grid.rows_by_key)
+            assert app.grid.selected_key() == "p:app", "the selection must not jump"
+            await pilot.press("minus")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+            await pilot.press("n")
+            await pilot.pause(0.3)
+            assert proc(app)["instances"] == 1
+            await pilot.press("minus")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: proc(app)["instances"] == 0 and not proc(app)["workers"])
+
+    asyncio.run(body())
+
+
+def test_kill_keys_restart_the_selected_worker(tui):
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            await pilot.press("down")                       # app.0
+            assert app.grid.selected_key() == "w:app:0:"
+            old = running(app)[0]["pid"]
+            await pilot.press("k")
+            await until(pilot, lambda: (w := proc(app)["workers"][0])["restarts"] == 1 and w["pid"] not in (None, old),
+                        what="SIGTERM restart")
+            assert proc(app)["workers"][1]["restarts"] == 0
+            await pilot.press("down")                       # app.1
+            await pilot.press("K")
+            await until(pilot, lambda: proc(app)["workers"][1]["restarts"] == 1)
+            assert app.grid.selected_key() == "w:app:1:"
+            await pilot.press("up", "up")                   # process row: k is refused politely
+            await pilot.press("k")
+            await pilot.pause(0.2)
+            assert proc(app)["workers"][0]["restarts"] == 1
+
+    asyncio.run(body())
+
+
+def test_reload_keys_and_the_reload_panel(tui):
+    port = free_port()
+    app = tui(f'''
+        [processes.app]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = 2
+        listen = "127.0.0.1:{port}"
+        [processes.app.ready]
+        log = "^ready"
+        [processes.other]
+        command = "sleep 60"
+    ''')
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2, 15)
+            before = {w["pid"] for w in running(app)}
+            seen_panel = []
+            await pilot.press("r")
+            await until(pilot, lambda: (seen_panel.append(app.query_one("#reload").has_class("active"))
+                                        or proc(app)["reload"] and proc(app)["reload"]["state"] == "done"), 30)
+            assert any(seen_panel), "the reload panel shows while the reload runs"
+            assert not ({w["pid"] for w in running(app)} & before)
+            await pilot.press("R")
+            await until(pilot, lambda: proc(app, "other")["reload"] and proc(app, "other")["reload"]["state"] == "done", 30)
+            assert proc(app)["reload"]["release"] == 3
+
+    asyncio.run(body())
+
+
+def test_logs_focus_filter_search_and_help(tui):
+    app = tui('''
+        [processes.app]
+        command = "sh -c 'while true; do echo tick-$OXTUI_INSTANCE; sleep 0.05; done'"
+        instances = 2
+        [processes.other]
+        command = "sh -c 'echo needle here; exec sleep 60'"
+    ''')
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            view = app.logview
+            await until(pilot, lambda: any(l.text == "needle here" for l in view.all), what="output in the view")
+            await pilot.press("l")
+            assert view.has_focus
+            await pilot.press("l")
+            assert app.grid.has_focus
+            await pilot.press("slash")
+            await until(pilot, lambda: isinstance(app.screen, SearchScreen))
+            await pilot.press(*"needle", "enter")
+            await until(pilot, lambda: view.matches, what="a match")
+            assert view.pattern.pattern == "needle" and not view.follow
+            assert view.view[view.matches[view.current]].text == "needle here"
+            await pilot.press("escape")
+            assert view.pattern is None
+            # filter: selected process, then selected worker, then all again
+            await pilot.press("l")                          # back to the grid (search focused the logs)
+            assert app.grid.has_focus
+            await pilot.press("down")                       # app.0
+            await pilot.press("f")
+            await pilot.pause(0.3)
+            assert view.filter == ("app", None) and all(l.process == "app" for l in view.view)
+            await pilot.press("f")
+            await pilot.pause(0.3)
+            assert view.filter == ("app", "app.0")
+            assert {l.source for l in view.view if l.stream != "event"} == {"app.0"}
+            await pilot.press("f")
+            assert view.filter is None
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+    asyncio.run(body())
+
+
+def test_quit_stops_every_worker_gracefully(tui):
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            await pilot.press("q")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: app.client.finished.is_set(), 20, what="engine stopped")
+        assert app.return_value == 0
+        assert all(w["state"] == "stopped" for p in app.client.snapshot()["processes"] for w in p["workers"])
+
+    asyncio.run(body())
+
+
+def test_a_log_flood_keeps_keys_answered(tui):
+    flood = ("import sys\\nw = sys.stdout.write\\nwhile True:\\n"
+             "    [w('flood line with some text to make it about eighty bytes long .......\\\\n') for _ in range(1000)]")
+    app = tui(f'''
+        [processes.app]
+        command = "sleep 60"
+        [processes.flood]
+        command = "{PY} -c \\"{flood}\\""
+    ''')
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(app.logview.all) > 5000, 15, what="flood reaches the view")
+            t0 = time.monotonic()
+            await pilot.press("plus")
+            await until(pilot, lambda: "w:app:1:" in app.grid.rows_by_key, 10, what="new row during the flood")
+            answered = time.monotonic() - t0
+            assert len(app.logview.all) <= 20_000, "the view stays bounded"
+            return answered
+
+    answered = asyncio.run(body())
+    assert answered < 10

@@ -1,0 +1,156 @@
+"""Pictures of the TUI with fixed data (no live PIDs, CPU figures or clocks), compared with
+pytest-textual-snapshot. Update them with `pytest tests/test_tui_snapshots.py --snapshot-update`
+after a deliberate UI change, and look at the new pictures before committing them."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from typing import Any
+
+import pytest
+
+from oxtui.engine.logs import LogBatch
+from oxtui.tui.app import OxtuiApp
+from oxtui.tui.model import worker_key
+
+T0 = 1_795_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def worker(i: int, pid: int | None, state: str = "running", role: str | None = None, **kw: Any) -> dict[str, Any]:
+    base = {"instance": i, "pid": pid, "state": state, "restarts": 0, "uptime_s": 3723.0, "cpu_percent": 12.5,
+            "rss_bytes": 48_500_000, "exit_code": None, "exit_signal": None, "ready": state == "running",
+            "health": "ok", "reason": None, "role": role, "release": 1}
+    base.update(kw)
+    return base
+
+
+def snapshot(reloading: bool = False) -> dict[str, Any]:
+    web_workers = [worker(0, 4101), worker(1, 4102, restarts=2, exit_signal="SIGKILL", cpu_percent=97.0),
+                   worker(2, 4103), worker(3, 4104, cpu_percent=0.0, rss_bytes=41_000_000)]
+    reload = None
+    if reloading:
+        web_workers[0] = worker(0, 5201, release=2, uptime_s=4.0)
+        web_workers.append(worker(1, 5202, state="starting", role="surge", release=2, uptime_s=0.4,
+                                  cpu_percent=55.0, rss_bytes=30_000_000, health=None))
+        reload = {"state": "running", "release": 2, "slot": 1, "step": "slot 1: started new pid 5202, waiting until ready",
+                  "reason": None, "started_at": T0, "finished_at": None,
+                  "slots": [{"slot": 0, "old_pid": 4101, "new_pid": 5201, "state": "done"},
+                            {"slot": 1, "old_pid": 4102, "new_pid": 5202, "state": "starting"}]}
+    return {
+        "oxfile": "/srv/app/oxfile.toml", "engine_pid": 4000,
+        "engine": {"started_at": T0, "uptime_s": 7384.0, "cpu_percent": 0.4, "rss_bytes": 31_000_000},
+        "processes": [
+            {"name": "web", "instances": 4, "listen": "127.0.0.1:8080", "reload": reload, "log_file": "/x/web.log",
+             "workers": web_workers},
+            {"name": "worker", "instances": 1, "listen": None, "reload": None, "log_file": "/x/worker.log",
+             "workers": [worker(0, 4200, health=None, cpu_percent=1.5)]},
+            {"name": "flaky", "instances": 1, "listen": None, "reload": None, "log_file": "/x/flaky.log",
+             "workers": [worker(0, None, state="backoff", restarts=7, exit_code=1, health=None, cpu_percent=None,
+                                rss_bytes=None, uptime_s=None)]},
+        ],
+    }
+
+
+def batches() -> list[LogBatch]:
+    out = []
+    lines = [
+        ("web", 0, "event", "started pid 4101"), ("web", 1, "event", "started pid 4102"),
+        ("web", 0, "out", "web: pid 4101 instance 0 listening on 127.0.0.1:8080"),
+        ("web", 1, "out", "web: pid 4102 instance 1 listening on 127.0.0.1:8080"),
+        ("worker", 0, "out", "worker: job 41 done in 120 ms"),
+        ("flaky", 0, "err", "flaky: unhandled error: connection reset by peer"),
+        ("flaky", 0, "event", "pid 4300 exited with code 1 after 12.0s"),
+        ("flaky", 0, "event", "restarting in 0.80s"),
+        ("web", 1, "event", "sent SIGKILL to pid 4102"),
+        ("worker", 0, "out", "worker: job 42 done in 95 ms"),
+        ("worker", 0, "err", "worker: job 42 was slow to fetch its input"),
+        ("web", 2, "out", "GET /api/orders 200 12ms"),
+    ]
+    for i, (p, inst, stream, text) in enumerate(lines):
+        out.append(LogBatch(i + 1, T0 + i * 0.731, p, inst, stream, text.encode(), 1, (text,)))
+    return out
+
+
+class FakeClient:
+    def __init__(self, snap: dict[str, Any]):
+        self.snap = snap
+        self.logs = batches()
+
+    def snapshot(self):
+        return self.snap
+
+    def take_logs(self):
+        out, self.logs = self.logs, []
+        return out, 0
+
+    def recent_logs(self):
+        return []
+
+    def command(self, req, done=None, progress=None):
+        if done:
+            done({"ok": True, "result": {}})
+
+    def shutdown(self, done):
+        done()
+
+
+def make_app(reloading: bool = False) -> OxtuiApp:
+    snap = snapshot(reloading)
+    app = OxtuiApp(FakeClient(snap), "/srv/app/oxfile.toml", host="vps-1", clock_free=True,
+                   loadavg=lambda: (0.42, 0.37, 0.30))
+    # a fixed minute of history for the sparklines
+    for p in snap["processes"]:
+        for w in p["workers"]:
+            key = worker_key(p["name"], w)
+            app.history.cpu[key] = deque([(i * 7 + w["instance"] * 13) % 100 for i in range(60)], maxlen=60)
+            app.history.rss[key] = deque([40e6 + i * 1e5 for i in range(60)], maxlen=60)
+            app.history.last[key] = float("inf")
+    return app
+
+
+def test_grid_and_logs(snap_compare):
+    assert snap_compare(make_app(), terminal_size=(120, 36))
+
+
+def test_reload_in_progress(snap_compare):
+    assert snap_compare(make_app(reloading=True), terminal_size=(120, 36))
+
+
+def test_search_highlight(snap_compare):
+    async def search(pilot):
+        await pilot.press("slash", *"job 4", "enter")
+        await pilot.pause()
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=search)
+
+
+def test_help(snap_compare):
+    async def help_(pilot):
+        await pilot.press("question_mark")
+        await pilot.pause()
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=help_)
+
+
+def test_small_terminal(snap_compare):
+    assert snap_compare(make_app(), terminal_size=(80, 24))
+
+
+def test_rows_keep_keys_in_place():
+    """The model under the grid: stable keys, process rows first, surge rows after their slot."""
+    from oxtui.tui.model import History, build_rows
+    rows = build_rows(snapshot(reloading=True), History())
+    keys = [r.key for r in rows]
+    assert keys[:7] == ["p:web", "w:web:0:", "w:web:1:", "w:web:1:surge", "w:web:2:", "w:web:3:", "p:worker"]
+    flaky = next(r for r in rows if r.key == "w:flaky:0:")
+    assert flaky.cells[2] == "backoff" and flaky.cells[9] == "code 1" and flaky.cells[1] == "-"
+    assert next(r for r in rows if r.key == "w:web:1:").cells[9] == "SIGKILL"
