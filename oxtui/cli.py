@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -107,8 +108,10 @@ def tui(argv: list[str]) -> int:
     app = OxtuiApp(engine, config.path)
 
     def hangup(*_: object) -> None:
-        # The terminal went away (SSH dropped): stop every worker gracefully, as `q` would.
-        app.call_later(app.stop_everything) if app.is_running else None
+        # The terminal went away (SSH dropped): stop every worker gracefully, then leave at once.
+        # The UI is not asked to do anything: drawing to a dead terminal can block forever.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        engine.shutdown(lambda: os._exit(0))
 
     signal.signal(signal.SIGHUP, hangup)
     try:

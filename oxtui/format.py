@@ -17,14 +17,16 @@ def human_bytes(n: float | None) -> str:
     return f"{n:.1f}T"
 
 
-def human_duration(s: float | None) -> str:
+def human_duration(s: float | None, coarse: bool = False) -> str:
+    """12s, 4m05s, 3h07m, 2d04h. coarse drops the seconds past the first minute, so a grid of idle
+    workers does not have to redraw every row every second."""
     if s is None:
         return "-"
     s = int(s)
     if s < 60:
         return f"{s}s"
     if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
+        return f"{s // 60}m" if coarse else f"{s // 60}m{s % 60:02d}s"
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
@@ -40,9 +42,12 @@ def sparkline(values: Iterable[float | None], width: int, top: float | None = No
     nums = [v for v in vals if v is not None]
     if not nums:
         return " " * width
-    low = min(nums) if relative else 0.0
     high = top if top else max(nums)
+    low = min(nums) if relative else 0.0
     span = high - low
+    if relative:
+        # Flat memory stays low; only a growth of a quarter or more reaches the top.
+        span = max(span, 0.25 * high)
     out = []
     for v in vals:
         if v is None:

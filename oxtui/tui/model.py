@@ -116,7 +116,7 @@ def build_rows(snapshot: dict[str, Any], history: History, sort: str = "slot") -
                 human_bytes(w.get("rss_bytes")),
                 sparkline(rss_hist, SPARK_WIDTH, relative=True),
                 str(w["restarts"]),
-                human_duration(w.get("uptime_s")),
+                human_duration(w.get("uptime_s"), coarse=True),
                 last_exit(w),
                 ready_health(w),
             )

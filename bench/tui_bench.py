@@ -1,0 +1,121 @@
+"""The TUI's own cost with 64 idle workers, and how fast a key press shows up.
+
+    .venv/bin/python bench/tui_bench.py [--idle 30]
+
+1. The real `oxtui OXFILE` (engine and UI in one process) in a 120x36 pseudo-terminal: CPU over
+   --idle seconds with 64 `sleep` workers after --settle seconds, and its RSS. (goal <= 3 % of a core)
+2. Pressing `+` -> the new worker's row is in the grid, with 64 workers (Pilot, headless driver),
+   median of 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import pty
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+OXFILE = '[processes.s]\ncommand = "sleep 1000"\ninstances = 64\n[logs]\ndir = "logs"\n'
+
+
+def idle_cost(folder: Path, seconds: float, settle: float) -> tuple[float, int]:
+    oxfile = folder / "oxfile.toml"
+    oxfile.write_text(OXFILE)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "XDG_RUNTIME_DIR": str(folder)}
+    proc = subprocess.Popen([sys.executable, "-m", "oxtui", str(oxfile)], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, start_new_session=True)
+    os.close(slave)
+    threading.Thread(target=lambda: [None for _ in iter(lambda: _read(master), b"")], daemon=True).start()
+    ps = psutil.Process(proc.pid)
+    try:
+        deadline = time.time() + 30
+        while len(ps.children()) < 64 and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(settle)
+        c0 = sum(ps.cpu_times()[:2])
+        t0 = time.perf_counter()
+        rss = 0
+        while time.perf_counter() - t0 < seconds:
+            rss = max(rss, ps.memory_info().rss)
+            time.sleep(0.5)
+        cpu = (sum(ps.cpu_times()[:2]) - c0) / (time.perf_counter() - t0) * 100
+        return cpu, rss
+    finally:
+        proc.send_signal(1)   # SIGHUP: graceful stop, as when the terminal goes away
+        proc.wait(60)
+        os.close(master)
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+
+
+async def plus_latency(folder: Path, rounds: int = 5) -> list[float]:
+    from oxtui.config import load
+    from oxtui.embedded import EmbeddedEngine
+    from oxtui.tui.app import OxtuiApp
+    oxfile = folder / "oxfile.toml"
+    oxfile.write_text(OXFILE)
+    os.environ["XDG_RUNTIME_DIR"] = str(folder)
+    engine = EmbeddedEngine(load(oxfile))
+    engine.start()
+    app = OxtuiApp(engine, oxfile)
+    out = []
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            while len([w for w in engine.snapshot()["processes"][0]["workers"] if w["pid"]]) < 64:
+                await pilot.pause(0.1)
+            for i in range(rounds):
+                await pilot.pause(1.0)
+                key = f"w:s:{64 + i}:"
+                t0 = time.perf_counter()
+                await pilot.press("plus")
+                while key not in app.grid.rows_by_key:
+                    await asyncio.sleep(0.002)
+                out.append(time.perf_counter() - t0)
+    finally:
+        engine.shutdown()
+        engine.join(60)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--settle", type=float, default=65,
+                    help="seconds before measuring: the first minute fills the sparklines and counts uptime by the second")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "a").mkdir()
+        cpu, rss = idle_cost(Path(d) / "a", args.idle, args.settle)
+        print(f"TUI process (engine + UI), 64 idle workers, {args.idle:.0f} s after {args.settle:.0f} s: "
+              f"{cpu:.2f} % of a core, RSS {rss / 2**20:.1f} MB",
+              flush=True)
+        (Path(d) / "b").mkdir()
+        lat = asyncio.run(plus_latency(Path(d) / "b"))
+        print(f"`+` -> new worker row with 64 workers: median {statistics.median(lat) * 1000:.0f} ms "
+              f"(min {min(lat) * 1000:.0f}, max {max(lat) * 1000:.0f}, n={len(lat)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Pictures of the real app on the sample apps (real engine, real children), for README.
+
+    .venv/bin/python screenshots/capture.py     # writes screenshots/*.svg and, with rsvg-convert, *.png
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from oxtui.config import load  # noqa: E402
+from oxtui.embedded import EmbeddedEngine  # noqa: E402
+from oxtui.tui.app import OxtuiApp  # noqa: E402
+
+OUT = ROOT / "screenshots"
+
+
+async def until(pilot, pred, timeout=30.0):
+    for _ in range(int(timeout / 0.05)):
+        if pred():
+            return
+        await pilot.pause(0.05)
+    raise TimeoutError(pred)
+
+
+async def main() -> None:
+    engine = EmbeddedEngine(load(ROOT / "sample_apps" / "oxfile.toml"))
+    engine.start()
+    app = OxtuiApp(engine, "sample_apps/oxfile.toml")
+    shots = []
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            def web():
+                return next(p for p in engine.snapshot()["processes"] if p["name"] == "web")
+            await until(pilot, lambda: all(w["state"] == "running" for w in web()["workers"]))
+            await pilot.press("plus")
+            await pilot.pause(6)           # a few seconds of metrics for the sparklines
+            shots.append(app.save_screenshot("grid.svg", str(OUT)))
+            await pilot.press("r")
+            await until(pilot, lambda: any(w["role"] == "surge" for w in web()["workers"])
+                        and web()["reload"]["slots"])
+            await pilot.pause(0.3)
+            shots.append(app.save_screenshot("reload.svg", str(OUT)))
+            await until(pilot, lambda: web()["reload"]["state"] != "running")
+            await pilot.press("slash", *"job", "enter")
+            await pilot.pause(0.5)
+            shots.append(app.save_screenshot("logs-search.svg", str(OUT)))
+    finally:
+        engine.shutdown()
+        engine.join(30)
+    if shutil.which("rsvg-convert"):
+        for svg in shots:
+            subprocess.run(["rsvg-convert", "-w", "1400", svg, "-o", svg[:-4] + ".png"], check=True)
+    print("\n".join(shots))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
