@@ -138,7 +138,7 @@ def test_reload_keys_and_the_reload_panel(tui):
             before = {w["pid"] for w in running(app)}
             seen_panel = []
             await pilot.press("r")
-            await until(pilot, lambda: (seen_panel.append(app.query_one("#reload").has_class("active"))
+            await until(pilot, lambda: (seen_panel.append(app.reload_panel.has_class("active"))
                                         or proc(app)["reload"] and proc(app)["reload"]["state"] == "done"), 30)
             assert any(seen_panel), "the reload panel shows while the reload runs"
             assert not ({w["pid"] for w in running(app)} & before)
@@ -189,6 +189,11 @@ def test_logs_focus_filter_search_and_help(tui):
             assert view.filter is None
             await pilot.press("question_mark")
             await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            # snapshots and log lines keep arriving under a modal screen (a regression: the widgets
+            # were looked up on the active screen, which the modal had replaced)
+            seen = len(view.all)
+            await until(pilot, lambda: len(view.all) > seen + 10, what="logs while the help is open")
+            await pilot.pause(1.2)
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, HelpScreen))
 

@@ -21,6 +21,7 @@ from .group import CommandError, ProcessGroup
 from .logs import LogHub
 from .metrics import Sampler, Usage
 from .sockets import ListenError, bind_listener
+from .spawn import Spawner
 
 METRICS_INTERVAL = 1.0
 FLUSH_INTERVAL = 0.2
@@ -46,6 +47,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.stopped = asyncio.Event()
+        self.spawner = Spawner()
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -110,6 +112,7 @@ class Engine:
             for g in self.groups.values():
                 if g.sock is not None:
                     g.sock.close()
+            self.spawner.close()
             self.logs.close()
             self._release_lock()
             self.stopped.set()

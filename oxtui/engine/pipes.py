@@ -1,8 +1,5 @@
-"""Event-loop plumbing for a child: non-blocking pipe readers and a pidfd exit watcher.
-
-No threads and no SIGCHLD handler: both work on whatever thread runs the engine's loop
-(signal handlers only work on the main thread, and the TUI runs the engine on another one).
-"""
+"""Non-blocking pipe readers on the engine's loop: a child's output is read as soon as it arrives,
+in large chunks, whoever is (or is not) looking at it."""
 
 from __future__ import annotations
 
@@ -41,35 +38,3 @@ class PipeReader:
             os.close(self.fd)
             self.fd = -1
             self.closed.set()
-
-
-def watch_exit(loop: asyncio.AbstractEventLoop, pid: int) -> asyncio.Future[int]:
-    """A future for the wait status of our child `pid`, reaped as soon as it exits."""
-    fut: asyncio.Future[int] = loop.create_future()
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        fut.set_result(_reap_blocking(pid))
-        return fut
-
-    def on_exit() -> None:
-        try:
-            wpid, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            wpid, status = pid, 255 << 8
-        if wpid == 0:
-            return
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        if not fut.done():
-            fut.set_result(status)
-
-    loop.add_reader(pidfd, on_exit)
-    return fut
-
-
-def _reap_blocking(pid: int) -> int:
-    try:
-        return os.waitpid(pid, 0)[1]
-    except ChildProcessError:
-        return 255 << 8

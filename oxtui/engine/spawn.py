@@ -1,30 +1,64 @@
-"""Start one instance: /bin/sh -c with exec, own session, stdout/stderr pipes, the socket as fd 3.
+"""Start one instance: own session, stdout/stderr pipes, the socket as fd 3, dies with the engine.
 
-Uses posix_spawn (vfork-fast, safe with threads) instead of subprocess.Popen because Popen cannot
-place an inherited socket at a chosen fd number, and dash's `exec 3<&N` only takes N < 10.
-util-linux `setpriv --pdeathsig` in front makes the instance die if the engine dies; the script
-then checks that its parent is still the engine, closing the race between fork and prctl.
+The fork itself happens in the spawner helper (forkserver.py), which can set PR_SET_PDEATHSIG,
+place fd 3 and LISTEN_PID safely because it has no threads. This module decides the argv, makes
+the pipes and talks to the helper; exits come back from the helper as wait statuses.
+
+A command is exec'd directly when it is a plain word list (the PID shown is the program's own
+and no shell start is paid); anything with shell syntax runs as `/bin/sh -c 'exec ...'`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import functools
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-SETPRIV = shutil.which("setpriv")
-# Exit status the prelude uses when the engine died before the child could arm PDEATHSIG.
-ORPHANED_EXIT = 125
+from . import forkserver
+
 PIPE_SIZE = 256 * 1024
+# A command made of these characters only (quotes and escapes are shlex's job) needs no shell.
+_PLAIN_RE = re.compile(r"""[A-Za-z0-9_./:,@%+=\-\s'"]+""")
 
 _CONTROL_TOKENS = {";", "&", "&&", "|", "||", "(", ")", ";;", "|&"}
 _FIRST_WORD_NO_EXEC = {"if", "for", "while", "until", "case", "{", "cd", "exec", "export", "set", "source", "."}
 _ASSIGN_RE = re.compile(r"""^((?:[A-Za-z_]\w*=(?:'[^']*'|"[^"]*"|[^\s'"]*)\s+)*)(.*)$""", re.S)
+
+
+class SpawnError(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=256)
+def _which(program: str, cwd: str, path: str) -> str | None:
+    """Where exec will find `program` (None: let the child search and report "not found")."""
+    if "/" in program:
+        return os.path.join(cwd, program)
+    return shutil.which(program, path=path)
+
+
+def command_argv(command: str) -> list[str]:
+    """argv for the instance: the words themselves for a plain command, else the shell."""
+    if _PLAIN_RE.fullmatch(command):
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = []
+        if words and "=" not in words[0]:
+            return words
+    return ["/bin/sh", "-c", exec_form(command)]
 
 
 def exec_form(command: str) -> str:
@@ -50,36 +84,12 @@ def exec_form(command: str) -> str:
     return f"{assigns}exec {rest}"
 
 
-def build_script(command: str, cwd: str, engine_pid: int, with_socket: bool) -> str:
-    lines = [f'[ "$PPID" = "{engine_pid}" ] || exit {ORPHANED_EXIT}', f"cd -- {shlex.quote(cwd)} || exit 126"]
-    if with_socket:
-        # The PID the program will have after exec is the shell's own.
-        lines.append("LISTEN_PID=$$; export LISTEN_PID")
-    lines.append(exec_form(command))
-    return "\n".join(lines)
-
-
-def _high_fd(fd: int) -> int:
-    """Move fd to >= 10 (close-on-exec) so a dup2 onto 0-3 in the child never hits itself."""
-    if fd >= 10:
-        return fd
-    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-    os.close(fd)
-    return new
-
-
 def _grow_pipe(fd: int) -> None:
     """A 256 KiB pipe (4x the default) lets a chatty child run ahead of the engine instead of blocking every 64 KiB."""
     try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     except (OSError, AttributeError):
         pass   # above /proc/sys/fs/pipe-max-size for this user: keep the default
-
-
-_RESET_SIGNALS = tuple(
-    s for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
-                signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
-)
 
 
 @dataclass
@@ -97,36 +107,133 @@ class Child:
                 pass
 
 
-def spawn(command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None) -> Child:
-    """Start the instance. Raises OSError when even the shell cannot be started."""
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    out_r, out_w, err_r, err_w = (_high_fd(fd) for fd in (out_r, out_w, err_r, err_w))
-    _grow_pipe(out_w)
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_DUP2, out_w, 1),
-        (os.POSIX_SPAWN_DUP2, err_w, 2),
-    ]
-    if listen_fd is not None:
-        actions.append((os.POSIX_SPAWN_DUP2, listen_fd, 3))
-    script = build_script(command, cwd, os.getpid(), listen_fd is not None)
-    argv = ["/bin/sh", "-c", script]
-    if SETPRIV:
-        argv = [SETPRIV, "--pdeathsig", "SIGKILL", "--"] + argv
-    try:
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                             setsigdef=_RESET_SIGNALS, setsigmask=())
-    except BaseException:
-        for fd in (out_r, err_r):
-            os.close(fd)
-        raise
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    os.set_blocking(out_r, False)
-    os.set_blocking(err_r, False)
-    return Child(pid=pid, stdout=out_r, stderr=err_r, started=time.monotonic())
+class Spawner:
+    """The engine's end of the spawner helper: spawn() forks an instance, exited() reports its end."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._next_id = 0
+        self._waiters: dict[int, asyncio.Future[int]] = {}
+        self._early: dict[int, int] = {}       # exits reported before anyone asked
+
+    def _start_helper(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", str(Path(forkserver.__file__)), str(theirs.fileno()), str(os.getpid())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=False)
+        theirs.close()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(ours.fileno(), self._readable)
+        self._sock = ours
+        return ours
+
+    def spawn(self, command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None) -> Child:
+        """Start the instance; raises SpawnError when the helper cannot fork it."""
+        sock = self._sock or self._start_helper()
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        _grow_pipe(out_w)
+        self._next_id += 1
+        argv = command_argv(command)
+        req = {"id": self._next_id, "argv": argv, "path": _which(argv[0], cwd, env.get("PATH", os.defpath)),
+               "cwd": cwd, "env": env, "listen": listen_fd is not None}
+        fds = [out_w, err_w] + ([listen_fd] if listen_fd is not None else [])
+        try:
+            socket.send_fds(sock, [json.dumps(req).encode()], fds)
+            reply = self._wait_reply(sock, self._next_id)
+        except (OSError, SpawnError) as e:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            self._helper_gone()
+            raise SpawnError(f"the spawner helper failed: {e}") from None
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        if "error" in reply:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise SpawnError(reply["error"])
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+        return Child(pid=reply["pid"], stdout=out_r, stderr=err_r, started=time.monotonic())
+
+    def _wait_reply(self, sock: socket.socket, want: int) -> dict:
+        # The helper answers within a fork; exits that arrive first are dispatched on the way.
+        while True:
+            data = sock.recv(forkserver.MAX_MSG)
+            if not data:
+                raise SpawnError("the helper exited")
+            msg = json.loads(data)
+            if "exit" in msg:
+                self._dispatch(msg["exit"], msg["status"])
+            elif msg.get("id") == want:
+                return msg
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        while True:
+            try:
+                data = sock.recv(forkserver.MAX_MSG, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._helper_gone()
+                return
+            msg = json.loads(data)
+            if "exit" in msg:
+                self._dispatch(msg["exit"], msg["status"])
+
+    def _dispatch(self, pid: int, status: int) -> None:
+        fut = self._waiters.pop(pid, None)
+        if fut is None:
+            self._early[pid] = status          # or an orphan the helper adopted as subreaper
+        elif not fut.done():
+            fut.set_result(status)
+
+    def _helper_gone(self) -> None:
+        """The helper died: its instances died with it (SIGKILL by PDEATHSIG). Start afresh."""
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+        self._sock = None
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+        killed = 0x09   # wait status of a SIGKILLed process
+        for pid, fut in list(self._waiters.items()):
+            if not fut.done():
+                fut.set_result(killed)
+        self._waiters.clear()
+
+    def exited(self, pid: int) -> asyncio.Future[int]:
+        """A future for the wait status of instance `pid`."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if pid in self._early:
+            fut.set_result(self._early.pop(pid))
+        else:
+            self._waiters[pid] = fut
+        return fut
+
+    def close(self) -> None:
+        """After every instance has stopped: the helper exits when its socket closes."""
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        self._early.clear()
 
 
 def instance_env(base: dict[str, str], name: str, slot: int, extra: tuple[tuple[str, str], ...],

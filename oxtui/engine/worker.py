@@ -22,8 +22,8 @@ from ..config import ProcessConfig
 from . import checks
 from .backoff import RestartPolicy
 from .logs import LineSplitter
-from .pipes import PipeReader, watch_exit
-from .spawn import Child, describe_status, instance_env, spawn
+from .pipes import PipeReader
+from .spawn import Child, SpawnError, describe_status, instance_env
 
 if TYPE_CHECKING:
     from .group import ProcessGroup
@@ -171,11 +171,12 @@ class Worker:
         self.health = None
         env = self._env()
         listen_fd = self._listen_fd if self._listen_fd is not None else self.group.listen_fd
+        spawner = self.group.engine.spawner
         try:
-            child = spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd)
-        except OSError as e:
+            child = spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd)
+        except (SpawnError, OSError) as e:
             self.exit_code, self.exit_signal, self.pid = 127, None, None
-            self.group.event(self, f"cannot start: {e.strerror or e}")
+            self.group.event(self, f"cannot start: {e}")
             self.ended.set()
             return 0.0, None
         self._child = child
@@ -185,7 +186,7 @@ class Worker:
         self.cpu_percent = self.rss_bytes = None
         self._set("starting")
         self.group.event(self, f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else ""))
-        exited = watch_exit(loop, child.pid)
+        exited = spawner.exited(child.pid)
         pumps = self._pump(loop, child)
         helpers = [loop.create_task(self._become_ready(child))]
         stop_wait = loop.create_task(self._stop.wait())
@@ -220,10 +221,11 @@ class Worker:
             self.reason = why
             self.group.event(self, f"pid {child.pid} restarted: {why}")
         # Let the readers finish what the child wrote before it died; they close at EOF.
-        drained = [asyncio.ensure_future(p.closed.wait()) for p in pumps]
-        await asyncio.wait(drained, timeout=0.5)
-        for t in drained:
-            t.cancel()
+        if any(not p.closed.is_set() for p in pumps):
+            drained = [asyncio.ensure_future(p.closed.wait()) for p in pumps]
+            await asyncio.wait(drained, timeout=0.5)
+            for t in drained:
+                t.cancel()
         return uptime, why
 
     def _pump(self, loop: asyncio.AbstractEventLoop, child: Child) -> list[PipeReader]:
@@ -318,11 +320,7 @@ class Worker:
     async def _kill_now(self) -> None:
         child = self._child
         if child is not None:
-            _killpg(child.pid, signal.SIGKILL)
-            try:
-                os.waitpid(child.pid, 0)
-            except ChildProcessError:
-                pass
+            _killpg(child.pid, signal.SIGKILL)   # the spawner helper reaps it
             self._child = None
 
 

@@ -88,12 +88,18 @@ class OxtuiApp(App[int]):
     # ---- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static(header_text(None, self.host), id="header")
+        # Kept as attributes: App.query_one searches the active screen, which is a modal at times.
+        self.header = Static(header_text(None, self.host), id="header")
+        self.grid = WorkerGrid(id="grid")
+        self.reload_panel = Static("", id="reload")
+        self.logs_title = Static("logs · all processes · following", id="logs-title")
+        self.logview = LogView(id="logs")
+        yield self.header
         with Vertical(id="main"):
-            yield WorkerGrid(id="grid")
-            yield Static("", id="reload")
-            yield Static("logs · all processes · following", id="logs-title")
-            yield LogView(id="logs")
+            yield self.grid
+            yield self.reload_panel
+            yield self.logs_title
+            yield self.logview
         yield Footer()
 
     def on_mount(self) -> None:
@@ -103,21 +109,15 @@ class OxtuiApp(App[int]):
         if not self._clock_free:
             self.set_interval(PULL_INTERVAL, self.pull)
 
-    @property
-    def grid(self) -> WorkerGrid:
-        return self.query_one(WorkerGrid)
-
-    @property
-    def logview(self) -> LogView:
-        return self.query_one(LogView)
-
     # ---- pulling from the engine --------------------------------------------------------------
 
     def pull(self) -> None:
+        if not self.grid.is_attached:      # the app is closing: the timer may still fire once
+            return
         snap = self.client.snapshot()
         if snap is not None and snap is not self._snapshot:
             self._snapshot = snap
-            self.query_one("#header", Static).update(header_text(snap, self.host, self._loadavg()) +
+            self.header.update(header_text(snap, self.host, self._loadavg()) +
                                                      (" · STOPPING every worker…" if self.stopping else ""))
             self.grid.show(build_rows(snap, self.history, self.sort))
             self._show_reloads(snap)
@@ -129,7 +129,7 @@ class OxtuiApp(App[int]):
             self._update_logs_title()
 
     def _show_reloads(self, snap: dict[str, Any]) -> None:
-        panel = self.query_one("#reload", Static)
+        panel = self.reload_panel
         lines = reload_lines(snap, now=None if not self._clock_free else 0.0)
         panel.set_class(bool(lines), "active")
         panel.update("\n".join(lines))
@@ -299,4 +299,4 @@ class OxtuiApp(App[int]):
             parts.append(f"search {self.search_text!r}: {len(view.matches)} match(es), n/N")
         if view.dropped:
             parts.append(f"{view.dropped} lines skipped on screen (in the files)")
-        self.query_one("#logs-title", Static).update(" · ".join(parts))
+        self.logs_title.update(" · ".join(parts))
