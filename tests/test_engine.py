@@ -389,3 +389,33 @@ def test_partial_lines_binary_and_huge_lines_are_captured(tmp_path):
         assert lines[-2:] == ["after", "tail without newline"]
 
     run_engine(body)
+
+
+def test_a_daemonising_grandchild_is_ended_with_the_engine(tmp_path):
+    (tmp_path / "daemon.py").write_text(
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        open('daemon.pid', 'w').write(str(os.getpid()))\n"
+        "        time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "print('parent carries on', flush=True)\n"
+        "time.sleep(600)\n")
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} daemon.py"
+        stop_timeout = 1
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            await await_until(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text(), 10)
+            daemon = int((tmp_path / "daemon.pid").read_text())
+            assert os.getsid(daemon) != os.getsid(group_of(engine).workers[0].pid), "it left the group"
+        finally:
+            await engine.shutdown()
+        await await_until(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == "zombie", 5)
+
+    run_engine(body)

@@ -121,9 +121,13 @@ def serve(sock: socket.socket) -> None:
                 except OSError:
                     return
                 if not msg:
-                    return                      # the engine closed its end: it is gone or done
+                    _stop_orphans()             # the engine closed its end: it is gone or done
+                    return
                 _spawn(sock, json.loads(msg), fds, helper_pid)
         _reap(sock)
+
+
+_spawned: set[int] = set()     # instances; other children are orphans adopted as subreaper
 
 
 def _spawn(sock: socket.socket, req: dict, fds: list[int], helper_pid: int) -> None:
@@ -134,6 +138,7 @@ def _spawn(sock: socket.socket, req: dict, fds: list[int], helper_pid: int) -> N
     else:
         if pid == 0:
             _child(req, fds, helper_pid)
+        _spawned.add(pid)
         reply = {"id": req["id"], "pid": pid}
     for fd in fds:
         os.close(fd)
@@ -148,10 +153,44 @@ def _reap(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
+        if pid not in _spawned:
+            continue                            # a re-parented grandchild: reaped, nobody to tell
+        _spawned.discard(pid)
         try:
             sock.send(json.dumps({"exit": pid, "status": status}).encode())
         except OSError:
             return
+
+
+def _stop_orphans(grace: float = 2.0) -> None:
+    """Daemons that escaped their instance's process group were re-parented here: end them too,
+    so stopping oxtui leaves nothing running. SIGTERM, then SIGKILL after a grace period."""
+    import time
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children") as f:
+            orphans = [int(p) for p in f.read().split()]
+    except OSError:
+        return
+    for pid in orphans:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while orphans and time.monotonic() < deadline:
+        for pid in list(orphans):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    orphans.remove(pid)
+            except ChildProcessError:
+                orphans.remove(pid)
+        time.sleep(0.02)
+    for pid in orphans:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def main() -> None:

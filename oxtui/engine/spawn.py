@@ -192,24 +192,32 @@ class Spawner:
     def _dispatch(self, pid: int, status: int) -> None:
         fut = self._waiters.pop(pid, None)
         if fut is None:
-            self._early[pid] = status          # or an orphan the helper adopted as subreaper
+            self._early[pid] = status          # it ended before anyone asked
         elif not fut.done():
             fut.set_result(status)
 
     def _helper_gone(self) -> None:
         """The helper died: its instances died with it (SIGKILL by PDEATHSIG). Start afresh."""
+        self._disconnect()
+        killed = 0x09   # wait status of a SIGKILLed process
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_result(killed)
+        self._waiters.clear()
+
+    def _disconnect(self) -> None:
+        """Close our end (the helper exits when it sees that) and reap the helper."""
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
         self._sock = None
         if self._proc is not None:
-            self._proc.wait()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
             self._proc = None
-        killed = 0x09   # wait status of a SIGKILLed process
-        for pid, fut in list(self._waiters.items()):
-            if not fut.done():
-                fut.set_result(killed)
-        self._waiters.clear()
 
     def exited(self, pid: int) -> asyncio.Future[int]:
         """A future for the wait status of instance `pid`."""
@@ -221,18 +229,8 @@ class Spawner:
         return fut
 
     def close(self) -> None:
-        """After every instance has stopped: the helper exits when its socket closes."""
-        if self._sock is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-        if self._proc is not None:
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        """After every instance has stopped."""
+        self._disconnect()
         self._early.clear()
 
 
