@@ -238,3 +238,25 @@ def test_a_log_flood_keeps_keys_answered(tui):
 
     answered = asyncio.run(body())
     assert answered < 10
+
+
+def test_sort_stop_start_and_the_command_palette(tui):
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            await pilot.press("s")
+            assert app.sort == "cpu"
+            await pilot.press("x")
+            await until(pilot, lambda: all(w["state"] == "stopped" for w in proc(app)["workers"]), what="stopped")
+            await pilot.press("X")
+            await until(pilot, lambda: len(running(app)) == 2, what="started again")
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            for wanted in ("Scale up", "Kill worker (SIGKILL)", "Reload all", "Search logs", "Stop everything and quit"):
+                assert wanted in titles
+            await pilot.press("ctrl+p")
+            await pilot.press(*"scale up", "enter")
+            await until(pilot, lambda: proc(app)["instances"] == 3, what="scale up from the palette")
+
+    asyncio.run(body())

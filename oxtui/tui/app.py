@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from textual import on
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ..embedded import EngineClient, Reply
@@ -84,6 +85,29 @@ class OxtuiApp(App[int]):
         self._reload_states: dict[str, str] = {}
         self._clock_free = clock_free      # snapshot tests: no timers, fixed data
         self._loadavg = loadavg
+
+    # ---- command palette ----------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every action of the keys, findable by name in ctrl+p."""
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in (
+            ("Scale up", "add an instance to the selected process (+)", lambda: self.action_scale(1)),
+            ("Scale down", "remove an instance from the selected process (-)", lambda: self.action_scale(-1)),
+            ("Kill worker (SIGTERM)", "the selected worker restarts as after a crash (k)", lambda: self.action_kill("SIGTERM")),
+            ("Kill worker (SIGKILL)", "the selected worker, without a grace period (K)", lambda: self.action_kill("SIGKILL")),
+            ("Reload process", "rolling reload of the selected process (r)", self.action_reload),
+            ("Reload all", "rolling reload of every process, one after another (R)", self.action_reload_all),
+            ("Stop process", "stop the selected process gracefully (x)", self.action_stop_process),
+            ("Start process", "start the selected process (X)", self.action_start_process),
+            ("Sort workers", "cycle: slot, CPU, memory, restarts (s)", self.action_sort),
+            ("Focus logs", "switch between the grid and the logs (l)", self.action_toggle_logs),
+            ("Filter logs", "all, selected process, selected worker (f)", self.action_filter),
+            ("Search logs", "regex search with highlights (/)", self.action_search),
+            ("Help", "keys and columns (?)", self.action_help),
+            ("Stop everything and quit", "graceful stop of every worker (q)", self.action_quit_app),
+        ):
+            yield SystemCommand(title, help_text, action)
 
     # ---- layout -------------------------------------------------------------------------------
 
