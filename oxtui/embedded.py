@@ -27,7 +27,6 @@ class EngineClient(Protocol):
 
     def snapshot(self) -> dict[str, Any] | None: ...
     def take_logs(self) -> tuple[list[LogBatch], int]: ...
-    def recent_logs(self) -> list[LogBatch]: ...
     def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> None: ...
     def shutdown(self, done: Callable[[], None]) -> None: ...
@@ -88,19 +87,6 @@ class EmbeddedEngine:
             out.append(b)
         dropped, self._dropped = self._dropped, 0
         return out, dropped
-
-    def recent_logs(self) -> list[LogBatch]:
-        """The engine's ring buffers (for a fresh log view). Read on the engine thread."""
-        if self._loop is None or self.engine is None:
-            return []
-        engine = self.engine
-
-        async def get() -> list[LogBatch]:
-            return engine.logs.recent()
-        try:
-            return asyncio.run_coroutine_threadsafe(get(), self._loop).result(5)
-        except Exception:
-            return []
 
     def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> None:

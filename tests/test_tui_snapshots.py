@@ -94,9 +94,6 @@ class FakeClient:
         out, self.logs = self.logs, []
         return out, 0
 
-    def recent_logs(self):
-        return []
-
     def command(self, req, done=None, progress=None):
         if done:
             done({"ok": True, "result": {}})

@@ -56,7 +56,3 @@ class RestartPolicy:
     def reset(self) -> None:
         self.streak = 0
         self._crashes.clear()
-
-    @property
-    def recent_crashes(self) -> int:
-        return len(self._crashes)

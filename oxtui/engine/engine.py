@@ -39,7 +39,6 @@ class Engine:
         self.base_env = dict(os.environ)
         self.started_at = time.time()
         self.usage = Usage(0.0, 0)
-        self.version = 0                 # bumped on every change; a UI polls it to skip idle frames
         self.listeners: list[Callable[[], None]] = []
         self._control_enabled = control
         self._control = None
@@ -149,7 +148,6 @@ class Engine:
         return self._stopping
 
     def changed(self) -> None:
-        self.version += 1
         for fn in self.listeners:
             fn()
 

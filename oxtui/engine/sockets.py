@@ -46,6 +46,3 @@ def bind_listener(host: str, port: int) -> socket.socket:
         sock = fresh
     return sock
 
-
-def socket_inode(fd: int) -> int:
-    return os.fstat(fd).st_ino

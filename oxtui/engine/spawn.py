@@ -99,13 +99,6 @@ class Child:
     stderr: int
     started: float
 
-    def close_pipes(self) -> None:
-        for fd in (self.stdout, self.stderr):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
 
 class Spawner:
     """The engine's end of the spawner helper: spawn() forks an instance, exited() reports its end."""

@@ -28,7 +28,6 @@ from .spawn import Child, SpawnError, describe_status, instance_env
 if TYPE_CHECKING:
     from .group import ProcessGroup
 
-STATES = ("starting", "running", "stopping", "stopped", "backoff", "errored", "exited")
 # With no [ready] table an instance counts as ready after this long alive.
 DEFAULT_READY_AFTER = 1.0
 
@@ -44,7 +43,6 @@ class Worker:
         self.last_pid: int | None = None         # the most recent process, alive or not
         self.restarts = 0
         self.started_at: float | None = None     # monotonic start of the current process
-        self.ready_at: float | None = None
         self.exit_code: int | None = None
         self.exit_signal: str | None = None
         self.reason: str | None = None           # why it last restarted or gave up
@@ -107,10 +105,6 @@ class Worker:
         if self.role == "canary":
             env["OXTUI_CANARY"] = "1"
         return env
-
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
 
     def uptime(self) -> float | None:
         if self.started_at is None or self.state not in ("starting", "running", "stopping"):
@@ -181,7 +175,7 @@ class Worker:
             return 0.0, None
         self._child = child
         self.pid = self.last_pid = child.pid
-        self.started_at, self.ready_at = child.started, None
+        self.started_at = child.started
         self.exit_code = self.exit_signal = None
         self.cpu_percent = self.rss_bytes = None
         self._set("starting")
@@ -256,7 +250,6 @@ class Worker:
     def _mark_ready(self) -> None:
         if self.state != "starting":
             return
-        self.ready_at = time.monotonic()
         self.ready.set()
         self._set("running")
         if self.cfg.health is not None:
