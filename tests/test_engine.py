@@ -419,3 +419,28 @@ def test_a_daemonising_grandchild_is_ended_with_the_engine(tmp_path):
         await await_until(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == "zombie", 5)
 
     run_engine(body)
+
+
+def test_a_dead_spawner_helper_is_replaced_and_its_instances_restart(tmp_path):
+    path = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 60"
+        instances = 2
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            await await_until(lambda: len(running(engine)) == 2, 10)
+            old = {w.pid for w in running(engine)}
+            helper = engine.spawner._proc.pid
+            os.kill(helper, signal.SIGKILL)
+            await await_until(lambda: len(running(engine)) == 2 and not ({w.pid for w in running(engine)} & old), 15,
+                              what="both instances replaced through a new helper")
+            assert engine.spawner._proc.pid != helper
+            assert all(w.restarts == 1 for w in running(engine))
+            assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in old)
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)

@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -29,6 +30,7 @@ from pathlib import Path
 from . import forkserver
 
 PIPE_SIZE = 256 * 1024
+HELPER_TIMEOUT = 5.0
 # A command made of these characters only (quotes and escapes are shlex's job) needs no shell.
 _PLAIN_RE = re.compile(r"""[A-Za-z0-9_./:,@%+=\-\s'"]+""")
 
@@ -155,6 +157,9 @@ class Spawner:
     def _wait_reply(self, sock: socket.socket, want: int) -> dict:
         # The helper answers within a fork; exits that arrive first are dispatched on the way.
         while True:
+            # A helper that stops answering (SIGSTOPped, swapped out) must not hang the engine's loop.
+            if not select.select([sock], [], [], HELPER_TIMEOUT)[0]:
+                raise SpawnError(f"no answer within {HELPER_TIMEOUT:g}s")
             data = sock.recv(forkserver.MAX_MSG)
             if not data:
                 raise SpawnError("the helper exited")
@@ -190,7 +195,10 @@ class Spawner:
             fut.set_result(status)
 
     def _helper_gone(self) -> None:
-        """The helper died: its instances died with it (SIGKILL by PDEATHSIG). Start afresh."""
+        """The helper died or stopped answering: end it (its instances die with it, by PDEATHSIG),
+        report them killed, and start a new helper at the next spawn."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
         self._disconnect()
         killed = 0x09   # wait status of a SIGKILLed process
         for fut in self._waiters.values():
