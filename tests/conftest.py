@@ -30,24 +30,22 @@ os.environ["OXTUI_TEST_MARK"] = MARK
 
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
+    while not (value := pred()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
         time.sleep(interval)
+    return value
 
 
-async def await_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+async def await_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "",
+                      sleep: Callable[[float], Any] = asyncio.sleep) -> Any:
+    """wait_until for async tests; `sleep` may be a Pilot's pause, so the app keeps processing."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
+    while not (value := pred()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
-        await asyncio.sleep(interval)
+        await sleep(interval)
+    return value
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -33,6 +34,16 @@ async def started(path: Path) -> Engine:
     return engine
 
 
+@contextlib.asynccontextmanager
+async def engine_at(path: Path):
+    """An engine that is shut down however the test body ends."""
+    engine = await started(path)
+    try:
+        yield engine
+    finally:
+        await engine.shutdown()
+
+
 def app_oxfile(tmp_path: Path, port: int, instances: int = 3, extra: str = "") -> Path:
     return write_oxfile(tmp_path, f'''
         [processes.app]
@@ -52,8 +63,7 @@ def test_instances_share_one_port_and_get_their_environment(tmp_path):
     path = app_oxfile(tmp_path, port)
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             await await_until(lambda: len(running(engine)) == 3, 15, what="3 running")
             pids = {w.pid for w in running(engine)}
             seen = set()
@@ -72,8 +82,6 @@ def test_instances_share_one_port_and_get_their_environment(tmp_path):
             fds = sorted(int(fd) for fd in os.listdir(f"/proc/{w.pid}/fd"))
             assert fds[:4] == [0, 1, 2, 3]
             assert os.readlink(f"/proc/{w.pid}/fd/0") == "/dev/null"
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
 
@@ -83,8 +91,7 @@ def test_kill_9_replaces_the_slot_and_counts_a_restart(tmp_path):
     path = app_oxfile(tmp_path, port, instances=2)
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             await await_until(lambda: len(running(engine)) == 2, 15)
             w = group_of(engine).workers[0]
             old = w.pid
@@ -96,8 +103,6 @@ def test_kill_9_replaces_the_slot_and_counts_a_restart(tmp_path):
             engine.logs.flush()
             log = (tmp_path / "logs" / "app.log").read_text()
             assert f"pid {old} exited with signal SIGKILL" in log
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
 
@@ -113,8 +118,7 @@ def test_missing_command_backs_off_then_parks_errored(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             w = group_of(engine).workers[0]
             await await_until(lambda: w.state == "errored", 15, what="errored")
             assert w.exit_code == 127 and w.restarts == 4
@@ -125,8 +129,6 @@ def test_missing_command_backs_off_then_parks_errored(tmp_path):
             # start takes it out of the park
             await engine.execute({"cmd": "start", "name": "app"})
             await await_until(lambda: w.state in ("starting", "backoff"), 5)
-        finally:
-            await engine.shutdown()
         assert w.state == "stopped"
 
     run_engine(body)
@@ -207,8 +209,7 @@ def test_crashed_worker_leftovers_are_killed_before_restart(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             w = group_of(engine).workers[0]
             await await_until(lambda: (tmp_path / "grandchild.pid").exists() and w.state == "running", 10)
             grandchild = int((tmp_path / "grandchild.pid").read_text())
@@ -216,8 +217,6 @@ def test_crashed_worker_leftovers_are_killed_before_restart(tmp_path):
             os.kill(w.pid, signal.SIGKILL)
             await await_until(lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie", 5)
             await await_until(lambda: w.state == "running" and w.restarts == 1, 10)
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
 
@@ -227,8 +226,7 @@ def test_scale_up_and_down(tmp_path):
     path = app_oxfile(tmp_path, port, instances=1)
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             await await_until(lambda: len(running(engine)) == 1, 15)
             first = running(engine)[0].pid
             assert await engine.execute({"cmd": "scale", "name": "app", "n": 2, "relative": True}) == \
@@ -240,8 +238,6 @@ def test_scale_up_and_down(tmp_path):
             assert not any(psutil.pid_exists(p) for p in doomed)
             await engine.execute({"cmd": "scale", "name": "app", "n": 0})
             assert group_of(engine).workers == {} and not psutil.pid_exists(first)
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
 
@@ -254,15 +250,12 @@ def test_restart_on_exit_false_leaves_it_exited(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             w = group_of(engine).workers[0]
             await await_until(lambda: w.state == "exited", 10)
             assert w.exit_code == 0 and w.restarts == 0
             await asyncio.sleep(0.3)
             assert w.state == "exited"
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
 
@@ -275,13 +268,10 @@ def test_max_memory_restarts_the_instance(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             w = group_of(engine).workers[0]
             await await_until(lambda: w.restarts >= 1, 15, what="memory restart")
             assert "over max_memory" in w.reason
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
 
@@ -307,12 +297,9 @@ def test_second_engine_for_the_same_oxfile_is_refused(tmp_path):
     path = write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 30"\n')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             with pytest.raises(EngineError, match="an engine is already running for this oxfile"):
                 await Engine(load(path)).start()
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
 
@@ -327,11 +314,8 @@ def test_every_line_of_a_100k_line_child_reaches_the_file(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             await await_until(lambda: any("done" in b.lines for b in engine.logs.logs["app"].ring), 30, what="done")
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
     numbers = [line.split(" | line ", 1)[1][:7] for line in (tmp_path / "logs" / "app.log").read_text().splitlines()
@@ -350,11 +334,8 @@ def test_rotation_keeps_the_configured_number_of_files(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             await await_until(lambda: any("done" in b.lines for b in engine.logs.logs["app"].ring), 30)
-        finally:
-            await engine.shutdown()
 
     run_engine(body)
     files = sorted(p.name for p in (tmp_path / "logs").iterdir() if p.name.startswith("app.log"))
@@ -376,13 +357,10 @@ def test_partial_lines_binary_and_huge_lines_are_captured(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             w = group_of(engine).workers[0]
             await await_until(lambda: w.state == "exited", 10)
             lines = [l for b in engine.logs.logs["app"].ring if b.stream == "out" for l in b.lines]
-        finally:
-            await engine.shutdown()
         assert lines[0] == "no newline yet -- now"
         assert lines[1] == "\ufffd\ufffd bad utf8"
         assert "".join(lines[2:-2]) == "y" * 1048576 and max(map(len, lines)) <= 16 * 1024
@@ -409,13 +387,10 @@ def test_a_daemonising_grandchild_is_ended_with_the_engine(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             await await_until(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text(), 10)
             daemon = int((tmp_path / "daemon.pid").read_text())
             assert os.getsid(daemon) != os.getsid(group_of(engine).workers[0].pid), "it left the group"
-        finally:
-            await engine.shutdown()
         await await_until(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == "zombie", 5)
 
     run_engine(body)
@@ -429,8 +404,7 @@ def test_a_dead_spawner_helper_is_replaced_and_its_instances_restart(tmp_path):
     ''')
 
     async def body():
-        engine = await started(path)
-        try:
+        async with engine_at(path) as engine:
             await await_until(lambda: len(running(engine)) == 2, 10)
             old = {w.pid for w in running(engine)}
             helper = engine.spawner._proc.pid
@@ -440,7 +414,5 @@ def test_a_dead_spawner_helper_is_replaced_and_its_instances_restart(tmp_path):
             assert engine.spawner._proc.pid != helper
             assert all(w.restarts == 1 for w in running(engine))
             assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in old)
-        finally:
-            await engine.shutdown()
 
     run_engine(body)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, free_port, write_oxfile
+from conftest import APPS, await_until, free_port, write_oxfile
 from oxtui.config import load
 from oxtui.embedded import EmbeddedEngine
 from oxtui.tui.app import OxtuiApp
@@ -19,14 +19,7 @@ PY = sys.executable
 
 
 async def until(pilot, pred, timeout: float = 10.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
-        await pilot.pause(0.05)
+    return await await_until(pred, timeout, 0.05, what, sleep=pilot.pause)
 
 
 def proc(app: OxtuiApp, name: str = "app") -> dict:
