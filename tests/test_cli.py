@@ -121,6 +121,7 @@ def test_reload_replaces_every_pid(tmp_path, engine_process):
     r = ep.cli("reload", "app")
     assert r.returncode == 0, r.stderr
     assert "slot 0: started new pid" in r.stdout and "slot 1: new pid" in r.stdout and "done" in r.stdout
+    assert re.search(r"slot 1: old pid \d+ drained \(code 0\)", r.stdout), r.stdout
     after = {w["pid"] for w in ep.wait_running("app", 2)}
     assert not (before & after)
     assert ep.status()["processes"][0]["reload"]["state"] == "done"

@@ -160,7 +160,11 @@ class RollingReload:
         record["state"] = "draining"
         self.say(f"slot {slot}: new pid {new.pid} ready" + (f", draining old pid {old.pid}" if old and old.pid else ""))
         if old is not None:
+            old_pid = old.pid
             await old.stop()
+            if old_pid:
+                how = f"signal {old.exit_signal}" if old.exit_signal else f"code {old.exit_code}"
+                self.say(f"slot {slot}: old pid {old_pid} drained ({how})")
         record["state"] = "done"
         group.changed()
 
