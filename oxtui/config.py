@@ -8,6 +8,7 @@ print them at once.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -167,6 +168,8 @@ class _Table:
                            + f" (allowed: {', '.join(sorted(allowed))})")
 
     def error(self, key: str | None, msg: str) -> None:
+        if key is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", key):
+            key = json.dumps(key)      # as TOML would quote it, and on one line
         self.errors.append(f"{self.file}: [{self.where}]" + (f" {key}" if key else "") + f": {msg}")
 
     def get(self, key: str, kind: str, default: Any = None) -> Any:
@@ -289,7 +292,8 @@ def _logs(errors: list[str], file: str, base: Path, oxfile: Path, raw: Any) -> L
 
 
 def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> ProcessConfig | None:
-    where = f"processes.{name}"
+    # A name TOML had to quote is shown quoted, so an error stays on one line.
+    where = f"processes.{name}" if NAME_RE.match(name) else f"processes.{json.dumps(name)}"
     if not NAME_RE.match(name):
         errors.append(f"{file}: [{where}]: the name may use letters, digits, '_', '-' and '.' only; rename the table")
     t = _Table(errors, file, where, raw, PROCESS_KEYS)
