@@ -57,7 +57,7 @@ class Load:
                     if status == b"200":
                         self.bodies.append(body.decode())
                     else:
-                        self.failures.append(f"status {status!r}")
+                        self.failures.append(f"{time.time():.3f} status {status!r}")
             except OSError as e:
                 with self._lock:
                     self.failures.append(f"{time.time():.3f} {e!r}")
