@@ -13,6 +13,7 @@ The engine is the real `oxtui run` process (stdout to /dev/null), as in producti
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import signal
@@ -77,6 +78,8 @@ class Engine:
         self.proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(self.oxfile)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=env)
         self.ps = psutil.Process(self.proc.pid)
+        # However the benchmark ends (an exception included), the engine and its workers stop.
+        atexit.register(self.stop)
 
     def worker_pids(self) -> list[int]:
         # Workers are children of the engine's spawner helper (its only child). One cheap read of
@@ -89,8 +92,9 @@ class Engine:
         return [k for k in _children(self.helper) if exec_done(k, "sleep")]
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
 
 
 def bench_start(tmp: Path, n: int = 64) -> tuple[float, float]:
