@@ -253,3 +253,21 @@ def test_sort_stop_start_and_the_command_palette(tui):
             await until(pilot, lambda: proc(app)["instances"] == 3, what="scale up from the palette")
 
     asyncio.run(body())
+
+
+def test_the_header_counts_down_a_graceful_stop(tui):
+    app = tui(f'''
+        [processes.app]
+        command = "{PY} -c 'import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); time.sleep(60)'"
+        instances = 2
+        stop_timeout = 1.5
+    ''')
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            app.stop_everything()
+            await until(pilot, lambda: "STOPPING: 2 worker(s) left" in str(app.header.render()), what="countdown")
+            await until(pilot, lambda: app.client.finished.is_set(), 20)
+
+    asyncio.run(body())

@@ -141,8 +141,7 @@ class OxtuiApp(App[int]):
         snap = self.client.snapshot()
         if snap is not None and snap is not self._snapshot:
             self._snapshot = snap
-            self.header.update(header_text(snap, self.host, self._loadavg()) +
-                                                     (" · STOPPING every worker…" if self.stopping else ""))
+            self.header.update(self._stopping_text(snap) + header_text(snap, self.host, self._loadavg()))
             self.grid.show(build_rows(snap, self.history, self.sort))
             self._show_reloads(snap)
         batches, dropped = self.client.take_logs()
@@ -151,6 +150,12 @@ class OxtuiApp(App[int]):
         if dropped:
             self.logview.dropped += dropped
             self._update_logs_title()
+
+    def _stopping_text(self, snap: dict[str, Any]) -> str:
+        if not self.stopping:
+            return ""
+        left = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in ("starting", "running", "stopping"))
+        return f"STOPPING: {left} worker(s) left · " if left else "all workers stopped · "
 
     def _show_reloads(self, snap: dict[str, Any]) -> None:
         panel = self.reload_panel
