@@ -97,6 +97,7 @@ class RollingReload:
             if group.cfg.ready is not None and group.cfg.ready.log is not None:
                 await self._wait_ready(canary, deadline, "canary")
             last = "no answer"
+            answered = False           # once the canary has answered, its answer is the reason to report
             while True:
                 left = deadline - time.monotonic()
                 if canary.ended.is_set():
@@ -119,7 +120,8 @@ class RollingReload:
                         self.say(f"canary: GET {path} answered {code}")
                         return
                     raise ReloadFailed(f"canary {self._ended_how(canary)} right after answering GET {path}")
-                last = why
+                if code is not None or not answered:
+                    last, answered = why, code is not None
                 await asyncio.sleep(0.2)
         finally:
             await canary.stop()
