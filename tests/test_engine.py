@@ -297,7 +297,7 @@ def test_second_engine_for_the_same_oxfile_is_refused(tmp_path):
     path = write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 30"\n')
 
     async def body():
-        async with engine_at(path) as engine:
+        async with engine_at(path):
             with pytest.raises(EngineError, match="an engine is already running for this oxfile"):
                 await Engine(load(path)).start()
 

@@ -37,6 +37,16 @@ def app_oxfile(tmp_path, port, instances=3, canary=True, extra="", ready_timeout
     ''')
 
 
+def deploy_under_load(tmp_path, ep, port, text):
+    """Put a new release on disk and reload it while a client keeps sending requests."""
+    with Load(port) as load:
+        load.wait_for(30)
+        release(tmp_path, text)
+        r = ep.cli("reload", "app")
+        load.wait_for(30)
+    return r, load
+
+
 def fd3_inode(pid):
     return os.stat(f"/proc/{pid}/fd/3").st_ino
 
@@ -75,11 +85,7 @@ def test_bad_release_is_stopped_by_the_canary(tmp_path, engine_process, mode, re
     port = free_port()
     ep = engine_process(app_oxfile(tmp_path, port, ready_timeout=3))
     pids = [w["pid"] for w in ep.wait_running("app", 3)]
-    with Load(port) as load:
-        load.wait_for(30)
-        release(tmp_path, f"{mode} bad")
-        r = ep.cli("reload", "app")
-        load.wait_for(30)
+    r, load = deploy_under_load(tmp_path, ep, port, f"{mode} bad")
     assert r.returncode == 1
     assert re.search(reason, r.stderr), r.stderr
     assert [w["pid"] for w in ep.wait_running("app", 3)] == pids
@@ -97,11 +103,7 @@ def test_bad_release_without_canary_stops_at_the_first_slot(tmp_path, engine_pro
     port = free_port()
     ep = engine_process(app_oxfile(tmp_path, port, canary=False, ready_timeout=3))
     pids = [w["pid"] for w in ep.wait_running("app", 3)]
-    with Load(port) as load:
-        load.wait_for(30)
-        release(tmp_path, f"{mode} bad")
-        r = ep.cli("reload", "app")
-        load.wait_for(30)
+    r, load = deploy_under_load(tmp_path, ep, port, f"{mode} bad")
     assert r.returncode == 1
     rl = ep.status()["processes"][0]["reload"]
     failed = rl["slots"][0]
@@ -166,7 +168,7 @@ def test_reload_all_goes_process_by_process(tmp_path, engine_process):
     port = free_port()
     path = app_oxfile(tmp_path, port, instances=1, canary=False)
     with open(path, "a") as f:
-        f.write(f'\n[processes.bg]\ncommand = "sleep 60"\ninstances = 2\n')
+        f.write('\n[processes.bg]\ncommand = "sleep 60"\ninstances = 2\n')
     ep = engine_process(path)
     ep.wait_running("app", 1)
     ep.wait_running("bg", 2)

@@ -4,7 +4,6 @@ after a deliberate UI change, and look at the new pictures before committing the
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from typing import Any

@@ -119,7 +119,7 @@ class Engine:
     def force_kill(self) -> None:
         """SIGKILL every instance's process group now (a second Ctrl-C); shutdown() then finishes fast."""
         for g in self.groups.values():
-            for w in list(g.workers.values()) + g.extra:
+            for w in g.all_workers():
                 w.kill_group(signal.SIGKILL)
 
     def _take_lock(self) -> None:
@@ -156,7 +156,7 @@ class Engine:
     async def _metrics_loop(self) -> None:
         sampler = Sampler()
         while True:
-            workers = [w for g in self.groups.values() for w in list(g.workers.values()) + g.extra
+            workers = [w for g in self.groups.values() for w in g.all_workers()
                        if w.pid is not None and w.state in ("starting", "running", "stopping")]
             pids = [w.pid for w in workers if w.pid is not None]
             try:

@@ -47,15 +47,18 @@ class ProcessGroup:
         return self.engine.base_env
 
     def event(self, who: Worker | None, text: str) -> None:
-        instance = None if who is None else (-1 if who.role == "canary" else who.slot)
-        self.engine.logs.emit(self.name, instance, "event", [text])
+        self.engine.logs.emit(self.name, None if who is None else who.log_instance, "event", [text])
         self.changed()
 
     def output(self, who: Worker, stream: str, blob: bytes) -> LogBatch:
-        return self.engine.logs.emit_bytes(self.name, -1 if who.role == "canary" else who.slot, stream, blob)
+        return self.engine.logs.emit_bytes(self.name, who.log_instance, stream, blob)
 
     def changed(self) -> None:
         self.engine.changed()
+
+    def all_workers(self) -> list[Worker]:
+        """The slots' workers plus a reload's surge instance and canary."""
+        return list(self.workers.values()) + self.extra
 
     # ---- commands -------------------------------------------------------------------------
 
@@ -74,7 +77,7 @@ class ProcessGroup:
         if self._reload_task is not None and not self._reload_task.done():
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
-        await asyncio.gather(*(w.stop() for w in list(self.workers.values()) + self.extra))
+        await asyncio.gather(*(w.stop() for w in self.all_workers()))
 
     async def restart(self) -> None:
         self._refuse_during_reload("restart")

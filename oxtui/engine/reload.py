@@ -165,8 +165,7 @@ class RollingReload:
             old_pid = old.pid
             await old.stop()
             if old_pid:
-                how = f"signal {old.exit_signal}" if old.exit_signal else f"code {old.exit_code}"
-                self.say(f"slot {slot}: old pid {old_pid} drained ({how})")
+                self.say(f"slot {slot}: old pid {old_pid} drained ({old.exit_text})")
         record["state"] = "done"
         group.changed()
 

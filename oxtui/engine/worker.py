@@ -97,8 +97,17 @@ class Worker:
             _killpg(self._child.pid, sig)
 
     @property
+    def log_instance(self) -> int:
+        """The instance number in log lines: -1 marks the reload canary."""
+        return -1 if self.role == "canary" else self.slot
+
+    @property
     def label(self) -> str:
         return f"{self.cfg.name}.{self.role if self.role == 'canary' else self.slot}"
+
+    @property
+    def exit_text(self) -> str:
+        return f"signal {self.exit_signal}" if self.exit_signal else f"code {self.exit_code}"
 
     def _env(self) -> dict[str, str]:
         env = instance_env(self.group.base_env, self.cfg.name, self.slot, self.cfg.env, self.cfg.listen)
@@ -205,7 +214,7 @@ class Worker:
         self._child = None
         self.pid = None
         self.ended.set()
-        how = f"signal {self.exit_signal}" if self.exit_signal else f"code {self.exit_code}"
+        how = self.exit_text
         if why is None:
             self.reason = f"exited with {how}"
             self.group.event(self, f"pid {child.pid} exited with {how} after {uptime:.1f}s")
