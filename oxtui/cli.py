@@ -15,7 +15,7 @@ from .config import ConfigError, load
 from .format import human_bytes, human_duration
 from .runtime import RuntimeDirError
 
-VERBS = ("run", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs")
+VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs")
 DEFAULT_OXFILE = "oxfile.toml"
 
 
@@ -40,6 +40,14 @@ def build_parser() -> Parser:
 
     s = sub.add_parser("run", help="run the engine headless in the foreground")
     s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
+    s.add_argument("--background", action="store_true", help=argparse.SUPPRESS)   # how `up` starts it
+    s = sub.add_parser("up", help="start the engine in the background; returns once every process is up")
+    s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
+    s = sub.add_parser("down", help="stop the engine and every worker gracefully, and wait")
+    with_config(s)
+    s = sub.add_parser("apply", help="re-read the oxfile into the running engine (start new, stop removed, "
+                       "reload changed processes)")
+    with_config(s)
     s = sub.add_parser("check", help="validate an oxfile")
     s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
     s = sub.add_parser("status", help="state of the running engine")
@@ -77,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             return tui([])
         if args.verb == "run":
             from .run import run
-            return run(_load_or_exit(args.oxfile))
+            return run(_load_or_exit(args.oxfile), background=args.background)
+        if args.verb == "up":
+            from .daemon import up
+            return up(_load_or_exit(args.oxfile))
+        if args.verb == "down":
+            from .daemon import down
+            return down(Path(args.config).expanduser().resolve())
+        if args.verb == "apply":
+            _load_or_exit(args.config)    # refuse a broken file here, with exit code 2
         if args.verb == "check":
             return check(args.oxfile)
         return control(args)
@@ -92,36 +108,98 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def tui(argv: list[str]) -> int:
-    """`oxtui [OXFILE]`: the engine on its own thread, the UI on the main one."""
+    """`oxtui [OXFILE]`: attach to the engine already running for OXFILE, or embed a new one."""
     if len(argv) > 1:
         raise UsageError(f"oxtui: unexpected arguments {' '.join(argv[1:])!r}; usage: oxtui [OXFILE]")
-    config = _load_or_exit(argv[0] if argv else DEFAULT_OXFILE)
-    from .embedded import EmbeddedEngine
-    from .engine import EngineError
-    engine = EmbeddedEngine(config)
+    path = argv[0] if argv else DEFAULT_OXFILE
+    for _attempt in range(2):
+        remote = _attach(path)
+        if remote is not None:
+            return _attached_tui(remote)
+        config = _load_or_exit(path)
+        from .embedded import EmbeddedEngine
+        from .engine import EngineError
+        engine = EmbeddedEngine(config)
+        try:
+            engine.start()
+        except EngineError as e:
+            if "already running" in str(e) and _attempt == 0:
+                continue      # another oxtui started this oxfile's engine a moment ago: attach to it
+            print(f"oxtui: {e}", file=sys.stderr)
+            return 1
+        return _embedded_tui(engine, config)
+    return 1
+
+
+def _attach(path: str):
+    from .client import ControlError, NoEngine
+    from .remote import RemoteEngine
+    remote = RemoteEngine(Path(path).expanduser().resolve())
     try:
-        engine.start()
-    except EngineError as e:
-        print(f"oxtui: {e}", file=sys.stderr)
-        return 1
+        remote.connect()
+    except NoEngine:
+        return None
+    except ControlError as e:
+        print(f"oxtui: the engine for {path} refused to attach: {e}", file=sys.stderr)
+        raise SystemExit(1)
+    return remote
+
+
+def _attached_tui(remote) -> int:
     from .tui.app import OxtuiApp
-    app = OxtuiApp(engine, config.path)
-
-    def hangup(*_: object) -> None:
-        # The terminal went away (SSH dropped): stop every worker gracefully, then leave at once.
-        # The UI is not asked to do anything: drawing to a dead terminal can block forever.
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        engine.shutdown(lambda: os._exit(0))
-
-    signal.signal(signal.SIGHUP, hangup)
+    app = OxtuiApp(remote, remote.oxfile)
+    # A hang-up here only ends this view: the engine lives in another process.
+    signal.signal(signal.SIGHUP, lambda *_: os._exit(0))
     try:
         app.run()
     finally:
-        # However the app ended (q, an exception, a hang-up), nothing is left running.
+        remote.detach()
+    if app.exit_message:
+        print(f"oxtui: {app.exit_message}", file=sys.stderr)
+    return 0
+
+
+def _embedded_tui(engine, config) -> int:
+    from .tui.app import OxtuiApp
+    app = OxtuiApp(engine, config.path)
+    signal.signal(signal.SIGHUP, lambda *_: _keep_serving_headless(app, engine))
+    try:
+        app.run()
+    finally:
+        # However the app ended (q, an exception, the engine stopped from outside), nothing is left running.
         engine.shutdown()
         longest = max((p.stop_timeout for p in config.processes), default=10)
         engine.join(longest + 15)
+    if app.exit_message:
+        print(f"oxtui: {app.exit_message}", file=sys.stderr)
     return 0
+
+
+def _keep_serving_headless(app, engine) -> None:
+    """SIGHUP: the terminal is gone (the SSH connection dropped). Every worker keeps serving.
+
+    Only the UI ends. It is never asked to do anything: drawing to, or restoring, a dead terminal
+    can block forever. This handler owns the main thread from here on, so Textual's loop (which
+    runs on it) stays frozen; the engine goes on in its thread, reachable on its control socket
+    (`oxtui` attaches, `oxtui down` stops it), logging to its files. SIGTERM or SIGINT stop it
+    gracefully.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)    # any write still queued for the terminal now lands nowhere, at once
+    os.close(devnull)
+    engine.go_headless()
+    driver = getattr(app, "_driver", None)
+    if driver is not None and hasattr(driver, "exit_event"):
+        driver.exit_event.set()  # Textual's input thread would spin on a stdin at end of file
+    engine.note(f"the terminal hung up: engine pid {os.getpid()} keeps every worker running headless; "
+                "`oxtui` attaches to it, `oxtui down` stops it")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: engine.shutdown())
+    while not engine.finished.wait(0.5):
+        pass
+    os._exit(0)
 
 
 def _load_or_exit(path: str):
@@ -153,10 +231,11 @@ def control(args: argparse.Namespace) -> int:
     oxfile = Path(args.config).expanduser().resolve()
     req = request_for(args)
     try:
-        with Client(oxfile, timeout=None if args.verb in ("reload", "logs", "stop", "restart", "scale") else 30) as c:
+        long = ("reload", "logs", "stop", "restart", "scale", "apply")
+        with Client(oxfile, timeout=None if args.verb in long else 30) as c:
             if args.verb == "logs" and args.follow:
                 return follow_logs(c, req)
-            progress = (lambda text: print(text, flush=True)) if args.verb == "reload" else None
+            progress = (lambda text: print(text, flush=True)) if args.verb in ("reload", "apply") else None
             result = c.call(req, progress)
     except NoEngine as e:
         print(f"oxtui: {e}", file=sys.stderr)
@@ -172,8 +251,8 @@ def control(args: argparse.Namespace) -> int:
 
 def request_for(args: argparse.Namespace) -> dict[str, Any]:
     verb = args.verb
-    if verb == "status":
-        return {"cmd": "status"}
+    if verb in ("status", "apply"):
+        return {"cmd": verb}
     if verb == "scale":
         text = args.n.strip()
         try:
@@ -208,6 +287,15 @@ def report(args: argparse.Namespace, result: Any) -> int:
     if verb == "kill":
         print(f"sent {result['signal']} to pid {result['pid']}")
         return 0
+    if verb == "apply":
+        for what in ("added", "removed", "reloaded", "restarted", "scaled", "unchanged"):
+            if result[what]:
+                print(f"{what}: {', '.join(result[what])}")
+        for note in result["notes"]:
+            print(f"note: {note}")
+        for f in result["failed"]:
+            print(f"oxtui apply: {f['name']}: reload failed, old settings kept: {f['reason']}", file=sys.stderr)
+        return 0 if result["ok"] else 1
     if verb == "logs":
         from .printer import Formatter, use_colour
         fmt = Formatter(use_colour(sys.stdout), timestamps=True)

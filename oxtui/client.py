@@ -28,7 +28,7 @@ class Client:
             self.sock.connect(str(self.path))
         except (FileNotFoundError, ConnectionRefusedError):
             self.sock.close()
-            raise NoEngine(f"no engine is running for {oxfile}; start one with `oxtui run {oxfile}` or `oxtui {oxfile}`") from None
+            raise NoEngine(f"no engine is running for {oxfile}; start one with `oxtui up {oxfile}`, `oxtui run {oxfile}` or `oxtui {oxfile}`") from None
         self._buf = self.sock.makefile("rb")
 
     def close(self) -> None:

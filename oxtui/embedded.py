@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from .config import Config
 from .engine import CommandError, Engine, EngineError, LogBatch
+from .link import EngineClient, LogBuffer, Reply
+
+__all__ = ["EmbeddedEngine", "EngineClient", "Reply"]
 
 PUBLISH_INTERVAL = 0.1
-LOG_BUFFER_BYTES = 8 * 1024 * 1024
-
-Reply = dict[str, Any]   # {"ok": True, "result": ...} or {"ok": False, "error": "..."}
-
-
-class EngineClient(Protocol):
-    """What a UI needs from an engine, embedded or remote."""
-
-    def snapshot(self) -> dict[str, Any] | None: ...
-    def take_logs(self) -> tuple[list[LogBatch], int]: ...
-    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
-                progress: Callable[[str], None] | None = None) -> None: ...
-    def shutdown(self, done: Callable[[], None]) -> None: ...
 
 
 class EmbeddedEngine:
+    attached = False
+
     def __init__(self, config: Config):
         self.config = config
         self.engine: Engine | None = None
@@ -42,11 +33,8 @@ class EmbeddedEngine:
         self._ready = threading.Event()
         self._snapshot: dict[str, Any] | None = None
         self._dirty = True
-        self._logs: deque[LogBatch] = deque()
-        # One writer each (engine thread adds, UI thread takes), so no lock: queued = added - taken.
-        self._added = 0
-        self._taken = 0
-        self._dropped = 0
+        self._logs = LogBuffer()
+        self.headless = False
         self._stop_callbacks: list[Callable[[], None]] = []
         self.finished = threading.Event()
 
@@ -80,13 +68,17 @@ class EmbeddedEngine:
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
         """Batches captured since the last call, and how many lines were dropped for the UI."""
-        out = []
-        while self._logs:
-            b = self._logs.popleft()
-            self._taken += len(b.data)
-            out.append(b)
-        dropped, self._dropped = self._dropped, 0
-        return out, dropped
+        return self._logs.take()
+
+    def note(self, text: str) -> None:
+        """An engine event line, from any thread (logged to oxtui.log like the engine's own)."""
+        if self._loop is not None and self.engine is not None and not self.finished.is_set():
+            engine = self.engine
+            self._loop.call_soon_threadsafe(lambda: engine.logs.emit("oxtui", None, "event", [text]))
+
+    def go_headless(self) -> None:
+        """No UI any more (the terminal hung up): stop buffering logs and snapshots for one."""
+        self.headless = True
 
     def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> None:
@@ -148,7 +140,7 @@ class EmbeddedEngine:
         """Coalesce changes into at most 10 snapshots a second."""
         while True:
             await asyncio.sleep(PUBLISH_INTERVAL)
-            if self._dirty:
+            if self._dirty and not self.headless:
                 self._dirty = False
                 self._snapshot = engine.snapshot()
 
@@ -156,8 +148,5 @@ class EmbeddedEngine:
         self._dirty = True
 
     def _on_batch(self, batch: LogBatch) -> None:
-        if self._added - self._taken < LOG_BUFFER_BYTES:
-            self._added += len(batch.data)
-            self._logs.append(batch)
-        else:
-            self._dropped += batch.count
+        if not self.headless:
+            self._logs.add(batch)

@@ -1,7 +1,8 @@
 """`oxtui run`: the engine headless in the foreground, merged logs on stdout.
 
 SIGINT/SIGTERM stop everything gracefully and exit 0 (a second Ctrl-C SIGKILLs what is left);
-SIGHUP reloads every process.
+SIGHUP reloads every process. With `background` (how `oxtui up` starts it) nothing is printed but
+errors: the workers' output is in the log files, the engine's own events in oxtui.log.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ from .engine import Engine, EngineError
 from .printer import Printer
 
 
-def run(config: Config) -> int:
-    return asyncio.run(_run(config))
+def run(config: Config, background: bool = False) -> int:
+    return asyncio.run(_run(config, background))
 
 
-async def _run(config: Config) -> int:
+async def _run(config: Config, background: bool) -> int:
     engine = Engine(config)
     printer = Printer(sys.stdout)
-    engine.logs.subscribers.append(printer.on_batch)
+    if not background:
+        engine.logs.subscribers.append(printer.on_batch)
     try:
         await engine.start()
     except EngineError as e:
         printer.close()
-        print(f"oxtui: {e}", file=sys.stderr)
+        print(f"oxtui: {e}", file=sys.stderr, flush=True)
         return 1
     loop = asyncio.get_running_loop()
     interrupts = 0
@@ -46,7 +48,9 @@ async def _run(config: Config) -> int:
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGHUP, engine.reload_all_in_background)
-    engine.logs.emit("oxtui", None, "event", [f"engine pid {_pid()} running {config.path}; logs in {engine.logs.dir}"])
+    where = "in the background" if background else "in the foreground"
+    engine.logs.emit("oxtui", None, "event", [f"engine pid {_pid()} running {config.path} {where}; "
+                                              f"logs in {engine.logs.dir}"])
     try:
         await engine.stopped.wait()
     finally:

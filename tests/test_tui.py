@@ -12,7 +12,7 @@ from conftest import APPS, await_until, free_port, write_oxfile
 from oxtui.config import load
 from oxtui.embedded import EmbeddedEngine
 from oxtui.tui.app import OxtuiApp
-from oxtui.tui.screens import ConfirmScreen, HelpScreen, SearchScreen
+from oxtui.tui.screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
 
 PY = sys.executable
 
@@ -199,8 +199,11 @@ def test_quit_stops_every_worker_gracefully(tui):
         async with app.run_test(size=(120, 36)) as pilot:
             await until(pilot, lambda: len(running(app)) == 2)
             await pilot.press("q")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("y")
+            await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+            assert [key for key, _ in app.screen.choices] == ["s"]    # embedded: no detach
+            await pilot.press("d")                                   # so d does nothing here
+            assert isinstance(app.screen, QuitScreen)
+            await pilot.press("s")
             await until(pilot, lambda: app.client.finished.is_set(), 20, what="engine stopped")
         assert app.return_value == 0
         assert all(w["state"] == "stopped" for p in app.client.snapshot()["processes"] for w in p["workers"])
@@ -245,7 +248,7 @@ def test_sort_stop_start_and_the_command_palette(tui):
             await pilot.press("X")
             await until(pilot, lambda: len(running(app)) == 2, what="started again")
             titles = [c.title for c in app.get_system_commands(app.screen)]
-            for wanted in ("Scale up", "Kill worker (SIGKILL)", "Reload all", "Search logs", "Stop everything and quit"):
+            for wanted in ("Scale up", "Kill worker (SIGKILL)", "Reload all", "Search logs", "Apply oxfile", "Quit"):
                 assert wanted in titles
             await pilot.press("ctrl+p")
             await pilot.press(*"scale up", "enter")

@@ -4,6 +4,7 @@ after a deliberate UI change, and look at the new pictures before committing the
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -82,9 +83,11 @@ def batches() -> list[LogBatch]:
 
 
 class FakeClient:
-    def __init__(self, snap: dict[str, Any]):
+    def __init__(self, snap: dict[str, Any], attached: bool = False):
         self.snap = snap
         self.logs = batches()
+        self.attached = attached
+        self.finished = threading.Event()
 
     def snapshot(self):
         return self.snap
@@ -101,9 +104,9 @@ class FakeClient:
         done()
 
 
-def make_app(reloading: bool = False) -> OxtuiApp:
+def make_app(reloading: bool = False, attached: bool = False) -> OxtuiApp:
     snap = snapshot(reloading)
-    app = OxtuiApp(FakeClient(snap), "/srv/app/oxfile.toml", host="vps-1", clock_free=True,
+    app = OxtuiApp(FakeClient(snap, attached), "/srv/app/oxfile.toml", host="vps-1", clock_free=True,
                    loadavg=lambda: (0.42, 0.37, 0.30))
     # a fixed minute of history for the sparklines
     for p in snap["processes"]:
@@ -135,6 +138,12 @@ def test_help(snap_compare):
         await pilot.press("question_mark")
         await pilot.pause()
     assert snap_compare(make_app(), terminal_size=(120, 36), run_before=help_)
+
+
+def test_attached_header_and_quit_choices(snap_compare):
+    async def quit_(pilot):
+        await pilot.press("q")
+    assert snap_compare(make_app(attached=True), terminal_size=(120, 36), run_before=quit_)
 
 
 def test_small_terminal(snap_compare):

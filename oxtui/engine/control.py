@@ -18,6 +18,8 @@ from ..runtime import socket_path
 from .group import CommandError
 
 MAX_REQUEST = 64 * 1024
+FEED_MAX_BYTES = 8 * 1024 * 1024
+PUSH_INTERVAL = 0.1
 
 
 class ControlServer:
@@ -82,6 +84,9 @@ class ControlServer:
         if req["cmd"] == "logs" and req.get("follow"):
             await self._follow(req, writer)
             return
+        if req["cmd"] == "attach":
+            await self._attach(req, writer)
+            return
 
         def progress(text: str) -> None:
             writer.write(_encode({"progress": text}))
@@ -103,31 +108,97 @@ class ControlServer:
             await _send(writer, {"ok": False, "error": str(e)})
             return
         names = {g.name for g in self.engine.targets(req.get("name"))} if req.get("name") not in (None, "all") else None
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=10_000)
-        dropped = 0
-
-        def on_batch(batch: Any) -> None:
-            nonlocal dropped
-            if names is not None and batch.process not in names:
-                return
-            try:
-                queue.put_nowait(batch)
-            except asyncio.QueueFull:
-                dropped += batch.count   # a slow reader loses lines on screen, never in the files
-
-        self.engine.logs.subscribers.append(on_batch)
-        try:
+        with LogFeed(self.engine.logs, names) as feed:
             await _send(writer, {"ok": True, "result": first})
             while True:
-                batch = await queue.get()
+                batches, dropped = await feed.get()
                 if dropped:
                     writer.write(_encode({"dropped": dropped}))
-                    dropped = 0
-                writer.write(b"".join(_encode({"log": [batch.seq, batch.ts, batch.source, batch.stream, line]})
-                                      for line in batch.lines))
+                writer.write(b"".join(_encode({"log": [b.seq, b.ts, b.source, b.stream, line]})
+                                      for b in batches for line in b.lines))
                 await writer.drain()
+
+    async def _attach(self, req: dict, writer: asyncio.StreamWriter) -> None:
+        """A UI attached over the socket: the snapshot whenever it changes (at most 10 a second) and
+        every new log batch, on one connection, until the UI or the engine goes away."""
+        n = req.get("logs", 2000)
+        n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 2000
+        changed = asyncio.Event()
+        self.engine.listeners.append(changed.set)
+        try:
+            with LogFeed(self.engine.logs, None) as feed:
+                recent = self.engine.logs.recent()
+                kept, count = [], 0
+                for b in reversed(recent):
+                    if count >= n:
+                        break
+                    kept.append(b)
+                    count += b.count
+                await _send(writer, {"ok": True, "result": {"snapshot": self.engine.snapshot(),
+                                                            "logs": [_batch(b) for b in reversed(kept)]}})
+                logs = asyncio.ensure_future(feed.get())
+                dirty = asyncio.ensure_future(changed.wait())
+                try:
+                    while True:
+                        await asyncio.wait((logs, dirty), return_when=asyncio.FIRST_COMPLETED)
+                        if dirty.done():
+                            changed.clear()
+                            writer.write(_encode({"snapshot": self.engine.snapshot()}))
+                            dirty = asyncio.ensure_future(changed.wait())
+                        if logs.done():
+                            batches, dropped = logs.result()
+                            if dropped:
+                                writer.write(_encode({"dropped": dropped}))
+                            writer.write(b"".join(_encode({"batch": _batch(b)}) for b in batches))
+                            logs = asyncio.ensure_future(feed.get())
+                        await writer.drain()
+                        await asyncio.sleep(PUSH_INTERVAL)   # coalesce: at most 10 pushes a second
+                finally:
+                    logs.cancel()
+                    dirty.cancel()
         finally:
-            self.engine.logs.subscribers.remove(on_batch)
+            self.engine.listeners.remove(changed.set)
+
+
+class LogFeed:
+    """New log batches for one connection, bounded in bytes: a slow reader loses lines on its
+    screen (counted, then reported), never in the files and never the engine's memory."""
+
+    def __init__(self, hub: Any, names: set[str] | None):
+        self.hub, self.names = hub, names
+        self._batches: list[Any] = []
+        self._bytes = 0
+        self._dropped = 0
+        self._wake = asyncio.Event()
+
+    def __enter__(self) -> "LogFeed":
+        self.hub.subscribers.append(self._on_batch)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hub.subscribers.remove(self._on_batch)
+
+    def _on_batch(self, batch: Any) -> None:
+        if self.names is not None and batch.process not in self.names:
+            return
+        if self._bytes + len(batch.data) > FEED_MAX_BYTES:
+            self._dropped += batch.count
+        else:
+            self._batches.append(batch)
+            self._bytes += len(batch.data)
+        self._wake.set()
+
+    async def get(self) -> tuple[list[Any], int]:
+        """Everything queued since the last call (waits for at least one batch or drop)."""
+        await self._wake.wait()
+        self._wake.clear()
+        out, self._batches, self._bytes = self._batches, [], 0
+        dropped, self._dropped = self._dropped, 0
+        return out, dropped
+
+
+def _batch(b: Any) -> list[Any]:
+    return [b.seq, b.ts, b.process, b.instance, b.stream, b.data.decode("utf-8", "replace")]
 
 
 def _encode(obj: Any) -> bytes:

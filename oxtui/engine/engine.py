@@ -45,6 +45,7 @@ class Engine:
         self._lock_fd: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._applying = False
         self.stopped = asyncio.Event()
         self.spawner = Spawner()
 
@@ -88,9 +89,7 @@ class Engine:
                        loop.create_task(self._flush_loop(), name="log flush")]
         for g in self.groups.values():
             g.start()
-            watcher = g.start_watch()
-            if watcher is not None:
-                self._tasks.append(watcher)
+            g.start_watch()
 
     async def shutdown(self) -> None:
         """Stop every worker gracefully, then close sockets, logs and the control socket."""
@@ -101,7 +100,7 @@ class Engine:
         for t in self._tasks:
             t.cancel()
         try:
-            await asyncio.gather(*(g.stop() for g in self.groups.values()))
+            await asyncio.gather(*(g.close() for g in self.groups.values()))
         finally:
             for t in self._tasks:
                 t.cancel()
@@ -109,6 +108,7 @@ class Engine:
             if self._control is not None:
                 await self._control.close()
             for g in self.groups.values():
+                g.stop_watch()
                 if g.sock is not None:
                     g.sock.close()
             self.spawner.close()
@@ -236,6 +236,17 @@ class Engine:
             if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                 raise CommandError("logs -n needs a number of lines >= 0")
             return {"lines": lines[len(lines) - n:] if n else [], "seq": self.logs.seq}
+        if cmd == "apply":
+            from .apply import apply
+            if self._stopping:
+                raise CommandError("the engine is stopping; nothing to apply")
+            if self._applying:
+                raise CommandError("an apply is already running; wait for it to finish")
+            self._applying = True
+            try:
+                return await apply(self, progress)
+            finally:
+                self._applying = False
         if cmd == "shutdown":
             asyncio.get_running_loop().create_task(self.shutdown())
             return {"stopping": True}

@@ -34,6 +34,7 @@ class ProcessGroup:
         self.reload: RollingReload | None = None
         self._reload_task: asyncio.Task[bool] | None = None
         self._watch_pending = False
+        self._watch_task: asyncio.Task[None] | None = None
         self.log = engine.logs.open(cfg.name)
 
     # ---- what workers use -----------------------------------------------------------------
@@ -79,6 +80,14 @@ class ProcessGroup:
             await asyncio.gather(self._reload_task, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.all_workers()))
 
+    async def close(self) -> None:
+        """Stop for good (engine shutdown, or the process left the oxfile): watcher, workers, socket."""
+        self.stop_watch()
+        await self.stop()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
     async def restart(self) -> None:
         self._refuse_during_reload("restart")
         await self.stop()
@@ -122,13 +131,19 @@ class ProcessGroup:
 
     # ---- watch ----------------------------------------------------------------------------
 
-    def start_watch(self) -> asyncio.Task[None] | None:
+    def start_watch(self) -> None:
+        self.stop_watch()
         if not self.cfg.watch:
-            return None
+            return
         spec = WatchSpec(self.cfg.cwd, self.cfg.watch, self.cfg.ignore, (self.engine.logs.dir,))
-        return asyncio.get_running_loop().create_task(
+        self._watch_task = asyncio.get_running_loop().create_task(
             watch_loop(spec, self.cfg.watch_debounce, self._on_watch, lambda text: self.event(None, text)),
             name=f"watch {self.name}")
+
+    def stop_watch(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
 
     def _on_watch(self, paths: list[str]) -> None:
         first = os.path.relpath(paths[0], self.cfg.cwd)

@@ -21,20 +21,31 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from ..embedded import EngineClient, Reply
+from ..link import EngineClient, Reply
 from .grid import WorkerGrid
 from .logview import LogView
 from .model import SORTS, History, build_rows, header_text, reload_lines
-from .screens import ConfirmScreen, HelpScreen, SearchScreen
+from .screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
 
 PULL_INTERVAL = 0.1
 
 
 class CommandDone(Message):
-    def __init__(self, label: str, reply: Reply) -> None:
+    def __init__(self, label: str, reply: Reply, describe: Callable[[Any], tuple[str, str]] | None = None) -> None:
         super().__init__()
         self.label = label
         self.reply = reply
+        self.describe = describe
+
+
+def apply_summary(result: dict[str, Any]) -> tuple[str, str]:
+    """One notification for `a`: what the apply did, and what failed."""
+    parts = [f"{what} {', '.join(result[what])}" for what in ("added", "removed", "reloaded", "restarted", "scaled")
+             if result.get(what)]
+    parts += [f"{f['name']} reload failed (old settings kept): {f['reason']}" for f in result.get("failed", [])]
+    parts += result.get("notes", [])
+    return ("oxfile applied: " + ("; ".join(parts) if parts else "nothing changed"),
+            "information" if result.get("ok") else "error")
 
 
 class EngineStopped(Message):
@@ -66,6 +77,7 @@ class OxtuiApp(App[int]):
         Binding("s", "sort", "Sort", show=False),
         Binding("x", "stop_process", "Stop", show=False),
         Binding("X", "start_process", "Start", show=False),
+        Binding("a", "apply", "Apply oxfile", show=False),
         Binding("escape", "clear_search", "Clear search", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit_app", "Quit"),
@@ -80,6 +92,8 @@ class OxtuiApp(App[int]):
         self.history = History()
         self.sort = "slot"
         self.stopping = False
+        self.detaching = False
+        self.exit_message: str | None = None
         self.search_text = ""
         self._snapshot: dict[str, Any] | None = None
         self._reload_states: dict[str, str] = {}
@@ -104,8 +118,9 @@ class OxtuiApp(App[int]):
             ("Focus logs", "switch between the grid and the logs (l)", self.action_toggle_logs),
             ("Filter logs", "all, selected process, selected worker (f)", self.action_filter),
             ("Search logs", "regex search with highlights (/)", self.action_search),
+            ("Apply oxfile", "re-read the oxfile: start new, stop removed, reload changed processes (a)",
+             self.action_apply),
             ("Help", "keys and columns (?)", self.action_help),
-            ("Stop everything and quit", "graceful stop of every worker (q)", self.action_quit_app),
         ):
             yield SystemCommand(title, help_text, action)
 
@@ -138,10 +153,17 @@ class OxtuiApp(App[int]):
     def pull(self) -> None:
         if not self.grid.is_attached:      # the app is closing: the timer may still fire once
             return
+        if self.client.finished.is_set() and not self.stopping:
+            # Stopped from elsewhere (`oxtui down`, a shutdown from another attached UI) or gone.
+            if not self.detaching:
+                self.exit_message = f"the engine for {self.oxfile} has stopped"
+            self.exit(0)
+            return
         snap = self.client.snapshot()
         if snap is not None and snap is not self._snapshot:
             self._snapshot = snap
-            self.header.update(self._stopping_text(snap) + header_text(snap, self.host, self._loadavg()))
+            self.header.update(self._stopping_text(snap)
+                               + header_text(snap, self.host, self._loadavg(), attached=self.client.attached))
             self.grid.show(build_rows(snap, self.history, self.sort))
             self._show_reloads(snap)
         batches, dropped = self.client.take_logs()
@@ -185,12 +207,15 @@ class OxtuiApp(App[int]):
             return None
         return next((p for p in self._snapshot["processes"] if p["name"] == name), None)
 
-    def send(self, label: str, req: dict[str, Any]) -> None:
-        self.client.command(req, done=lambda reply: self.post_message(CommandDone(label, reply)))
+    def send(self, label: str, req: dict[str, Any], describe: Callable[[Any], tuple[str, str]] | None = None) -> None:
+        self.client.command(req, done=lambda reply: self.post_message(CommandDone(label, reply, describe)))
 
     @on(CommandDone)
     def _command_done(self, msg: CommandDone) -> None:
-        if msg.reply.get("ok"):
+        if msg.reply.get("ok") and msg.describe is not None:
+            text, severity = msg.describe(msg.reply.get("result"))
+            self.notify(text, severity=severity, timeout=8)    # type: ignore[arg-type]
+        elif msg.reply.get("ok"):
             result = msg.reply.get("result")
             if isinstance(result, dict) and result.get("ok") is False:     # a reload that rolled back
                 return   # the reload panel and its notification say why
@@ -293,16 +318,39 @@ class OxtuiApp(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    def action_apply(self) -> None:
+        self.send("", {"cmd": "apply"}, describe=apply_summary)
+
+    async def action_quit(self) -> None:
+        """Textual's own quit (ctrl+q, the palette's Quit) asks the same question as q."""
+        self.action_quit_app()
+
     def action_quit_app(self) -> None:
         if self.stopping:
             return
         snap = self._snapshot or {"processes": []}
         n = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in ("starting", "running"))
+        stop = ("s", f"stop all {n} running worker(s) gracefully, then quit")
+        if self.client.attached:
+            question = f"Quit. The engine (pid {snap.get('engine_pid', '?')}) runs in the background."
+            choices = [("d", "detach: leave every worker running (oxtui again to come back)"), stop]
+        else:
+            question = "Quit. The engine runs inside this TUI."
+            choices = [stop]
 
-        def answer(yes: bool | None) -> None:
-            if yes:
+        def answer(key: str | None) -> None:
+            if key == "s":
                 self.stop_everything()
-        self.push_screen(ConfirmScreen(f"Quit and stop all {n} running worker(s) gracefully?"), answer)
+            elif key == "d":
+                self.detach()
+        self.push_screen(QuitScreen(question, choices), answer)
+
+    def detach(self) -> None:
+        self.detaching = True
+        detach = getattr(self.client, "detach", None)
+        if detach is not None:
+            detach()
+        self.exit(0)
 
     def stop_everything(self) -> None:
         """Graceful stop of every worker; the app exits once the engine has stopped them all."""

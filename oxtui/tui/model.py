@@ -146,8 +146,13 @@ def header_text(snapshot: dict[str, Any] | None, host: str, load: tuple[float, .
     workers = [w for p in snapshot["processes"] for w in p["workers"] if not w.get("role")]
     running = sum(1 for w in workers if w["state"] == "running")
     load_text = " ".join(f"{x:.2f}" for x in load) if load else "-"
-    mode = "attached" if attached else "embedded"
-    return (f"{host} · engine {mode}, up {human_duration(eng.get('uptime_s'))} · "
+    up = human_duration(eng.get("uptime_s"))
+    if attached:
+        since = time.strftime("%d %b %H:%M", time.localtime(eng["started_at"])) if eng.get("started_at") else "?"
+        mode = f"attached to pid {snapshot.get('engine_pid')}, up {up} since {since}"
+    else:
+        mode = f"engine embedded, up {up}"
+    return (f"{host} · {mode} · "
             f"{running}/{len(workers)} workers running · engine {eng.get('cpu_percent', 0):.1f}% CPU "
             f"{human_bytes(eng.get('rss_bytes'))} · load {load_text} · CPU% = of one core")
 

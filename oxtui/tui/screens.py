@@ -1,4 +1,4 @@
-"""Modal screens: help, yes/no confirmation, and the search prompt."""
+"""Modal screens: help, yes/no confirmation, the quit choices, and the search prompt."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ HELP = """\
 [b]App[/b]
   ctrl+p        command palette (every action)
   ?             this help
-  q             quit: stops every worker gracefully
+  a             apply the oxfile: start new, stop removed, reload changed processes
+  q             quit: stop every worker gracefully, or detach and leave them running
 
 CPU% is percent of one core, summed over the worker's process tree; MEM is the tree's RSS.
 The sparklines show the last minute. Scripts act on this engine too:
@@ -37,7 +38,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Vertical { width: 84; height: auto; max-height: 95%; border: round $accent; padding: 0 1;
+    HelpScreen > Vertical { width: 96; height: auto; max-height: 95%; border: round $accent; padding: 0 1;
                             background: $surface; }
     """
 
@@ -86,3 +87,33 @@ class SearchScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class QuitScreen(ModalScreen[str | None]):
+    """q: what to do with the workers. `choices` are (key, label); the answer is the key pressed."""
+
+    BINDINGS = [Binding("escape,n", "choose(None)", "Cancel")]
+    DEFAULT_CSS = """
+    QuitScreen { align: center middle; }
+    QuitScreen #choices { margin-top: 1; }
+    QuitScreen > Vertical { width: 76; height: auto; border: thick $warning; padding: 1 2; background: $surface; }
+    """
+
+    def __init__(self, question: str, choices: list[tuple[str, str]]):
+        super().__init__()
+        self.question = question
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question)
+            lines = [f"[b]{key:<5}[/b]{label}" for key, label in self.choices] + [f"[b]{'Esc':<5}[/b]cancel"]
+            yield Static("\n".join(lines), id="choices")
+
+    def on_key(self, event) -> None:
+        if any(event.character == key for key, _ in self.choices):
+            event.stop()
+            self.dismiss(event.character)
+
+    def action_choose(self, key: str | None) -> None:
+        self.dismiss(key)

@@ -1,0 +1,149 @@
+"""`oxtui up` and `oxtui down`: the engine in the background, in a session of its own.
+
+`up` starts `oxtui run --background` with no terminal (stdin from /dev/null, its own output to
+oxtui-engine.out in the log folder), then watches it through the control socket until every
+process is up, or says why not. `down` asks it to stop every worker gracefully and waits until
+the engine process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .client import Client, ControlError, NoEngine
+from .config import Config
+
+ENGINE_OUT = "oxtui-engine.out"
+STARTUP_GRACE = 15.0      # on top of the longest ready.timeout
+DOWN_EXIT_WAIT = 15.0
+
+
+def up(config: Config) -> int:
+    running = _status(config.path)
+    if running is not None:
+        print(f"oxtui: an engine already runs for {config.path} (pid {running['engine_pid']}); "
+              "`oxtui apply` loads oxfile changes into it")
+        return 0
+    try:
+        config.logs.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        out_path = config.logs.dir / ENGINE_OUT
+        out = open(out_path, "ab")
+    except OSError as e:
+        print(f"oxtui up: {config.path}: [logs] dir: cannot write {config.logs.dir} ({e.strerror}); "
+              "set [logs] dir to a writable folder", file=sys.stderr)
+        return 1
+    start_offset = out.tell()
+    with out:
+        proc = subprocess.Popen([sys.executable, "-m", "oxtui", "run", "--background", str(config.path)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=config.path.parent, start_new_session=True)
+    longest = max((p.ready.timeout for p in config.processes if p.ready is not None), default=1.0)
+    deadline = time.monotonic() + longest + STARTUP_GRACE
+    snap: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"oxtui up: the engine exited (code {proc.returncode}): {_tail(out_path, start_offset)}",
+                  file=sys.stderr)
+            return 1
+        snap = _status(config.path)
+        if snap is not None and snap["engine_pid"] == proc.pid:
+            failed = _failures(snap)
+            if failed:
+                for line in failed:
+                    print(f"oxtui up: {line}", file=sys.stderr)
+                print(f"oxtui up: the engine (pid {proc.pid}) keeps running the rest; `oxtui logs` shows "
+                      "why, `oxtui down` stops it", file=sys.stderr)
+                return 1
+            if _all_up(snap):
+                print(f"oxtui: engine pid {proc.pid} running {config.path} in the background: "
+                      + ", ".join(_counts(snap)) + f"; logs in {config.logs.dir}")
+                return 0
+        time.sleep(0.1)
+    print(f"oxtui up: not every process was up after {longest + STARTUP_GRACE:.0f} s"
+          + (f" ({', '.join(_counts(snap))})" if snap else "")
+          + f"; the engine (pid {proc.pid}) keeps running; `oxtui logs` shows why, `oxtui down` stops it",
+          file=sys.stderr)
+    return 1
+
+
+def down(oxfile: Path) -> int:
+    try:
+        with Client(oxfile, timeout=None) as c:
+            pid = c.call({"cmd": "status"})["engine_pid"]
+            c.call({"cmd": "shutdown"})
+            for _ in c.replies():   # the engine closes its socket once every worker has stopped
+                pass
+    except NoEngine as e:
+        print(f"oxtui: {e}", file=sys.stderr)
+        return 3
+    except (ControlError, OSError, ValueError) as e:
+        print(f"oxtui down: lost the engine's control socket ({e})", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + DOWN_EXIT_WAIT
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            print(f"oxtui down: every worker stopped, but the engine (pid {pid}) has not exited", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+    print(f"oxtui: stopped the engine (pid {pid}) and every worker of {oxfile}")
+    return 0
+
+
+def _status(oxfile: Path) -> dict[str, Any] | None:
+    try:
+        with Client(oxfile, timeout=5) as c:
+            return c.call({"cmd": "status"})
+    except (NoEngine, ControlError, OSError, ValueError):
+        return None
+
+
+def _workers(snap: dict[str, Any]):
+    for p in snap["processes"]:
+        for w in p["workers"]:
+            if not w.get("role"):
+                yield p["name"], w
+
+
+def _failures(snap: dict[str, Any]) -> list[str]:
+    """Instances that exited while starting: a release that cannot boot should fail `up` at once."""
+    out = []
+    for name, w in _workers(snap):
+        if w["state"] in ("backoff", "errored") or (w["state"] != "running" and w["restarts"] > 0):
+            last = w["exit_signal"] or (f"code {w['exit_code']}" if w["exit_code"] is not None else "?")
+            out.append(f"{name}.{w['instance']} exited while starting ({last}; {w.get('reason') or w['state']})")
+    return out
+
+
+def _all_up(snap: dict[str, Any]) -> bool:
+    return all(w["state"] in ("running", "exited") for _, w in _workers(snap))
+
+
+def _counts(snap: dict[str, Any]) -> list[str]:
+    out = []
+    for p in snap["processes"]:
+        up = sum(1 for w in p["workers"] if w["state"] == "running" and not w.get("role"))
+        out.append(f"{p['name']} {up}/{p['instances']} running")
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _tail(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return "(no output)"
+    return text.splitlines()[-1] if text else "(no output)"

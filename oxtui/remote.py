@@ -1,0 +1,118 @@
+"""A UI attached to an engine in another process (`oxtui up`, a TUI whose terminal hung up, or a
+TUI in another terminal), through the control socket.
+
+One long-lived `attach` connection brings snapshots (at most 10 a second) and every new log batch;
+a reader thread keeps the latest of each, so the UI pulls exactly as it does from an embedded
+engine. Each command gets a connection of its own, so a reload's progress never holds up the feed.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from .client import Client, ControlError, NoEngine
+from .engine.logs import LogBatch
+from .link import LogBuffer, Reply
+
+ATTACH_LOG_LINES = 2000
+
+
+def to_batch(raw: list[Any]) -> LogBatch:
+    seq, ts, process, instance, stream, text = raw
+    return LogBatch(seq, ts, process, instance, stream, text.encode("utf-8", "replace"), text.count("\n") + 1)
+
+
+class RemoteEngine:
+    attached = True
+
+    def __init__(self, oxfile: Path):
+        self.oxfile = oxfile
+        self.finished = threading.Event()
+        self._snapshot: dict[str, Any] | None = None
+        self._logs = LogBuffer()
+        self._client: Client | None = None
+        self._stop_callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Attach; raises NoEngine when nothing answers for this oxfile, ControlError when refused."""
+        client = Client(self.oxfile, timeout=timeout)
+        try:
+            client.send({"cmd": "attach", "logs": ATTACH_LOG_LINES})
+            first = next(client.replies(), None)
+        except (OSError, ValueError) as e:
+            client.close()
+            raise NoEngine(f"the engine for {self.oxfile} did not answer ({e})") from None
+        if first is None or not first.get("ok"):
+            client.close()
+            raise ControlError((first or {}).get("error", "the engine closed the connection"))
+        self._snapshot = first["result"]["snapshot"]
+        for raw in first["result"]["logs"]:
+            self._logs.add(to_batch(raw))
+        client.sock.settimeout(None)
+        self._client = client
+        threading.Thread(target=self._read, name="oxtui attach", daemon=True).start()
+
+    def detach(self) -> None:
+        """Leave the engine running; only this connection closes."""
+        if self._client is not None:
+            try:
+                self._client.sock.shutdown(2)
+            except OSError:
+                pass
+
+    # ---- the client interface ---------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any] | None:
+        return self._snapshot
+
+    def take_logs(self) -> tuple[list[LogBatch], int]:
+        return self._logs.take()
+
+    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
+                progress: Callable[[str], None] | None = None) -> None:
+        def run() -> None:
+            try:
+                with Client(self.oxfile, timeout=None) as c:
+                    reply: Reply = {"ok": True, "result": c.call(req, progress)}
+            except ControlError as e:
+                reply = {"ok": False, "error": str(e)}
+            except (NoEngine, OSError, ValueError) as e:
+                reply = {"ok": False, "error": f"lost the engine ({e})"}
+            if done is not None:
+                done(reply)
+
+        threading.Thread(target=run, name=f"oxtui {req.get('cmd')}", daemon=True).start()
+
+    def shutdown(self, done: Callable[[], None]) -> None:
+        """Stop the engine and every worker; `done` runs once the engine has closed its socket."""
+        with self._lock:
+            if self.finished.is_set():
+                done()
+                return
+            self._stop_callbacks.append(done)
+        self.command({"cmd": "shutdown"})
+
+    # ---- the reader thread --------------------------------------------------------------------
+
+    def _read(self) -> None:
+        assert self._client is not None
+        try:
+            for msg in self._client.replies():
+                if "snapshot" in msg:
+                    self._snapshot = msg["snapshot"]
+                elif "batch" in msg:
+                    self._logs.add(to_batch(msg["batch"]))
+                elif "dropped" in msg:
+                    self._logs.drop(msg["dropped"])
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._client.close()
+            with self._lock:
+                self.finished.set()
+                callbacks, self._stop_callbacks = self._stop_callbacks, []
+            for fn in callbacks:
+                fn()
