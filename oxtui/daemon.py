@@ -114,8 +114,9 @@ def _failures(snap: dict[str, Any]) -> list[str]:
     out = []
     for name, w in _workers(snap):
         if w["state"] in ("backoff", "errored") or (w["state"] != "running" and w["restarts"] > 0):
-            last = w["exit_signal"] or (f"code {w['exit_code']}" if w["exit_code"] is not None else "?")
-            out.append(f"{name}.{w['instance']} exited while starting ({last}; {w.get('reason') or w['state']})")
+            last = w["exit_signal"] or (f"code {w['exit_code']}" if w["exit_code"] is not None else None)
+            why = w.get("reason") or (f"exited with {last}" if last else w["state"])
+            out.append(f"{name}.{w['instance']} {why} while starting")
     return out
 
 

@@ -1,12 +1,17 @@
-"""The real `oxtui OXFILE` in a pseudo-terminal: its engine answers the control socket, and a
-hang-up (the SSH connection dropping) stops every worker gracefully and leaves nothing behind."""
+"""The real `oxtui OXFILE` in a pseudo-terminal that is its controlling terminal, as over SSH.
+
+Closing the terminal's master side is what sshd does when the connection drops: the kernel hangs
+the terminal up and sends SIGHUP. The workers must keep serving, without a restart and without a
+failed request, and a later `oxtui` attaches to the same engine.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import json
 import os
-import pty
-import signal
+import select
 import struct
 import subprocess
 import sys
@@ -15,51 +20,174 @@ import threading
 
 import psutil
 
-from conftest import oxtui_cli, wait_until, write_oxfile
+from conftest import APPS, await_until, free_port, oxtui_cli, wait_until, write_oxfile
+from load import Load
+from oxtui.remote import RemoteEngine
+from oxtui.tui.app import OxtuiApp
+from oxtui.tui.screens import QuitScreen
+
+PY = sys.executable
+# Make the pty the controlling terminal of the new session (as a login shell's is), then become oxtui.
+CTTY = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'oxtui', *sys.argv[1:]])")
 
 
-def start_tui(oxfile) -> tuple[subprocess.Popen, int]:
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "oxtui", str(oxfile)], stdin=slave, stdout=slave, stderr=slave,
-                            env={**os.environ, "TERM": "xterm-256color"}, start_new_session=True)
-    os.close(slave)
+class PtyTUI:
+    """`oxtui OXFILE` on a pty; a thread reads the screen so the app never blocks on output."""
 
-    def drain() -> None:   # a pty nobody reads fills up and blocks the app's output
+    def __init__(self, oxfile):
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
+        self.proc = subprocess.Popen([sys.executable, "-c", CTTY, str(oxfile)], stdin=slave, stdout=slave,
+                                     stderr=slave, env={**os.environ, "TERM": "xterm-256color"},
+                                     start_new_session=True)
+        os.close(slave)
+        self.output = b""
+        self._hangup = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        # Only this thread touches the master, and never blocks in read: a read in progress would
+        # keep the terminal open after close().
         try:
-            while os.read(master, 65536):
-                pass
-        except OSError:
-            pass
+            while not self._hangup.is_set():
+                if select.select([self.master], [], [], 0.05)[0]:
+                    try:
+                        data = os.read(self.master, 65536)
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    self.output = (self.output + data)[-200_000:]
+        finally:
+            os.close(self.master)
+            self._closed.set()
 
-    threading.Thread(target=drain, daemon=True).start()
-    return proc, master
+    def press(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def hang_up(self) -> None:
+        """What sshd does when the connection drops."""
+        self._hangup.set()
+        assert self._closed.wait(5)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self._closed.is_set():
+            self.hang_up()
 
 
-def test_hangup_stops_workers_gracefully_and_exits(tmp_path):
-    oxfile = write_oxfile(tmp_path, f'''
-        [processes.app]
-        command = "{sys.executable} -c 'import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); print(\\"up\\", flush=True); time.sleep(600)'"
-        instances = 2
-    ''')
-    proc, master = start_tui(oxfile)
+def text_of(path):
     try:
-        def pids():
-            r = oxtui_cli("status", "--json", "-c", str(oxfile))
-            if r.returncode != 0:
-                return None
-            import json
-            ws = json.loads(r.stdout)["processes"][0]["workers"]
-            return [w["pid"] for w in ws] if all(w["state"] == "running" for w in ws) else None
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
 
-        workers = wait_until(pids, 20, 0.2, "the TUI's engine to run 2 workers")
-        proc.send_signal(signal.SIGHUP)
-        assert proc.wait(30) == 0
-        assert not any(psutil.pid_exists(p) for p in workers)
-        log = (tmp_path / "logs" / "app.log").read_text()
-        assert log.count("stopped (code 0)") == 2, log
+
+def status(oxfile):
+    r = oxtui_cli("status", "--json", "-c", str(oxfile))
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+def app_oxfile(tmp_path, port, instances=2):
+    (tmp_path / "release.txt").write_text("ok r1")
+    return write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = {instances}
+        listen = "127.0.0.1:{port}"
+        [processes.app.ready]
+        log = "^ready"
+    ''')
+
+
+def running_pids(oxfile, n):
+    snap = status(oxfile)
+    if snap is None:
+        return None
+    ws = [w for w in snap["processes"][0]["workers"] if w["state"] == "running" and not w["role"]]
+    return sorted(w["pid"] for w in ws) if len(ws) == n else None
+
+
+def test_a_hang_up_keeps_every_worker_serving_in_the_same_process(tmp_path):
+    port = free_port()
+    oxfile = app_oxfile(tmp_path, port)
+    tui = PtyTUI(oxfile)
+    try:
+        pids = wait_until(lambda: running_pids(oxfile, 2), 20, 0.1, "the TUI's engine to run 2 workers")
+        assert status(oxfile)["engine_pid"] == tui.proc.pid
+        with Load(port) as load:
+            load.wait_for(30)
+            tui.hang_up()
+            wait_until(lambda: "the terminal hung up" in text_of(tmp_path / "logs" / "oxtui.log"), 10)
+            load.wait_for(100)
+        assert load.failures == [], load.failures[:5]
+        assert tui.proc.poll() is None, "the engine must outlive its terminal"
+        snap = status(oxfile)
+        assert snap["engine_pid"] == tui.proc.pid
+        assert running_pids(oxfile, 2) == pids, "no worker restarted"
+        assert all(w["restarts"] == 0 for w in snap["processes"][0]["workers"])
+        headless = psutil.Process(tui.proc.pid)
+        headless.cpu_percent()
+        threading.Event().wait(2)
+        assert headless.cpu_percent() < 20, "the frozen UI must not spin"
+
+        r = oxtui_cli("down", "-c", str(oxfile))
+        assert r.returncode == 0, r.stderr
+        assert tui.proc.wait(10) == 0
+        assert not any(psutil.pid_exists(p) for p in pids)
+        assert (tmp_path / "logs" / "app.log").read_text().count("stopped (code 0)") == 2
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
+        tui.close()
+
+
+def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
+    """The issue's promise: SSH in, run oxtui, start a reload, lose the connection, come back with
+    `oxtui` and find the reload finished and every app serving, no request lost."""
+    port = free_port()
+    oxfile = app_oxfile(tmp_path, port, instances=3)
+    tui = PtyTUI(oxfile)
+    try:
+        old = wait_until(lambda: running_pids(oxfile, 3), 20, 0.1, "3 running workers")
+        with Load(port) as load:
+            load.wait_for(30)
+            (tmp_path / "release.txt").write_text("ok r2")
+            wait_until(lambda: b"Reload" in tui.output, 10, 0.05, "the TUI to draw its footer")
+            tui.press("r")      # the process row is selected when the TUI opens
+            wait_until(lambda: (status(oxfile)["processes"][0]["reload"] or {}).get("state") == "running",
+                       10, 0.05, "the reload to start")
+            tui.hang_up()
+            wait_until(lambda: (status(oxfile)["processes"][0]["reload"] or {}).get("state") in ("done", "failed"),
+                       30, 0.1, "the reload to finish after the hang-up")
+            load.wait_for(50)
+        assert status(oxfile)["processes"][0]["reload"]["state"] == "done"
+        assert load.failures == [], load.failures[:5]
+        new = running_pids(oxfile, 3)
+        assert not set(new) & set(old)
+        assert {b.split()[0] for b in load.bodies[-20:]} == {"r2"}
+
+        remote = RemoteEngine(oxfile.resolve())
+        remote.connect()
+        app = OxtuiApp(remote, oxfile, host="testhost")
+
+        async def body():
+            async with app.run_test(size=(120, 36)) as pilot:
+                sleep = pilot.pause
+                await await_until(lambda: app._snapshot is not None, 10, 0.05, sleep=sleep)
+                header = str(app.header.render())
+                assert f"attached to pid {tui.proc.pid}" in header
+                assert "reload of release 2 done" in str(app.reload_panel.render())
+                await pilot.press("q")
+                await await_until(lambda: isinstance(app.screen, QuitScreen), 5, 0.05, sleep=sleep)
+                await pilot.press("d")
+        asyncio.run(body())
+        assert remote.finished.wait(5)
+        assert running_pids(oxfile, 3) == new, "detaching leaves every worker running"
+        assert oxtui_cli("down", "-c", str(oxfile)).returncode == 0
+        assert tui.proc.wait(10) == 0
+    finally:
+        tui.close()

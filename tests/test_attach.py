@@ -1,0 +1,123 @@
+"""A TUI attached over the control socket to an engine in another process (a real `oxtui run`),
+driven with Pilot: the same keys act on that engine, and quitting can leave it running."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import psutil
+import pytest
+
+from conftest import APPS, await_until, free_port, oxtui_cli, write_oxfile
+from load import Load
+from oxtui.client import NoEngine
+from oxtui.remote import RemoteEngine
+from oxtui.tui.app import OxtuiApp
+from oxtui.tui.screens import QuitScreen
+
+PY = sys.executable
+
+
+def oxfile_for(tmp_path, port):
+    (tmp_path / "release.txt").write_text("ok r1")
+    return write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = 2
+        listen = "127.0.0.1:{port}"
+        [processes.app.ready]
+        log = "^ready"
+    ''')
+
+
+def attach(oxfile) -> OxtuiApp:
+    remote = RemoteEngine(oxfile.resolve())
+    remote.connect()
+    return OxtuiApp(remote, oxfile, host="testhost")
+
+
+def workers(app, state="running"):
+    snap = app.client.snapshot()
+    return [w for w in snap["processes"][0]["workers"] if w["state"] == state and not w["role"]]
+
+
+def test_no_engine_means_nothing_to_attach_to(tmp_path):
+    with pytest.raises(NoEngine):
+        RemoteEngine((tmp_path / "oxfile.toml").resolve()).connect()
+
+
+def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
+    port = free_port()
+    oxfile = oxfile_for(tmp_path, port)
+    ep = engine_process(oxfile)
+    ep.wait_running("app", 2)
+    app = attach(oxfile)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            until = lambda pred, t=15, what="": await_until(pred, t, 0.05, what, sleep=pilot.pause)  # noqa: E731
+            await until(lambda: len(workers(app)) == 2)
+            assert f"attached to pid {ep.proc.pid}" in str(app.header.render())
+            await until(lambda: any(line.text.startswith("ready") for line in app.logview.all), what="earlier logs arrive")
+            await pilot.press("plus")
+            await until(lambda: len(workers(app)) == 3, what="scale up over the socket")
+            await pilot.press("down", "k")
+            await until(lambda: workers(app, "running")[0]["restarts"] == 1, what="kill restarts worker 0")
+            before = {w["pid"] for w in workers(app)}
+            (tmp_path / "release.txt").write_text("ok r2")
+            with Load(port) as load:
+                load.wait_for(20)
+                await pilot.press("r")
+                await until(lambda: (app.client.snapshot()["processes"][0]["reload"] or {}).get("state") == "done",
+                            30, "the reload")
+                load.wait_for(20)
+            assert load.failures == []
+            assert not before & {w["pid"] for w in workers(app)}
+            await pilot.press("q")
+            await until(lambda: isinstance(app.screen, QuitScreen))
+            await pilot.press("d")
+        return app.return_value
+
+    assert asyncio.run(body()) == 0
+    assert ep.proc.poll() is None, "detaching leaves the engine running"
+    ep.wait_running("app", 3)
+
+
+def test_attached_quit_can_stop_everything_and_down_ends_an_attached_view(tmp_path, engine_process):
+    oxfile = oxfile_for(tmp_path, free_port())
+    ep = engine_process(oxfile)
+    pids = [w["pid"] for w in ep.wait_running("app", 2)]
+    app = attach(oxfile)
+
+    async def stop_from_the_ui():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await await_until(lambda: len(workers(app)) == 2, 10, 0.05, sleep=pilot.pause)
+            await pilot.press("q")
+            await await_until(lambda: isinstance(app.screen, QuitScreen), 5, 0.05, sleep=pilot.pause)
+            await pilot.press("s")
+            await await_until(lambda: app.client.finished.is_set(), 30, 0.05, sleep=pilot.pause)
+
+    asyncio.run(stop_from_the_ui())
+    assert ep.proc.wait(10) == 0
+    assert not any(psutil.pid_exists(p) for p in pids)
+
+    second = EngineProcessFor(tmp_path, oxfile, engine_process)
+    viewer = attach(oxfile)
+
+    async def down_from_elsewhere():
+        async with viewer.run_test(size=(120, 36)) as pilot:
+            await await_until(lambda: len(workers(viewer)) == 2, 10, 0.05, sleep=pilot.pause)
+            r = await asyncio.to_thread(oxtui_cli, "down", "-c", str(oxfile))
+            assert r.returncode == 0, r.stderr
+            await await_until(lambda: not viewer.is_running, 10, 0.05, sleep=pilot.pause)
+        return viewer.exit_message
+
+    assert "has stopped" in asyncio.run(down_from_elsewhere())
+    assert second.proc.wait(10) == 0
+
+
+def EngineProcessFor(tmp_path, oxfile, engine_process):
+    ep = engine_process(oxfile)
+    ep.wait_running("app", 2)
+    return ep

@@ -1,0 +1,237 @@
+"""The engine in the background: `oxtui up` / `down`, a stale socket after a dead engine, and
+`oxtui apply` of an edited oxfile, all through the real CLI with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+import psutil
+import pytest
+
+from conftest import APPS, free_port, http_get, oxtui_cli, wait_until, write_oxfile
+from load import Load
+from oxtui.runtime import lock_path, socket_path
+
+PY = sys.executable
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """Yields a function that runs `oxtui up OXFILE`; whatever it started is brought down afterwards."""
+    started = []
+
+    def up(oxfile):
+        started.append(oxfile)
+        return oxtui_cli("up", str(oxfile), cwd=tmp_path)
+
+    yield up
+    for oxfile in started:
+        oxtui_cli("down", "-c", str(oxfile))
+
+
+def status(oxfile):
+    r = oxtui_cli("status", "--json", "-c", str(oxfile))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def pids_of(oxfile, name):
+    snap = status(oxfile)
+    return [w["pid"] for p in snap["processes"] if p["name"] == name for w in p["workers"] if not w["role"]]
+
+
+def app_oxfile(tmp_path, port, extra=""):
+    (tmp_path / "release.txt").write_text("ok r1")
+    return write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = 2
+        listen = "127.0.0.1:{port}"
+        [processes.app.ready]
+        log = "^ready"
+        {extra}
+    ''')
+
+
+def test_up_returns_when_everything_is_up_and_down_leaves_nothing(tmp_path, daemon):
+    port = free_port()
+    oxfile = app_oxfile(tmp_path, port)
+    r = daemon(oxfile)
+    assert r.returncode == 0, r.stderr
+    assert "app 2/2 running" in r.stdout
+    snap = status(oxfile)
+    engine = psutil.Process(snap["engine_pid"])
+    assert engine.ppid() != os.getpid(), "the engine must not stay the test's child"
+    assert os.getsid(engine.pid) == engine.pid, "the engine runs in a session of its own"
+    assert engine.terminal() is None
+    workers = pids_of(oxfile, "app")
+    assert all(w["state"] == "running" for p in snap["processes"] for w in p["workers"])
+    assert http_get(port)[0] == 200          # serving the moment up returns
+    again = daemon(oxfile)
+    assert again.returncode == 0 and "already runs" in again.stdout
+    assert pids_of(oxfile, "app") == workers
+
+    down = oxtui_cli("down", "-c", str(oxfile))
+    assert down.returncode == 0, down.stderr
+    assert not psutil.pid_exists(engine.pid) or engine.status() == psutil.STATUS_ZOMBIE
+    assert not any(psutil.pid_exists(p) for p in workers)
+    assert oxtui_cli("status", "-c", str(oxfile)).returncode == 3
+    assert oxtui_cli("down", "-c", str(oxfile)).returncode == 3
+    assert "stopped (code 0)" in (tmp_path / "logs" / "app.log").read_text()
+
+
+def test_up_fails_with_the_reason_when_a_process_cannot_start(tmp_path, daemon):
+    port = free_port()
+    oxfile = app_oxfile(tmp_path, port)
+    (tmp_path / "release.txt").write_text("crash")
+    r = daemon(oxfile)
+    assert r.returncode == 1
+    assert "app.0 exited with code 3 while starting" in r.stderr or "app.1 exited with code 3 while starting" in r.stderr
+    assert "`oxtui down` stops it" in r.stderr
+
+
+def test_up_reports_an_engine_that_cannot_start(tmp_path, daemon):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = daemon(app_oxfile(tmp_path, port))
+    assert r.returncode == 1
+    assert "the engine exited (code 1)" in r.stderr and "listen" in r.stderr and str(port) in r.stderr
+
+
+def test_a_sigkilled_engine_leaves_no_worker_and_a_stale_socket_is_replaced(tmp_path, daemon):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 600"
+        instances = 2
+    ''')
+    assert daemon(oxfile).returncode == 0
+    snap = status(oxfile)
+    workers = pids_of(oxfile, "app")
+    os.kill(snap["engine_pid"], signal.SIGKILL)
+    wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                               for p in workers), 10, what="the workers to die with the engine")
+    assert socket_path(oxfile).exists(), "a SIGKILLed engine cannot remove its socket"
+    assert lock_path(oxfile).read_text() == str(snap["engine_pid"])
+    r = oxtui_cli("status", "-c", str(oxfile))
+    assert r.returncode == 3 and "no engine is running" in r.stderr
+    r = daemon(oxfile)
+    assert r.returncode == 0, r.stderr
+    assert status(oxfile)["engine_pid"] != snap["engine_pid"]
+
+
+def test_a_socket_file_left_by_anything_is_not_an_engine(tmp_path, daemon):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 600"
+    ''')
+    with socket.socket(socket.AF_UNIX) as stale:      # bound, never listening, then closed: refused
+        stale.bind(str(socket_path(oxfile)))
+    lock_path(oxfile).write_text("999999")
+    assert oxtui_cli("status", "-c", str(oxfile)).returncode == 3
+    assert daemon(oxfile).returncode == 0
+    assert status(oxfile)["processes"][0]["workers"][0]["state"] == "running"
+
+
+def test_two_engines_for_one_oxfile_never_run(tmp_path, daemon):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 600"
+    ''')
+    assert daemon(oxfile).returncode == 0
+    r = oxtui_cli("run", str(oxfile), timeout=20)
+    assert r.returncode == 1 and "already running" in r.stderr
+
+
+def test_apply_adds_removes_reloads_scales_and_leaves_the_rest_alone(tmp_path, daemon):
+    port = free_port()
+    base = f'''
+        [processes.app]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = 2
+        listen = "127.0.0.1:{port}"
+        EXTRA
+        [processes.app.ready]
+        log = "^ready"
+    '''
+    (tmp_path / "release.txt").write_text("ok r1")
+    oxfile = write_oxfile(tmp_path, base.replace("EXTRA", "") + '''
+        [processes.keep]
+        command = "sleep 600"
+        [processes.gone]
+        command = "sleep 600"
+        [processes.more]
+        command = "sleep 600"
+    ''')
+    assert daemon(oxfile).returncode == 0
+    app, keep, gone = pids_of(oxfile, "app"), pids_of(oxfile, "keep"), pids_of(oxfile, "gone")
+    more = pids_of(oxfile, "more")
+    inode = os.stat(f"/proc/{app[0]}/fd/3").st_ino
+
+    write_oxfile(tmp_path, base.replace("EXTRA", 'env = { RELEASE_NOTE = "changed" }') + '''
+        [processes.keep]
+        command = "sleep 600"
+        [processes.more]
+        command = "sleep 600"
+        instances = 3
+        [processes.new]
+        command = "sleep 600"
+    ''')
+    with Load(port) as load:
+        load.wait_for(20)
+        r = oxtui_cli("apply", "-c", str(oxfile))
+        load.wait_for(20)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "added: new" in r.stdout and "removed: gone" in r.stdout
+    assert "reloaded: app" in r.stdout and "scaled: more" in r.stdout and "unchanged: keep" in r.stdout
+    assert load.failures == [], load.failures[:5]
+    assert not any(psutil.pid_exists(p) for p in gone)
+    assert pids_of(oxfile, "keep") == keep, "an unchanged process is not touched"
+    new_app = pids_of(oxfile, "app")
+    assert not set(new_app) & set(app), "a changed process is reloaded"
+    assert os.stat(f"/proc/{new_app[0]}/fd/3").st_ino == inode, "on the same socket"
+    assert psutil.Process(new_app[0]).environ()["RELEASE_NOTE"] == "changed"
+    assert pids_of(oxfile, "more")[:1] == more and len(pids_of(oxfile, "more")) == 3
+    wait_until(lambda: status(oxfile)["processes"][-1]["workers"][0]["state"] == "running", 10)
+    assert [p["name"] for p in status(oxfile)["processes"]] == ["app", "keep", "more", "new"]
+
+
+def test_apply_refuses_a_broken_file_or_release_and_changes_nothing(tmp_path, daemon):
+    port = free_port()
+    oxfile = app_oxfile(tmp_path, port)
+    assert daemon(oxfile).returncode == 0
+    before = pids_of(oxfile, "app")
+    text = oxfile.read_text()
+
+    oxfile.write_text(text.replace("instances = 2", "instances = 2\nrestart_on_exti = true"))
+    r = oxtui_cli("apply", "-c", str(oxfile))
+    assert r.returncode == 2
+    assert "[processes.app] restart_on_exti: unknown key" in r.stderr and "Traceback" not in r.stderr
+    assert pids_of(oxfile, "app") == before
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        oxfile.write_text(text + f'\n[processes.other]\ncommand = "sleep 600"\nlisten = "127.0.0.1:{busy}"\n')
+        r = oxtui_cli("apply", "-c", str(oxfile))
+    assert r.returncode == 1 and "refused, nothing changed" in r.stderr and "[processes.other] listen" in r.stderr
+    assert [p["name"] for p in status(oxfile)["processes"]] == ["app"]
+
+    oxfile.write_text(text.replace("instances = 2", 'instances = 2\nenv = { X = "1" }'))
+    (tmp_path / "release.txt").write_text("crash")
+    with Load(port) as load:
+        load.wait_for(20)
+        r = oxtui_cli("apply", "-c", str(oxfile))
+        load.wait_for(20)
+    assert r.returncode == 1 and "app: reload failed, old settings kept" in r.stderr
+    assert load.failures == []
+    assert pids_of(oxfile, "app") == before
+    (tmp_path / "release.txt").write_text("ok r2")
+    r = oxtui_cli("apply", "-c", str(oxfile))     # the failed change is still pending: it goes in now
+    assert r.returncode == 0 and "reloaded: app" in r.stdout, r.stdout + r.stderr
