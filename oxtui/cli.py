@@ -41,6 +41,7 @@ def build_parser() -> Parser:
     s = sub.add_parser("run", help="run the engine headless in the foreground")
     s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
     s.add_argument("--background", action="store_true", help=argparse.SUPPRESS)   # how `up` starts it
+    s.add_argument("--adopt", type=int, default=None, help=argparse.SUPPRESS)     # a TUI's engine moving out
     s = sub.add_parser("up", help="start the engine in the background; returns once every process is up")
     s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
     s = sub.add_parser("down", help="stop the engine and every worker gracefully, and wait")
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             return tui([])
         if args.verb == "run":
             from .run import run
-            return run(_load_or_exit(args.oxfile), background=args.background)
+            return run(_load_or_exit(args.oxfile), background=args.background, adopt=args.adopt)
         if args.verb == "up":
             from .daemon import up
             return up(_load_or_exit(args.oxfile))
@@ -166,6 +167,11 @@ def _embedded_tui(engine, config) -> int:
     try:
         app.run()
     finally:
+        if engine.handed_over is not None:
+            # Everything belongs to the background engine now; this process only has to go.
+            if app.exit_message:
+                print(f"oxtui: {app.exit_message}", file=sys.stderr, flush=True)
+            os._exit(0)
         # However the app ended (q, an exception, the engine stopped from outside), nothing is left running.
         engine.shutdown()
         longest = max((p.stop_timeout for p in config.processes), default=10)

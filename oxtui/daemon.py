@@ -17,8 +17,7 @@ from typing import Any
 
 from .client import Client, ControlError, NoEngine
 from .config import Config
-
-ENGINE_OUT = "oxtui-engine.out"
+from .engine.handover import ENGINE_OUT
 STARTUP_GRACE = 15.0      # on top of the longest ready.timeout
 DOWN_EXIT_WAIT = 15.0
 
@@ -39,7 +38,8 @@ def up(config: Config) -> int:
         return 1
     start_offset = out.tell()
     with out:
-        proc = subprocess.Popen([sys.executable, "-m", "oxtui", "run", "--background", str(config.path)],
+        # -P: the oxfile's folder is the engine's cwd, and a folder there named oxtui must not shadow us.
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "oxtui", "run", "--background", str(config.path)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=config.path.parent, start_new_session=True)
     longest = max((p.ready.timeout for p in config.processes if p.ready is not None), default=1.0)

@@ -35,6 +35,7 @@ class EmbeddedEngine:
         self._dirty = True
         self._logs = LogBuffer()
         self.headless = False
+        self.handed_over: int | None = None      # the pid of the engine that took over
         self._stop_callbacks: list[Callable[[], None]] = []
         self.finished = threading.Event()
 
@@ -50,6 +51,8 @@ class EmbeddedEngine:
 
     def shutdown(self, done: Callable[[], None] | None = None) -> None:
         """Stop every worker gracefully; `done` runs (on the engine thread) when all are stopped."""
+        if self.handed_over is not None:
+            return
         if done is not None:
             self._stop_callbacks.append(done)
         if self._loop is not None and self.engine is not None and not self.finished.is_set():
@@ -70,6 +73,28 @@ class EmbeddedEngine:
         """Batches captured since the last call, and how many lines were dropped for the UI."""
         return self._logs.take()
 
+    def hand_over(self, done: Callable[[Reply], None]) -> None:
+        """Move the engine and every worker into a background process (nothing restarts), then let
+        this process go. `done` gets {"ok": True, "result": {"pid": ...}} or the reason it cannot."""
+        if self._loop is None or self.engine is None or self.finished.is_set():
+            done({"ok": False, "error": "the engine is not running"})
+            return
+        engine = self.engine
+
+        def go() -> None:
+            try:
+                pid = engine.hand_over()
+            except CommandError as e:
+                done({"ok": False, "error": str(e)})
+                return
+            self.handed_over = pid
+            done({"ok": True, "result": {"pid": pid}})
+            # This engine must never act again: its workers, sockets and files belong to the new
+            # one now. Its loop stands still until the process exits.
+            threading.Event().wait()
+
+        self._loop.call_soon_threadsafe(go)
+
     def note(self, text: str) -> None:
         """An engine event line, from any thread (logged to oxtui.log like the engine's own)."""
         if self._loop is not None and self.engine is not None and not self.finished.is_set():
@@ -79,6 +104,8 @@ class EmbeddedEngine:
     def go_headless(self) -> None:
         """No UI any more (the terminal hung up): stop buffering logs and snapshots for one."""
         self.headless = True
+        if self._loop is not None and self.engine is not None:
+            self._loop.call_soon_threadsafe(self.engine.looked_at, -1)
 
     def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> None:
@@ -127,6 +154,7 @@ class EmbeddedEngine:
             self.error = f"{self.config.path}: cannot start the engine ({e.strerror or e})"
             return
         self.engine = engine
+        engine.looked_at(+1)          # the TUI shows live metrics
         self._snapshot = engine.snapshot()
         self._ready.set()
         publisher = asyncio.get_running_loop().create_task(self._publish(engine))

@@ -16,20 +16,26 @@ from .engine import Engine, EngineError
 from .printer import Printer
 
 
-def run(config: Config, background: bool = False) -> int:
-    return asyncio.run(_run(config, background))
+def run(config: Config, background: bool = False, adopt: int | None = None) -> int:
+    return asyncio.run(_run(config, background, adopt))
 
 
-async def _run(config: Config, background: bool) -> int:
+async def _run(config: Config, background: bool, adopt: int | None) -> int:
     engine = Engine(config)
     printer = Printer(sys.stdout)
     if not background:
         engine.logs.subscribers.append(printer.on_batch)
     try:
-        await engine.start()
-    except EngineError as e:
+        if adopt is not None:
+            await engine.adopt(adopt)     # an embedded engine moving to the background (handover.py)
+        else:
+            await engine.start()
+    except (EngineError, OSError, ValueError, KeyError) as e:
         printer.close()
-        print(f"oxtui: {e}", file=sys.stderr, flush=True)
+        if adopt is not None:
+            print(f"oxtui: {config.path}: cannot take over the engine: {e}", file=sys.stderr, flush=True)
+        else:
+            print(f"oxtui: {e}", file=sys.stderr, flush=True)
         return 1
     loop = asyncio.get_running_loop()
     interrupts = 0
@@ -49,6 +55,8 @@ async def _run(config: Config, background: bool) -> int:
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGHUP, engine.reload_all_in_background)
     where = "in the background" if background else "in the foreground"
+    if adopt is not None:
+        where += ", taken over from its TUI"
     engine.logs.emit("oxtui", None, "event", [f"engine pid {_pid()} running {config.path} {where}; "
                                               f"logs in {engine.logs.dir}"])
     try:

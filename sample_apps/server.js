@@ -37,7 +37,11 @@ function send(res, code, body) {
   res.end(body);
 }
 
-const target = process.env.LISTEN_FDS === '1' ? { fd: 3 } : { port: Number(process.env.PORT ?? 3000), host: process.env.HOST ?? '127.0.0.1' };
+// fd 3 from oxtui (systemd's LISTEN_FDS convention); SERVER_FD for any other inherited listening socket
+// (supervisord's fcgi-program hands it over as fd 0); else bind PORT ourselves.
+const target = process.env.LISTEN_FDS === '1' ? { fd: 3 }
+  : process.env.SERVER_FD ? { fd: Number(process.env.SERVER_FD) }
+  : { port: Number(process.env.PORT ?? 3000), host: process.env.HOST ?? '127.0.0.1' };
 server.listen(target, () => {
   console.log(`api: pid ${process.pid} instance ${instance} listening on ${process.env.HOST ?? ''}:${process.env.PORT ?? ''}`);
   if (process.send) process.send('ready');   // PM2's wait_ready; harmless elsewhere

@@ -200,7 +200,7 @@ def test_quit_stops_every_worker_gracefully(tui):
             await until(pilot, lambda: len(running(app)) == 2)
             await pilot.press("q")
             await until(pilot, lambda: isinstance(app.screen, QuitScreen))
-            assert [key for key, _ in app.screen.choices] == ["s"]    # embedded: no detach
+            assert [key for key, _ in app.screen.choices] == ["s", "b"]    # embedded: no detach
             await pilot.press("d")                                   # so d does nothing here
             assert isinstance(app.screen, QuitScreen)
             await pilot.press("s")

@@ -191,3 +191,44 @@ def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
         assert tui.proc.wait(10) == 0
     finally:
         tui.close()
+
+
+def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path):
+    port = free_port()
+    oxfile = app_oxfile(tmp_path, port)
+    tui = PtyTUI(oxfile)
+    try:
+        pids = wait_until(lambda: running_pids(oxfile, 2), 20, 0.1, "the TUI's engine to run 2 workers")
+        helper = psutil.Process(tui.proc.pid).children()[0]
+        wait_until(lambda: b"Reload" in tui.output, 10, 0.05, "the TUI to draw its footer")
+        with Load(port) as load:
+            load.wait_for(30)
+            tui.press("q")
+            wait_until(lambda: b"in the background" in tui.output, 10, 0.05, "the quit choices")
+            tui.press("b")
+            assert tui.proc.wait(20) == 0, "the TUI process ends: the shell gets its prompt back"
+            load.wait_for(100)
+        assert load.failures == [], load.failures[:5]
+        assert b"now runs in the background as pid" in tui.output
+        snap = status(oxfile)
+        engine = psutil.Process(snap["engine_pid"])
+        assert engine.pid != tui.proc.pid and os.getsid(engine.pid) == engine.pid and engine.terminal() is None
+        assert running_pids(oxfile, 2) == pids, "the same workers, not restarted"
+        assert all(w["restarts"] == 0 for w in snap["processes"][0]["workers"])
+        assert helper.is_running() and helper.ppid() != tui.proc.pid
+
+        # The new engine supervises them: a crash is restarted, output still reaches the log file.
+        r = oxtui_cli("kill", "app", "0", "--signal", "SIGKILL", "-c", str(oxfile))
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: (p := running_pids(oxfile, 2)) and pids[0] not in p and pids[1] in p, 10, 0.05,
+                   "the killed worker to be replaced")
+        assert "took over from pid" in text_of(tmp_path / "logs" / "oxtui.log")
+        wait_until(lambda: text_of(tmp_path / "logs" / "app.log").count("ready") >= 3, 10, 0.05,
+                   "the new worker's output in the log file")
+
+        r = oxtui_cli("down", "-c", str(oxfile))
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE, 10, 0.05,
+                   "the spawner helper to exit")
+    finally:
+        tui.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,11 @@ class ControlServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
+    async def start(self, inherited: socket.socket | None = None) -> None:
+        """Bind the socket, or serve one inherited from the engine we took over from."""
+        if inherited is not None:
+            self._server = await asyncio.start_unix_server(self._serve, sock=inherited, limit=MAX_REQUEST)
+            return
         # The engine holds the oxfile's lock, so whatever socket file is here belongs to a dead engine.
         try:
             self.path.unlink()
@@ -37,6 +42,10 @@ class ControlServer:
             pass
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_REQUEST)
         os.chmod(self.path, 0o600)
+
+    def listener_fd(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].fileno()
 
     async def close(self) -> None:
         if self._server is not None:
@@ -125,6 +134,7 @@ class ControlServer:
         n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 2000
         changed = asyncio.Event()
         self.engine.listeners.append(changed.set)
+        self.engine.looked_at(+1)
         try:
             with LogFeed(self.engine.logs, None) as feed:
                 recent = self.engine.logs.recent()
@@ -158,6 +168,7 @@ class ControlServer:
                     dirty.cancel()
         finally:
             self.engine.listeners.remove(changed.set)
+            self.engine.looked_at(-1)
 
 
 class LogFeed:

@@ -24,6 +24,10 @@ from .sockets import ListenError, bind_listener
 from .spawn import Spawner
 
 METRICS_INTERVAL = 1.0
+# With nobody looking (no UI, no recent status), sample less often: an idle engine with 64 workers
+# then costs a quarter of the CPU. max_memory is still enforced, within this many seconds.
+METRICS_IDLE_INTERVAL = 5.0
+LOOKED_AT_RECENTLY = 15.0
 FLUSH_INTERVAL = 0.2
 
 
@@ -46,6 +50,9 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._applying = False
+        self.viewers = 0                   # UIs showing live metrics (embedded TUI, attached TUIs)
+        self._looked_at = time.monotonic()
+        self._wake_metrics = asyncio.Event()
         self.stopped = asyncio.Event()
         self.spawner = Spawner()
 
@@ -84,12 +91,42 @@ class Engine:
             raise
         for p in self.config.processes:
             self.groups[p.name] = ProcessGroup(self, p, socks.get(p.name))
+        for g in self.groups.values():
+            g.start()
+        self._run_loops()
+
+    async def adopt(self, channel_fd: int) -> None:
+        """Start by taking over a running engine's workers (see handover.py) instead of starting any."""
+        from .handover import adopt
+        try:
+            await adopt(self, channel_fd)
+        except BaseException:
+            self._lock_fd = None     # the old engine's lock: not ours to close until we have it all
+            raise
+        self._run_loops()
+
+    def _run_loops(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._metrics_loop(), name="metrics"),
                        loop.create_task(self._flush_loop(), name="log flush")]
         for g in self.groups.values():
-            g.start()
             g.start_watch()
+
+    def adopt_lock(self, fd: int) -> None:
+        self._lock_fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+    async def serve_control(self, inherited: socket.socket) -> None:
+        from .control import ControlServer
+        self._control = ControlServer(self, self.config.path)
+        await self._control.start(inherited)
+
+    def hand_over(self) -> int:
+        """Move every worker into a new background engine process (see handover.py); returns its pid.
+        Blocks this loop; on success the caller must never run this engine again."""
+        from .handover import hand_over
+        return hand_over(self)
 
     async def shutdown(self) -> None:
         """Stop every worker gracefully, then close sockets, logs and the control socket."""
@@ -147,6 +184,18 @@ class Engine:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def applying(self) -> bool:
+        return self._applying
+
+    @property
+    def lock_fd(self) -> int | None:
+        return self._lock_fd
+
+    @property
+    def control(self) -> Any:
+        return self._control
+
     def changed(self) -> None:
         for fn in self.listeners:
             fn()
@@ -173,7 +222,20 @@ class Engine:
                 if limit is not None and u.rss_bytes > limit and w.state == "running":
                     w.restart(f"memory {u.rss_bytes / 2**20:.0f} MiB over max_memory {limit / 2**20:.0f} MiB")
             self.changed()
-            await asyncio.sleep(METRICS_INTERVAL)
+            watched = self.viewers > 0 or time.monotonic() - self._looked_at < LOOKED_AT_RECENTLY
+            self._wake_metrics.clear()
+            try:
+                await asyncio.wait_for(self._wake_metrics.wait(),
+                                       METRICS_INTERVAL if watched else METRICS_IDLE_INTERVAL)
+            except TimeoutError:
+                pass
+
+    def looked_at(self, viewer: int = 0) -> None:
+        """Someone wants fresh metrics (a status request, or a UI arriving or leaving: +1/-1)."""
+        self.viewers += viewer
+        if time.monotonic() - self._looked_at >= LOOKED_AT_RECENTLY and not viewer < 0:
+            self._wake_metrics.set()
+        self._looked_at = time.monotonic()
 
     async def _flush_loop(self) -> None:
         while True:
@@ -195,6 +257,7 @@ class Engine:
         """Run one command. Raises CommandError with a one-line reason when it cannot be done."""
         cmd = req.get("cmd")
         if cmd == "status":
+            self.looked_at()
             return self.snapshot()
         if cmd == "scale":
             group = self.targets(req.get("name"))[0]

@@ -14,6 +14,8 @@ to init, and is reaped.
 Protocol over a SOCK_SEQPACKET socketpair, one JSON message per packet:
   engine -> helper: {"id", "argv", "cwd", "env", "listen": bool} with fds [stdout, stderr(, socket)]
   helper -> engine: {"id", "pid"} or {"id", "error"};  {"exit": pid, "status": wait status}
+  engine -> helper: {"id", "cmd": "pdeathsig", "on": bool}  ->  {"id", "ok": true}
+The helper ends its instances and exits when every holder of the engine's end has closed it.
 
 This file runs as a script (`python -I forkserver.py FD`): it imports only the standard library,
 which keeps the helper small and its fork cheap.
@@ -123,7 +125,11 @@ def serve(sock: socket.socket) -> None:
                 if not msg:
                     _stop_orphans()             # the engine closed its end: it is gone or done
                     return
-                _spawn(sock, json.loads(msg), fds, helper_pid)
+                req = json.loads(msg)
+                if req.get("cmd") == "pdeathsig":
+                    _set_pdeathsig(sock, req)
+                else:
+                    _spawn(sock, req, fds, helper_pid)
         _reap(sock)
 
 
@@ -143,6 +149,13 @@ def _spawn(sock: socket.socket, req: dict, fds: list[int], helper_pid: int) -> N
     for fd in fds:
         os.close(fd)
     sock.send(json.dumps(reply).encode())
+
+
+def _set_pdeathsig(sock: socket.socket, req: dict) -> None:
+    """Before the engine hands its workers to a new engine process: stop dying with this one (and
+    again when that fails). The socket to the engine still ends every instance when it closes."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL if req["on"] else 0)
+    sock.send(json.dumps({"id": req["id"], "ok": True}).encode())
 
 
 def _reap(sock: socket.socket) -> None:

@@ -108,6 +108,7 @@ class Spawner:
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._adopted_pid: int | None = None      # a helper started by the engine we took over from
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_id = 0
         self._waiters: dict[int, asyncio.Future[int]] = {}
@@ -123,6 +124,40 @@ class Spawner:
         self._loop.add_reader(ours.fileno(), self._readable)
         self._sock = ours
         return ours
+
+    # ---- handing the helper to another engine process --------------------------------------------
+
+    def release(self) -> tuple[int, int] | None:
+        """Stop the helper dying with this process; returns (our socket's fd, the helper's pid)."""
+        if self._sock is None:
+            return None
+        self._set_pdeathsig(False)
+        pid = self._proc.pid if self._proc is not None else self._adopted_pid
+        assert pid is not None
+        return self._sock.fileno(), pid
+
+    def quiet(self) -> bool:
+        """No exit reported that nobody has taken yet."""
+        return not self._early
+
+    def rearm(self) -> None:
+        """The hand-over failed: the helper dies with this process again."""
+        if self._sock is not None:
+            self._set_pdeathsig(True)
+
+    def _set_pdeathsig(self, on: bool) -> None:
+        assert self._sock is not None
+        self._next_id += 1
+        self._sock.send(json.dumps({"id": self._next_id, "cmd": "pdeathsig", "on": on}).encode())
+        self._wait_reply(self._sock, self._next_id)
+
+    def adopt(self, fd: int, pid: int) -> None:
+        """Take over the helper of the engine we replace (its socket was inherited as `fd`).
+        It is not our child: it exits when our end closes, and its new parent reaps it."""
+        self._sock = socket.socket(fileno=fd)
+        self._adopted_pid = pid
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(fd, self._readable)
 
     def spawn(self, command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None) -> Child:
         """Start the instance; raises SpawnError when the helper cannot fork it."""
@@ -199,6 +234,11 @@ class Spawner:
         report them killed, and start a new helper at the next spawn."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
+        elif self._adopted_pid is not None:
+            try:
+                os.kill(self._adopted_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self._disconnect()
         killed = 0x09   # wait status of a SIGKILLed process
         for fut in self._waiters.values():
@@ -219,6 +259,7 @@ class Spawner:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+        self._adopted_pid = None
 
     def exited(self, pid: int) -> asyncio.Future[int]:
         """A future for the wait status of instance `pid`."""

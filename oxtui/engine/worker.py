@@ -58,6 +58,8 @@ class Worker:
         self._restart_reason: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._child: Child | None = None
+        self._pumps: list[PipeReader] = []
+        self._exited: asyncio.Future[int] | None = None
 
     # ---- commands -------------------------------------------------------------------------
 
@@ -126,10 +128,35 @@ class Worker:
         self.state = state
         self.group.changed()
 
-    async def _supervise(self) -> None:
+    def adopt(self, info: dict, child: Child | None) -> None:
+        """Carry on from the engine we took over from: the same process, counters and state."""
+        self.restarts, self.reason = info["restarts"], info["reason"]
+        self.exit_code, self.exit_signal = info["exit_code"], info["exit_signal"]
+        self.last_pid = info["pid"]
+        if child is not None:
+            self._want = True
+            self._stop = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._supervise(child), name=f"worker {self.label}")
+        elif info["state"] == "backoff":
+            self.start()
+        else:
+            self.state = info["state"]     # stopped, exited or errored: left as they were
+
+    def handover_info(self) -> dict | None:
+        """What a new engine needs to carry on with this worker; None when its process has just
+        ended and this engine has not caught up yet (the hand-over must wait)."""
+        if self.state == "running" and (self._exited is None or self._exited.done()):
+            return None
+        pumps = [p.fd for p in self._pumps] if self._child is not None else [-1, -1]
+        return {"slot": self.slot, "state": self.state, "pid": self.pid, "started": self.started_at,
+                "stdout": pumps[0], "stderr": pumps[1], "restarts": self.restarts, "reason": self.reason,
+                "exit_code": self.exit_code, "exit_signal": self.exit_signal}
+
+    async def _supervise(self, adopted: Child | None = None) -> None:
         try:
             while self._want:
-                uptime, why = await self._run_once()
+                uptime, why = await self._run_once(adopted)
+                adopted = None
                 if why == "stop" or not self._want:
                     break
                 # A reload's replacement or canary that dies is a failed release: never retried.
@@ -162,8 +189,8 @@ class Worker:
             self._set("stopped")
             raise
 
-    async def _run_once(self) -> tuple[float, str | None]:
-        """Start one process and wait for it to end.
+    async def _run_once(self, adopted: Child | None = None) -> tuple[float, str | None]:
+        """Start one process (or carry on with an adopted one, already ready) and wait for it to end.
 
         Returns (uptime, why): why is "stop" for a requested stop, a reason string for a restart the
         engine asked for (readiness timeout, memory, health), None for an exit on its own.
@@ -175,23 +202,31 @@ class Worker:
         env = self._env()
         listen_fd = self._listen_fd if self._listen_fd is not None else self.group.listen_fd
         spawner = self.group.engine.spawner
-        try:
-            child = spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd)
-        except (SpawnError, OSError) as e:
-            self.exit_code, self.exit_signal, self.pid = 127, None, None
-            self.group.event(self, f"cannot start: {e}")
-            self.ended.set()
-            return 0.0, None
+        if adopted is None:
+            try:
+                child = spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd)
+            except (SpawnError, OSError) as e:
+                self.exit_code, self.exit_signal, self.pid = 127, None, None
+                self.group.event(self, f"cannot start: {e}")
+                self.ended.set()
+                return 0.0, None
+        else:
+            child = adopted
         self._child = child
         self.pid = self.last_pid = child.pid
         self.started_at = child.started
         self.exit_code = self.exit_signal = None
         self.cpu_percent = self.rss_bytes = None
-        self._set("starting")
-        self.group.event(self, f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else ""))
-        exited = spawner.exited(child.pid)
-        pumps = self._pump(loop, child)
-        helpers = [loop.create_task(self._become_ready(child))]
+        exited = self._exited = spawner.exited(child.pid)
+        pumps = self._pumps = self._pump(loop, child)
+        helpers = []
+        if adopted is None:
+            self._set("starting")
+            self.group.event(self, f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else ""))
+            helpers.append(loop.create_task(self._become_ready(child)))
+        else:
+            self.state = "starting"
+            self._mark_ready()
         stop_wait = loop.create_task(self._stop.wait())
         try:
             await asyncio.wait([exited, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -234,6 +269,10 @@ class Worker:
     def _pump(self, loop: asyncio.AbstractEventLoop, child: Child) -> list[PipeReader]:
         readers = []
         for fd, stream in ((child.stdout, "out"), (child.stderr, "err")):
+            if fd < 0:          # adopted after the process closed this pipe
+                reader = PipeReader.closed_reader()
+                readers.append(reader)
+                continue
             splitter = LineSplitter()
 
             def on_data(data: bytes, splitter=splitter, stream=stream) -> None:

@@ -336,14 +336,30 @@ class OxtuiApp(App[int]):
             choices = [("d", "detach: leave every worker running (oxtui again to come back)"), stop]
         else:
             question = "Quit. The engine runs inside this TUI."
-            choices = [stop]
+            choices = [stop, ("b", "keep every worker running in the background (nothing restarts)")]
 
         def answer(key: str | None) -> None:
             if key == "s":
                 self.stop_everything()
             elif key == "d":
                 self.detach()
+            elif key == "b":
+                self.move_to_background()
         self.push_screen(QuitScreen(question, choices), answer)
+
+    def move_to_background(self) -> None:
+        hand_over = getattr(self.client, "hand_over", None)
+        if hand_over is None:
+            return
+        self.notify("moving the engine to the background…", timeout=5)
+        hand_over(lambda reply: self.post_message(CommandDone("", reply, self._moved)))
+
+    def _moved(self, result: dict[str, Any]) -> tuple[str, str]:
+        self.detaching = True
+        self.exit_message = (f"the engine now runs in the background as pid {result['pid']}: "
+                             f"`oxtui {self.oxfile}` attaches to it, `oxtui down -c {self.oxfile}` stops it")
+        self.exit(0)
+        return "moved to the background", "information"
 
     def detach(self) -> None:
         self.detaching = True
