@@ -294,7 +294,7 @@ def report(args: argparse.Namespace, result: Any) -> int:
         print(f"sent {result['signal']} to pid {result['pid']}")
         return 0
     if verb == "apply":
-        for what in ("added", "removed", "reloaded", "restarted", "scaled", "unchanged"):
+        for what in ("added", "removed", "reloaded", "restarted", "scaled", "rewatched", "unchanged"):
             if result[what]:
                 print(f"{what}: {', '.join(result[what])}")
         for note in result["notes"]:

@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 from oxtui.config import load  # noqa: E402
 from oxtui.embedded import EmbeddedEngine  # noqa: E402
+from oxtui.remote import RemoteEngine  # noqa: E402
 from oxtui.tui.app import OxtuiApp  # noqa: E402
 
 OUT = ROOT / "screenshots"
@@ -54,10 +55,31 @@ async def main() -> None:
     finally:
         engine.shutdown()
         engine.join(30)
+    shots.append(await attached())
     if shutil.which("rsvg-convert"):
         for svg in shots:
             subprocess.run(["rsvg-convert", "-w", "1400", svg, "-o", svg[:-4] + ".png"], check=True)
     print("\n".join(shots))
+
+
+async def attached() -> str:
+    """A second picture of the same apps, from a TUI attached to a background engine (`oxtui up`)."""
+    oxfile = ROOT / "sample_apps" / "oxfile.toml"
+    cli = [sys.executable, "-m", "oxtui"]
+    subprocess.run([*cli, "up", str(oxfile)], check=True, cwd=ROOT)
+    try:
+        remote = RemoteEngine(oxfile.resolve())
+        remote.connect()
+        app = OxtuiApp(remote, "sample_apps/oxfile.toml")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause(6)
+            await pilot.press("q")
+            await pilot.pause(0.5)
+            shot = app.save_screenshot("attached.svg", str(OUT))
+            await pilot.press("d")
+    finally:
+        subprocess.run([*cli, "down", "-c", str(oxfile)], check=True, cwd=ROOT)
+    return shot
 
 
 if __name__ == "__main__":

@@ -273,3 +273,21 @@ def test_the_header_counts_down_a_graceful_stop(tui):
             await until(pilot, lambda: app.client.finished.is_set(), 20)
 
     asyncio.run(body())
+
+
+def test_a_applies_the_edited_oxfile(tui, tmp_path):
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            before = {w["pid"] for w in running(app)}
+            write_oxfile(tmp_path, SLEEPERS + '[processes.extra]\ncommand = "sleep 60"\nstop_timeout = 2\n')
+            await pilot.press("a")
+            await until(pilot, lambda: any(p["name"] == "extra" and p["workers"] and
+                                           p["workers"][0]["state"] == "running"
+                                           for p in app.client.snapshot()["processes"]), what="the new process")
+            assert {w["pid"] for w in running(app)} == before, "an unchanged process is not touched"
+            assert "extra" in str(app.grid.get_row_at(len(app.grid.rows) - 2)[0])
+
+    asyncio.run(body())

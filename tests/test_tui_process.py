@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -230,5 +231,29 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
         assert r.returncode == 0, r.stderr
         wait_until(lambda: not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE, 10, 0.05,
                    "the spawner helper to exit")
+    finally:
+        tui.close()
+
+
+def test_after_the_move_a_sigkilled_engine_still_leaves_no_worker(tmp_path):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 600"
+        instances = 2
+    ''')
+    tui = PtyTUI(oxfile)
+    try:
+        pids = wait_until(lambda: running_pids(oxfile, 2), 20, 0.1, "2 running workers")
+        wait_until(lambda: b"Reload" in tui.output, 10, 0.05, "the TUI to draw its footer")
+        tui.press("q")
+        wait_until(lambda: b"in the background" in tui.output, 10, 0.05, "the quit choices")
+        tui.press("b")
+        assert tui.proc.wait(20) == 0
+        engine = status(oxfile)["engine_pid"]
+        assert running_pids(oxfile, 2) == pids
+        os.kill(engine, signal.SIGKILL)
+        wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                                   for p in pids), 10, 0.05, "the workers to die with the engine")
+        assert oxtui_cli("status", "-c", str(oxfile)).returncode == 3
     finally:
         tui.close()

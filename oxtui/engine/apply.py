@@ -25,6 +25,11 @@ def same_but_instances(old: ProcessConfig, new: ProcessConfig) -> bool:
     return dataclasses.replace(old, instances=new.instances, instances_spec=new.instances_spec) == new
 
 
+def same_but_watch(old: ProcessConfig, new: ProcessConfig) -> bool:
+    """Only what the engine watches changed: the workers themselves need no reload."""
+    return dataclasses.replace(old, watch=new.watch, ignore=new.ignore, watch_debounce=new.watch_debounce) == new
+
+
 async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     path = engine.config.path
     try:
@@ -49,6 +54,7 @@ async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -
             progress(text)
 
     result: dict[str, Any] = {"added": [], "removed": [], "reloaded": [], "restarted": [], "scaled": [],
+                              "rewatched": [],
                               "unchanged": [p.name for p in new.processes if p.name in groups and p not in changed],
                               "failed": [], "notes": []}
     if new.logs != engine.config.logs:
@@ -68,6 +74,11 @@ async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -
             await g.close()
             _start_group(engine, cfg, socks.get(cfg.name))
             result["restarted"].append(cfg.name)
+        elif same_but_watch(g.cfg, cfg):
+            g.cfg = cfg
+            g.start_watch()
+            say(f"{cfg.name}: watch settings changed; watching again")
+            result["rewatched"].append(cfg.name)
         elif same_but_instances(g.cfg, cfg):
             g.cfg = cfg
             before, after = await g.scale(cfg.instances)

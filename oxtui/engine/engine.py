@@ -27,7 +27,7 @@ METRICS_INTERVAL = 1.0
 # With nobody looking (no UI, no recent status), sample less often: an idle engine with 64 workers
 # then costs a quarter of the CPU. max_memory is still enforced, within this many seconds.
 METRICS_IDLE_INTERVAL = 5.0
-LOOKED_AT_RECENTLY = 15.0
+LOOKED_AT_RECENTLY = 5.0
 FLUSH_INTERVAL = 0.2
 
 
@@ -51,7 +51,7 @@ class Engine:
         self._stopping = False
         self._applying = False
         self.viewers = 0                   # UIs showing live metrics (embedded TUI, attached TUIs)
-        self._looked_at = time.monotonic()
+        self._looked_at = time.monotonic() - LOOKED_AT_RECENTLY
         self._wake_metrics = asyncio.Event()
         self.stopped = asyncio.Event()
         self.spawner = Spawner()

@@ -40,7 +40,7 @@ class CommandDone(Message):
 
 def apply_summary(result: dict[str, Any]) -> tuple[str, str]:
     """One notification for `a`: what the apply did, and what failed."""
-    parts = [f"{what} {', '.join(result[what])}" for what in ("added", "removed", "reloaded", "restarted", "scaled")
+    parts = [f"{what} {', '.join(result[what])}" for what in ("added", "removed", "reloaded", "restarted", "scaled", "rewatched")
              if result.get(what)]
     parts += [f"{f['name']} reload failed (old settings kept): {f['reason']}" for f in result.get("failed", [])]
     parts += result.get("notes", [])
