@@ -519,9 +519,9 @@ def chart(results: dict[str, dict[str, list[float]]], path: Path, meta: dict) ->
         lo = [m - min(results[n][key]) for n, m in zip(names, meds)]
         hi = [max(results[n][key]) - m for n, m in zip(names, meds)]
         bars = ax.bar(names, meds, yerr=[lo, hi], capsize=4, color=[colours.get(n, "#999") for n in names])
-        for b, m in zip(bars, meds):
-            ax.annotate(fmt.format(m), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
-                        fontsize=9, xytext=(0, 2), textcoords="offset points")
+        for b, m, n in zip(bars, meds, names):     # the label sits above the error bar
+            ax.annotate(fmt.format(m), (b.get_x() + b.get_width() / 2, max(results[n][key])), ha="center",
+                        va="bottom", fontsize=9, xytext=(0, 3), textcoords="offset points")
         log = key == "kill_ms" and meds and max(meds) > 20 * max(min(meds), 1e-9)
         ax.set_title(f"{label}\n({unit}, {'lower' if lower else 'higher'} is better"
                      + (", log scale)" if log else ")"), fontsize=9)
@@ -558,7 +558,12 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=30)
     ap.add_argument("--quick", action="store_true", help="1 repeat, 5 s idle: checks that everything runs")
     ap.add_argument("--out", default=str(ROOT / "bench"))
+    ap.add_argument("--redraw", metavar="JSON", help="only redraw the table and chart from a saved compare.json")
     args = ap.parse_args()
+    if args.redraw:
+        saved = json.loads(Path(args.redraw).read_text())
+        print(report(saved["results"], saved["single_rps"], saved["meta"], Path(args.out)))
+        return
     if args.quick:
         args.repeats, args.idle = 1, 5.0
     wrk_bin = ensure_wrk()

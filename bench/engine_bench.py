@@ -26,24 +26,11 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import WRITER  # noqa: E402   (a child writing 100-byte lines flat out, its count to a file)
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-WRITER = """
-import os, sys, time
-out = os.fdopen(1, "wb", buffering=1 << 16)
-line = b"x" * 90
-n = 0
-end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    for _ in range(1000):
-        out.write(b"%09d " % n + line)   # 100 bytes with the newline
-        out.write(b"\\n")
-        n += 1
-out.flush()
-sys.stderr.write(f"WROTE {n}\\n")
-sys.stderr.flush()
-time.sleep(3600)
-"""
 
 
 def _children(pid: int) -> list[int]:
@@ -167,27 +154,29 @@ def bench_kill(tmp: Path, rounds: int = 10) -> tuple[float, float]:
 
 
 def _direct_run(script: Path, out: Path, seconds: float) -> int:
+    count = out.with_suffix(".count")
+    count.unlink(missing_ok=True)
     with open(out, "wb") as f:
-        p = subprocess.Popen([PY, str(script), str(seconds)], stdout=f, stderr=subprocess.PIPE)
-        line = p.stderr.readline().decode()
+        p = subprocess.Popen([PY, str(script), str(seconds), str(count)], stdout=f)
+        while not (count.exists() and count.read_text()):
+            time.sleep(0.05)
         p.kill()
         p.wait()
-    return int(line.split()[1])
+    return int(count.read_text())
 
 
 def _oxtui_run(folder: Path, script: Path, seconds: float) -> dict:
     folder.mkdir()
-    eng = Engine(folder, f'[processes.w]\ncommand = "{PY} {script} {seconds}"\n')
+    count = folder / "written"
+    eng = Engine(folder, f'[processes.w]\ncommand = "{PY} {script} {seconds} {count}"\n')
     log = folder / "logs" / "w.log"
     peak, wrote = 0, None
     deadline = time.time() + seconds + 60
     while time.time() < deadline:
         peak = max(peak, eng.ps.memory_info().rss)
-        if log.exists():
-            text = subprocess.run(["grep", "-m1", "-a", "! WROTE", str(log)], capture_output=True, text=True).stdout
-            if text:
-                wrote = int(text.split("WROTE")[1])
-                break
+        if count.exists() and count.read_text():
+            wrote = int(count.read_text())
+            break
         time.sleep(0.2)
     time.sleep(1)
     eng.stop()

@@ -8,7 +8,6 @@ the engine process is gone.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time

@@ -102,6 +102,19 @@ def write_oxfile(folder: Path, body: str, name: str = "oxfile.toml") -> Path:
     return path
 
 
+def app_oxfile(folder: Path, port: int, instances: int = 2, release: str = "ok r1") -> Path:
+    """tests/apps/app.py on 127.0.0.1:port, ready when it prints "ready"; release.txt says how it behaves."""
+    (folder / "release.txt").write_text(release)
+    return write_oxfile(folder, f'''
+        [processes.app]
+        command = "{sys.executable} {APPS / 'app.py'}"
+        instances = {instances}
+        listen = "127.0.0.1:{port}"
+        [processes.app.ready]
+        log = "^ready"
+    ''')
+
+
 def run_engine(coro_fn: Callable[..., Any], *args: Any, timeout: float = 60) -> Any:
     """Run an async test body with a deadline, so a hung engine fails instead of stalling CI."""
     async def bounded() -> Any:

@@ -4,31 +4,17 @@ driven with Pilot: the same keys act on that engine, and quitting can leave it r
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import psutil
 import pytest
 
-from conftest import APPS, await_until, free_port, oxtui_cli, write_oxfile
+from conftest import app_oxfile, await_until, free_port, oxtui_cli
 from load import Load
 from oxtui.client import NoEngine
 from oxtui.remote import RemoteEngine
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import QuitScreen
 
-PY = sys.executable
-
-
-def oxfile_for(tmp_path, port):
-    (tmp_path / "release.txt").write_text("ok r1")
-    return write_oxfile(tmp_path, f'''
-        [processes.app]
-        command = "{PY} {APPS / 'app.py'}"
-        instances = 2
-        listen = "127.0.0.1:{port}"
-        [processes.app.ready]
-        log = "^ready"
-    ''')
 
 
 def attach(oxfile) -> OxtuiApp:
@@ -49,7 +35,7 @@ def test_no_engine_means_nothing_to_attach_to(tmp_path):
 
 def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
     port = free_port()
-    oxfile = oxfile_for(tmp_path, port)
+    oxfile = app_oxfile(tmp_path, port)
     ep = engine_process(oxfile)
     ep.wait_running("app", 2)
     app = attach(oxfile)
@@ -85,7 +71,7 @@ def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
 
 
 def test_attached_quit_can_stop_everything_and_down_ends_an_attached_view(tmp_path, engine_process):
-    oxfile = oxfile_for(tmp_path, free_port())
+    oxfile = app_oxfile(tmp_path, free_port())
     ep = engine_process(oxfile)
     pids = [w["pid"] for w in ep.wait_running("app", 2)]
     app = attach(oxfile)

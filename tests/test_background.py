@@ -12,7 +12,7 @@ import sys
 import psutil
 import pytest
 
-from conftest import APPS, free_port, http_get, oxtui_cli, wait_until, write_oxfile
+from conftest import APPS, app_oxfile, free_port, http_get, oxtui_cli, wait_until, write_oxfile
 from load import Load
 from oxtui.runtime import lock_path, socket_path
 
@@ -42,19 +42,6 @@ def status(oxfile):
 def pids_of(oxfile, name):
     snap = status(oxfile)
     return [w["pid"] for p in snap["processes"] if p["name"] == name for w in p["workers"] if not w["role"]]
-
-
-def app_oxfile(tmp_path, port, extra=""):
-    (tmp_path / "release.txt").write_text("ok r1")
-    return write_oxfile(tmp_path, f'''
-        [processes.app]
-        command = "{PY} {APPS / 'app.py'}"
-        instances = 2
-        listen = "127.0.0.1:{port}"
-        [processes.app.ready]
-        log = "^ready"
-        {extra}
-    ''')
 
 
 def test_up_returns_when_everything_is_up_and_down_leaves_nothing(tmp_path, daemon):

@@ -5,6 +5,7 @@ be those in flight on a worker that was SIGKILLed."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sys
@@ -17,7 +18,8 @@ from conftest import APPS, free_port, marked_pids, wait_until, write_oxfile
 from load import Load
 
 PY = sys.executable
-DURATION = 40.0
+# 60 s in CI, as the issue asks; OXTUI_CHAOS_SECONDS=600 for a longer run by hand.
+DURATION = float(os.environ.get("OXTUI_CHAOS_SECONDS", 60))
 KILL_BLAME_WINDOW = 1.0     # a failure this soon after a SIGKILL is a request that was in flight on it
 
 

@@ -21,13 +21,12 @@ import threading
 
 import psutil
 
-from conftest import APPS, await_until, free_port, oxtui_cli, wait_until, write_oxfile
+from conftest import app_oxfile, await_until, free_port, oxtui_cli, wait_until, write_oxfile
 from load import Load
 from oxtui.remote import RemoteEngine
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import QuitScreen
 
-PY = sys.executable
 # Make the pty the controlling terminal of the new session (as a login shell's is), then become oxtui.
 CTTY = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
         "os.execv(sys.executable, [sys.executable, '-m', 'oxtui', *sys.argv[1:]])")
@@ -92,18 +91,6 @@ def text_of(path):
 def status(oxfile):
     r = oxtui_cli("status", "--json", "-c", str(oxfile))
     return json.loads(r.stdout) if r.returncode == 0 else None
-
-
-def app_oxfile(tmp_path, port, instances=2):
-    (tmp_path / "release.txt").write_text("ok r1")
-    return write_oxfile(tmp_path, f'''
-        [processes.app]
-        command = "{PY} {APPS / 'app.py'}"
-        instances = {instances}
-        listen = "127.0.0.1:{port}"
-        [processes.app.ready]
-        log = "^ready"
-    ''')
 
 
 def running_pids(oxfile, n):

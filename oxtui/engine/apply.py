@@ -8,7 +8,6 @@ is checked first: a refused apply changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import socket
 from typing import TYPE_CHECKING, Any, Callable
