@@ -8,7 +8,7 @@ import asyncio
 import psutil
 import pytest
 
-from conftest import app_oxfile, await_until, free_port, oxtui_cli
+from conftest import app_oxfile, await_until, free_port, oxtui_cli, wait_until
 from load import Load
 from oxtui.client import NoEngine
 from oxtui.remote import RemoteEngine
@@ -45,6 +45,7 @@ def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
             until = lambda pred, t=15, what="": await_until(pred, t, 0.05, what, sleep=pilot.pause)  # noqa: E731
             await until(lambda: len(workers(app)) == 2)
             assert f"attached to pid {ep.proc.pid}" in str(app.header.render())
+            assert ep.status()["engine"]["viewers"] == 1
             await until(lambda: any(line.text.startswith("ready") for line in app.logview.all), what="earlier logs arrive")
             await pilot.press("plus")
             await until(lambda: len(workers(app)) == 3, what="scale up over the socket")
@@ -68,6 +69,7 @@ def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
     assert asyncio.run(body()) == 0
     assert ep.proc.poll() is None, "detaching leaves the engine running"
     ep.wait_running("app", 3)
+    wait_until(lambda: ep.status()["engine"]["viewers"] == 0, 5, 0.05, "the engine to notice the detach")
 
 
 def test_attached_quit_can_stop_everything_and_down_ends_an_attached_view(tmp_path, engine_process):

@@ -74,14 +74,14 @@ class ControlServer:
                 if not line.endswith(b"\n"):
                     await _send(writer, {"ok": False, "error": "request must end with a newline"})
                     return
-                await self._answer(line, writer)
+                await self._answer(line, reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self._conns.discard(task)
             writer.close()
 
-    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             req = json.loads(line)
         except (ValueError, UnicodeDecodeError):
@@ -94,7 +94,7 @@ class ControlServer:
             await self._follow(req, writer)
             return
         if req["cmd"] == "attach":
-            await self._attach(req, writer)
+            await self._attach(req, reader, writer)
             return
 
         def progress(text: str) -> None:
@@ -127,7 +127,7 @@ class ControlServer:
                                       for b in batches for line in b.lines))
                 await writer.drain()
 
-    async def _attach(self, req: dict, writer: asyncio.StreamWriter) -> None:
+    async def _attach(self, req: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A UI attached over the socket: the snapshot whenever it changes (at most 10 a second) and
         every new log batch, on one connection, until the UI or the engine goes away."""
         n = req.get("logs", 2000)
@@ -148,9 +148,12 @@ class ControlServer:
                                                             "logs": [_batch(b) for b in reversed(kept)]}})
                 logs = asyncio.ensure_future(feed.get())
                 dirty = asyncio.ensure_future(changed.wait())
+                gone = asyncio.ensure_future(reader.read(1))     # the UI says nothing more: EOF = detached
                 try:
                     while True:
-                        await asyncio.wait((logs, dirty), return_when=asyncio.FIRST_COMPLETED)
+                        await asyncio.wait((logs, dirty, gone), return_when=asyncio.FIRST_COMPLETED)
+                        if gone.done():
+                            return
                         if dirty.done():
                             changed.clear()
                             writer.write(_encode({"snapshot": self.engine.snapshot()}))
@@ -166,6 +169,7 @@ class ControlServer:
                 finally:
                     logs.cancel()
                     dirty.cancel()
+                    gone.cancel()
         finally:
             self.engine.listeners.remove(changed.set)
             self.engine.looked_at(-1)

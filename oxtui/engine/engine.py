@@ -345,6 +345,6 @@ class Engine:
             "engine_pid": os.getpid(),
             "engine": {"started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 3),
                        "cpu_percent": self.usage.cpu_percent, "rss_bytes": self.usage.rss_bytes,
-                       "log_dir": str(self.logs.dir)},
+                       "log_dir": str(self.logs.dir), "viewers": self.viewers},
             "processes": [g.snapshot() for g in self.groups.values()],
         }
