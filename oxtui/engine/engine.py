@@ -50,6 +50,8 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._applying = False
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self.logs.on_pending = self._flush_soon
         self.viewers = 0                   # UIs showing live metrics (embedded TUI, attached TUIs)
         self._looked_at = time.monotonic() - LOOKED_AT_RECENTLY
         self._wake_metrics = asyncio.Event()
@@ -107,8 +109,7 @@ class Engine:
 
     def _run_loops(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._metrics_loop(), name="metrics"),
-                       loop.create_task(self._flush_loop(), name="log flush")]
+        self._tasks = [loop.create_task(self._metrics_loop(), name="metrics")]
         for g in self.groups.values():
             g.start_watch()
 
@@ -149,6 +150,8 @@ class Engine:
                 if g.sock is not None:
                     g.sock.close()
             self.spawner.close()
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
             self.logs.close()
             self._release_lock()
             self.stopped.set()
@@ -237,10 +240,13 @@ class Engine:
             self._wake_metrics.set()
         self._looked_at = time.monotonic()
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            self.logs.flush()
+    def _flush_soon(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_handle = None
+        self.logs.flush()
 
     # ---- commands -------------------------------------------------------------------------
 

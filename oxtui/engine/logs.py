@@ -122,6 +122,10 @@ class RotatingFile:
         self._pending_size = 0
         self.error: str | None = None
 
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
@@ -212,6 +216,9 @@ class LogHub:
         self.logs: dict[str, ProcessLog] = {}
         self.seq = 0
         self.subscribers: list[Callable[[LogBatch], None]] = []
+        # Called when a file keeps small writes back: the engine flushes them shortly after, so an
+        # idle engine has no flush timer ticking.
+        self.on_pending: Callable[[], None] | None = None
 
     def path_for(self, name: str) -> Path:
         return self.dir / f"{name}.log"
@@ -236,7 +243,10 @@ class LogHub:
     def _add(self, batch: LogBatch) -> LogBatch:
         self.seq += 1
         batch.seq = self.seq
-        self.open(batch.process).add(batch)
+        log = self.open(batch.process)
+        log.add(batch)
+        if log.file.pending and self.on_pending is not None:
+            self.on_pending()
         for fn in list(self.subscribers):
             fn(batch)
         return batch
