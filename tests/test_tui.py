@@ -203,6 +203,8 @@ def test_quit_stops_every_worker_gracefully(tui):
             assert [key for key, _ in app.screen.choices] == ["s", "b"]    # embedded: no detach
             await pilot.press("d")                                   # so d does nothing here
             assert isinstance(app.screen, QuitScreen)
+            await pilot.press("q")                                   # and q does not stack another
+            assert len(app.screen_stack) == 2
             await pilot.press("s")
             await until(pilot, lambda: app.client.finished.is_set(), 20, what="engine stopped")
         assert app.return_value == 0

@@ -326,7 +326,7 @@ class OxtuiApp(App[int]):
         self.action_quit_app()
 
     def action_quit_app(self) -> None:
-        if self.stopping:
+        if self.stopping or isinstance(self.screen, QuitScreen):
             return
         snap = self._snapshot or {"processes": []}
         n = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in ("starting", "running"))
