@@ -205,7 +205,7 @@ def test_quit_stops_every_worker_gracefully(tui):
             assert isinstance(app.screen, QuitScreen)
             await pilot.press("q")                                   # and q does not stack another
             assert len(app.screen_stack) == 2
-            await pilot.press("s")
+            await pilot.press("y")                                   # y, as in "yes, quit": same as s
             await until(pilot, lambda: app.client.finished.is_set(), 20, what="engine stopped")
         assert app.return_value == 0
         assert all(w["state"] == "stopped" for p in app.client.snapshot()["processes"] for w in p["workers"])

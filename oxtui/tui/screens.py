@@ -111,9 +111,11 @@ class QuitScreen(ModalScreen[str | None]):
             yield Static("\n".join(lines), id="choices")
 
     def on_key(self, event) -> None:
-        if any(event.character == key for key, _ in self.choices):
+        # y still means yes, as in the confirmation q used to ask: stop everything.
+        key = "s" if event.character == "y" else event.character
+        if any(key == k for k, _ in self.choices):
             event.stop()
-            self.dismiss(event.character)
+            self.dismiss(key)
 
     def action_choose(self, key: str | None) -> None:
         self.dismiss(key)
