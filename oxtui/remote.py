@@ -17,6 +17,7 @@ from .engine.logs import LogBatch
 from .link import LogBuffer, Reply
 
 ATTACH_LOG_LINES = 2000
+REATTACH_TIMEOUT = 20.0      # a hand-over's new engine answers within its own start-up time
 
 
 def to_batch(raw: list[Any]) -> LogBatch:
@@ -35,9 +36,14 @@ class RemoteEngine:
         self._client: Client | None = None
         self._stop_callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        self._detached = False
 
     def connect(self, timeout: float = 10.0) -> None:
         """Attach; raises NoEngine when nothing answers for this oxfile, ControlError when refused."""
+        self._attach(timeout)
+        threading.Thread(target=self._read, name="oxtui attach", daemon=True).start()
+
+    def _attach(self, timeout: float) -> None:
         client = Client(self.oxfile, timeout=timeout)
         try:
             client.send({"cmd": "attach", "logs": ATTACH_LOG_LINES})
@@ -48,15 +54,17 @@ class RemoteEngine:
         if first is None or not first.get("ok"):
             client.close()
             raise ControlError((first or {}).get("error", "the engine closed the connection"))
+        before = self._snapshot
         self._snapshot = first["result"]["snapshot"]
-        for raw in first["result"]["logs"]:
-            self._logs.add(to_batch(raw))
+        if before is None or before["engine_pid"] != self._snapshot["engine_pid"]:
+            for raw in first["result"]["logs"]:      # a new engine's ring: lines we have not seen
+                self._logs.add(to_batch(raw))
         client.sock.settimeout(None)
         self._client = client
-        threading.Thread(target=self._read, name="oxtui attach", daemon=True).start()
 
     def detach(self) -> None:
         """Leave the engine running; only this connection closes."""
+        self._detached = True
         if self._client is not None:
             try:
                 self._client.sock.shutdown(2)
@@ -98,19 +106,29 @@ class RemoteEngine:
     # ---- the reader thread --------------------------------------------------------------------
 
     def _read(self) -> None:
-        assert self._client is not None
         try:
-            for msg in self._client.replies():
-                if "snapshot" in msg:
-                    self._snapshot = msg["snapshot"]
-                elif "batch" in msg:
-                    self._logs.add(to_batch(msg["batch"]))
-                elif "dropped" in msg:
-                    self._logs.drop(msg["dropped"])
-        except (OSError, ValueError):
-            pass
+            while True:
+                assert self._client is not None
+                try:
+                    for msg in self._client.replies():
+                        if "snapshot" in msg:
+                            self._snapshot = msg["snapshot"]
+                        elif "batch" in msg:
+                            self._logs.add(to_batch(msg["batch"]))
+                        elif "dropped" in msg:
+                            self._logs.drop(msg["dropped"])
+                except (OSError, ValueError):
+                    pass
+                self._client.close()
+                # The connection ended. After a move to the background (q, b) a new engine serves the
+                # same socket: carry on with it. An engine that stopped no longer answers at all.
+                if self._detached or self._stop_callbacks:
+                    return
+                try:
+                    self._attach(REATTACH_TIMEOUT)
+                except (NoEngine, ControlError):
+                    return
         finally:
-            self._client.close()
             with self._lock:
                 self.finished.set()
                 callbacks, self._stop_callbacks = self._stop_callbacks, []

@@ -189,6 +189,8 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
         pids = wait_until(lambda: running_pids(oxfile, 2), 20, 0.1, "the TUI's engine to run 2 workers")
         helper = psutil.Process(tui.proc.pid).children()[0]
         wait_until(lambda: b"Reload" in tui.output, 10, 0.05, "the TUI to draw its footer")
+        viewer = RemoteEngine(oxfile.resolve())      # a TUI attached from another terminal
+        viewer.connect()
         with Load(port) as load:
             load.wait_for(30)
             tui.press("q")
@@ -204,6 +206,9 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
         assert running_pids(oxfile, 2) == pids, "the same workers, not restarted"
         assert all(w["restarts"] == 0 for w in snap["processes"][0]["workers"])
         assert helper.is_running() and helper.ppid() != tui.proc.pid
+        wait_until(lambda: viewer.snapshot()["engine_pid"] == engine.pid, 10, 0.05,
+                   "the attached view to follow the engine to its new process")
+        assert not viewer.finished.is_set()
 
         # The new engine supervises them: a crash is restarted, output still reaches the log file.
         r = oxtui_cli("kill", "app", "0", "--signal", "SIGKILL", "-c", str(oxfile))
@@ -218,6 +223,7 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
         assert r.returncode == 0, r.stderr
         wait_until(lambda: not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE, 10, 0.05,
                    "the spawner helper to exit")
+        assert viewer.finished.wait(10), "a view of a stopped engine ends"
     finally:
         tui.close()
 
