@@ -316,14 +316,14 @@ class Session:
         atexit.unregister(self.mgr.stop)
 
 
-def sleepers(mgr: Manager, n: int) -> list[int]:
+def sleepers(mgr: Manager) -> list[int]:
     return [p for p in descendants(mgr.root()) if exec_is(p, "sleep")]
 
 
 def start_and_idle(mgr: Manager, tmp: Path, idle: float, n: int = 64) -> dict:
     t0 = time.perf_counter()
     with Session(mgr, tmp, "start", [{"name": "s", "cmd": "sleep", "args": ["1000"], "instances": n}]):
-        wait_for(lambda: len(sleepers(mgr, n)) >= n, 120, f"{n} sleeps under {mgr.name}")
+        wait_for(lambda: len(sleepers(mgr)) >= n, 120, f"{n} sleeps under {mgr.name}")
         start = time.perf_counter() - t0
         time.sleep(3)                                   # settle: first metrics, readiness
         pids = mgr.manager_pids()
@@ -334,7 +334,7 @@ def start_and_idle(mgr: Manager, tmp: Path, idle: float, n: int = 64) -> dict:
             time.sleep(0.5)
         c1, _ = usage(pids)
         cpu = (c1 - c0) / (time.perf_counter() - t1) * 100
-        alive = len(sleepers(mgr, n))
+        alive = len(sleepers(mgr))
     return {"start_ms": start * 1000, "idle_cpu": cpu, "idle_rss_mb": peak / 2**20, "alive": alive}
 
 
@@ -342,15 +342,15 @@ def kill_latency(mgr: Manager, tmp: Path, kills: int = 10) -> dict:
     """Each of `kills` workers killed once: a first crash, which every manager restarts at once by
     default (a worker that keeps dying is backed off, by oxtui and the others alike)."""
     with Session(mgr, tmp, "kill", [{"name": "k", "cmd": "sleep", "args": ["1000"], "instances": kills}]):
-        victims = wait_for(lambda: s if len(s := sleepers(mgr, kills)) >= kills else None, 60,
+        victims = wait_for(lambda: s if len(s := sleepers(mgr)) >= kills else None, 60,
                            f"{kills} sleeps under {mgr.name}", 0.01)
         time.sleep(2)                # past every manager's "started successfully" mark
         times = []
         for old in victims:
-            before = set(sleepers(mgr, kills))
+            before = set(sleepers(mgr))
             t0 = time.perf_counter()
             os.kill(old, signal.SIGKILL)
-            wait_for(lambda: set(sleepers(mgr, kills)) - before, 30, f"{mgr.name} to replace the sleep", 0.0002)
+            wait_for(lambda: set(sleepers(mgr)) - before, 30, f"{mgr.name} to replace the sleep", 0.0002)
             times.append(time.perf_counter() - t0)
             time.sleep(0.3)
     return {"kill_ms": statistics.median(times) * 1000}

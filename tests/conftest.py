@@ -102,16 +102,20 @@ def write_oxfile(folder: Path, body: str, name: str = "oxfile.toml") -> Path:
     return path
 
 
-def app_oxfile(folder: Path, port: int, instances: int = 2, release: str = "ok r1") -> Path:
-    """tests/apps/app.py on 127.0.0.1:port, ready when it prints "ready"; release.txt says how it behaves."""
+def app_oxfile(folder: Path, port: int, instances: int = 2, release: str = "ok r1", extra: str = "",
+               ready: str = "") -> Path:
+    """tests/apps/app.py on 127.0.0.1:port, ready when it prints "ready"; release.txt says how it behaves.
+    `extra` goes into [processes.app], `ready` into its [ready] table."""
     (folder / "release.txt").write_text(release)
     return write_oxfile(folder, f'''
         [processes.app]
         command = "{sys.executable} {APPS / 'app.py'}"
         instances = {instances}
         listen = "127.0.0.1:{port}"
+        {extra}
         [processes.app.ready]
         log = "^ready"
+        {ready}
     ''')
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import conftest
 from conftest import APPS, await_until, free_port, http_get, run_engine, write_oxfile
 from oxtui.config import load
 from oxtui.engine import Engine, EngineError
@@ -45,17 +46,7 @@ async def engine_at(path: Path):
 
 
 def app_oxfile(tmp_path: Path, port: int, instances: int = 3, extra: str = "") -> Path:
-    return write_oxfile(tmp_path, f'''
-        [processes.app]
-        command = "{PY} {APPS / 'app.py'}"
-        instances = {instances}
-        listen = "127.0.0.1:{port}"
-        stop_timeout = 5
-        {extra}
-        [processes.app.ready]
-        log = "^ready"
-        timeout = 10
-    ''')
+    return conftest.app_oxfile(tmp_path, port, instances, extra=f"stop_timeout = 5\n{extra}", ready="timeout = 10")
 
 
 def test_instances_share_one_port_and_get_their_environment(tmp_path):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import APPS, free_port, http_get, wait_until, write_oxfile
+import conftest
+from conftest import free_port, http_get, wait_until, write_oxfile
 from load import Load
 
 PY = sys.executable
@@ -21,20 +22,9 @@ def release(tmp_path, text):
 
 
 def app_oxfile(tmp_path, port, instances=3, canary=True, extra="", ready_timeout=10):
-    release(tmp_path, "ok r1")
     http = 'http = "/health"' if canary else ""
-    return write_oxfile(tmp_path, f'''
-        [processes.app]
-        command = "{PY} {APPS / 'app.py'}"
-        instances = {instances}
-        listen = "127.0.0.1:{port}"
-        stop_timeout = 10
-        {extra}
-        [processes.app.ready]
-        log = "^ready"
-        {http}
-        timeout = {ready_timeout}
-    ''')
+    return conftest.app_oxfile(tmp_path, port, instances, extra=f"stop_timeout = 10\n{extra}",
+                               ready=f"{http}\ntimeout = {ready_timeout}")
 
 
 def deploy_under_load(tmp_path, ep, port, text):

@@ -225,20 +225,23 @@ class Engine:
                 if limit is not None and u.rss_bytes > limit and w.state == "running":
                     w.restart(f"memory {u.rss_bytes / 2**20:.0f} MiB over max_memory {limit / 2**20:.0f} MiB")
             self.changed()
-            watched = self.viewers > 0 or time.monotonic() - self._looked_at < LOOKED_AT_RECENTLY
             self._wake_metrics.clear()
             try:
                 await asyncio.wait_for(self._wake_metrics.wait(),
-                                       METRICS_INTERVAL if watched else METRICS_IDLE_INTERVAL)
+                                       METRICS_INTERVAL if self._watched() else METRICS_IDLE_INTERVAL)
             except TimeoutError:
                 pass
 
+    def _watched(self) -> bool:
+        return self.viewers > 0 or time.monotonic() - self._looked_at < LOOKED_AT_RECENTLY
+
     def looked_at(self, viewer: int = 0) -> None:
         """Someone wants fresh metrics (a status request, or a UI arriving or leaving: +1/-1)."""
+        was = self._watched()
         self.viewers += viewer
-        if time.monotonic() - self._looked_at >= LOOKED_AT_RECENTLY and not viewer < 0:
-            self._wake_metrics.set()
         self._looked_at = time.monotonic()
+        if not was:
+            self._wake_metrics.set()     # out of the idle interval now, not in up to 5 s
 
     def _flush_soon(self) -> None:
         if self._flush_handle is None:

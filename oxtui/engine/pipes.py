@@ -19,15 +19,6 @@ class PipeReader:
         self.closed = asyncio.Event()
         loop.add_reader(fd, self._readable)
 
-    @classmethod
-    def closed_reader(cls) -> "PipeReader":
-        """A reader for a pipe that is already gone (adopted from a process that closed it)."""
-        reader = cls.__new__(cls)
-        reader.fd = -1
-        reader.closed = asyncio.Event()
-        reader.closed.set()
-        return reader
-
     def _readable(self) -> None:
         try:
             data = os.read(self.fd, CHUNK)

@@ -58,7 +58,7 @@ class Worker:
         self._restart_reason: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._child: Child | None = None
-        self._pumps: list[PipeReader] = []
+        self._pumps: dict[str, PipeReader] = {}
         self._exited: asyncio.Future[int] | None = None
 
     # ---- commands -------------------------------------------------------------------------
@@ -147,9 +147,10 @@ class Worker:
         ended and this engine has not caught up yet (the hand-over must wait)."""
         if self.state == "running" and (self._exited is None or self._exited.done()):
             return None
-        pumps = [p.fd for p in self._pumps] if self._child is not None else [-1, -1]
+        live = self._pumps if self._child is not None else {}
+        fds = {stream: live[stream].fd if stream in live else -1 for stream in ("out", "err")}
         return {"slot": self.slot, "state": self.state, "pid": self.pid, "started": self.started_at,
-                "stdout": pumps[0], "stderr": pumps[1], "restarts": self.restarts, "reason": self.reason,
+                "stdout": fds["out"], "stderr": fds["err"], "restarts": self.restarts, "reason": self.reason,
                 "exit_code": self.exit_code, "exit_signal": self.exit_signal}
 
     async def _supervise(self, adopted: Child | None = None) -> None:
@@ -225,8 +226,7 @@ class Worker:
             self.group.event(self, f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else ""))
             helpers.append(loop.create_task(self._become_ready(child)))
         else:
-            self.state = "starting"
-            self._mark_ready()
+            self._now_ready()       # it was ready under the engine we took over from
         stop_wait = loop.create_task(self._stop.wait())
         try:
             await asyncio.wait([exited, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -259,19 +259,17 @@ class Worker:
             self.reason = why
             self.group.event(self, f"pid {child.pid} restarted: {why}")
         # Let the readers finish what the child wrote before it died; they close at EOF.
-        if any(not p.closed.is_set() for p in pumps):
-            drained = [asyncio.ensure_future(p.closed.wait()) for p in pumps]
+        if any(not p.closed.is_set() for p in pumps.values()):
+            drained = [asyncio.ensure_future(p.closed.wait()) for p in pumps.values()]
             await asyncio.wait(drained, timeout=0.5)
             for t in drained:
                 t.cancel()
         return uptime, why
 
-    def _pump(self, loop: asyncio.AbstractEventLoop, child: Child) -> list[PipeReader]:
-        readers = []
+    def _pump(self, loop: asyncio.AbstractEventLoop, child: Child) -> dict[str, PipeReader]:
+        readers = {}
         for fd, stream in ((child.stdout, "out"), (child.stderr, "err")):
-            if fd < 0:          # adopted after the process closed this pipe
-                reader = PipeReader.closed_reader()
-                readers.append(reader)
+            if fd < 0:          # adopted after the process had closed this pipe
                 continue
             splitter = LineSplitter()
 
@@ -285,7 +283,7 @@ class Worker:
                 if tail:
                     self._on_output(stream, tail)
 
-            readers.append(PipeReader(loop, fd, on_data, on_eof))
+            readers[stream] = PipeReader(loop, fd, on_data, on_eof)
         return readers
 
     def _on_output(self, stream: str, blob: bytes) -> None:
@@ -296,8 +294,10 @@ class Worker:
                 self._mark_ready()
 
     def _mark_ready(self) -> None:
-        if self.state != "starting":
-            return
+        if self.state == "starting":
+            self._now_ready()
+
+    def _now_ready(self) -> None:
         self.ready.set()
         self._set("running")
         if self.cfg.health is not None:

@@ -48,6 +48,14 @@ def apply_summary(result: dict[str, Any]) -> tuple[str, str]:
             "information" if result.get("ok") else "error")
 
 
+class HandedOver(Message):
+    """The answer to q, b: the engine moved to a background process, or why it could not."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__()
+        self.reply = reply
+
+
 class EngineStopped(Message):
     pass
 
@@ -352,14 +360,18 @@ class OxtuiApp(App[int]):
         if hand_over is None:
             return
         self.notify("moving the engine to the background…", timeout=5)
-        hand_over(lambda reply: self.post_message(CommandDone("", reply, self._moved)))
+        hand_over(lambda reply: self.post_message(HandedOver(reply)))
 
-    def _moved(self, result: dict[str, Any]) -> tuple[str, str]:
+    @on(HandedOver)
+    def _handed_over(self, msg: HandedOver) -> None:
+        if not msg.reply.get("ok"):
+            self.notify(msg.reply.get("error", "failed"), title="Still running here", severity="error", timeout=10)
+            return
         self.detaching = True
-        self.exit_message = (f"the engine now runs in the background as pid {result['pid']}: "
+        pid = msg.reply["result"]["pid"]
+        self.exit_message = (f"the engine now runs in the background as pid {pid}: "
                              f"`oxtui {self.oxfile}` attaches to it, `oxtui down -c {self.oxfile}` stops it")
         self.exit(0)
-        return "moved to the background", "information"
 
     def detach(self) -> None:
         self.detaching = True
