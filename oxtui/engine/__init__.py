@@ -1,7 +1,7 @@
 """The supervisor engine: an asyncio library with no UI import."""
 
 from .engine import Engine, EngineError
-from .group import CommandError
+from .errors import CommandError
 from .logs import LogBatch
 
 __all__ = ["Engine", "EngineError", "CommandError", "LogBatch"]

@@ -13,7 +13,8 @@ import socket
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import ConfigError, ProcessConfig, load
-from .group import CommandError, ProcessGroup
+from .errors import CommandError
+from .group import ProcessGroup
 from .sockets import ListenError, bind_listener
 
 if TYPE_CHECKING:

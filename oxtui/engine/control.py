@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import socket_path
-from .group import CommandError
+from .errors import CommandError
 
 MAX_REQUEST = 64 * 1024
 FEED_MAX_BYTES = 8 * 1024 * 1024

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..config import ProcessConfig
+from .errors import CommandError
 from .logs import LogBatch
 from .reload import RollingReload
 from .watch import WatchSpec, watch_loop
@@ -17,10 +18,6 @@ from .worker import Worker
 
 if TYPE_CHECKING:
     from .engine import Engine
-
-
-class CommandError(Exception):
-    """A command that cannot be carried out; the message says why and what to do."""
 
 
 class ProcessGroup:
@@ -184,6 +181,7 @@ class ProcessGroup:
         return {
             "name": self.name,
             "instances": self.target,
+            "oxfile_instances": self.cfg.instances,
             "listen": self.cfg.listen_str,
             "reload": self.reload.snapshot() if self.reload is not None else None,
             "log_file": str(self.log.file.path),

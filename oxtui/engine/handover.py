@@ -29,7 +29,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, load
-from .group import CommandError, ProcessGroup
+from .errors import CommandError
+from .group import ProcessGroup
 from .spawn import Child
 
 if TYPE_CHECKING:
