@@ -149,7 +149,7 @@ class Oxtui(Manager):
 
     def start(self, folder: Path, programs: list[dict]) -> None:
         self.folder = folder
-        self.env = {**os.environ, "XDG_RUNTIME_DIR": str(folder), "NO_COLOR": "1"}
+        self.env = {**os.environ, "OXTUI_RUNTIME_DIR": str(folder), "NO_COLOR": "1"}
         lines = []
         for p in programs:
             lines += [f"[processes.{p['name']}]", f"command = {json.dumps(' '.join([p['cmd'], *p['args']]))}",

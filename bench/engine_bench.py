@@ -59,8 +59,8 @@ class Engine:
         self.folder = folder
         self.oxfile = folder / "oxfile.toml"
         self.oxfile.write_text(body + '\n[logs]\ndir = "logs"\nmax_size = "2G"\n')
-        env = {**os.environ, "XDG_RUNTIME_DIR": str(folder)}
-        os.environ["XDG_RUNTIME_DIR"] = str(folder)
+        env = {**os.environ, "OXTUI_RUNTIME_DIR": str(folder)}
+        os.environ["OXTUI_RUNTIME_DIR"] = str(folder)
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(self.oxfile)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=env)

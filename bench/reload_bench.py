@@ -122,7 +122,7 @@ timeout = 15
 [logs]
 dir = "logs"
 ''')
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(folder)}
+    env = {**os.environ, "OXTUI_RUNTIME_DIR": str(folder)}
     engine = subprocess.Popen([PY, "-m", "oxtui", "run", str(oxfile)], stdout=subprocess.DEVNULL, env=env)
     try:
         wait_http(port)

@@ -38,7 +38,7 @@ def idle_cost(folder: Path, seconds: float, settle: float) -> tuple[float, int]:
     oxfile.write_text(OXFILE)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "XDG_RUNTIME_DIR": str(folder)}
+    env = {**os.environ, "TERM": "xterm-256color", "OXTUI_RUNTIME_DIR": str(folder)}
     proc = subprocess.Popen([sys.executable, "-m", "oxtui", str(oxfile)], stdin=slave, stdout=slave, stderr=slave,
                             env=env, start_new_session=True)
     os.close(slave)
@@ -76,7 +76,7 @@ async def plus_latency(folder: Path, rounds: int = 5) -> list[float]:
     from oxtui.tui.app import OxtuiApp
     oxfile = folder / "oxfile.toml"
     oxfile.write_text(OXFILE)
-    os.environ["XDG_RUNTIME_DIR"] = str(folder)
+    os.environ["OXTUI_RUNTIME_DIR"] = str(folder)
     engine = EmbeddedEngine(load(oxfile))
     engine.start()
     app = OxtuiApp(engine, oxfile)

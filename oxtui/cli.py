@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -12,11 +13,13 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, load
-from .format import human_bytes, human_duration
+from .format import hint, human_bytes, human_duration
 from .runtime import RuntimeDirError
 
-VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs")
+VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs",
+         "ls", "save", "startup")
 DEFAULT_OXFILE = "oxfile.toml"
+CONTROL_VERBS = ("apply", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs", "save")
 
 
 class UsageError(Exception):
@@ -30,49 +33,63 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> Parser:
     p = Parser(prog="oxtui", description="Run N instances of your app on one port, restart them when they crash, "
-               "and reload them one at a time without dropping a request.")
+               "and reload them one at a time without dropping a request. With no ./oxfile.toml and no -c, "
+               "a verb talks to the one engine this user runs.")
     p.add_argument("--version", action="version", version=f"oxtui {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
 
-    def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-c", "--config", default=DEFAULT_OXFILE, metavar="OXFILE",
-                        help="the oxfile whose engine to talk to (default ./oxfile.toml)")
+    def oxfile_args(sp: argparse.ArgumentParser, positional: bool = True) -> None:
+        """-c everywhere; positionally too where the verb has no other positional argument."""
+        sp.add_argument("-c", "--config", default=None, metavar="OXFILE",
+                        help="the oxfile (or its folder); default ./oxfile.toml, else the only running engine")
+        if positional:
+            sp.add_argument("oxfile", nargs="?", default=None, metavar="OXFILE", help="the same as -c")
 
     s = sub.add_parser("run", help="run the engine headless in the foreground")
-    s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
+    oxfile_args(s)
     s.add_argument("--background", action="store_true", help=argparse.SUPPRESS)   # how `up` starts it
     s.add_argument("--adopt", type=int, default=None, help=argparse.SUPPRESS)     # a TUI's engine moving out
     s = sub.add_parser("up", help="start the engine in the background; returns once every process is up")
-    s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
+    oxfile_args(s)
     s = sub.add_parser("down", help="stop the engine and every worker gracefully, and wait")
-    with_config(s)
+    oxfile_args(s)
     s = sub.add_parser("apply", help="re-read the oxfile into the running engine (start new, stop removed, "
                        "reload changed processes)")
-    with_config(s)
+    oxfile_args(s)
     s = sub.add_parser("check", help="validate an oxfile")
-    s.add_argument("oxfile", nargs="?", default=DEFAULT_OXFILE)
+    oxfile_args(s)
     s = sub.add_parser("status", help="state of the running engine")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    with_config(s)
+    oxfile_args(s)
+    s = sub.add_parser("ls", help="every engine of this user (root: of every user)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s = sub.add_parser("save", help="write the running instance counts into the oxfile (comments kept)")
+    s.add_argument("name", nargs="?", default=None, metavar="NAME", help="one process (default: all)")
+    oxfile_args(s, positional=False)
+    s = sub.add_parser("startup", help="start the engine on boot: write and enable a systemd unit")
+    oxfile_args(s)
+    s.add_argument("--user", action="store_true", help="a user unit (systemctl --user) instead of a system unit")
+    s.add_argument("--print", action="store_true", help="print the unit and change nothing")
+    s.add_argument("--remove", action="store_true", help="disable and delete the unit")
     s = sub.add_parser("scale", help="set the instance count (N, +N or -N)")
     s.add_argument("name")
     s.add_argument("n", metavar="N")
-    with_config(s)
+    oxfile_args(s, positional=False)
     for verb, text in (("reload", "rolling reload, waits until done"), ("restart", "stop and start at once"),
                        ("stop", "stop gracefully"), ("start", "start stopped or errored instances")):
         s = sub.add_parser(verb, help=text)
         s.add_argument("name", metavar="NAME|all")
-        with_config(s)
+        oxfile_args(s, positional=False)
     s = sub.add_parser("kill", help="signal one worker; the engine restarts it as after a crash")
     s.add_argument("name")
     s.add_argument("instance", type=int)
     s.add_argument("--signal", "-s", default="SIGTERM")
-    with_config(s)
+    oxfile_args(s, positional=False)
     s = sub.add_parser("logs", help="merged, timestamped logs")
     s.add_argument("name", nargs="?", default=None)
     s.add_argument("-f", "--follow", action="store_true")
     s.add_argument("-n", "--lines", type=int, default=100)
-    with_config(s)
+    oxfile_args(s, positional=False)
     return p
 
 
@@ -84,20 +101,27 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.verb is None:
             return tui([])
+        if args.verb == "ls":
+            from .lsview import ls
+            return ls(args.json)
+        oxfile = _oxfile(args)
         if args.verb == "run":
             from .run import run
-            return run(_load_or_exit(args.oxfile), background=args.background, adopt=args.adopt)
+            return run(_load_or_exit(oxfile), background=args.background, adopt=args.adopt)
         if args.verb == "up":
             from .daemon import up
-            return up(_load_or_exit(args.oxfile))
+            return up(_load_or_exit(oxfile))
         if args.verb == "down":
             from .daemon import down
-            return down(Path(args.config).expanduser().resolve())
+            return down(oxfile)
+        if args.verb == "startup":
+            from .startup import startup
+            return startup(_load_or_exit(oxfile), user=args.user, print_only=args.print, remove=args.remove)
         if args.verb == "apply":
-            _load_or_exit(args.config)    # refuse a broken file here, with exit code 2
+            _load_or_exit(oxfile)    # refuse a broken file here, with exit code 2
         if args.verb == "check":
-            return check(args.oxfile)
-        return control(args)
+            return check(oxfile)
+        return control(args, oxfile)
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
@@ -108,11 +132,31 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _oxfile(args: argparse.Namespace) -> Path:
+    from .discover import Ambiguous, resolve
+    given, positional = args.config, getattr(args, "oxfile", None)
+    if given and positional and Path(given).expanduser().resolve() != Path(positional).expanduser().resolve():
+        raise UsageError(f"oxtui {args.verb}: two oxfiles given ({positional} and -c {given}); give one")
+    try:
+        return resolve(given or positional)
+    except Ambiguous as e:
+        raise UsageError(f"oxtui {args.verb}: {e}") from None
+
+
 def tui(argv: list[str]) -> int:
     """`oxtui [OXFILE]`: attach to the engine already running for OXFILE, or embed a new one."""
+    from .discover import Ambiguous, resolve
     if len(argv) > 1:
         raise UsageError(f"oxtui: unexpected arguments {' '.join(argv[1:])!r}; usage: oxtui [OXFILE]")
-    path = argv[0] if argv else DEFAULT_OXFILE
+    if argv and not os.path.exists(argv[0]) and not any(c in argv[0] for c in "/.~"):
+        import difflib
+        near = difflib.get_close_matches(argv[0], VERBS, n=1, cutoff=0.6)
+        raise UsageError(f"oxtui: unknown command {argv[0]!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                         + " (commands: " + ", ".join(VERBS) + "; or the path of an oxfile)")
+    try:
+        path = str(resolve(argv[0] if argv else None))
+    except Ambiguous as e:
+        raise UsageError(f"oxtui: {e}") from None
     for _attempt in range(2):
         remote = _attach(path)
         if remote is not None:
@@ -174,8 +218,7 @@ def _embedded_tui(engine, config) -> int:
             os._exit(0)
         # However the app ended (q, an exception, the engine stopped from outside), nothing is left running.
         engine.shutdown()
-        longest = max((p.stop_timeout for p in config.processes), default=10)
-        engine.join(longest + 15)
+        engine.join(config.longest_stop + 15)
     if app.exit_message:
         print(f"oxtui: {app.exit_message}", file=sys.stderr)
     return 0
@@ -199,8 +242,9 @@ def _keep_serving_headless(app, engine) -> None:
     driver = getattr(app, "_driver", None)
     if driver is not None and hasattr(driver, "exit_event"):
         driver.exit_event.set()  # Textual's input thread would spin on a stdin at end of file
+    path = shlex.quote(str(engine.config.path))
     engine.note(f"the terminal hung up: engine pid {os.getpid()} keeps every worker running headless; "
-                "`oxtui` attaches to it, `oxtui down` stops it")
+                f"`oxtui {path}` attaches to it, `oxtui down {path}` stops it")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: engine.shutdown())
     while not engine.finished.wait(0.5):
@@ -208,7 +252,7 @@ def _keep_serving_headless(app, engine) -> None:
     os._exit(0)
 
 
-def _load_or_exit(path: str):
+def _load_or_exit(path: str | Path):
     try:
         return load(path)
     except ConfigError as e:
@@ -217,7 +261,7 @@ def _load_or_exit(path: str):
         raise SystemExit(2)
 
 
-def check(path: str) -> int:
+def check(path: str | Path) -> int:
     try:
         cfg = load(path)
     except ConfigError as e:
@@ -232,9 +276,8 @@ def check(path: str) -> int:
     return 0
 
 
-def control(args: argparse.Namespace) -> int:
+def control(args: argparse.Namespace, oxfile: Path) -> int:
     from .client import Client, ControlError, NoEngine
-    oxfile = Path(args.config).expanduser().resolve()
     req = request_for(args)
     try:
         long = ("reload", "logs", "stop", "restart", "scale", "apply")
@@ -259,6 +302,8 @@ def request_for(args: argparse.Namespace) -> dict[str, Any]:
     verb = args.verb
     if verb in ("status", "apply"):
         return {"cmd": verb}
+    if verb == "save":
+        return {"cmd": "save", "name": args.name}
     if verb == "scale":
         text = args.n.strip()
         try:
@@ -292,6 +337,12 @@ def report(args: argparse.Namespace, result: Any) -> int:
         return 0
     if verb == "kill":
         print(f"sent {result['signal']} to pid {result['pid']}")
+        return 0
+    if verb == "save":
+        for name, ch in result["changed"].items():
+            print(f"{name}: instances = {ch['now']} (was {ch['was']})")
+        print(f"saved to {result['oxfile']}" if result["changed"] else
+              f"nothing to save: {result['oxfile']} already says what runs")
         return 0
     if verb == "apply":
         for what in ("added", "removed", "reloaded", "restarted", "scaled", "rewatched", "unchanged"):
@@ -335,14 +386,21 @@ def follow_logs(client: Any, req: dict[str, Any]) -> int:
 def print_status(snap: dict[str, Any]) -> None:
     eng = snap.get("engine", {})
     print(f"engine pid {snap['engine_pid']}  up {human_duration(eng.get('uptime_s'))}  "
-          f"cpu {eng.get('cpu_percent', 0):.1f}%  mem {human_bytes(eng.get('rss_bytes'))}  {snap['oxfile']}")
+          f"cpu {eng.get('cpu_percent', 0):.1f}%  mem {human_bytes(eng.get('rss_bytes'))}  {snap['oxfile']}"
+          + (f"  (systemd: {eng.get('unit') or 'yes'})" if eng.get("systemd") else ""))
+    if eng.get("oxfile_changed"):
+        print(f"note: the oxfile changed on disk since the engine read it; `{hint('apply', snap['oxfile'])}` loads it")
+    if any(p.get("oxfile_instances", p["instances"]) != p["instances"] for p in snap["processes"]):
+        print(f"note: running counts differ from the oxfile; `{hint('save', snap['oxfile'])}` writes them into it")
     header = f"{'NAME':<14}{'PID':>8}  {'STATE':<9}{'CPU%':>6}{'MEM':>8}{'RESTARTS':>9}{'UPTIME':>9}  LAST EXIT"
     print(header)
     for p in snap["processes"]:
         extra = f"  {p['listen']}" if p["listen"] else ""
         reload = p.get("reload")
         rl = f"  reload {reload['state']}" + (f": {reload['reason']}" if reload and reload.get("reason") else "") if reload else ""
-        print(f"{p['name']} ({p['instances']}){extra}{rl}")
+        differs = p.get("oxfile_instances", p["instances"]) != p["instances"]
+        count = f"{p['instances']}, oxfile says {p['oxfile_instances']}" if differs else f"{p['instances']}"
+        print(f"{p['name']} ({count}){extra}{rl}")
         for w in p["workers"]:
             label = f"  {p['name']}.{'canary' if w['role'] == 'canary' else w['instance']}" + ("+" if w["role"] == "surge" else "")
             last = (w["exit_signal"] or (f"code {w['exit_code']}" if w["exit_code"] is not None else "-"))

@@ -10,6 +10,11 @@ from typing import Any, Callable, Iterator
 from .runtime import socket_path
 
 
+def q(path: object) -> str:
+    import shlex
+    return shlex.quote(str(path))
+
+
 class NoEngine(Exception):
     """No engine runs for that oxfile (exit code 3)."""
 
@@ -19,8 +24,8 @@ class ControlError(Exception):
 
 
 class Client:
-    def __init__(self, oxfile: Path, timeout: float | None = 30.0):
-        self.path = socket_path(oxfile)
+    def __init__(self, oxfile: Path | None, timeout: float | None = 30.0, path: Path | None = None):
+        self.path = path if path is not None else socket_path(oxfile)
         self.oxfile = oxfile
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
@@ -28,7 +33,8 @@ class Client:
             self.sock.connect(str(self.path))
         except (FileNotFoundError, ConnectionRefusedError):
             self.sock.close()
-            raise NoEngine(f"no engine is running for {oxfile}; start one with `oxtui up {oxfile}`, `oxtui run {oxfile}` or `oxtui {oxfile}`") from None
+            raise NoEngine(f"no engine is running for {oxfile or self.path}; start one with `oxtui up {q(oxfile)}` "
+                           f"(background), `oxtui run {q(oxfile)}` (foreground) or `oxtui {q(oxfile)}` (TUI)") from None
         self._buf = self.sock.makefile("rb")
 
     def close(self) -> None:

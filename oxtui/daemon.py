@@ -17,6 +17,8 @@ from typing import Any
 from .client import Client, ControlError, NoEngine
 from .config import Config
 from .engine.handover import ENGINE_OUT
+from .format import hint
+
 STARTUP_GRACE = 15.0      # on top of the longest ready.timeout
 DOWN_EXIT_WAIT = 15.0
 
@@ -25,7 +27,7 @@ def up(config: Config) -> int:
     running = _status(config.path)
     if running is not None:
         print(f"oxtui: an engine already runs for {config.path} (pid {running['engine_pid']}); "
-              "`oxtui apply` loads oxfile changes into it")
+              f"`{hint('apply', config.path)}` loads oxfile changes into it")
         return 0
     try:
         config.logs.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -55,8 +57,8 @@ def up(config: Config) -> int:
             if failed:
                 for line in failed:
                     print(f"oxtui up: {line}", file=sys.stderr)
-                print(f"oxtui up: the engine (pid {proc.pid}) keeps running the rest; `oxtui logs` shows "
-                      "why, `oxtui down` stops it", file=sys.stderr)
+                print(f"oxtui up: the engine (pid {proc.pid}) keeps running the rest; "
+                      f"`{hint('logs', config.path)}` shows why, `{hint('down', config.path)}` stops it", file=sys.stderr)
                 return 1
             if _all_up(snap):
                 print(f"oxtui: engine pid {proc.pid} running {config.path} in the background: "
@@ -65,7 +67,8 @@ def up(config: Config) -> int:
         time.sleep(0.1)
     print(f"oxtui up: not every process was up after {longest + STARTUP_GRACE:.0f} s"
           + (f" ({', '.join(_counts(snap))})" if snap else "")
-          + f"; the engine (pid {proc.pid}) keeps running; `oxtui logs` shows why, `oxtui down` stops it",
+          + f"; the engine (pid {proc.pid}) keeps running; `{hint('logs', config.path)}` shows why, "
+          f"`{hint('down', config.path)}` stops it",
           file=sys.stderr)
     return 1
 

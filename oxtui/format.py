@@ -65,3 +65,9 @@ def last_exit(worker: dict) -> str:
     if worker.get("exit_code") is not None:
         return f"code {worker['exit_code']}"
     return "-"
+
+
+def hint(verb: str, oxfile: object, *rest: str) -> str:
+    """A command line to paste from any folder: it names the oxfile by its absolute path."""
+    import shlex
+    return " ".join(["oxtui", verb, *rest, "-c", shlex.quote(str(oxfile))])

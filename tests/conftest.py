@@ -77,7 +77,7 @@ def marked_pids() -> list[int]:
 def no_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     run_dir = tmp_path / "run"
     run_dir.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run_dir))
+    monkeypatch.setenv("OXTUI_RUNTIME_DIR", str(run_dir))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     yield
     leaked: list[int] = []
@@ -129,11 +129,11 @@ def run_engine(coro_fn: Callable[..., Any], *args: Any, timeout: float = 60) -> 
 class EngineProcess:
     """A real `oxtui run OXFILE` child, with its stdout in a file."""
 
-    def __init__(self, oxfile: Path):
+    def __init__(self, oxfile: Path, env: dict[str, str] | None = None):
         self.oxfile = oxfile
         self.out_path = oxfile.parent / "engine.out"
         self._out = open(self.out_path, "wb")
-        env = {**os.environ, "NO_COLOR": "1"}
+        env = {**(os.environ if env is None else env), "NO_COLOR": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "oxtui", "run", str(oxfile)], stdout=self._out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=oxfile.parent)
 

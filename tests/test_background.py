@@ -78,7 +78,7 @@ def test_up_fails_with_the_reason_when_a_process_cannot_start(tmp_path, daemon):
     r = daemon(oxfile)
     assert r.returncode == 1
     assert "app.0 exited with code 3 while starting" in r.stderr or "app.1 exited with code 3 while starting" in r.stderr
-    assert "`oxtui down` stops it" in r.stderr
+    assert f"`oxtui down -c {oxfile}` stops it" in r.stderr
 
 
 def test_up_reports_an_engine_that_cannot_start(tmp_path, daemon):
@@ -104,7 +104,7 @@ def test_a_sigkilled_engine_leaves_no_worker_and_a_stale_socket_is_replaced(tmp_
     wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                                for p in workers), 10, what="the workers to die with the engine")
     assert socket_path(oxfile).exists(), "a SIGKILLed engine cannot remove its socket"
-    assert lock_path(oxfile).read_text() == str(snap["engine_pid"])
+    assert lock_path(oxfile).read_text() == f"{snap['engine_pid']}\n{oxfile}\n"   # for `oxtui ls`
     r = oxtui_cli("status", "-c", str(oxfile))
     assert r.returncode == 3 and "no engine is running" in r.stderr
     r = daemon(oxfile)

@@ -65,7 +65,7 @@ def test_a_stranger_cannot_reach_the_control_socket(tmp_path, engine_process, mo
     shared = Path(f"/tmp/oxtui-perm-test-{os.getpid()}")
     shared.mkdir(mode=0o755)
     os.chmod(shared, 0o755)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
+    monkeypatch.setenv("OXTUI_RUNTIME_DIR", str(shared))
     try:
         ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\n'))
         path = socket_path(ep.oxfile)
