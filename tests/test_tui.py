@@ -293,3 +293,23 @@ def test_a_applies_the_edited_oxfile(tui, tmp_path):
             assert "extra" in str(app.grid.get_row_at(len(app.grid.rows) - 2)[0])
 
     asyncio.run(body())
+
+
+def test_w_saves_running_counts_and_the_header_shows_the_difference(tui, tmp_path):
+    app = tui(SLEEPERS)
+    oxfile = tmp_path / "oxfile.toml"
+
+    async def body():
+        async with app.run_test(size=(160, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            assert "oxfile says" not in str(app.header.render())
+            await pilot.press("plus")
+            await until(pilot, lambda: "app 3, oxfile says 2 (w saves)" in str(app.header.render()),
+                        what="the difference in the header")
+            before = oxfile.read_text()
+            await pilot.press("w")
+            await until(pilot, lambda: "instances = 3" in oxfile.read_text(), what="the count saved")
+            assert oxfile.read_text() == before.replace("instances = 2", "instances = 3")
+            await until(pilot, lambda: "oxfile says" not in str(app.header.render()), what="no difference left")
+
+    asyncio.run(body())

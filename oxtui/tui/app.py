@@ -48,6 +48,14 @@ def apply_summary(result: dict[str, Any]) -> tuple[str, str]:
             "information" if result.get("ok") else "error")
 
 
+def save_summary(result: dict[str, Any]) -> tuple[str, str]:
+    """One notification for `w`: which counts went into the oxfile."""
+    changed = [f"{n} {c['was']} -> {c['now']}" for n, c in result.get("changed", {}).items()]
+    if not changed:
+        return "nothing to save: the oxfile already says what runs", "information"
+    return f"saved to {result['oxfile']}: instances " + ", ".join(changed), "information"
+
+
 class HandedOver(Message):
     """The answer to q, b: the engine moved to a background process, or why it could not."""
 
@@ -86,6 +94,7 @@ class OxtuiApp(App[int]):
         Binding("x", "stop_process", "Stop", show=False),
         Binding("X", "start_process", "Start", show=False),
         Binding("a", "apply", "Apply oxfile", show=False),
+        Binding("w", "save", "Save counts", show=False),
         Binding("escape", "clear_search", "Clear search", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit_app", "Quit"),
@@ -328,6 +337,9 @@ class OxtuiApp(App[int]):
 
     def action_apply(self) -> None:
         self.send("", {"cmd": "apply"}, describe=apply_summary)
+
+    def action_save(self) -> None:
+        self.send("", {"cmd": "save"}, describe=save_summary)
 
     async def action_quit(self) -> None:
         """Textual's own quit (ctrl+q, the palette's Quit) asks the same question as q."""

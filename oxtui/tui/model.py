@@ -154,7 +154,17 @@ def header_text(snapshot: dict[str, Any] | None, host: str, load: tuple[float, .
         mode = f"engine embedded, up {up}"
     return (f"{host} · {mode} · "
             f"{running}/{len(workers)} workers running · engine {eng.get('cpu_percent', 0):.1f}% CPU "
-            f"{human_bytes(eng.get('rss_bytes'))} · load {load_text} · CPU% = of one core")
+            f"{human_bytes(eng.get('rss_bytes'))} · load {load_text} · CPU% = of one core" + unsaved_text(snapshot))
+
+
+def unsaved_text(snapshot: dict[str, Any]) -> str:
+    """Where what runs differs from the oxfile: " · web 6, oxfile says 4 (w saves)"."""
+    diffs = [f"{p['name']} {p['instances']}, oxfile says {p['oxfile_instances']}" for p in snapshot["processes"]
+             if p.get("oxfile_instances", p["instances"]) != p["instances"]]
+    text = f" · {'; '.join(diffs)} (w saves)" if diffs else ""
+    if snapshot.get("engine", {}).get("oxfile_changed"):
+        text += " · oxfile edited on disk (a applies)"
+    return text
 
 
 def reload_lines(snapshot: dict[str, Any] | None, now: float | None = None, keep: float = 60.0) -> list[str]:

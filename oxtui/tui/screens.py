@@ -26,6 +26,7 @@ HELP = """\
   ctrl+p        command palette (every action)
   ?             this help
   a             apply the oxfile: start new, stop removed, reload changed processes
+  w             save the running instance counts into the oxfile (comments kept)
   q             quit: stop every worker gracefully, or detach and leave them running
 
 CPU% is percent of one core, summed over the worker's process tree; MEM is the tree's RSS.
