@@ -80,6 +80,7 @@ class LogsConfig:
     max_size: int = 10 * 1024 * 1024
     keep: int = 5
     buffer_lines: int = 10_000
+    stdout: str = "auto"     # what `oxtui run` prints: "all", "events" (engine events only), or "auto"
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class Config:
     path: Path
     processes: tuple[ProcessConfig, ...]
     logs: LogsConfig = field(default_factory=lambda: LogsConfig(dir=Path(".")))
+    digest: str = ""      # sha256 of the bytes read: `save` refuses to overwrite a file changed since
+
+    @property
+    def longest_stop(self) -> float:
+        return max((p.stop_timeout for p in self.processes), default=10.0)
 
     def process(self, name: str) -> ProcessConfig | None:
         return next((p for p in self.processes if p.name == name), None)
@@ -218,7 +224,8 @@ PROCESS_KEYS = {
 }
 READY_KEYS = {"log", "http", "timeout"}
 HEALTH_KEYS = {"http", "tcp", "cmd", "interval", "failures", "timeout"}
-LOGS_KEYS = {"dir", "max_size", "keep", "buffer_lines"}
+LOGS_KEYS = {"dir", "max_size", "keep", "buffer_lines", "stdout"}
+STDOUT_MODES = ("auto", "all", "events")
 TOP_KEYS = {"processes", "logs"}
 
 
@@ -245,7 +252,9 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([f"{file}: not UTF-8 text (byte {e.start}); save it as UTF-8"]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{file}: TOML syntax error: {e}; fix the syntax at that line"]) from None
-    return from_dict(data, p.resolve(), file)
+    import dataclasses
+    import hashlib
+    return dataclasses.replace(from_dict(data, p.resolve(), file), digest=hashlib.sha256(raw).hexdigest())
 
 
 def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Config:
@@ -288,7 +297,15 @@ def _logs(errors: list[str], file: str, base: Path, oxfile: Path, raw: Any) -> L
         max_size=t.parsed("max_size", parse_size, 10 * 1024 * 1024),
         keep=t.get("keep", "posint", 5),
         buffer_lines=t.get("buffer_lines", "posint", 10_000),
+        stdout=t.parsed("stdout", _stdout_mode, "auto"),
     )
+
+
+def _stdout_mode(value: Any) -> str:
+    if value not in STDOUT_MODES:
+        raise ValueError('must be "auto" (events only under systemd, everything elsewhere), "all" or "events" '
+                         f"(got {value!r})")
+    return value
 
 
 def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> ProcessConfig | None:

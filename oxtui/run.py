@@ -1,19 +1,29 @@
 """`oxtui run`: the engine headless in the foreground, merged logs on stdout.
 
 SIGINT/SIGTERM stop everything gracefully and exit 0 (a second Ctrl-C SIGKILLs what is left);
-SIGHUP reloads every process. With `background` (how `oxtui up` starts it) nothing is printed but
+SIGHUP reloads every process. Under systemd (`oxtui startup`) only engine events are printed unless
+[logs] stdout = "all". With `background` (how `oxtui up` starts it) nothing is printed but
 errors: the workers' output is in the log files, the engine's own events in oxtui.log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+from typing import Mapping
 
 from .config import Config
 from .engine import Engine, EngineError
+from .engine.sdnotify import under_systemd
 from .printer import Printer
+
+
+def prints_everything(mode: str, environ: Mapping[str, str]) -> bool:
+    """Under systemd, stdout is the journal: by default it gets the engine's events (starts, exits,
+    restarts, reload steps), not the workers' lines, which are already in the log files."""
+    return mode == "all" or (mode == "auto" and not under_systemd(environ))
 
 
 def run(config: Config, background: bool = False, adopt: int | None = None) -> int:
@@ -24,7 +34,10 @@ async def _run(config: Config, background: bool, adopt: int | None) -> int:
     engine = Engine(config)
     printer = Printer(sys.stdout)
     if not background:
-        engine.logs.subscribers.append(printer.on_batch)
+        if prints_everything(config.logs.stdout, os.environ):
+            engine.logs.subscribers.append(printer.on_batch)
+        else:
+            engine.logs.subscribers.append(lambda b: b.stream == "event" and printer.on_batch(b))
     try:
         if adopt is not None:
             await engine.adopt(adopt)     # an embedded engine moving to the background (handover.py)
@@ -71,5 +84,4 @@ async def _run(config: Config, background: bool, adopt: int | None) -> int:
 
 
 def _pid() -> int:
-    import os
     return os.getpid()

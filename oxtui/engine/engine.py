@@ -16,10 +16,14 @@ import time
 from typing import Any, Callable
 
 from ..config import Config, parse_signal
-from ..runtime import lock_path
-from .group import CommandError, ProcessGroup
+from ..runtime import hold_dir, lock_path, write_lock
+from ..format import hint
+from ..save import digest
+from .errors import CommandError
+from .group import ProcessGroup
 from .logs import LogHub
 from .metrics import Sampler, Usage
+from .sdnotify import Notifier, systemd_unit, under_systemd
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
 
@@ -57,6 +61,10 @@ class Engine:
         self._wake_metrics = asyncio.Event()
         self.stopped = asyncio.Event()
         self.spawner = Spawner()
+        self.service = Notifier(os.environ)
+        self._dir_fd: int | None = None
+        self._disk_key: tuple | None = None
+        self._disk_changed = False
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -112,9 +120,11 @@ class Engine:
         self._tasks = [loop.create_task(self._metrics_loop(), name="metrics")]
         for g in self.groups.values():
             g.start_watch()
+        self.service.start(self)
 
     def adopt_lock(self, fd: int) -> None:
         self._lock_fd = fd
+        self._hold_dir()
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
 
@@ -135,6 +145,7 @@ class Engine:
             await self.stopped.wait()
             return
         self._stopping = True
+        self.service.stopping()
         for t in self._tasks:
             t.cancel()
         try:
@@ -168,18 +179,26 @@ class Engine:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            other = os.pread(fd, 64, 0).decode(errors="replace").split("\n", 1)[0].strip() or "?"
             os.close(fd)
             raise EngineError(f"{self.config.path}: an engine is already running for this oxfile (pid {other}); "
-                              "use `oxtui status` or stop it first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+                              f"see it with `{hint('status', self.config.path)}`, stop it with "
+                              f"`{hint('down', self.config.path)}`") from None
+        write_lock(fd, self.config.path)
         self._lock_fd = fd
+        self._hold_dir()
+
+    def _hold_dir(self) -> None:
+        if self._dir_fd is None:
+            self._dir_fd = hold_dir()
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     # ---- change notification --------------------------------------------------------------
 
@@ -319,6 +338,9 @@ class Engine:
                 return await apply(self, progress)
             finally:
                 self._applying = False
+        if cmd == "save":
+            from .persist import save
+            return save(self, self.targets(req.get("name")))
         if cmd == "shutdown":
             asyncio.get_running_loop().create_task(self.shutdown())
             return {"stopping": True}
@@ -348,12 +370,31 @@ class Engine:
 
     # ---- status ---------------------------------------------------------------------------
 
+    def _unit(self) -> str | None:
+        if not hasattr(self, "_unit_name"):
+            self._unit_name = systemd_unit() if under_systemd(os.environ) else None
+        return self._unit_name
+
+    def oxfile_changed(self) -> bool:
+        """The oxfile on disk is not what the engine read (edited since, and not applied)."""
+        try:
+            st = self.config.path.stat()
+            key = (st.st_ino, st.st_size, st.st_mtime_ns, self.config.digest)
+            if key != self._disk_key:       # hash again only when the file was touched (snapshots run at 10 Hz)
+                self._disk_key = key
+                self._disk_changed = digest(self.config.path.read_bytes()) != self.config.digest
+        except OSError:
+            return True
+        return self._disk_changed
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "oxfile": str(self.config.path),
             "engine_pid": os.getpid(),
             "engine": {"started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 3),
                        "cpu_percent": self.usage.cpu_percent, "rss_bytes": self.usage.rss_bytes,
-                       "log_dir": str(self.logs.dir), "viewers": self.viewers},
+                       "log_dir": str(self.logs.dir), "viewers": self.viewers,
+                       "systemd": under_systemd(os.environ), "unit": self._unit(),
+                       "oxfile_changed": self.oxfile_changed()},
             "processes": [g.snapshot() for g in self.groups.values()],
         }

@@ -1,0 +1,256 @@
+"""oxtui as a service: systemd units that verify, the notify protocol spoken to a real datagram
+socket (this test acts as systemd), and the journal getting engine events rather than every line."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import oxtui_cli, wait_until, write_oxfile
+
+PY = sys.executable
+
+
+def parse_unit(text: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#",))
+    cp.optionxform = str    # keys are case-sensitive in units
+    cp.read_string(text)
+    return cp
+
+
+def verify(unit: Path, user: bool, tmp_path: Path) -> None:
+    tool = shutil.which("systemd-analyze")
+    assert tool, "systemd-analyze is missing: .ci/run installs the systemd package for this test"
+    env = {**os.environ}
+    cmd = [tool]
+    if user:
+        xdg = tmp_path / "xdg"
+        xdg.mkdir(mode=0o700, exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(xdg)    # the user manager it simulates needs one
+        cmd.append("--user")
+    r = subprocess.run(cmd + ["verify", str(unit)], capture_output=True, text=True, env=env, timeout=60)
+    # verify exits 0 on a misspelt value and only says so: any output is a failure.
+    assert r.returncode == 0 and not r.stderr.strip() and not r.stdout.strip(), r.stdout + r.stderr
+
+
+def sample(tmp_path: Path) -> Path:
+    return write_oxfile(tmp_path, '''
+        [processes.web]
+        command = "sleep 60"
+        instances = 2
+        stop_timeout = 20
+        [processes.web.ready]
+        timeout = 5
+        [processes.worker]
+        command = "sleep 60"
+        stop_timeout = 4
+    ''')
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a system unit with User= is written by root (through sudo)")
+def test_system_unit_through_sudo_verifies_and_runs_as_the_sudo_user(tmp_path):
+    oxfile = sample(tmp_path)
+    r = oxtui_cli("startup", str(oxfile), "--print", env={"SUDO_USER": "daemon", "PATH": os.environ["PATH"]})
+    assert r.returncode == 0, r.stderr
+    unit = tmp_path / "oxtui-x.service"
+    unit.write_text(r.stdout)
+    verify(unit, user=False, tmp_path=tmp_path)
+    s = parse_unit(r.stdout)["Service"]
+    assert s["Type"] == "notify" and s["KillMode"] == "mixed" and s["Restart"] == "on-failure"
+    assert s["User"] == "daemon"
+    assert s["ExecStart"] == f"{os.path.abspath(PY)} -P -m oxtui run {oxfile}"
+    assert s["ExecReload"] == f"{os.path.abspath(PY)} -P -m oxtui reload all -c {oxfile}"
+    assert s["TimeoutStopSec"] == "35"            # the largest stop_timeout (20) plus the margin
+    assert s["WorkingDirectory"] == str(tmp_path)
+    assert s["Environment"] == f"PATH={os.environ['PATH']}"
+    assert int(s["WatchdogSec"]) > 0
+    assert parse_unit(r.stdout)["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_user_unit_verifies_and_changes_nothing(tmp_path):
+    oxfile = sample(tmp_path)
+    home = tmp_path / "home"
+    r = oxtui_cli("startup", "--user", "--print", "-c", str(oxfile), env={"XDG_CONFIG_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert not home.exists(), "--print must write nothing"
+    unit = tmp_path / "oxtui-y.service"
+    unit.write_text(r.stdout)
+    verify(unit, user=True, tmp_path=tmp_path)
+    cp = parse_unit(r.stdout)
+    assert "User" not in cp["Service"]
+    assert cp["Install"]["WantedBy"] == "default.target"
+
+
+def test_unit_quotes_paths_with_spaces_and_percent(tmp_path):
+    folder = tmp_path / "my app 100%"
+    folder.mkdir()
+    oxfile = sample(folder)
+    r = oxtui_cli("startup", "--print", str(oxfile))
+    assert r.returncode == 0, r.stderr
+    unit = tmp_path / "oxtui-z.service"
+    unit.write_text(r.stdout)
+    verify(unit, user=False, tmp_path=tmp_path)
+    assert f'"{str(oxfile).replace("%", "%%")}"' in parse_unit(r.stdout)["Service"]["ExecStart"]
+
+
+def test_user_unit_written_where_systemd_looks_and_removed(tmp_path):
+    oxfile = sample(tmp_path)
+    home = tmp_path / "home"
+    r = oxtui_cli("startup", "--user", str(oxfile), env={"XDG_CONFIG_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    unit = home / "systemd" / "user" / f"oxtui-{tmp_path.name}.service"
+    assert unit.is_file(), r.stdout
+    assert "enable-linger" in r.stdout            # user units stop at logout otherwise
+    if not os.path.isdir("/run/systemd/system"):
+        assert "systemctl --user enable --now" in r.stdout     # told what to run where systemd runs
+    r = oxtui_cli("startup", "--user", "--remove", str(oxfile), env={"XDG_CONFIG_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert not unit.exists()
+
+
+class FakeSystemd:
+    """A NOTIFY_SOCKET that records every datagram with its arrival time."""
+
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.path = path
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._done = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._done:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append((time.monotonic(), fields))
+
+    def first(self, key: str, value: str | None = None, after: float = 0.0) -> tuple[float, dict[str, str]] | None:
+        return next(((t, m) for t, m in list(self.messages)
+                     if t >= after and key in m and (value is None or m[key] == value)), None)
+
+    def times(self, key: str) -> list[float]:
+        return [t for t, m in list(self.messages) if key in m]
+
+    def close(self) -> None:
+        self._done = True
+        self._thread.join(2)
+        self.sock.close()
+
+
+SLOW_READY = '''
+import os, sys, time
+print("booting", flush=True)
+time.sleep(1.5)
+open("ready-at-%d" % os.getpid(), "w").write(repr(time.monotonic()))
+print("ready", flush=True)
+time.sleep(600)
+'''
+
+
+def test_notify_protocol_ready_reload_watchdog_stopping(tmp_path):
+    (tmp_path / "slow.py").write_text(SLOW_READY)
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} slow.py"
+        stop_timeout = 5
+        [processes.app.ready]
+        log = "^ready"
+        timeout = 20
+    ''')
+    systemd = FakeSystemd(tmp_path / "notify.sock")
+    out = open(tmp_path / "journal.out", "wb")
+    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "2000000", "NO_COLOR": "1",
+           "INVOCATION_ID": "0123456789abcdef"}
+    proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(oxfile)], stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    try:
+        t_ready, ready = wait_until(lambda: systemd.first("READY"), 30, what="READY=1")
+        marks = list(tmp_path.glob("ready-at-*"))
+        assert len(marks) == 1, "READY=1 came before the worker said it was ready"
+        assert float(marks[0].read_text()) <= t_ready
+        assert ready["MAINPID"] == str(proc.pid)
+        assert ready["STATUS"] == "app 1/1 ready"
+        worker_pid = int(marks[0].name.rsplit("-", 1)[1])
+        environ = Path(f"/proc/{worker_pid}/environ").read_bytes().split(b"\0")
+        assert not [v for v in environ if v.split(b"=")[0] in (b"NOTIFY_SOCKET", b"WATCHDOG_USEC", b"WATCHDOG_PID")]
+
+        # The watchdog: pinged well within WATCHDOG_USEC from the engine's own loop ...
+        wait_until(lambda: len(systemd.times("WATCHDOG")) >= 4, 10, what="watchdog pings")
+        pings = systemd.times("WATCHDOG")
+        assert max(b - a for a, b in zip(pings, pings[1:])) < 2.0
+        # ... and silent while that loop cannot run (a hung engine gets restarted by systemd).
+        os.kill(proc.pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        time.sleep(2.5)
+        assert not [t for t in systemd.times("WATCHDOG") if t > stopped_at + 0.2]
+        os.kill(proc.pid, signal.SIGCONT)
+        wait_until(lambda: [t for t in systemd.times("WATCHDOG") if t > stopped_at + 2.5], 5,
+                   what="pings again after SIGCONT")
+
+        # A rolling reload: RELOADING=1 (with its timestamp), then READY=1 once it is over.
+        before = time.monotonic()
+        r = oxtui_cli("reload", "app", "-c", str(oxfile))
+        assert r.returncode == 0, r.stderr
+        t_rl, rl = wait_until(lambda: systemd.first("RELOADING", "1", after=before), 5, what="RELOADING=1")
+        assert int(rl["MONOTONIC_USEC"]) > 0
+        wait_until(lambda: systemd.first("READY", "1", after=t_rl), 10, what="READY=1 after the reload")
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert systemd.first("STOPPING", "1")
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+        systemd.close()
+        out.close()
+    # Under systemd stdout is the journal: engine events go there, worker lines only to the files.
+    journal = (tmp_path / "journal.out").read_text()
+    assert "reload" in journal and "app.0" in journal
+    assert "booting" not in journal
+    assert "booting" in (tmp_path / "logs" / "app.log").read_text()
+
+
+def test_everything_to_the_journal_when_asked(tmp_path):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sh -c 'echo hello-from-app; exec sleep 60'"
+        [logs]
+        dir = "logs"
+        stdout = "all"
+    ''')
+    out = tmp_path / "journal.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(oxfile)], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**os.environ, "INVOCATION_ID": "x", "NO_COLOR": "1"})
+        try:
+            wait_until(lambda: "hello-from-app" in out.read_text(), 15, what="the worker's line on stdout")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+
+
+def test_bad_stdout_mode_is_one_line_naming_the_fix(tmp_path):
+    oxfile = write_oxfile(tmp_path, '[processes.a]\ncommand = "sleep 1"\n[logs]\nstdout = "journal"\n')
+    r = oxtui_cli("check", str(oxfile))
+    assert r.returncode == 2
+    assert '[logs] stdout: must be "auto"' in r.stderr and "traceback" not in r.stderr.lower()
