@@ -15,6 +15,7 @@ import pytest
 
 from conftest import EngineProcess, oxtui_cli, wait_until, write_oxfile
 from oxtui.remote import RemoteEngine
+from oxtui.runtime import socket_path
 
 PY = sys.executable
 
@@ -112,7 +113,9 @@ def test_the_only_engine_is_the_default_and_several_are_listed(tmp_path, engine_
     # A SIGKILLed engine leaves a socket nobody answers on: cleaned, never listed as live.
     ep_a.proc.send_signal(signal.SIGKILL)
     ep_a.proc.wait()
+    assert socket_path(a).exists()
     assert [e["oxfile"] for e in cli_json("ls", "--json", cwd=nowhere)] == [str(b)]
+    assert not socket_path(a).exists(), "ls removes a dead engine's socket"
     assert cli_json("status", "--json", cwd=nowhere)["oxfile"] == str(b)    # the only one again
 
 
