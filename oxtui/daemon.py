@@ -18,6 +18,7 @@ from .client import Client, ControlError, NoEngine
 from .config import Config
 from .engine.handover import ENGINE_OUT
 from .format import hint
+from .protocol import WorkerState, running_count
 
 STARTUP_GRACE = 15.0      # on top of the longest ready.timeout
 DOWN_EXIT_WAIT = 15.0
@@ -115,7 +116,7 @@ def _failures(snap: dict[str, Any]) -> list[str]:
     """Instances that exited while starting: a release that cannot boot should fail `up` at once."""
     out = []
     for name, w in _workers(snap):
-        if w["state"] in ("backoff", "errored") or (w["state"] != "running" and w["restarts"] > 0):
+        if w["state"] in (WorkerState.BACKOFF, WorkerState.ERRORED) or (w["state"] != WorkerState.RUNNING and w["restarts"] > 0):
             last = w["exit_signal"] or (f"code {w['exit_code']}" if w["exit_code"] is not None else None)
             why = w.get("reason") or (f"exited with {last}" if last else w["state"])
             out.append(f"{name}.{w['instance']} {why} while starting")
@@ -123,14 +124,13 @@ def _failures(snap: dict[str, Any]) -> list[str]:
 
 
 def _all_up(snap: dict[str, Any]) -> bool:
-    return all(w["state"] in ("running", "exited") for _, w in _workers(snap))
+    return all(w["state"] in (WorkerState.RUNNING, WorkerState.EXITED) for _, w in _workers(snap))
 
 
 def _counts(snap: dict[str, Any]) -> list[str]:
     out = []
     for p in snap["processes"]:
-        up = sum(1 for w in p["workers"] if w["state"] == "running" and not w.get("role"))
-        out.append(f"{p['name']} {up}/{p['instances']} running")
+        out.append(f"{p['name']} {running_count(p)}/{p['instances']} running")
     return out
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client, ControlError, NoEngine
+from .protocol import running_count
 from .runtime import all_dirs, lock_is_held, read_lock
 
 DEFAULT_OXFILE = "oxfile.toml"
@@ -64,7 +65,7 @@ def _ask(sock: Path, timeout: float) -> dict[str, Any] | None:
         "socket": str(sock), "owner": _owner(sock),
         "processes": [{"name": p["name"], "instances": p["instances"],
                        "oxfile_instances": p.get("oxfile_instances", p["instances"]),
-                       "running": sum(1 for w in p["workers"] if w["state"] == "running" and not w.get("role"))}
+                       "running": running_count(p)}
                       for p in snap["processes"]],
     }
 

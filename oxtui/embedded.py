@@ -12,16 +12,18 @@ import asyncio
 import threading
 from typing import Any, Callable
 
+from .batchqueue import BatchQueue
 from .config import Config
-from .engine import CommandError, Engine, EngineError, LogBatch
-from .link import EngineClient, LogBuffer, Reply
-
-__all__ = ["EmbeddedEngine", "EngineClient", "Reply"]
+from .engine import CommandError, Engine, EngineError
+from .link import LOG_BUFFER_BYTES
+from .protocol import LogBatch, Reply, Snapshot, error, ok
 
 PUBLISH_INTERVAL = 0.1
 
 
 class EmbeddedEngine:
+    """An `EngineClient` for an engine on a thread of this process; `CanHandOver`."""
+
     attached = False
 
     def __init__(self, config: Config):
@@ -33,7 +35,7 @@ class EmbeddedEngine:
         self._ready = threading.Event()
         self._snapshot: dict[str, Any] | None = None
         self._dirty = True
-        self._logs = LogBuffer()
+        self._logs = BatchQueue(LOG_BUFFER_BYTES)
         self.headless = False
         self.handed_over: int | None = None      # the pid of the engine that took over
         self._stop_callbacks: list[Callable[[], None]] = []
@@ -66,7 +68,7 @@ class EmbeddedEngine:
 
     # ---- the client interface (UI thread) ---------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any] | None:
+    def snapshot(self) -> Snapshot | None:
         return self._snapshot
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
@@ -77,7 +79,7 @@ class EmbeddedEngine:
         """Move the engine and every worker into a background process (nothing restarts), then let
         this process go. `done` gets {"ok": True, "result": {"pid": ...}} or the reason it cannot."""
         if self._loop is None or self.engine is None or self.finished.is_set():
-            done({"ok": False, "error": "the engine is not running"})
+            done(error("the engine is not running"))
             return
         engine = self.engine
 
@@ -85,10 +87,10 @@ class EmbeddedEngine:
             try:
                 pid = engine.hand_over()
             except CommandError as e:
-                done({"ok": False, "error": str(e)})
+                done(error(str(e)))
                 return
             self.handed_over = pid
-            done({"ok": True, "result": {"pid": pid}})
+            done(ok({"pid": pid}))
             # This engine must never act again: its workers, sockets and files belong to the new
             # one now. Its loop stands still until the process exits.
             threading.Event().wait()
@@ -112,22 +114,22 @@ class EmbeddedEngine:
         """Run a command on the engine loop; `done` gets the reply on the engine thread."""
         if self._loop is None or self.engine is None or self.finished.is_set():
             if done is not None:
-                done({"ok": False, "error": "the engine is not running"})
+                done(error("the engine is not running"))
             return
         engine = self.engine
 
         async def run() -> Reply:
             try:
-                return {"ok": True, "result": await engine.execute(req, progress)}
+                return ok(await engine.execute(req, progress))
             except CommandError as e:
-                return {"ok": False, "error": str(e)}
+                return error(str(e))
             except Exception as e:  # a bug in one command must not kill the engine thread
-                return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
+                return error(f"internal error: {type(e).__name__}: {e}")
 
         fut = asyncio.run_coroutine_threadsafe(run(), self._loop)
         if done is not None:
             fut.add_done_callback(lambda f: done(f.result() if not f.cancelled() else
-                                                 {"ok": False, "error": "cancelled"}))
+                                                 error("cancelled")))
 
     # ---- the engine thread ------------------------------------------------------------------
 

@@ -1,59 +1,42 @@
-"""What a UI needs from an engine, whether embedded in the same process or attached over the
-control socket, and the bounded log buffer both kinds hand over to the UI thread."""
+"""What a UI needs from an engine, whether embedded in the same process (embedded.py) or attached
+over the control socket (remote.py).
+
+Both implement `EngineClient`. What only one kind can do is declared as an ability of its own,
+checked with isinstance, never probed by attribute name: an embedded engine can move to a
+background process (`CanHandOver`); an attached view can leave its engine running (`CanDetach`).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, runtime_checkable
 
-from .engine.logs import LogBatch
+from .protocol import LogBatch, Reply, Snapshot
 
-LOG_BUFFER_BYTES = 8 * 1024 * 1024
-
-Reply = dict[str, Any]   # {"ok": True, "result": ...} or {"ok": False, "error": "..."}
+LOG_BUFFER_BYTES = 8 * 1024 * 1024     # batches waiting for the UI thread, per client
 
 
+@runtime_checkable
 class EngineClient(Protocol):
     attached: bool                    # True when the engine runs in another process
     finished: threading.Event         # set once the engine has stopped (or the connection is gone)
 
-    def snapshot(self) -> dict[str, Any] | None: ...
+    def snapshot(self) -> Snapshot | None: ...
     def take_logs(self) -> tuple[list[LogBatch], int]: ...
     def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> None: ...
     def shutdown(self, done: Callable[[], None]) -> None: ...
 
 
-class LogBuffer:
-    """Batches from one producer thread to the UI thread, bounded in bytes.
+@runtime_checkable
+class CanHandOver(Protocol):
+    """An engine in this process that can move, workers and all, to a background process (q, b)."""
 
-    One writer and one reader, so no lock: queued = added - taken. Past the bound, lines are
-    dropped for the screen and counted; the log files have them all.
-    """
+    def hand_over(self, done: Callable[[Reply], None]) -> None: ...
 
-    def __init__(self, limit: int = LOG_BUFFER_BYTES):
-        self.limit = limit
-        self._logs: deque[LogBatch] = deque()
-        self._added = 0
-        self._taken = 0
-        self._dropped = 0
 
-    def add(self, batch: LogBatch) -> None:
-        if self._added - self._taken < self.limit:
-            self._added += len(batch.data)
-            self._logs.append(batch)
-        else:
-            self._dropped += batch.count
+@runtime_checkable
+class CanDetach(Protocol):
+    """A view of an engine in another process: leaving closes the view, the engine keeps running."""
 
-    def drop(self, count: int) -> None:
-        self._dropped += count
-
-    def take(self) -> tuple[list[LogBatch], int]:
-        out = []
-        while self._logs:
-            b = self._logs.popleft()
-            self._taken += len(b.data)
-            out.append(b)
-        dropped, self._dropped = self._dropped, 0
-        return out, dropped
+    def detach(self) -> None: ...

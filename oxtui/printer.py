@@ -10,10 +10,10 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from typing import TextIO
 
-from .engine.logs import STREAM_MARK, LogBatch, format_ts
+from .batchqueue import BatchQueue
+from .protocol import STREAM_MARK, LogBatch, format_ts
 
 COLOURS = (36, 33, 32, 35, 34, 96, 93, 92, 95, 94)
 
@@ -69,12 +69,7 @@ class Printer:
     def __init__(self, out: TextIO = sys.stdout, max_bytes: int = 4 * 1024 * 1024):
         self.out = out
         self.fmt = Formatter(use_colour(out))
-        self.max_bytes = max_bytes
-        self._q: deque[LogBatch] = deque()
-        # Each counter has one writer thread, so no lock is needed: queued = added - taken.
-        self._added = 0
-        self._taken = 0
-        self._dropped = 0
+        self.queue = BatchQueue(max_bytes)
         self._sleeping = False
         self._wake = threading.Event()
         self._closing = False
@@ -82,11 +77,7 @@ class Printer:
         self._thread.start()
 
     def on_batch(self, batch: LogBatch) -> None:
-        if self._added - self._taken < self.max_bytes:
-            self._added += len(batch.data)
-            self._q.append(batch)
-        else:
-            self._dropped += batch.count
+        self.queue.add(batch)
         if self._sleeping:
             self._sleeping = False
             self._wake.set()
@@ -98,25 +89,21 @@ class Printer:
 
     def _write(self) -> None:
         while True:
-            if not self._q and not self._closing:
+            if not self.queue and not self._closing:
                 self._sleeping = True
-                if not self._q:          # re-check: a batch may have come before the flag was seen
+                if not self.queue:       # re-check: a batch may have come before the flag was seen
                     self._wake.wait()
                 self._wake.clear()
                 self._sleeping = False
             time.sleep(self.INTERVAL)
-            chunks = []
-            while self._q:
-                b = self._q.popleft()
-                self._taken += len(b.data)
-                chunks.append(self.fmt.raw(b.source, b.stream, b.ts, b.data))
-            if self._dropped:
-                n, self._dropped = self._dropped, 0
+            batches, n = self.queue.take()
+            chunks = [self.fmt.raw(b.source, b.stream, b.ts, b.data) for b in batches]
+            if n:
                 chunks.insert(0, f"[oxtui] {n} lines not shown (the terminal was too slow; "
                                  "they are in the log files)\n".encode())
             if chunks:
                 self._emit(b"".join(chunks))
-            if self._closing and not self._q:
+            if self._closing and not self.queue:
                 return
 
     def _emit(self, data: bytes) -> None:

@@ -12,27 +12,25 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from .batchqueue import BatchQueue
 from .client import Client, ControlError, NoEngine
-from .engine.logs import LogBatch
-from .link import LogBuffer, Reply
+from .link import LOG_BUFFER_BYTES
+from .protocol import LogBatch, Reply, Snapshot, error, ok
 
 ATTACH_LOG_LINES = 2000
 REATTACH_TIMEOUT = 20.0      # a hand-over's new engine answers within its own start-up time
 
 
-def to_batch(raw: list[Any]) -> LogBatch:
-    seq, ts, process, instance, stream, text = raw
-    return LogBatch(seq, ts, process, instance, stream, text.encode("utf-8", "replace"), text.count("\n") + 1)
-
-
 class RemoteEngine:
+    """An `EngineClient` over the control socket; `CanDetach`."""
+
     attached = True
 
     def __init__(self, oxfile: Path):
         self.oxfile = oxfile
         self.finished = threading.Event()
         self._snapshot: dict[str, Any] | None = None
-        self._logs = LogBuffer()
+        self._logs = BatchQueue(LOG_BUFFER_BYTES)
         self._client: Client | None = None
         self._stop_callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -58,7 +56,7 @@ class RemoteEngine:
         self._snapshot = first["result"]["snapshot"]
         if before is None or before["engine_pid"] != self._snapshot["engine_pid"]:
             for raw in first["result"]["logs"]:      # a new engine's ring: lines we have not seen
-                self._logs.add(to_batch(raw))
+                self._logs.add(LogBatch.from_wire(raw))
         client.sock.settimeout(None)
         self._client = client
 
@@ -73,7 +71,7 @@ class RemoteEngine:
 
     # ---- the client interface ---------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any] | None:
+    def snapshot(self) -> Snapshot | None:
         return self._snapshot
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
@@ -84,11 +82,11 @@ class RemoteEngine:
         def run() -> None:
             try:
                 with Client(self.oxfile, timeout=None) as c:
-                    reply: Reply = {"ok": True, "result": c.call(req, progress)}
+                    reply: Reply = ok(c.call(req, progress))
             except ControlError as e:
-                reply = {"ok": False, "error": str(e)}
+                reply = error(str(e))
             except (NoEngine, OSError, ValueError) as e:
-                reply = {"ok": False, "error": f"lost the engine ({e})"}
+                reply = error(f"lost the engine ({e})")
             if done is not None:
                 done(reply)
 
@@ -114,7 +112,7 @@ class RemoteEngine:
                         if "snapshot" in msg:
                             self._snapshot = msg["snapshot"]
                         elif "batch" in msg:
-                            self._logs.add(to_batch(msg["batch"]))
+                            self._logs.add(LogBatch.from_wire(msg["batch"]))
                         elif "dropped" in msg:
                             self._logs.drop(msg["dropped"])
                 except (OSError, ValueError):

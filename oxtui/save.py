@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 
-
 class SaveError(Exception):
     """The oxfile cannot be saved; the message says why and what to do."""
 
@@ -37,7 +36,7 @@ def save_instances(path: Path, expected_digest: str, counts: dict[str, int],
     if expected_digest and digest(raw) != expected_digest:
         raise SaveError(f"{path} changed on disk since the engine read it; nothing saved. Load it first "
                         f"(`oxtui apply -c {path}`), or edit the instance counts by hand")
-    import tomlkit     # only here: the engine imports this module for digest() alone
+    import tomlkit  # only here: the engine imports this module for digest() alone
     doc = tomlkit.parse(raw.decode("utf-8"))
     procs = doc.get("processes")
     changed: dict[str, tuple[int | str, int]] = {}

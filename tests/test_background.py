@@ -11,9 +11,17 @@ import sys
 
 import psutil
 import pytest
-
-from conftest import APPS, app_oxfile, free_port, http_get, oxtui_cli, wait_until, write_oxfile
+from conftest import (
+    APPS,
+    app_oxfile,
+    free_port,
+    http_get,
+    oxtui_cli,
+    wait_until,
+    write_oxfile,
+)
 from load import Load
+
 from oxtui.runtime import lock_path, socket_path
 
 PY = sys.executable

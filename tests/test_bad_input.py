@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import psutil
+from conftest import oxtui_cli, write_oxfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import oxtui_cli, write_oxfile
 from oxtui.config import PROCESS_KEYS, READY_KEYS, ConfigError, from_dict
 
 PY = sys.executable
@@ -57,6 +57,7 @@ def test_check_never_prints_a_traceback(tmp_path, data):
 
 def test_a_stranger_cannot_reach_the_control_socket(tmp_path, engine_process, monkeypatch):
     import pytest
+
     from oxtui.runtime import socket_path
     python = "/usr/bin/python3"    # the venv's interpreter may sit where another user cannot read
     if os.getuid() != 0 or not os.access(python, os.X_OK):
@@ -94,6 +95,7 @@ def test_a_stranger_cannot_reach_the_control_socket(tmp_path, engine_process, mo
 
 def test_truncated_requests_are_answered_and_harmless(tmp_path, engine_process):
     import json
+
     from oxtui.runtime import socket_path
     ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\n'))
     for junk in (b'{"cmd": "sta', b"\x00\x01\x02", b'{"cmd": "scale", "name": "app", "n": "x"}\n'):

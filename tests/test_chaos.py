@@ -13,7 +13,6 @@ import threading
 import time
 
 import psutil
-
 from conftest import APPS, free_port, marked_pids, wait_until, write_oxfile
 from load import Load
 

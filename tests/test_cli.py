@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
 
 import psutil
-
-from conftest import APPS, free_port, http_get, marked_pids, oxtui_cli, wait_until, write_oxfile
+from conftest import (
+    APPS,
+    free_port,
+    http_get,
+    marked_pids,
+    oxtui_cli,
+    wait_until,
+    write_oxfile,
+)
 
 PY = sys.executable
 
@@ -175,6 +182,7 @@ def test_sighup_reloads_everything(tmp_path, engine_process):
 
 def test_control_socket_rejects_garbage(tmp_path, engine_process):
     import socket as so
+
     from oxtui.runtime import socket_path
     ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\n'))
     path = socket_path(ep.oxfile)

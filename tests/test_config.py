@@ -3,8 +3,8 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from conftest import oxtui_cli, write_oxfile
+
 from oxtui.config import ConfigError, load, parse_size, usable_cpus
 
 

@@ -12,8 +12,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import EngineProcess, oxtui_cli, wait_until, write_oxfile
+
 from oxtui.remote import RemoteEngine
 from oxtui.runtime import socket_path
 

@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import conftest
 import psutil
 import pytest
-
-import conftest
 from conftest import APPS, await_until, free_port, http_get, run_engine, write_oxfile
+
 from oxtui.config import load
 from oxtui.engine import Engine, EngineError
 
@@ -126,6 +126,9 @@ def test_missing_command_backs_off_then_parks_errored(tmp_path):
 
 
 def test_backoff_delays_grow(tmp_path):
+    """The engine waits at least the policy's delay before each restart. A busy machine can only make
+    a restart later, never earlier, so lower bounds are all that is asserted here; the policy's own
+    numbers are tested exactly (with an injected clock) in test_backoff_policy_*."""
     path = write_oxfile(tmp_path, f'''
         [processes.app]
         command = "{PY} -c 'import sys; sys.exit(2)'"
@@ -137,16 +140,19 @@ def test_backoff_delays_grow(tmp_path):
     async def body():
         engine = await started(path)
         starts: list[float] = []
+        exits: list[float] = []
         engine.logs.subscribers.append(
             lambda b: starts.append(b.ts) if b.stream == "event" and b.lines[0].startswith("started pid") else None)
+        engine.logs.subscribers.append(
+            lambda b: exits.append(b.ts) if b.stream == "event" and " exited " in f" {b.lines[0]} " else None)
         try:
             await await_until(lambda: len(starts) >= 5, 20, what="5 starts")
         finally:
             await engine.shutdown()
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
-        # first restart immediate, then ~0.2, ~0.4, ~0.8 (jitter takes at most a quarter off)
-        assert gaps[1] < gaps[2] < gaps[3], gaps
-        assert gaps[3] >= 0.8 * 0.75
+        # restart n (n >= 2) waits base * 2**(n-2), less at most a quarter of jitter, after the exit
+        for n in (2, 3, 4):
+            waited = starts[n] - exits[n - 1]
+            assert waited >= 0.2 * 2 ** (n - 2) * 0.75, (n, waited)
 
     run_engine(body)
 
@@ -188,9 +194,42 @@ def test_grandchild_in_the_group_is_gone_after_stop(tmp_path):
         assert psutil.pid_exists(grandchild)
         await engine.shutdown()
         assert w.exit_code == 0
-        await await_until(lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie", 5)
+        await await_until(lambda: not alive(grandchild), 5)
 
     run_engine(body)
+
+
+@pytest.mark.parametrize("how", ["stop", "scale"])
+def test_stop_or_scale_down_kills_a_grandchild_that_ignores_sigterm(tmp_path, how):
+    """While the engine keeps running: only a kill of the whole process group reaches the grandchild
+    (the spawner's sweep of orphans happens when the engine goes, so it cannot hide a missing one)."""
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} {APPS / 'forker.py'}"
+        instances = 1
+        stop_timeout = 1
+    ''')
+
+    async def body():
+        async with engine_at(path) as engine:
+            w = group_of(engine).workers[0]
+            await await_until(lambda: (tmp_path / "grandchild.pid").exists() and w.state == "running", 10)
+            grandchild = int((tmp_path / "grandchild.pid").read_text())
+            if how == "stop":
+                await engine.execute({"cmd": "stop", "name": "app"})
+            else:
+                await engine.execute({"cmd": "scale", "name": "app", "n": 0})
+            assert not engine.stopping
+            await await_until(lambda: not alive(grandchild), 5, what="the grandchild killed with its group")
+
+    run_engine(body)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_crashed_worker_leftovers_are_killed_before_restart(tmp_path):

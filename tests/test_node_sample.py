@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import ROOT, free_port, write_oxfile
 from load import Load
 

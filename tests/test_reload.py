@@ -8,9 +8,8 @@ import sys
 import threading
 import time
 
-import pytest
-
 import conftest
+import pytest
 from conftest import free_port, http_get, wait_until, write_oxfile
 from load import Load
 
@@ -202,7 +201,7 @@ def test_failing_health_check_restarts_the_instance(tmp_path, engine_process):
         failures = 3
     '''))
     pids = {w["pid"] for w in ep.wait_running("app", 2)}
-    wait_until(lambda: all(w["health"] == "ok" for w in ep.workers("app")), 5, 0.1)
+    wait_until(lambda: all(w["health"] and w["health"]["ok"] for w in ep.workers("app")), 5, 0.1)
     flag.unlink()
     wait_until(lambda: all(w["restarts"] >= 1 for w in ep.workers("app")), 15, 0.1, "health restarts")
     ws = ep.workers("app")

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import oxtui_cli, wait_until, write_oxfile
 
 PY = sys.executable

@@ -7,8 +7,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import APPS, await_until, free_port, write_oxfile
+
 from oxtui.config import load
 from oxtui.embedded import EmbeddedEngine
 from oxtui.tui.app import OxtuiApp

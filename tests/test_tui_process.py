@@ -20,9 +20,16 @@ import termios
 import threading
 
 import psutil
-
-from conftest import app_oxfile, await_until, free_port, oxtui_cli, wait_until, write_oxfile
+from conftest import (
+    app_oxfile,
+    await_until,
+    free_port,
+    oxtui_cli,
+    wait_until,
+    write_oxfile,
+)
 from load import Load
+
 from oxtui.remote import RemoteEngine
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import QuitScreen

@@ -30,7 +30,7 @@ def utc(monkeypatch):
 def worker(i: int, pid: int | None, state: str = "running", role: str | None = None, **kw: Any) -> dict[str, Any]:
     base = {"instance": i, "pid": pid, "state": state, "restarts": 0, "uptime_s": 3723.0, "cpu_percent": 12.5,
             "rss_bytes": 48_500_000, "exit_code": None, "exit_signal": None, "ready": state == "running",
-            "health": "ok", "reason": None, "role": role, "release": 1}
+            "health": {"ok": True, "failures": 0, "threshold": 3, "reason": None}, "reason": None, "role": role, "release": 1}
     base.update(kw)
     return base
 

@@ -61,7 +61,7 @@ async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -
         result["notes"].append("[logs] changed: it takes effect when the engine restarts (oxtui down, oxtui up)")
     for name in removed:
         say(f"{name}: removed from the oxfile; stopping it")
-        await groups.pop(name).close()
+        await engine.remove_group(name)
         result["removed"].append(name)
     for cfg in added:
         say(f"{cfg.name}: new; starting {cfg.instances} instance(s)")
@@ -87,8 +87,8 @@ async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -
         else:
             await _reload_with(g, cfg, say, result)
     # What runs now is the config: a process whose reload failed keeps its old settings.
-    engine.config = dataclasses.replace(new, processes=tuple(g.cfg for g in groups.values()), logs=engine.config.logs)
-    engine.changed()
+    engine.use_config(dataclasses.replace(new, processes=tuple(g.cfg for g in groups.values()),
+                                          logs=engine.config.logs))
     result["ok"] = not result["failed"]
     return result
 
@@ -126,7 +126,6 @@ def _bind_all(path: Any, cfgs: list[ProcessConfig]) -> dict[str, socket.socket]:
 
 
 def _start_group(engine: Engine, cfg: ProcessConfig, sock: socket.socket | None) -> None:
-    engine.logs.open(cfg.name)
-    g = engine.groups[cfg.name] = ProcessGroup(engine, cfg, sock)
+    g = engine.add_group(cfg, sock)
     g.start()
     g.start_watch()

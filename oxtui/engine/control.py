@@ -15,6 +15,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ..batchqueue import BatchQueue
+from ..protocol import LogBatch, encode, error, ok
 from ..runtime import socket_path
 from .errors import CommandError
 
@@ -67,12 +69,12 @@ class ControlServer:
                 try:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
-                    await _send(writer, {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"})
+                    await _send(writer, error(f"request longer than {MAX_REQUEST} bytes"))
                     return
                 if not line:
                     return
                 if not line.endswith(b"\n"):
-                    await _send(writer, {"ok": False, "error": "request must end with a newline"})
+                    await _send(writer, error("request must end with a newline"))
                     return
                 await self._answer(line, reader, writer)
         except (ConnectionError, asyncio.CancelledError):
@@ -85,10 +87,10 @@ class ControlServer:
         try:
             req = json.loads(line)
         except (ValueError, UnicodeDecodeError):
-            await _send(writer, {"ok": False, "error": "request is not valid JSON"})
+            await _send(writer, error("request is not valid JSON"))
             return
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-            await _send(writer, {"ok": False, "error": 'request must be an object like {"cmd": "status"}'})
+            await _send(writer, error('request must be an object like {"cmd": "status"}'))
             return
         if req["cmd"] == "logs" and req.get("follow"):
             await self._follow(req, writer)
@@ -98,32 +100,32 @@ class ControlServer:
             return
 
         def progress(text: str) -> None:
-            writer.write(_encode({"progress": text}))
+            writer.write(encode({"progress": text}))
 
         try:
             result = await self.engine.execute(req, progress)
         except CommandError as e:
-            await _send(writer, {"ok": False, "error": str(e)})
+            await _send(writer, error(str(e)))
             return
         except Exception as e:  # a bug in one command must not take the engine down
-            await _send(writer, {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"})
+            await _send(writer, error(f"internal error: {type(e).__name__}: {e}"))
             return
-        await _send(writer, {"ok": True, "result": result})
+        await _send(writer, ok(result))
 
     async def _follow(self, req: dict, writer: asyncio.StreamWriter) -> None:
         try:
             first = await self.engine.execute({**req, "follow": False})
         except CommandError as e:
-            await _send(writer, {"ok": False, "error": str(e)})
+            await _send(writer, error(str(e)))
             return
         names = {g.name for g in self.engine.targets(req.get("name"))} if req.get("name") not in (None, "all") else None
         with LogFeed(self.engine.logs, names) as feed:
-            await _send(writer, {"ok": True, "result": first})
+            await _send(writer, ok(first))
             while True:
                 batches, dropped = await feed.get()
                 if dropped:
-                    writer.write(_encode({"dropped": dropped}))
-                writer.write(b"".join(_encode({"log": [b.seq, b.ts, b.source, b.stream, line]})
+                    writer.write(encode({"dropped": dropped}))
+                writer.write(b"".join(encode({"log": [b.seq, b.ts, b.source, b.stream, line]})
                                       for b in batches for line in b.lines))
                 await writer.drain()
 
@@ -144,8 +146,8 @@ class ControlServer:
                         break
                     kept.append(b)
                     count += b.count
-                await _send(writer, {"ok": True, "result": {"snapshot": self.engine.snapshot(),
-                                                            "logs": [_batch(b) for b in reversed(kept)]}})
+                await _send(writer, ok({"snapshot": self.engine.snapshot(),
+                                        "logs": [b.to_wire() for b in reversed(kept)]}))
                 logs = asyncio.ensure_future(feed.get())
                 dirty = asyncio.ensure_future(changed.wait())
                 gone = asyncio.ensure_future(reader.read(1))     # the UI says nothing more: EOF = detached
@@ -156,13 +158,13 @@ class ControlServer:
                             return
                         if dirty.done():
                             changed.clear()
-                            writer.write(_encode({"snapshot": self.engine.snapshot()}))
+                            writer.write(encode({"snapshot": self.engine.snapshot()}))
                             dirty = asyncio.ensure_future(changed.wait())
                         if logs.done():
                             batches, dropped = logs.result()
                             if dropped:
-                                writer.write(_encode({"dropped": dropped}))
-                            writer.write(b"".join(_encode({"batch": _batch(b)}) for b in batches))
+                                writer.write(encode({"dropped": dropped}))
+                            writer.write(b"".join(encode({"batch": b.to_wire()}) for b in batches))
                             logs = asyncio.ensure_future(feed.get())
                         await writer.drain()
                         await asyncio.sleep(PUSH_INTERVAL)   # coalesce: at most 10 pushes a second
@@ -176,14 +178,11 @@ class ControlServer:
 
 
 class LogFeed:
-    """New log batches for one connection, bounded in bytes: a slow reader loses lines on its
-    screen (counted, then reported), never in the files and never the engine's memory."""
+    """New log batches for one connection (a BatchQueue plus a wake-up for the connection's task)."""
 
     def __init__(self, hub: Any, names: set[str] | None):
         self.hub, self.names = hub, names
-        self._batches: list[Any] = []
-        self._bytes = 0
-        self._dropped = 0
+        self._queue = BatchQueue(FEED_MAX_BYTES)
         self._wake = asyncio.Event()
 
     def __enter__(self) -> "LogFeed":
@@ -193,33 +192,18 @@ class LogFeed:
     def __exit__(self, *exc: object) -> None:
         self.hub.subscribers.remove(self._on_batch)
 
-    def _on_batch(self, batch: Any) -> None:
-        if self.names is not None and batch.process not in self.names:
-            return
-        if self._bytes + len(batch.data) > FEED_MAX_BYTES:
-            self._dropped += batch.count
-        else:
-            self._batches.append(batch)
-            self._bytes += len(batch.data)
-        self._wake.set()
+    def _on_batch(self, batch: LogBatch) -> None:
+        if self.names is None or batch.process in self.names:
+            self._queue.add(batch)
+            self._wake.set()
 
-    async def get(self) -> tuple[list[Any], int]:
+    async def get(self) -> tuple[list[LogBatch], int]:
         """Everything queued since the last call (waits for at least one batch or drop)."""
         await self._wake.wait()
         self._wake.clear()
-        out, self._batches, self._bytes = self._batches, [], 0
-        dropped, self._dropped = self._dropped, 0
-        return out, dropped
-
-
-def _batch(b: Any) -> list[Any]:
-    return [b.seq, b.ts, b.process, b.instance, b.stream, b.data.decode("utf-8", "replace")]
-
-
-def _encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        return self._queue.take()
 
 
 async def _send(writer: asyncio.StreamWriter, obj: Any) -> None:
-    writer.write(_encode(obj))
+    writer.write(encode(obj))
     await writer.drain()

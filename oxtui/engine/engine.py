@@ -15,9 +15,10 @@ import socket
 import time
 from typing import Any, Callable
 
-from ..config import Config, parse_signal
-from ..runtime import hold_dir, lock_path, write_lock
+from ..config import Config, ProcessConfig
 from ..format import hint
+from ..protocol import LIVE_STATES, Snapshot, WorkerState
+from ..runtime import hold_dir, lock_path, write_lock
 from ..save import digest
 from .errors import CommandError
 from .group import ProcessGroup
@@ -100,7 +101,7 @@ class Engine:
             self._release_lock()
             raise
         for p in self.config.processes:
-            self.groups[p.name] = ProcessGroup(self, p, socks.get(p.name))
+            self.add_group(p, socks.get(p.name))
         for g in self.groups.values():
             g.start()
         self._run_loops()
@@ -200,6 +201,23 @@ class Engine:
             os.close(self._dir_fd)
             self._dir_fd = None
 
+    # ---- the groups: the one place they are made and removed (start, apply, hand-over) ------
+
+    def add_group(self, cfg: ProcessConfig, sock: socket.socket | None) -> ProcessGroup:
+        """A group for cfg, its log file open; not started."""
+        self.logs.open(cfg.name)
+        group = self.groups[cfg.name] = ProcessGroup(self, cfg, sock)
+        return group
+
+    async def remove_group(self, name: str) -> None:
+        """Stop the group for good (watcher, workers, socket) and forget it."""
+        await self.groups.pop(name).close()
+
+    def use_config(self, config: Config) -> None:
+        """What runs now is this config (after an apply or a save)."""
+        self.config = config
+        self.changed()
+
     # ---- change notification --------------------------------------------------------------
 
     @property
@@ -228,7 +246,7 @@ class Engine:
         sampler = Sampler()
         while True:
             workers = [w for g in self.groups.values() for w in g.all_workers()
-                       if w.pid is not None and w.state in ("starting", "running", "stopping")]
+                       if w.pid is not None and w.state in LIVE_STATES]
             pids = [w.pid for w in workers if w.pid is not None]
             try:
                 per_pid, self.usage = await asyncio.to_thread(sampler.sample, pids)
@@ -241,7 +259,7 @@ class Engine:
                     continue
                 w.cpu_percent, w.rss_bytes = u.cpu_percent, u.rss_bytes
                 limit = w.cfg.max_memory
-                if limit is not None and u.rss_bytes > limit and w.state == "running":
+                if limit is not None and u.rss_bytes > limit and w.state == WorkerState.RUNNING:
                     w.restart(f"memory {u.rss_bytes / 2**20:.0f} MiB over max_memory {limit / 2**20:.0f} MiB")
             self.changed()
             self._wake_metrics.clear()
@@ -282,71 +300,27 @@ class Engine:
         return [group]
 
     async def execute(self, req: dict[str, Any], progress: Callable[[str], None] | None = None) -> Any:
-        """Run one command. Raises CommandError with a one-line reason when it cannot be done."""
-        cmd = req.get("cmd")
-        if cmd == "status":
-            self.looked_at()
-            return self.snapshot()
-        if cmd == "scale":
-            group = self.targets(req.get("name"))[0]
-            n = req.get("n")
-            if not isinstance(n, int) or isinstance(n, bool):
-                raise CommandError("scale needs a whole number of instances, e.g. 4, +1 or -1")
-            if req.get("relative"):
-                n = group.target + n
-            before, after = await group.scale(n)
-            return {"name": group.name, "before": before, "instances": after}
-        if cmd == "reload":
-            return await self._reload(self.targets(req.get("name")), progress)
-        if cmd in ("restart", "stop", "start"):
-            groups = self.targets(req.get("name"))
-            for g in groups:
-                if cmd == "restart":
-                    await g.restart()
-                elif cmd == "stop":
-                    await g.stop()
-                else:
-                    g.start()
-            return {"processes": [g.name for g in groups]}
-        if cmd == "kill":
-            group = self.targets(req.get("name"))[0]
-            try:
-                sig = parse_signal(req.get("signal", "SIGTERM"))
-            except ValueError as e:
-                raise CommandError(f"--signal {e}") from None
-            slot = req.get("instance")
-            if not isinstance(slot, int) or isinstance(slot, bool):
-                raise CommandError("kill needs an instance number, e.g. `oxtui kill api 0`")
-            return {"pid": group.kill(slot, sig), "signal": sig.name}
-        if cmd == "logs":
-            name = req.get("name")
-            names = [g.name for g in self.targets(name)] + (["oxtui"] if name in (None, "all") else [])
-            n = req.get("n", 100)
-            batches = self.logs.recent(names)
-            lines = [(b.seq, b.ts, b.source, b.stream, line) for b in batches for line in b.lines]
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise CommandError("logs -n needs a number of lines >= 0")
-            return {"lines": lines[len(lines) - n:] if n else [], "seq": self.logs.seq}
-        if cmd == "apply":
-            from .apply import apply
-            if self._stopping:
-                raise CommandError("the engine is stopping; nothing to apply")
-            if self._applying:
-                raise CommandError("an apply is already running; wait for it to finish")
-            self._applying = True
-            try:
-                return await apply(self, progress)
-            finally:
-                self._applying = False
-        if cmd == "save":
-            from .persist import save
-            return save(self, self.targets(req.get("name")))
-        if cmd == "shutdown":
-            asyncio.get_running_loop().create_task(self.shutdown())
-            return {"stopping": True}
-        raise CommandError(f"unknown command {cmd!r}")
+        """Run one command (the socket's, a key's, a script's). Raises CommandError with a one-line
+        reason when it cannot be done. The verbs are the table in commands.py."""
+        from .commands import COMMANDS
+        handler = COMMANDS.get(req.get("cmd"))    # type: ignore[arg-type]
+        if handler is None:
+            raise CommandError(f"unknown command {req.get('cmd')!r}")
+        return await handler(self, req, progress)
 
-    async def _reload(self, groups: list[ProcessGroup], progress: Callable[[str], None] | None) -> dict:
+    async def apply(self, progress: Callable[[str], None] | None) -> dict[str, Any]:
+        from .apply import apply
+        if self._stopping:
+            raise CommandError("the engine is stopping; nothing to apply")
+        if self._applying:
+            raise CommandError("an apply is already running; wait for it to finish")
+        self._applying = True
+        try:
+            return await apply(self, progress)
+        finally:
+            self._applying = False
+
+    async def reload(self, groups: list[ProcessGroup], progress: Callable[[str], None] | None) -> dict:
         """Reload the groups one after another; stop at the first that fails."""
         results = []
         for g in groups:
@@ -363,7 +337,7 @@ class Engine:
         """SIGHUP: reload every process, one after another, without anyone waiting."""
         async def go() -> None:
             try:
-                await self._reload(list(self.groups.values()), None)
+                await self.reload(list(self.groups.values()), None)
             except CommandError as e:
                 self.logs.emit("oxtui", None, "event", [f"reload on SIGHUP refused: {e}"])
         asyncio.get_running_loop().create_task(go())
@@ -387,7 +361,7 @@ class Engine:
             return True
         return self._disk_changed
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         return {
             "oxfile": str(self.config.path),
             "engine_pid": os.getpid(),

@@ -10,9 +10,11 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..config import ProcessConfig
+from ..protocol import LIVE_STATES, ProcessSnapshot, WorkerSnapshot
 from .errors import CommandError
 from .logs import LogBatch
 from .reload import RollingReload
+from .spawn import Spawner
 from .watch import WatchSpec, watch_loop
 from .worker import Worker
 
@@ -34,7 +36,7 @@ class ProcessGroup:
         self._watch_task: asyncio.Task[None] | None = None
         self.log = engine.logs.open(cfg.name)
 
-    # ---- what workers use -----------------------------------------------------------------
+    # ---- what workers use (worker.WorkerHost: the whole of it) -------------------------------
 
     @property
     def listen_fd(self) -> int | None:
@@ -43,6 +45,10 @@ class ProcessGroup:
     @property
     def base_env(self) -> dict[str, str]:
         return self.engine.base_env
+
+    @property
+    def spawner(self) -> Spawner:
+        return self.engine.spawner
 
     def event(self, who: Worker | None, text: str) -> None:
         self.engine.logs.emit(self.name, None if who is None else who.log_instance, "event", [text])
@@ -174,7 +180,7 @@ class ProcessGroup:
 
     # ---- status ---------------------------------------------------------------------------
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> ProcessSnapshot:
         now = time.monotonic()
         workers = [self._worker_snapshot(w, now) for _, w in sorted(self.workers.items())]
         workers += [self._worker_snapshot(w, now) for w in self.extra]
@@ -191,11 +197,11 @@ class ProcessGroup:
         }
 
     @staticmethod
-    def _worker_snapshot(w: Worker, now: float) -> dict:
+    def _worker_snapshot(w: Worker, now: float) -> WorkerSnapshot:
         up = w.uptime()
         return {
             "instance": w.slot,
-            "pid": w.pid if w.state in ("starting", "running", "stopping") else None,
+            "pid": w.pid if w.state in LIVE_STATES else None,
             "state": w.state,
             "restarts": w.restarts,
             "uptime_s": round(up, 3) if up is not None else None,

@@ -29,8 +29,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, load
+from ..protocol import WorkerState
 from .errors import CommandError
-from .group import ProcessGroup
 from .spawn import Child
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 TIMEOUT = 20.0
 ENGINE_OUT = "oxtui-engine.out"     # a background engine's own stdout and stderr, in the log folder
-HANDED_STATES = ("running", "stopped", "exited", "errored", "backoff")
+HANDED_STATES = (WorkerState.RUNNING, WorkerState.STOPPED, WorkerState.EXITED, WorkerState.ERRORED,
+                 WorkerState.BACKOFF)
 
 
 def check(engine: Engine) -> None:
@@ -138,9 +139,8 @@ async def adopt(engine: Engine, channel_fd: int) -> None:
         engine.logs.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         cfgs = {p.name: p for p in engine.config.processes}
         for g in state["groups"]:
-            engine.logs.open(g["name"])
             sock = socket.socket(fileno=g["sock"]) if g["sock"] is not None else None
-            group = engine.groups[g["name"]] = ProcessGroup(engine, cfgs[g["name"]], sock)
+            group = engine.add_group(cfgs[g["name"]], sock)
             group.target, group.release = g["target"], g["release"]
         engine.started_at = state["started_at"]
         chan.sendall(b"ready\n")
@@ -158,7 +158,7 @@ async def adopt(engine: Engine, channel_fd: int) -> None:
         for info in g["workers"]:
             w = group.workers[info["slot"]] = group.new_worker(info["slot"])
             child = None
-            if info["state"] == "running":
+            if info["state"] == WorkerState.RUNNING:
                 child = Child(info["pid"], info["stdout"] if info["stdout"] is not None else -1,
                               info["stderr"] if info["stderr"] is not None else -1, info["started"])
                 kept += 1

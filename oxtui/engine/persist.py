@@ -25,11 +25,10 @@ def save(engine: Engine, groups: list[ProcessGroup]) -> dict[str, Any]:
     for g in groups:
         if g.name in changed:
             g.cfg = dataclasses.replace(g.cfg, instances=g.target, instances_spec=g.target)
-    engine.config = dataclasses.replace(engine.config, digest=new_digest,
-                                        processes=tuple(engine.groups[p.name].cfg if p.name in engine.groups else p
-                                                        for p in engine.config.processes))
+    engine.use_config(dataclasses.replace(
+        engine.config, digest=new_digest,
+        processes=tuple(engine.groups[p.name].cfg if p.name in engine.groups else p for p in engine.config.processes)))
     for name, (old, new) in changed.items():
         engine.logs.emit(name, None, "event", [f"saved instances = {new} to {path} (was {old})"])
-    engine.changed()
     return {"oxfile": str(path), "changed": {n: {"was": old, "now": new} for n, (old, new) in changed.items()},
             "unchanged": [g.name for g in groups if g.name not in changed]}

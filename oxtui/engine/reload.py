@@ -12,6 +12,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Callable
 
+from ..protocol import ReloadSlot, ReloadSnapshot
 from . import checks
 from .sockets import bind_listener
 
@@ -35,7 +36,7 @@ class RollingReload:
         self.slot: int | str | None = None
         self.step = "starting"
         self.reason: str | None = None
-        self.slots: list[dict] = []
+        self.slots: list[ReloadSlot] = []
         self.started = time.time()
         self.finished: float | None = None
 
@@ -197,14 +198,14 @@ class RollingReload:
             return f"was killed by {worker.exit_signal}"
         return f"exited with code {worker.exit_code}"
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> ReloadSnapshot:
         return {
             "state": self.state,
             "release": self.release,
             "slot": self.slot,
             "step": self.step,
             "reason": self.reason,
-            "slots": [dict(s) for s in self.slots],
+            "slots": [ReloadSlot(**s) for s in self.slots],
             "started_at": self.started,
             "finished_at": self.finished,
         }

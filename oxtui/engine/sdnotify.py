@@ -19,6 +19,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Mapping
 
+from ..protocol import WorkerState
+
 if TYPE_CHECKING:
     from .engine import Engine
 
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 # yet given up) must not keep the whole unit "activating" until systemd kills every healthy one.
 READY_GRACE = 15.0
 STATUS_EVERY = 1.0          # STATUS= is recomputed at most this often, and sent only when it changed
-SETTLED = ("running", "exited", "errored", "stopped")
+SETTLED = (WorkerState.RUNNING, WorkerState.EXITED, WorkerState.ERRORED, WorkerState.STOPPED)
 
 
 def under_systemd(environ: Mapping[str, str]) -> bool:
@@ -157,9 +159,9 @@ def summary(engine: Engine) -> str:
     """One line for `systemctl status`: "web 4/4 ready, worker 1/1 ready (reloading)"."""
     parts = []
     for g in engine.groups.values():
-        ready = sum(1 for w in g.workers.values() if w.state == "running")
+        ready = sum(1 for w in g.workers.values() if w.state == WorkerState.RUNNING)
         text = f"{g.name} {ready}/{g.target} ready"
-        bad = sum(1 for w in g.workers.values() if w.state in ("errored", "backoff"))
+        bad = sum(1 for w in g.workers.values() if w.state in (WorkerState.ERRORED, WorkerState.BACKOFF))
         if bad:
             text += f", {bad} failing"
         if g.reload is not None and g.reload.active:

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import os
 import socket
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from ..link import EngineClient, Reply
+from ..link import CanDetach, CanHandOver, EngineClient
+from ..protocol import LIVE_STATES, Reply, WorkerState
 from .grid import WorkerGrid
+from .keys import KEYS, bindings
 from .logview import LogView
 from .model import SORTS, History, build_rows, header_text, reload_lines
 from .screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
@@ -80,25 +82,7 @@ class OxtuiApp(App[int]):
     #logs { height: 1fr; min-height: 4; }
     LogView:focus { background: $boost; }
     """
-    BINDINGS = [
-        Binding("plus,equals_sign", "scale(1)", "+1", key_display="+"),
-        Binding("minus", "scale(-1)", "-1", key_display="-"),
-        Binding("k", "kill('SIGTERM')", "Kill"),
-        Binding("K", "kill('SIGKILL')", "Kill -9", key_display="K"),
-        Binding("r", "reload", "Reload"),
-        Binding("R", "reload_all", "Reload all", key_display="R"),
-        Binding("l", "toggle_logs", "Logs"),
-        Binding("slash", "search", "Search", key_display="/"),
-        Binding("f", "filter", "Filter"),
-        Binding("s", "sort", "Sort", show=False),
-        Binding("x", "stop_process", "Stop", show=False),
-        Binding("X", "start_process", "Start", show=False),
-        Binding("a", "apply", "Apply oxfile", show=False),
-        Binding("w", "save", "Save counts", show=False),
-        Binding("escape", "clear_search", "Clear search", show=False),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit_app", "Quit"),
-    ]
+    BINDINGS = bindings()
 
     def __init__(self, client: EngineClient, oxfile: Path | str, *, host: str | None = None, clock_free: bool = False,
                  loadavg: Callable[[], tuple[float, ...]] = os.getloadavg):
@@ -122,24 +106,9 @@ class OxtuiApp(App[int]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every action of the keys, findable by name in ctrl+p."""
         yield from super().get_system_commands(screen)
-        for title, help_text, action in (
-            ("Scale up", "add an instance to the selected process (+)", lambda: self.action_scale(1)),
-            ("Scale down", "remove an instance from the selected process (-)", lambda: self.action_scale(-1)),
-            ("Kill worker (SIGTERM)", "the selected worker restarts as after a crash (k)", lambda: self.action_kill("SIGTERM")),
-            ("Kill worker (SIGKILL)", "the selected worker, without a grace period (K)", lambda: self.action_kill("SIGKILL")),
-            ("Reload process", "rolling reload of the selected process (r)", self.action_reload),
-            ("Reload all", "rolling reload of every process, one after another (R)", self.action_reload_all),
-            ("Stop process", "stop the selected process gracefully (x)", self.action_stop_process),
-            ("Start process", "start the selected process (X)", self.action_start_process),
-            ("Sort workers", "cycle: slot, CPU, memory, restarts (s)", self.action_sort),
-            ("Focus logs", "switch between the grid and the logs (l)", self.action_toggle_logs),
-            ("Filter logs", "all, selected process, selected worker (f)", self.action_filter),
-            ("Search logs", "regex search with highlights (/)", self.action_search),
-            ("Apply oxfile", "re-read the oxfile: start new, stop removed, reload changed processes (a)",
-             self.action_apply),
-            ("Help", "keys and columns (?)", self.action_help),
-        ):
-            yield SystemCommand(title, help_text, action)
+        for k in KEYS:
+            if k.palette and k.action:
+                yield SystemCommand(k.palette, f"{k.doc} ({k.shown})", partial(self.run_action, k.action))
 
     # ---- layout -------------------------------------------------------------------------------
 
@@ -193,7 +162,7 @@ class OxtuiApp(App[int]):
     def _stopping_text(self, snap: dict[str, Any]) -> str:
         if not self.stopping:
             return ""
-        left = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in ("starting", "running", "stopping"))
+        left = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in LIVE_STATES)
         return f"STOPPING: {left} worker(s) left · " if left else "all workers stopped · "
 
     def _show_reloads(self, snap: dict[str, Any]) -> None:
@@ -349,7 +318,7 @@ class OxtuiApp(App[int]):
         if self.stopping or isinstance(self.screen, QuitScreen):
             return
         snap = self._snapshot or {"processes": []}
-        n = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in ("starting", "running"))
+        n = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in (WorkerState.STARTING, WorkerState.RUNNING))
         stop = ("s", f"stop all {n} running worker(s) gracefully, then quit")
         if self.client.attached:
             question = f"Quit. The engine (pid {snap.get('engine_pid', '?')}) runs in the background."
@@ -368,11 +337,10 @@ class OxtuiApp(App[int]):
         self.push_screen(QuitScreen(question, choices), answer)
 
     def move_to_background(self) -> None:
-        hand_over = getattr(self.client, "hand_over", None)
-        if hand_over is None:
+        if not isinstance(self.client, CanHandOver):
             return
         self.notify("moving the engine to the background…", timeout=5)
-        hand_over(lambda reply: self.post_message(HandedOver(reply)))
+        self.client.hand_over(lambda reply: self.post_message(HandedOver(reply)))
 
     @on(HandedOver)
     def _handed_over(self, msg: HandedOver) -> None:
@@ -387,9 +355,8 @@ class OxtuiApp(App[int]):
 
     def detach(self) -> None:
         self.detaching = True
-        detach = getattr(self.client, "detach", None)
-        if detach is not None:
-            detach()
+        if isinstance(self.client, CanDetach):
+            self.client.detach()
         self.exit(0)
 
     def stop_everything(self) -> None:

@@ -10,16 +10,17 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
+from ..protocol import WorkerState
 from .model import COLUMNS, COMPACT, COMPACT_BELOW, Row
 
 STATE_STYLES = {
-    "running": "green",
-    "starting": "yellow",
-    "stopping": "yellow",
-    "backoff": "bold red",
-    "errored": "bold white on red",
-    "exited": "dim",
-    "stopped": "dim",
+    WorkerState.RUNNING: "green",
+    WorkerState.STARTING: "yellow",
+    WorkerState.STOPPING: "yellow",
+    WorkerState.BACKOFF: "bold red",
+    WorkerState.ERRORED: "bold white on red",
+    WorkerState.EXITED: "dim",
+    WorkerState.STOPPED: "dim",
 }
 
 

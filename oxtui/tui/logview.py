@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..engine.logs import STREAM_MARK, LogBatch, format_ts
+from ..protocol import STREAM_MARK, LogBatch, format_ts
 
 MAX_LINES = 20_000
 MAX_WIDTH = 1000

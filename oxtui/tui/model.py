@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..format import human_bytes, human_duration, last_exit, sparkline
+from ..protocol import LIVE_STATES, WorkerState, running_count
 
 # (title, width): 118 columns with the cell padding; below COMPACT_BELOW the sparklines go.
 COLUMNS = (("NAME", 11), ("PID", 7), ("STATE", 8), ("CPU%", 5), ("CPU 1 min", 9), ("MEM", 7),
@@ -67,15 +68,15 @@ def worker_label(process: str, w: dict[str, Any], last: bool) -> str:
 
 
 def ready_health(w: dict[str, Any]) -> str:
-    if w["state"] not in ("starting", "running", "stopping"):
+    if w["state"] not in LIVE_STATES:
         return "-"
     ready = "ready" if w.get("ready") else "not ready"
     health = w.get("health")
     if not health:
         return ready
-    if health == "ok":
+    if health["ok"]:
         return f"{ready} · ok"
-    return f"{ready} · FAIL {health.split()[1].rstrip(':')}" if health.startswith("failing") else f"{ready} · {health}"
+    return f"{ready} · FAIL {health['failures']}/{health['threshold']}"
 
 
 def reload_summary(rl: dict[str, Any] | None) -> str:
@@ -91,7 +92,7 @@ def build_rows(snapshot: dict[str, Any], history: History, sort: str = "slot") -
     live: set[str] = set()
     for p in snapshot.get("processes", []):
         name = p["name"]
-        running = sum(1 for w in p["workers"] if w["state"] == "running" and not w.get("role"))
+        running = running_count(p)
         listen = p.get("listen") or ""
         group_cells = (f"▼ {name}", "", f"{running}/{p['instances']} up", "", "", "", "", "", "", listen,
                        reload_summary(p.get("reload")))
@@ -144,7 +145,7 @@ def header_text(snapshot: dict[str, Any] | None, host: str, load: tuple[float, .
         return f"{host} · starting the engine…"
     eng = snapshot.get("engine", {})
     workers = [w for p in snapshot["processes"] for w in p["workers"] if not w.get("role")]
-    running = sum(1 for w in workers if w["state"] == "running")
+    running = sum(1 for w in workers if w["state"] == WorkerState.RUNNING)
     load_text = " ".join(f"{x:.2f}" for x in load) if load else "-"
     up = human_duration(eng.get("uptime_s"))
     if attached:

@@ -8,31 +8,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-HELP = """\
-[b]Workers[/b]
-  ↑ ↓ / mouse   select a process or worker row
-  + or =        add an instance to the selected process
-  -             remove one (the highest slot stops gracefully; asks before going to 0)
-  k / K         SIGTERM / SIGKILL the selected worker (it restarts as after a crash)
-  r / R         rolling reload of the selected process / of every process
-  s             sort workers: slot, CPU, memory, restarts
-  x / X         stop / start the selected process
-[b]Logs[/b]
-  l             focus the merged logs (again: back to the grid)
-  f             filter: all → selected process → selected worker
-  /             search (regex); n / N next / previous match; Esc clears
-  End / G       follow new lines (scrolling up pauses follow)
-[b]App[/b]
-  ctrl+p        command palette (every action)
-  ?             this help
-  a             apply the oxfile: start new, stop removed, reload changed processes
-  w             save the running instance counts into the oxfile (comments kept)
-  q             quit: stop every worker gracefully, or detach and leave them running
-
-CPU% is percent of one core, summed over the worker's process tree; MEM is the tree's RSS.
-The sparklines show the last minute. Scripts act on this engine too:
-`oxtui reload NAME -c OXFILE` runs here and you watch it live.
-"""
+from .keys import help_text
 
 
 class HelpScreen(ModalScreen[None]):
@@ -45,7 +21,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(HELP, id="help-text")
+            yield Static(help_text(), id="help-text")
             yield Label("[dim]Esc to close[/dim]")
 
 

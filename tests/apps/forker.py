@@ -1,5 +1,9 @@
 """Forks a grandchild that ignores SIGTERM and stays in the group; writes its pid to ./grandchild.pid."""
-import os, signal, sys, time
+import os
+import signal
+import sys
+import time
+
 pid = os.fork()
 if pid == 0:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

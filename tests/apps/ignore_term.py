@@ -1,4 +1,7 @@
-import os, signal, time
+import os
+import signal
+import time
+
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print(f"stubborn {os.getpid()}", flush=True)
 while True:

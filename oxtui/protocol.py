@@ -1,0 +1,210 @@
+"""The contract between the engine and every view: one place for the snapshot's shape, worker states,
+log batches and their wire form, and command replies.
+
+The engine produces these; the CLI, the TUI (embedded or attached), the printer and `oxtui up` read
+them. Nothing here imports the engine or psutil, so a view that only talks to a running engine
+(`oxtui status`, `oxtui logs`, an attached TUI) never loads either.
+
+The snapshot types are TypedDicts: they are the JSON objects `oxtui status --json` prints, so the
+public shape and the typed one cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import StrEnum
+from typing import Any, Literal, NotRequired, TypedDict
+
+
+class WorkerState(StrEnum):
+    """One instance's state (see engine/worker.py for the machine). A StrEnum: it is its own JSON."""
+
+    STARTING = "starting"     # spawned, not ready yet
+    RUNNING = "running"       # ready
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    BACKOFF = "backoff"       # exited, waiting to restart
+    ERRORED = "errored"       # crash loop: gave up until a person acts
+    EXITED = "exited"         # ended and not to be restarted
+
+
+LIVE_STATES = frozenset({WorkerState.STARTING, WorkerState.RUNNING, WorkerState.STOPPING})
+
+
+# ---- snapshot ---------------------------------------------------------------------------------
+
+class Health(TypedDict):
+    ok: bool
+    failures: int             # consecutive failed probes
+    threshold: int            # failures that restart the instance
+    reason: str | None        # the last failed probe's reason
+
+
+class WorkerSnapshot(TypedDict):
+    instance: int
+    pid: int | None
+    state: WorkerState
+    restarts: int
+    uptime_s: float | None
+    cpu_percent: float | None
+    rss_bytes: int | None
+    exit_code: int | None
+    exit_signal: str | None
+    ready: bool
+    health: Health | None
+    reason: str | None
+    role: Literal["surge", "canary"] | None
+    release: int
+
+
+class ReloadSlot(TypedDict):
+    slot: int | str
+    old_pid: int | None
+    new_pid: int | None
+    state: str
+
+
+class ReloadSnapshot(TypedDict):
+    state: Literal["running", "done", "failed", "cancelled"]
+    release: int
+    slot: int | str | None
+    step: str
+    reason: str | None
+    slots: list[ReloadSlot]
+    started_at: float
+    finished_at: float | None
+
+
+class ProcessSnapshot(TypedDict):
+    name: str
+    instances: int                   # the running target
+    oxfile_instances: int            # what the oxfile says
+    listen: str | None
+    reload: ReloadSnapshot | None
+    log_file: str
+    command: str
+    release: int
+    workers: list[WorkerSnapshot]
+
+
+class EngineInfo(TypedDict):
+    started_at: float
+    uptime_s: float
+    cpu_percent: float
+    rss_bytes: int
+    log_dir: str
+    viewers: int
+    systemd: bool
+    unit: str | None
+    oxfile_changed: bool
+
+
+class Snapshot(TypedDict):
+    oxfile: str
+    engine_pid: int
+    engine: EngineInfo
+    processes: list[ProcessSnapshot]
+
+
+def slot_workers(p: ProcessSnapshot) -> list[WorkerSnapshot]:
+    """The workers of the process's slots, without a reload's surge instance or canary."""
+    return [w for w in p["workers"] if not w.get("role")]
+
+
+def running_count(p: ProcessSnapshot) -> int:
+    return sum(1 for w in slot_workers(p) if w["state"] == WorkerState.RUNNING)
+
+
+def last_exit_text(w: WorkerSnapshot) -> str | None:
+    """"SIGKILL", "code 3", or None when it has not exited."""
+    if w["exit_signal"]:
+        return w["exit_signal"]
+    return f"code {w['exit_code']}" if w["exit_code"] is not None else None
+
+
+# ---- replies ----------------------------------------------------------------------------------
+
+class Reply(TypedDict):
+    ok: bool
+    result: NotRequired[Any]
+    error: NotRequired[str]
+
+
+def ok(result: Any) -> Reply:
+    return {"ok": True, "result": result}
+
+
+def error(text: str) -> Reply:
+    return {"ok": False, "error": text}
+
+
+def encode(obj: Any) -> bytes:
+    """One JSON line, as the control socket speaks."""
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+# ---- log batches ------------------------------------------------------------------------------
+
+# A line longer than this is cut into pieces of this size: memory stays bounded whatever a child prints.
+MAX_LINE = 16 * 1024
+STREAM_MARK = {"out": "|", "err": "!", "event": "~"}
+
+
+class LogBatch:
+    """One chunk of output (or one engine event): complete lines sharing a capture time.
+
+    Holds the raw bytes; the decoded lines are made only when someone reads them (the UI, `oxtui
+    logs`, a readiness regex), so capture itself never walks the lines in Python.
+    """
+
+    __slots__ = ("seq", "ts", "process", "instance", "stream", "data", "count", "_lines")
+
+    def __init__(self, seq: int, ts: float, process: str, instance: int | None, stream: str, data: bytes,
+                 count: int, lines: tuple[str, ...] | None = None):
+        self.seq, self.ts, self.process, self.instance, self.stream = seq, ts, process, instance, stream
+        self.data = data          # complete lines joined by b"\n", no trailing newline
+        self.count = count        # number of lines
+        self._lines = lines
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        if self._lines is None:
+            self._lines = tuple(split_blob(self.data))
+        return self._lines
+
+    @property
+    def source(self) -> str:
+        if self.instance is None:
+            return self.process
+        return f"{self.process}.{'canary' if self.instance < 0 else self.instance}"
+
+    def to_wire(self) -> list[Any]:
+        return [self.seq, self.ts, self.process, self.instance, self.stream, self.data.decode("utf-8", "replace")]
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> LogBatch:
+        seq, ts, process, instance, stream, text = raw
+        return cls(seq, ts, process, instance, stream, text.encode("utf-8", "replace"), text.count("\n") + 1)
+
+
+def split_blob(blob: bytes) -> list[str]:
+    text = blob.decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    if any(len(line) > MAX_LINE for line in lines):
+        lines = [line[i:i + MAX_LINE] for line in lines for i in range(0, max(len(line), 1), MAX_LINE)]
+    return lines
+
+
+_ts_cache: tuple[int, str] = (-1, "")
+
+
+def format_ts(ts: float) -> str:
+    """Local time with milliseconds; strftime runs once per second, not once per chunk."""
+    global _ts_cache
+    sec = int(ts)
+    if _ts_cache[0] != sec:
+        _ts_cache = (sec, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec)))
+    return f"{_ts_cache[1]}.{int((ts - sec) * 1000):03d}"

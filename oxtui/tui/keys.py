@@ -1,0 +1,89 @@
+"""Every key of the TUI, once: the bindings, the footer, the command palette, the help screen and
+README's key table are all made from this table (a test checks README against it).
+
+Pure data and formatting: no widget is built here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class Key:
+    section: str                    # "Workers", "Logs" or "App" in the help screen
+    shown: str                      # the key as the help screen and README write it
+    doc: str                        # what it does
+    binding: str | None = None      # Textual key names, for a key the app binds itself
+    action: str | None = None
+    label: str | None = None        # the footer's word; None keeps it out of the footer
+    palette: str | None = None      # the command palette's title
+    key_display: str | None = None
+    where: str = "app"              # "app", or "logs" for keys bound by the log view itself
+
+
+KEYS: tuple[Key, ...] = (
+    Key("Workers", "↑ ↓, mouse", "select a process or worker row"),
+    Key("Workers", "+ or =", "add an instance to the selected process", "plus,equals_sign", "scale(1)", "+1",
+        "Scale up", "+"),
+    Key("Workers", "-", "remove one (the highest slot stops gracefully; asks before going to 0)", "minus",
+        "scale(-1)", "-1", "Scale down", "-"),
+    Key("Workers", "k", "SIGTERM the selected worker (it restarts as after a crash)", "k", "kill('SIGTERM')", "Kill",
+        "Kill worker (SIGTERM)"),
+    Key("Workers", "K", "SIGKILL the selected worker, without a grace period", "K", "kill('SIGKILL')", "Kill -9",
+        "Kill worker (SIGKILL)", "K"),
+    Key("Workers", "r", "rolling reload of the selected process; the reload panel shows each slot live", "r",
+        "reload", "Reload", "Reload process"),
+    Key("Workers", "R", "rolling reload of every process, one after another", "R", "reload_all", "Reload all",
+        "Reload all", "R"),
+    Key("Workers", "s", "sort workers: slot, CPU, memory, restarts", "s", "sort", None, "Sort workers"),
+    Key("Workers", "x", "stop the selected process gracefully", "x", "stop_process", None, "Stop process"),
+    Key("Workers", "X", "start the selected process", "X", "start_process", None, "Start process"),
+    Key("Logs", "l", "focus the merged logs (again: back to the grid)", "l", "toggle_logs", "Logs", "Focus logs"),
+    Key("Logs", "/", "search the logs (regex) with highlights", "slash", "search", "Search", "Search logs", "/"),
+    Key("Logs", "f", "filter the logs: all → selected process → selected worker", "f", "filter", "Filter",
+        "Filter logs"),
+    Key("Logs", "n / N", "next / previous match", where="logs"),
+    Key("Logs", "Esc", "clear the search", "escape", "clear_search"),
+    Key("Logs", "End / G", "follow new lines again (scrolling up pauses follow)", where="logs"),
+    Key("App", "a", "apply the oxfile as it is now on disk: new processes start, removed ones stop, changed ones "
+        "get a rolling reload", "a", "apply", None, "Apply oxfile"),
+    Key("App", "w", "save the running instance counts into the oxfile (comments and layout kept)", "w", "save",
+        None, "Save instance counts"),
+    Key("App", "ctrl+p", "command palette: every action by name"),
+    Key("App", "?", "help: every key, and what the columns mean", "question_mark", "help", "Help", "Help", "?"),
+    Key("App", "q", "quit: s stops every worker gracefully; b moves the engine to the background with every "
+        "worker still running (embedded); d detaches (attached)", "q", "quit_app", "Quit"),
+)
+
+NOTES = ("CPU% is percent of one core, summed over the worker's process tree (4 busy threads show 400); "
+         "MEM is the tree's RSS. The sparklines cover the last minute.")
+
+
+def bindings() -> list[Binding]:
+    return [Binding(k.binding, k.action, k.label or k.palette or k.doc, show=k.label is not None,
+                    key_display=k.key_display)
+            for k in KEYS if k.binding is not None and k.where == "app" and k.action is not None]
+
+
+def help_text() -> str:
+    out: list[str] = []
+    for section in dict.fromkeys(k.section for k in KEYS):
+        out.append(f"[b]{section}[/b]")
+        out += [f"  {k.shown:<13} {k.doc}" for k in KEYS if k.section == section]
+    return "\n".join(out) + "\n\n" + NOTES + "\nScripts act on this engine too: `oxtui reload NAME` runs here and " \
+        "you watch it live.\n"
+
+
+def markdown_table() -> str:
+    """README's "TUI keys" table."""
+    rows = ["| key | does |", "|---|---|"]
+    rows += [f"| {_md_keys(k.shown)} | {k.doc} |" for k in KEYS]
+    return "\n".join(rows) + "\n\n" + NOTES + "\n"
+
+
+def _md_keys(shown: str) -> str:
+    parts = [p.strip() for p in shown.replace(" or ", " / ").split(" / ")]
+    return " / ".join(p if p in ("↑ ↓, mouse",) else f"`{p}`" for p in parts)
