@@ -91,17 +91,19 @@ def load_with_reloads(wrk: str, port: int, seconds: float, reloads: int, reload_
                             stdout=subprocess.PIPE, text=True)
     time.sleep(2)
     took = []
+    failed = []
     for _ in range(reloads):
         t0 = time.monotonic()
         r = subprocess.run(reload_cmd, capture_output=True, text=True, env=env, timeout=120)
         took.append(time.monotonic() - t0)
         if r.returncode != 0:
-            print(f"reload failed: {r.stdout}\n{r.stderr}", file=sys.stderr)
+            failed.append(f"{' '.join(reload_cmd[-4:])}: exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
         time.sleep(0.5)
     out, _ = load.communicate(timeout=seconds + 30)
     res = parse_wrk(out)
     res["reload_s"] = [round(t, 2) for t in took]
     res["reloads_done_in_window"] = sum(took) + 2 + 0.5 * reloads < seconds
+    res["reload_errors"] = failed
     return res
 
 
@@ -190,6 +192,14 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)
+    # A figure measured across a failed reload, or with reloads running past the load window, is not
+    # a result: say so and fail, instead of printing a table that looks fine.
+    problems = [f"{name}: {e}" for name, r in rows for e in r["reload_errors"]]
+    problems += [f"{name}: the reloads ran past the {args.seconds:.0f} s load window (raise --seconds)"
+                 for name, r in rows if not r["reloads_done_in_window"]]
+    if problems:
+        print("reload_bench: FAILED\n  " + "\n  ".join(problems), file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def idle_cost(folder: Path, seconds: float, settle: float) -> tuple[float, int]:
     ps = psutil.Process(proc.pid)
     try:
         deadline = time.time() + 30
-        while len(ps.children()) < 64 and time.time() < deadline:
+        while sleepers(ps) < 64:       # workers are grandchildren, through the spawner helper
+            if time.time() > deadline:
+                raise SystemExit(f"tui_bench: only {sleepers(ps)} of 64 workers started within 30 s")
             time.sleep(0.2)
         time.sleep(settle)
         c0 = sum(ps.cpu_times()[:2])
@@ -61,6 +63,17 @@ def idle_cost(folder: Path, seconds: float, settle: float) -> tuple[float, int]:
         proc.send_signal(1)   # SIGHUP: graceful stop, as when the terminal goes away
         proc.wait(60)
         os.close(master)
+
+
+def sleepers(ps: psutil.Process) -> int:
+    """Descendants that have exec'd sleep: the workers, wherever they sit in the tree."""
+    n = 0
+    for child in ps.children(recursive=True):
+        try:
+            n += child.name() == "sleep"
+        except psutil.Error:
+            pass
+    return n
 
 
 def _read(fd: int) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -13,7 +12,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, load
-from .format import hint, human_bytes, human_duration
+from .report import follow_logs, report
 from .runtime import RuntimeDirError
 
 VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs",
@@ -316,97 +315,6 @@ def request_for(args: argparse.Namespace) -> dict[str, Any]:
     if verb == "logs":
         return {"cmd": "logs", "name": args.name, "n": args.lines, "follow": args.follow}
     return {"cmd": verb, "name": args.name}
-
-
-def report(args: argparse.Namespace, result: Any) -> int:
-    verb = args.verb
-    if verb == "status":
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            print_status(result)
-        return 0
-    if verb == "scale":
-        print(f"{result['name']}: {result['before']} -> {result['instances']} instance(s)")
-        return 0
-    if verb == "reload":
-        for r in result["processes"]:
-            if not r["ok"]:
-                print(f"oxtui reload: {r['name']}: rolled back: {r['reason']}", file=sys.stderr)
-                return 1
-        return 0
-    if verb == "kill":
-        print(f"sent {result['signal']} to pid {result['pid']}")
-        return 0
-    if verb == "save":
-        for name, ch in result["changed"].items():
-            print(f"{name}: instances = {ch['now']} (was {ch['was']})")
-        print(f"saved to {result['oxfile']}" if result["changed"] else
-              f"nothing to save: {result['oxfile']} already says what runs")
-        return 0
-    if verb == "apply":
-        for what in ("added", "removed", "reloaded", "restarted", "scaled", "rewatched", "unchanged"):
-            if result[what]:
-                print(f"{what}: {', '.join(result[what])}")
-        for note in result["notes"]:
-            print(f"note: {note}")
-        for f in result["failed"]:
-            print(f"oxtui apply: {f['name']}: reload failed, old settings kept: {f['reason']}", file=sys.stderr)
-        return 0 if result["ok"] else 1
-    if verb == "logs":
-        from .printer import Formatter, use_colour
-        fmt = Formatter(use_colour(sys.stdout), timestamps=True)
-        for _seq, ts, source, stream, line in result["lines"]:
-            sys.stdout.write(fmt.lines(source, stream, ts, [line]))
-        return 0
-    print(f"{verb}: {', '.join(result['processes'])}")
-    return 0
-
-
-def follow_logs(client: Any, req: dict[str, Any]) -> int:
-    from .printer import Formatter, use_colour
-    fmt = Formatter(use_colour(sys.stdout), timestamps=True)
-    client.send(req)
-    for msg in client.replies():
-        if "log" in msg:
-            _seq, ts, source, stream, line = msg["log"]
-            sys.stdout.write(fmt.lines(source, stream, ts, [line]))
-        elif "dropped" in msg:
-            sys.stdout.write(f"[oxtui] {msg['dropped']} lines skipped (reader too slow; see the log files)\n")
-        elif msg.get("ok") is False:
-            print(f"oxtui logs: {msg['error']}", file=sys.stderr)
-            return 1
-        elif msg.get("ok"):
-            for _seq, ts, source, stream, line in msg["result"]["lines"]:
-                sys.stdout.write(fmt.lines(source, stream, ts, [line]))
-        sys.stdout.flush()
-    return 0
-
-
-def print_status(snap: dict[str, Any]) -> None:
-    eng = snap.get("engine", {})
-    print(f"engine pid {snap['engine_pid']}  up {human_duration(eng.get('uptime_s'))}  "
-          f"cpu {eng.get('cpu_percent', 0):.1f}%  mem {human_bytes(eng.get('rss_bytes'))}  {snap['oxfile']}"
-          + (f"  (systemd: {eng.get('unit') or 'yes'})" if eng.get("systemd") else ""))
-    if eng.get("oxfile_changed"):
-        print(f"note: the oxfile changed on disk since the engine read it; `{hint('apply', snap['oxfile'])}` loads it")
-    if any(p.get("oxfile_instances", p["instances"]) != p["instances"] for p in snap["processes"]):
-        print(f"note: running counts differ from the oxfile; `{hint('save', snap['oxfile'])}` writes them into it")
-    header = f"{'NAME':<14}{'PID':>8}  {'STATE':<9}{'CPU%':>6}{'MEM':>8}{'RESTARTS':>9}{'UPTIME':>9}  LAST EXIT"
-    print(header)
-    for p in snap["processes"]:
-        extra = f"  {p['listen']}" if p["listen"] else ""
-        reload = p.get("reload")
-        rl = f"  reload {reload['state']}" + (f": {reload['reason']}" if reload and reload.get("reason") else "") if reload else ""
-        differs = p.get("oxfile_instances", p["instances"]) != p["instances"]
-        count = f"{p['instances']}, oxfile says {p['oxfile_instances']}" if differs else f"{p['instances']}"
-        print(f"{p['name']} ({count}){extra}{rl}")
-        for w in p["workers"]:
-            label = f"  {p['name']}.{'canary' if w['role'] == 'canary' else w['instance']}" + ("+" if w["role"] == "surge" else "")
-            last = (w["exit_signal"] or (f"code {w['exit_code']}" if w["exit_code"] is not None else "-"))
-            cpu = f"{w['cpu_percent']:.1f}" if w["cpu_percent"] is not None else "-"
-            print(f"{label:<14}{w['pid'] or '-':>8}  {w['state']:<9}{cpu:>6}{human_bytes(w['rss_bytes']):>8}"
-                  f"{w['restarts']:>9}{human_duration(w['uptime_s']):>9}  {last}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ print them at once.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -16,6 +15,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .values import parse_address, parse_signal, parse_size, usable_cpus  # noqa: F401 (part of this API)
 
 
 class ConfigError(Exception):
@@ -99,66 +100,6 @@ class Config:
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def parse_size(value: Any) -> int:
-    """'512M', '1G', '10MB', or a byte count. Raises ValueError with the allowed forms."""
-    if isinstance(value, bool):
-        raise ValueError("must be a size like \"512M\", \"1G\" or a number of bytes")
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(f"must be a positive size (got {value})")
-        return value
-    if isinstance(value, str):
-        m = SIZE_RE.match(value)
-        if m:
-            n = int(float(m.group(1)) * SIZE_UNITS[m.group(2).upper()])
-            if n > 0:
-                return n
-    raise ValueError(f"must be a size like \"512M\", \"1G\" or a number of bytes (got {value!r})")
-
-
-def parse_signal(value: Any) -> signal.Signals:
-    if isinstance(value, str):
-        name = value.strip().upper()
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        try:
-            return signal.Signals[name]
-        except KeyError:
-            pass
-    raise ValueError(f"must be a signal name like \"SIGTERM\", \"SIGINT\" or \"SIGQUIT\" (got {value!r})")
-
-
-def parse_address(value: Any) -> tuple[str, int]:
-    """'127.0.0.1:3000', '[::1]:3000', '0.0.0.0:80', 'localhost:3000'."""
-    hint = 'must be "HOST:PORT", e.g. "127.0.0.1:3000" or "[::1]:3000"'
-    if not isinstance(value, str):
-        raise ValueError(f"{hint} (got {value!r})")
-    text = value.strip()
-    m = re.match(r"^\[([^\]]+)\]:(\d+)$", text) or re.match(r"^([^:\[\]]+):(\d+)$", text)
-    if not m:
-        raise ValueError(f"{hint} (got {value!r})")
-    host, port = m.group(1), int(m.group(2))
-    if not 0 < port < 65536:
-        raise ValueError(f"port must be 1-65535 (got {port})")
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"{hint}; the host must be an IP address or localhost (got {host!r})") from None
-    return ("127.0.0.1" if host == "localhost" else host), port
-
-
 class _Table:
     """Reads keys of one TOML table, recording every problem instead of stopping at the first."""
 

@@ -12,13 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Iterator
 
 from .client import Client, ControlError, NoEngine
 from .config import Config
 from .engine.handover import ENGINE_OUT
 from .format import hint
-from .protocol import WorkerState, running_count
+from .protocol import Snapshot, WorkerSnapshot, WorkerState, last_exit_text, running_count, slot_workers
 
 STARTUP_GRACE = 15.0      # on top of the longest ready.timeout
 DOWN_EXIT_WAIT = 15.0
@@ -46,7 +46,7 @@ def up(config: Config) -> int:
                                 cwd=config.path.parent, start_new_session=True)
     longest = max((p.ready.timeout for p in config.processes if p.ready is not None), default=1.0)
     deadline = time.monotonic() + longest + STARTUP_GRACE
-    snap: dict[str, Any] | None = None
+    snap: Snapshot | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             print(f"oxtui up: the engine exited (code {proc.returncode}): {_tail(out_path, start_offset)}",
@@ -97,7 +97,7 @@ def down(oxfile: Path) -> int:
     return 0
 
 
-def _status(oxfile: Path) -> dict[str, Any] | None:
+def _status(oxfile: Path) -> Snapshot | None:
     try:
         with Client(oxfile, timeout=5) as c:
             return c.call({"cmd": "status"})
@@ -105,33 +105,30 @@ def _status(oxfile: Path) -> dict[str, Any] | None:
         return None
 
 
-def _workers(snap: dict[str, Any]):
+def _workers(snap: Snapshot) -> Iterator[tuple[str, WorkerSnapshot]]:
     for p in snap["processes"]:
-        for w in p["workers"]:
-            if not w.get("role"):
-                yield p["name"], w
+        for w in slot_workers(p):
+            yield p["name"], w
 
 
-def _failures(snap: dict[str, Any]) -> list[str]:
+def _failures(snap: Snapshot) -> list[str]:
     """Instances that exited while starting: a release that cannot boot should fail `up` at once."""
     out = []
     for name, w in _workers(snap):
-        if w["state"] in (WorkerState.BACKOFF, WorkerState.ERRORED) or (w["state"] != WorkerState.RUNNING and w["restarts"] > 0):
-            last = w["exit_signal"] or (f"code {w['exit_code']}" if w["exit_code"] is not None else None)
+        if w["state"] in (WorkerState.BACKOFF, WorkerState.ERRORED) or \
+                (w["state"] != WorkerState.RUNNING and w["restarts"] > 0):
+            last = last_exit_text(w)
             why = w.get("reason") or (f"exited with {last}" if last else w["state"])
             out.append(f"{name}.{w['instance']} {why} while starting")
     return out
 
 
-def _all_up(snap: dict[str, Any]) -> bool:
+def _all_up(snap: Snapshot) -> bool:
     return all(w["state"] in (WorkerState.RUNNING, WorkerState.EXITED) for _, w in _workers(snap))
 
 
-def _counts(snap: dict[str, Any]) -> list[str]:
-    out = []
-    for p in snap["processes"]:
-        out.append(f"{p['name']} {running_count(p)}/{p['instances']} running")
-    return out
+def _counts(snap: Snapshot) -> list[str]:
+    return [f"{p['name']} {running_count(p)}/{p['instances']} running" for p in snap["processes"]]
 
 
 def _alive(pid: int) -> bool:

@@ -178,9 +178,18 @@ def engine_process():
     def start(oxfile: Path) -> EngineProcess:
         ep = EngineProcess(oxfile)
         started.append(ep)
-        wait_until(lambda: ep.cli("status").returncode == 0 or ep.proc.poll() is not None, 15, 0.1,
-                   what="the engine's control socket")
-        assert ep.proc.poll() is None, f"engine exited early:\n{ep.output()}"
+        last: list[subprocess.CompletedProcess[str]] = []
+
+        def answers() -> bool:
+            last[:] = [ep.cli("status")]
+            return last[0].returncode == 0 or ep.proc.poll() is not None
+        try:
+            wait_until(answers, 15, 0.1, what="the engine's control socket")
+        except AssertionError as e:
+            # Say why: the engine's own output and what `oxtui status` said, not only "timed out".
+            raise AssertionError(f"{e}\nengine output:\n{ep.output()}\n`oxtui status` said: "
+                                 f"{last[0].stderr if last else '-'}") from None
+        assert ep.proc.poll() is None, f"engine exited early (code {ep.proc.returncode}):\n{ep.output()}"
         return ep
 
     yield start

@@ -1,5 +1,5 @@
 """A bounded load generator for reload tests: threads sending HTTP/1.0 GETs to 127.0.0.1 back to back,
-recording every answer and every failure."""
+recording every answer and every failure ("<time> port=<local port> <what>")."""
 
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ class Load:
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
+            port = "-"
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                    port = s.getsockname()[1]
                     s.sendall(f"GET {self.path} HTTP/1.0\r\nHost: t\r\n\r\n".encode())
                     data = b""
                     while chunk := s.recv(65536):
@@ -57,7 +59,7 @@ class Load:
                     if status == b"200":
                         self.bodies.append(body.decode())
                     else:
-                        self.failures.append(f"{time.time():.3f} status {status!r}")
+                        self.failures.append(f"{time.time():.3f} port={port} status {status!r}")
             except OSError as e:
                 with self._lock:
-                    self.failures.append(f"{time.time():.3f} {e!r}")
+                    self.failures.append(f"{time.time():.3f} port={port} {e!r}")

@@ -1,7 +1,8 @@
 """Chaos: random SIGKILL/SIGTERM of workers, rolling reloads and scale changes under continuous
 load, against the real `oxtui run`. Afterwards the engine's status must agree with /proc, nothing
 may be a zombie or an orphan, the engine's memory must be flat, and the only failed requests may
-be those in flight on a worker that was SIGKILLed."""
+be those in flight on a worker that was SIGKILLed: the test app logs which pid accepted each client
+port, so a failure is traced to its instance."""
 
 from __future__ import annotations
 
@@ -19,15 +20,19 @@ from load import Load
 PY = sys.executable
 # 60 s in CI, as the issue asks; OXTUI_CHAOS_SECONDS=600 for a longer run by hand.
 DURATION = float(os.environ.get("OXTUI_CHAOS_SECONDS", 60))
-KILL_BLAME_WINDOW = 1.0     # a failure this soon after a SIGKILL is a request that was in flight on it
+# A connection accepted by an instance killed before it could log the accept has no owner on record;
+# only such a failure is excused by time (this soon after a SIGKILL), and there may be only a few.
+KILL_BLAME_WINDOW = 1.0
 
 
 def test_chaos_under_load(tmp_path, engine_process):
     port = free_port()
     (tmp_path / "release.txt").write_text("ok r1")
+    accepts = tmp_path / "accepts.log"
     ep = engine_process(write_oxfile(tmp_path, f'''
         [processes.app]
         command = "{PY} {APPS / 'app.py'}"
+        env = {{ ACCEPT_LOG = "{accepts}" }}
         instances = 3
         listen = "127.0.0.1:{port}"
         stop_timeout = 5
@@ -40,7 +45,7 @@ def test_chaos_under_load(tmp_path, engine_process):
     ep.wait_running("app", 3)
     engine = psutil.Process(ep.proc.pid)
     rng = random.Random(1234)
-    sigkills: list[float] = []
+    sigkills: list[tuple[float, int]] = []
     reloads: list[threading.Thread] = []
     counts = {"kill9": 0, "term": 0, "reload": 0, "scale": 0}
 
@@ -59,7 +64,7 @@ def test_chaos_under_load(tmp_path, engine_process):
                 w = rng.choice(workers)
                 sig = signal.SIGKILL if op == "kill9" else signal.SIGTERM
                 if op == "kill9":
-                    sigkills.append(time.time())
+                    sigkills.append((time.time(), w["pid"]))
                 try:
                     psutil.Process(w["pid"]).send_signal(sig)
                     counts[op] += 1
@@ -83,9 +88,24 @@ def test_chaos_under_load(tmp_path, engine_process):
     assert all(counts.values()), counts
 
     # only requests in flight on a SIGKILLed worker may have failed
-    unexplained = [f for f in load.failures
-                   if not any(0 <= float(f.split()[0]) - k <= KILL_BLAME_WINDOW for k in sigkills)]
+    owners: dict[str, list[tuple[float, int]]] = {}
+    for line in accepts.read_text().splitlines():
+        at, client_port, pid = line.split()
+        owners.setdefault(client_port, []).append((float(at), int(pid)))
+    killed = {pid for _, pid in sigkills}
+    unexplained, no_owner = [], []
+    for f in load.failures:
+        at, client_port = float(f.split()[0]), f.split()[1].removeprefix("port=")
+        seen = [pid for t, pid in owners.get(client_port, []) if t <= at + 0.05]
+        if seen:
+            if seen[-1] not in killed:
+                unexplained.append(f"{f} (on pid {seen[-1]}, never SIGKILLed)")
+        elif any(0 <= at - t <= KILL_BLAME_WINDOW for t, _ in sigkills):
+            no_owner.append(f)
+        else:
+            unexplained.append(f"{f} (no instance accepted it, no SIGKILL near)")
     assert not unexplained, (unexplained[:5], counts)
+    assert len(no_owner) <= max(3, counts["kill9"]), no_owner[:5]
     assert load.count > 1000
 
     # status agrees with /proc

@@ -64,6 +64,32 @@ def test_three_reloads_under_load_drop_nothing(tmp_path, engine_process):
     assert snap["state"] == "done" and [s["state"] for s in snap["slots"]] == ["done"] * 3
 
 
+def test_ready_instances_never_drop_below_the_target_with_a_slow_booting_release(tmp_path, engine_process):
+    """A replacement that takes 1.5 s to boot: the old instance of its slot must serve until then.
+    Sampled from status throughout the reload, the number of ready instances never goes below 3."""
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, canary=False))
+    ep.wait_running("app", 3)
+    ready_counts: list[int] = []
+    with Load(port) as load:
+        load.wait_for(30)
+        release(tmp_path, "slowok r2")
+        done = threading.Event()
+        result = {}
+        t = threading.Thread(target=lambda: (result.update(r=ep.cli("reload", "app")), done.set()))
+        t.start()
+        while not done.is_set():
+            ws = ep.workers("app")
+            ready_counts.append(sum(1 for w in ws if w["state"] == "running" and w["ready"] and w["role"] != "canary"))
+        t.join()
+        load.wait_for(30)
+    assert result["r"].returncode == 0, result["r"].stderr
+    assert len(ready_counts) > 10, "status was sampled throughout the reload"
+    assert min(ready_counts) >= 3, ready_counts
+    assert load.failures == [], load.failures[:5]
+    assert load.bodies[-1].startswith("r2 ")
+
+
 @pytest.mark.parametrize("mode,reason", [
     ("crash", r"canary: new pid \d+ exited with code 3 before it was ready"),
     ("noready", r"canary: new pid \d+ not ready within 3s"),

@@ -13,53 +13,9 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Iterable
 
-# A line longer than this is cut into pieces of this size: memory stays bounded whatever a child prints.
-MAX_LINE = 16 * 1024
+from ..protocol import MAX_LINE, STREAM_MARK, LogBatch, format_ts, split_blob  # noqa: F401 (re-exported)
+
 RING_MAX_BYTES = 8 * 1024 * 1024
-
-
-class LogBatch:
-    """One chunk of output (or one engine event): complete lines sharing a capture time.
-
-    Holds the raw bytes; the decoded lines are made only when someone reads them (the UI, `oxtui
-    logs`, a readiness regex), so capture itself never walks the lines in Python.
-    """
-
-    __slots__ = ("seq", "ts", "process", "instance", "stream", "data", "count", "_lines")
-
-    def __init__(self, seq: int, ts: float, process: str, instance: int | None, stream: str, data: bytes,
-                 count: int, lines: tuple[str, ...] | None = None):
-        self.seq, self.ts, self.process, self.instance, self.stream = seq, ts, process, instance, stream
-        self.data = data          # complete lines joined by b"\n", no trailing newline
-        self.count = count        # number of lines
-        self._lines = lines
-
-    @property
-    def lines(self) -> tuple[str, ...]:
-        if self._lines is None:
-            self._lines = tuple(split_blob(self.data))
-        return self._lines
-
-    @property
-    def source(self) -> str:
-        if self.instance is None:
-            return self.process
-        return f"{self.process}.{'canary' if self.instance < 0 else self.instance}"
-
-
-STREAM_MARK = {"out": "|", "err": "!", "event": "~"}
-
-
-_ts_cache: tuple[int, str] = (-1, "")
-
-
-def format_ts(ts: float) -> str:
-    """Local time with milliseconds; strftime runs once per second, not once per chunk."""
-    global _ts_cache
-    sec = int(ts)
-    if _ts_cache[0] != sec:
-        _ts_cache = (sec, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec)))
-    return f"{_ts_cache[1]}.{int((ts - sec) * 1000):03d}"
 
 
 class LineSplitter:
@@ -91,16 +47,6 @@ class LineSplitter:
     def flush(self) -> bytes | None:
         tail, self._tail = self._tail, b""
         return tail or None
-
-
-def split_blob(blob: bytes) -> list[str]:
-    text = blob.decode("utf-8", "replace")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    if any(len(line) > MAX_LINE for line in lines):
-        lines = [line[i:i + MAX_LINE] for line in lines for i in range(0, max(len(line), 1), MAX_LINE)]
-    return lines
 
 
 class RotatingFile:

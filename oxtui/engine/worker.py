@@ -16,9 +16,10 @@ import asyncio
 import os
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import ProcessConfig
+from ..protocol import LIVE_STATES, Health, WorkerState
 from . import checks
 from .backoff import RestartPolicy
 from .logs import LineSplitter
@@ -26,19 +27,32 @@ from .pipes import PipeReader
 from .spawn import Child, SpawnError, describe_status, instance_env
 
 if TYPE_CHECKING:
-    from .group import ProcessGroup
+    from .logs import LogBatch
+    from .spawn import Spawner
+
+
+class WorkerHost(Protocol):
+    """All a worker may use of its process group; it never reaches further up (to the engine)."""
+
+    base_env: dict[str, str]
+    listen_fd: int | None
+    spawner: Spawner
+
+    def event(self, who: Worker | None, text: str) -> None: ...
+    def output(self, who: Worker, stream: str, blob: bytes) -> LogBatch: ...
+    def changed(self) -> None: ...
 
 # With no [ready] table an instance counts as ready after this long alive.
 DEFAULT_READY_AFTER = 1.0
 
 
 class Worker:
-    def __init__(self, group: ProcessGroup, slot: int, cfg: ProcessConfig, release: int, role: str | None = None,
+    def __init__(self, group: WorkerHost, slot: int, cfg: ProcessConfig, release: int, role: str | None = None,
                  listen_fd: int | None = None):
         self.group, self.slot, self.cfg, self.release = group, slot, cfg, release
         self.role = role                         # None, "surge" (reload replacement) or "canary"
         self._listen_fd = listen_fd              # the canary's private socket instead of the shared one
-        self.state = "stopped"
+        self.state = WorkerState.STOPPED
         self.pid: int | None = None              # the live process, None between processes
         self.last_pid: int | None = None         # the most recent process, alive or not
         self.restarts = 0
@@ -46,7 +60,7 @@ class Worker:
         self.exit_code: int | None = None
         self.exit_signal: str | None = None
         self.reason: str | None = None           # why it last restarted or gave up
-        self.health: str | None = None           # "ok", "failing (n/N)", or None when unchecked
+        self.health: Health | None = None        # None while unchecked
         self.cpu_percent: float | None = None
         self.rss_bytes: int | None = None
         self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
@@ -80,12 +94,12 @@ class Worker:
 
     def restart(self, reason: str) -> None:
         """Replace the running process (gracefully), as after a crash."""
-        if self._child is not None and self.state in ("starting", "running"):
+        if self._child is not None and self.state in (WorkerState.STARTING, WorkerState.RUNNING):
             self._restart_reason = reason
             self._stop.set()
 
     def kill(self, sig: signal.Signals) -> bool:
-        if self.pid is None or self.state not in ("starting", "running", "stopping"):
+        if self.pid is None or self.state not in LIVE_STATES:
             return False
         try:
             os.kill(self.pid, sig)
@@ -118,7 +132,7 @@ class Worker:
         return env
 
     def uptime(self) -> float | None:
-        if self.started_at is None or self.state not in ("starting", "running", "stopping"):
+        if self.started_at is None or self.state not in LIVE_STATES:
             return None
         return time.monotonic() - self.started_at
 
@@ -137,7 +151,7 @@ class Worker:
             self._want = True
             self._stop = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._supervise(child), name=f"worker {self.label}")
-        elif info["state"] == "backoff":
+        elif info["state"] == WorkerState.BACKOFF:
             self.start()
         else:
             self.state = info["state"]     # stopped, exited or errored: left as they were
@@ -145,7 +159,7 @@ class Worker:
     def handover_info(self) -> dict | None:
         """What a new engine needs to carry on with this worker; None when its process has just
         ended and this engine has not caught up yet (the hand-over must wait)."""
-        if self.state == "running" and (self._exited is None or self._exited.done()):
+        if self.state == WorkerState.RUNNING and (self._exited is None or self._exited.done()):
             return None
         live = self._pumps if self._child is not None else {}
         fds = {stream: live[stream].fd if stream in live else -1 for stream in ("out", "err")}
@@ -163,7 +177,7 @@ class Worker:
                 # A reload's replacement or canary that dies is a failed release: never retried.
                 if why is None and (not self.cfg.restart_on_exit or self.role is not None):
                     self._want = False
-                    self._set("exited")
+                    self._set(WorkerState.EXITED)
                     return
                 delay = self.policy.on_exit(uptime)
                 if delay is None:
@@ -171,10 +185,10 @@ class Worker:
                     self.reason = (f"crash loop: {self.policy.max_restarts} restarts within "
                                    f"{self.policy.window:g}s; fix it, then start or restart")
                     self.group.event(self, f"errored: {self.reason}")
-                    self._set("errored")
+                    self._set(WorkerState.ERRORED)
                     return
                 if delay > 0:
-                    self._set("backoff")
+                    self._set(WorkerState.BACKOFF)
                     self.group.event(self, f"restarting in {delay:.2f}s")
                     try:
                         await asyncio.wait_for(self._stop.wait(), delay)
@@ -184,10 +198,10 @@ class Worker:
                         break
                     self._stop.clear()
                 self.restarts += 1
-            self._set("stopped")
+            self._set(WorkerState.STOPPED)
         except asyncio.CancelledError:
             await self._kill_now()
-            self._set("stopped")
+            self._set(WorkerState.STOPPED)
             raise
 
     async def _run_once(self, adopted: Child | None = None) -> tuple[float, str | None]:
@@ -202,7 +216,7 @@ class Worker:
         self.health = None
         env = self._env()
         listen_fd = self._listen_fd if self._listen_fd is not None else self.group.listen_fd
-        spawner = self.group.engine.spawner
+        spawner = self.group.spawner
         if adopted is None:
             try:
                 child = spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd)
@@ -222,7 +236,7 @@ class Worker:
         pumps = self._pumps = self._pump(loop, child)
         helpers = []
         if adopted is None:
-            self._set("starting")
+            self._set(WorkerState.STARTING)
             self.group.event(self, f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else ""))
             helpers.append(loop.create_task(self._become_ready(child)))
         else:
@@ -289,17 +303,17 @@ class Worker:
     def _on_output(self, stream: str, blob: bytes) -> None:
         batch = self.group.output(self, stream, blob)
         ready = self.cfg.ready
-        if ready is not None and ready.log is not None and self.state == "starting" and not self.ready.is_set():
+        if ready is not None and ready.log is not None and self.state == WorkerState.STARTING and not self.ready.is_set():
             if any(ready.log.search(line) for line in batch.lines):
                 self._mark_ready()
 
     def _mark_ready(self) -> None:
-        if self.state == "starting":
+        if self.state == WorkerState.STARTING:
             self._now_ready()
 
     def _now_ready(self) -> None:
         self.ready.set()
-        self._set("running")
+        self._set(WorkerState.RUNNING)
         if self.cfg.health is not None:
             asyncio.get_running_loop().create_task(self._health_loop(self._child))
 
@@ -320,26 +334,26 @@ class Worker:
         health = self.cfg.health
         assert health is not None
         failures = 0
-        self.health = "ok"
+        self.health = Health(ok=True, failures=0, threshold=health.failures, reason=None)
         env = self._env()
-        while self._child is child and child is not None and self.state == "running":
+        while self._child is child and child is not None and self.state == WorkerState.RUNNING:
             await asyncio.sleep(health.interval)
-            if self._child is not child or self.state != "running":
+            if self._child is not child or self.state != WorkerState.RUNNING:
                 return
             reason = await checks.probe(health, str(self.cfg.cwd), env)
             if reason is None:
                 failures = 0
-                self.health = "ok"
+                self.health = Health(ok=True, failures=0, threshold=health.failures, reason=None)
                 continue
             failures += 1
-            self.health = f"failing {failures}/{health.failures}: {reason}"
+            self.health = Health(ok=False, failures=failures, threshold=health.failures, reason=reason)
             self.group.changed()
             if failures >= health.failures:
                 self.restart(f"health check failed {failures} times in a row ({reason})")
                 return
 
     async def _terminate(self, child: Child, exited: asyncio.Future[int]) -> None:
-        self._set("stopping")
+        self._set(WorkerState.STOPPING)
         sig = self.cfg.stop_signal
         _killpg(child.pid, sig)
         try:

@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ..link import CanDetach, CanHandOver, EngineClient
-from ..protocol import LIVE_STATES, Reply, WorkerState
+from ..protocol import LIVE_STATES, ProcessSnapshot, Reply, Snapshot, WorkerState
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logview import LogView
@@ -159,13 +159,13 @@ class OxtuiApp(App[int]):
             self.logview.dropped += dropped
             self._update_logs_title()
 
-    def _stopping_text(self, snap: dict[str, Any]) -> str:
+    def _stopping_text(self, snap: Snapshot) -> str:
         if not self.stopping:
             return ""
         left = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in LIVE_STATES)
         return f"STOPPING: {left} worker(s) left · " if left else "all workers stopped · "
 
-    def _show_reloads(self, snap: dict[str, Any]) -> None:
+    def _show_reloads(self, snap: Snapshot) -> None:
         panel = self.reload_panel
         lines = reload_lines(snap, now=None if not self._clock_free else 0.0)
         panel.set_class(bool(lines), "active")
@@ -188,7 +188,7 @@ class OxtuiApp(App[int]):
         row = self.grid.selected()
         return row.process if row else None
 
-    def _process_snapshot(self, name: str) -> dict[str, Any] | None:
+    def _process_snapshot(self, name: str) -> ProcessSnapshot | None:
         if not self._snapshot:
             return None
         return next((p for p in self._snapshot["processes"] if p["name"] == name), None)

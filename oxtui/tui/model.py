@@ -8,10 +8,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..format import human_bytes, human_duration, last_exit, sparkline
-from ..protocol import LIVE_STATES, WorkerState, running_count
+from ..protocol import LIVE_STATES, ReloadSnapshot, Snapshot, WorkerSnapshot, WorkerState, running_count
 
 # (title, width): 118 columns with the cell padding; below COMPACT_BELOW the sparklines go.
 COLUMNS = (("NAME", 11), ("PID", 7), ("STATE", 8), ("CPU%", 5), ("CPU 1 min", 9), ("MEM", 7),
@@ -55,11 +54,11 @@ class History:
                 del d[k]
 
 
-def worker_key(process: str, w: dict[str, Any]) -> str:
+def worker_key(process: str, w: WorkerSnapshot) -> str:
     return f"w:{process}:{w['instance']}:{w.get('role') or ''}"
 
 
-def worker_label(process: str, w: dict[str, Any], last: bool) -> str:
+def worker_label(process: str, w: WorkerSnapshot, last: bool) -> str:
     role = w.get("role")
     branch = "└ " if last else "├ "
     if role == "canary":
@@ -67,7 +66,7 @@ def worker_label(process: str, w: dict[str, Any], last: bool) -> str:
     return f"{branch}{process}.{w['instance']}" + ("+" if role == "surge" else "")
 
 
-def ready_health(w: dict[str, Any]) -> str:
+def ready_health(w: WorkerSnapshot) -> str:
     if w["state"] not in LIVE_STATES:
         return "-"
     ready = "ready" if w.get("ready") else "not ready"
@@ -79,7 +78,7 @@ def ready_health(w: dict[str, Any]) -> str:
     return f"{ready} · FAIL {health['failures']}/{health['threshold']}"
 
 
-def reload_summary(rl: dict[str, Any] | None) -> str:
+def reload_summary(rl: ReloadSnapshot | None) -> str:
     if not rl:
         return ""
     if rl["state"] == "running":
@@ -87,7 +86,7 @@ def reload_summary(rl: dict[str, Any] | None) -> str:
     return f"reload {rl['state']}"
 
 
-def build_rows(snapshot: dict[str, Any], history: History, sort: str = "slot") -> list[Row]:
+def build_rows(snapshot: Snapshot, history: History, sort: str = "slot") -> list[Row]:
     rows: list[Row] = []
     live: set[str] = set()
     for p in snapshot.get("processes", []):
@@ -127,7 +126,7 @@ def build_rows(snapshot: dict[str, Any], history: History, sort: str = "slot") -
 
 
 def _sort_key(sort: str):
-    def key(w: dict[str, Any]) -> tuple:
+    def key(w: WorkerSnapshot) -> tuple:
         role_rank = {None: 0, "surge": 1, "canary": 2}.get(w.get("role"), 3)
         if sort == "cpu":
             return (-(w.get("cpu_percent") or 0), w["instance"], role_rank)
@@ -139,7 +138,7 @@ def _sort_key(sort: str):
     return key
 
 
-def header_text(snapshot: dict[str, Any] | None, host: str, load: tuple[float, ...] | None = None,
+def header_text(snapshot: Snapshot | None, host: str, load: tuple[float, ...] | None = None,
                 attached: bool = False) -> str:
     if not snapshot:
         return f"{host} · starting the engine…"
@@ -158,7 +157,7 @@ def header_text(snapshot: dict[str, Any] | None, host: str, load: tuple[float, .
             f"{human_bytes(eng.get('rss_bytes'))} · load {load_text} · CPU% = of one core" + unsaved_text(snapshot))
 
 
-def unsaved_text(snapshot: dict[str, Any]) -> str:
+def unsaved_text(snapshot: Snapshot) -> str:
     """Where what runs differs from the oxfile: " · web 6, oxfile says 4 (w saves)"."""
     diffs = [f"{p['name']} {p['instances']}, oxfile says {p['oxfile_instances']}" for p in snapshot["processes"]
              if p.get("oxfile_instances", p["instances"]) != p["instances"]]
@@ -168,7 +167,7 @@ def unsaved_text(snapshot: dict[str, Any]) -> str:
     return text
 
 
-def reload_lines(snapshot: dict[str, Any] | None, now: float | None = None, keep: float = 60.0) -> list[str]:
+def reload_lines(snapshot: Snapshot | None, now: float | None = None, keep: float = 60.0) -> list[str]:
     """Lines for the reload panel: reloads running, or ended within `keep` seconds."""
     if not snapshot:
         return []

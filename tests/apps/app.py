@@ -4,6 +4,7 @@
   "noready"      never accept and never print the ready line
   "fail500"      serve, but /health answers 500
   "crashlater"   become ready, then exit 4 after 0.2 s
+  "slowok <tag>" serve normally, but only after booting for 1.5 s
 Drains on SIGTERM: stop accepting, finish requests in flight, exit 0.
 """
 
@@ -22,6 +23,19 @@ except FileNotFoundError:
     RELEASE = ["ok", "r1"]
 MODE = RELEASE[0]
 TAG = RELEASE[1] if len(RELEASE) > 1 else MODE
+
+
+# ACCEPT_LOG=path: one line "<time> <client port> <pid>" per accepted connection, so a test can tell
+# which instance a failed request was on (the chaos test excuses only failures on killed instances).
+_ACCEPT_LOG = os.environ.get("ACCEPT_LOG")
+ACCEPT_FD = os.open(_ACCEPT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if _ACCEPT_LOG else None
+
+
+class Server(ThreadingHTTPServer):
+    def process_request(self, request, client_address):
+        if ACCEPT_FD is not None:
+            os.write(ACCEPT_FD, f"{time.time():.3f} {client_address[1]} {os.getpid()}\n".encode())
+        super().process_request(request, client_address)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -57,9 +71,11 @@ def main():
         while not stop.wait(0.2):
             pass
         return
+    if MODE == "slowok":
+        time.sleep(1.5)     # a release that takes a while to boot: a reload must wait for it
     sock = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") == "1" else socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
     sock.setblocking(False)
-    server = ThreadingHTTPServer(("", 0), Handler, bind_and_activate=False)
+    server = Server(("", 0), Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock
     server.daemon_threads = False
