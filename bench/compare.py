@@ -552,6 +552,18 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.0f} GiB"
 
 
+def writable_dir(path: Path) -> Path:
+    """Create the output folder and prove it can be written, or stop with one line saying why."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".compare-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SystemExit(f"compare.py: --out {path}: cannot write there ({e.strerror}); pick a writable folder")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -560,15 +572,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench"))
     ap.add_argument("--redraw", metavar="JSON", help="only redraw the table and chart from a saved compare.json")
     args = ap.parse_args()
+    out_dir = writable_dir(Path(args.out))     # before 20 minutes of measuring, not after
     if args.redraw:
         saved = json.loads(Path(args.redraw).read_text())
-        print(report(saved["results"], saved["single_rps"], saved["meta"], Path(args.out)))
+        print(report(saved["results"], saved["single_rps"], saved["meta"], out_dir))
         return
     if args.quick:
         args.repeats, args.idle = 1, 5.0
     wrk_bin = ensure_wrk()
     ensure_matplotlib()
-    out_dir = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="oxtui-compare-") as d:
         tmp = Path(d)
         pm2 = Path(shutil.which("pm2") or ensure_pm2(tmp / "pm2"))

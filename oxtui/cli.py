@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import ConfigError, load
+from . import __version__, stdout
+from .config import ConfigError, load, parse_signal
+from .format import hint
 from .report import follow_logs, report
 from .runtime import RuntimeDirError
 
 VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs",
-         "ls", "save", "startup")
+         "ls", "save", "startup", "completion", "schema")
 DEFAULT_OXFILE = "oxfile.toml"
 CONTROL_VERBS = ("apply", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs", "save")
 
@@ -70,6 +71,9 @@ def build_parser() -> Parser:
     s.add_argument("--user", action="store_true", help="a user unit (systemctl --user) instead of a system unit")
     s.add_argument("--print", action="store_true", help="print the unit and change nothing")
     s.add_argument("--remove", action="store_true", help="disable and delete the unit")
+    s = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)")
+    s.add_argument("shell", choices=("bash", "zsh", "fish"))
+    sub.add_parser("schema", help="print the JSON Schema of oxfile.toml (for editors)")
     s = sub.add_parser("scale", help="set the instance count (N, +N or -N)")
     s.add_argument("name")
     s.add_argument("n", metavar="N")
@@ -94,6 +98,10 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    stdout.guard()
+    if argv[:1] == ["_names"]:            # for shell completion: not a verb people type
+        from .completion import names
+        return names(argv[2] if len(argv) > 2 and argv[1] in ("-c", "--config") else None)
     try:
         if not argv or (argv[0] not in VERBS and not argv[0].startswith("-")):
             return tui(argv)
@@ -103,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "ls":
             from .lsview import ls
             return ls(args.json)
+        if args.verb == "completion":
+            from .completion import script
+            sys.stdout.write(script(build_parser(), args.shell))
+            return 0
+        if args.verb == "schema":
+            from .schema import schema_json
+            sys.stdout.write(schema_json())
+            return 0
         oxfile = _oxfile(args)
         if args.verb == "run":
             from .run import run
@@ -124,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
+    except stdout.StdoutClosed:
+        return stdout.closed()
     except RuntimeDirError as e:
         print(f"oxtui: {e}", file=sys.stderr)
         return 1
@@ -268,16 +286,21 @@ def check(path: str | Path) -> int:
             print(line, file=sys.stderr)
         print(f"{path}: {len(e.errors)} error(s)", file=sys.stderr)
         return 2
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     for p in cfg.processes:
         extra = f" on {p.listen_str}" if p.listen else ""
         print(f"{p.name}: {p.instances} x `{p.command}`{extra}")
-    print(f"{path}: OK ({len(cfg.processes)} process(es))")
+    print(f"{path}: OK ({len(cfg.processes)} process(es)" + (f", {len(cfg.warnings)} warning(s))" if cfg.warnings else ")"))
     return 0
 
 
 def control(args: argparse.Namespace, oxfile: Path) -> int:
     from .client import Client, ControlError, NoEngine
     req = request_for(args)
+    if args.verb == "reload":
+        # Ctrl-C leaves this command, not the reload: it goes on in the engine.
+        signal.signal(signal.SIGINT, lambda *_: _left_reload(oxfile))
     try:
         long = ("reload", "logs", "stop", "restart", "scale", "apply")
         with Client(oxfile, timeout=None if args.verb in long else 30) as c:
@@ -297,6 +320,12 @@ def control(args: argparse.Namespace, oxfile: Path) -> int:
     return report(args, result)
 
 
+def _left_reload(oxfile: Path) -> None:
+    print(f"\noxtui reload: stopped watching; the reload carries on in the engine. Follow it with "
+          f"`{hint('status', oxfile)}` or `{hint('logs', oxfile, '-f')}`", file=sys.stderr)
+    raise SystemExit(130)
+
+
 def request_for(args: argparse.Namespace) -> dict[str, Any]:
     verb = args.verb
     if verb in ("status", "apply"):
@@ -311,8 +340,14 @@ def request_for(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"oxtui scale: N must be a number like 4, +1 or -1 (got {args.n!r})") from None
         return {"cmd": "scale", "name": args.name, "n": n, "relative": text[0] in "+-"}
     if verb == "kill":
-        return {"cmd": "kill", "name": args.name, "instance": args.instance, "signal": args.signal}
+        try:
+            sig = parse_signal(args.signal)
+        except ValueError as e:
+            raise UsageError(f"oxtui kill: --signal {e}") from None
+        return {"cmd": "kill", "name": args.name, "instance": args.instance, "signal": sig.name}
     if verb == "logs":
+        if args.lines < 0:
+            raise UsageError(f"oxtui logs: -n must be a number of lines >= 0 (got {args.lines})")
         return {"cmd": "logs", "name": args.name, "n": args.lines, "follow": args.follow}
     return {"cmd": verb, "name": args.name}
 

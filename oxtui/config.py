@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import fields, limits
+from .fields import STDOUT_MODES, Field
 from .values import parse_address, parse_signal, parse_size, usable_cpus  # noqa: F401 (part of this API)
 
 
@@ -90,6 +92,7 @@ class Config:
     processes: tuple[ProcessConfig, ...]
     logs: LogsConfig = field(default_factory=lambda: LogsConfig(dir=Path(".")))
     digest: str = ""      # sha256 of the bytes read: `save` refuses to overwrite a file changed since
+    warnings: tuple[str, ...] = ()    # what `check` reports without failing (a deploy may still fix it)
 
     @property
     def longest_stop(self) -> float:
@@ -100,56 +103,76 @@ class Config:
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-class _Table:
-    """Reads keys of one TOML table, recording every problem instead of stopping at the first."""
 
-    def __init__(self, errors: list[str], file: str, where: str, data: Any, allowed: set[str]):
-        self.errors, self.file, self.where = errors, file, where
+CHECKS = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "duration": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+                 "a number of seconds >= 0"),
+    "posint": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "strlist": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "env": (lambda v: isinstance(v, dict), "a table"),
+}
+
+
+def _stdout_mode(value: Any) -> str:
+    if value not in STDOUT_MODES:
+        raise ValueError('must be "auto" (events only under systemd, everything elsewhere), "all" or "events" '
+                         f"(got {value!r})")
+    return value
+
+
+PARSERS = {"size": parse_size, "signal": parse_signal, "address": parse_address, "stdout": _stdout_mode}
+
+
+class _Table:
+    """Reads the keys of one TOML table as fields.py describes them, recording every problem instead of
+    stopping at the first."""
+
+    def __init__(self, errors: list[str], file: str, where: str, data: Any, spec: dict[str, Field]):
+        self.errors, self.file, self.where, self.spec = errors, file, where, spec
         self.data = data if isinstance(data, dict) else {}
         if not isinstance(data, dict):
             self.error(None, f"must be a table (got {type(data).__name__})")
         for key in self.data:
-            if key not in allowed:
-                near = _closest(key, allowed)
+            if key not in spec:
+                near = _closest(key, set(spec))
                 self.error(key, "unknown key" + (f"; did you mean {near!r}?" if near else "")
-                           + f" (allowed: {', '.join(sorted(allowed))})")
+                           + f" (allowed: {', '.join(sorted(spec))})")
 
     def error(self, key: str | None, msg: str) -> None:
         if key is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", key):
             key = json.dumps(key)      # as TOML would quote it, and on one line
         self.errors.append(f"{self.file}: [{self.where}]" + (f" {key}" if key else "") + f": {msg}")
 
-    def get(self, key: str, kind: str, default: Any = None) -> Any:
+    def get(self, key: str) -> Any:
+        """The key's value checked and parsed by its kind, or its default (also parsed) when absent or wrong."""
+        field = self.spec[key]
+        parser = PARSERS.get(field.kind)
+        default = field.default
+        if default is not None and parser is not None:
+            default = parser(default)
+        elif isinstance(default, (list, dict)):
+            default = type(default)(default)
+        elif field.kind == "duration" and default is not None:
+            default = float(default)
         if key not in self.data:
             return default
         value = self.data[key]
-        checks = {
-            "str": (lambda v: isinstance(v, str), "a string"),
-            "bool": (lambda v: isinstance(v, bool), "true or false"),
-            "duration": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
-                         "a number of seconds >= 0"),
-            "posint": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-            "strlist": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-                        "a list of strings"),
-            "table": (lambda v: isinstance(v, dict), "a table"),
-        }
-        ok, what = checks[kind]
+        if parser is not None:
+            try:
+                return parser(value)
+            except ValueError as e:
+                self.error(key, str(e))
+                return default
+        ok, what = CHECKS[field.kind]
         if not ok(value):
             self.error(key, f"must be {what} (got {value!r})")
             return default
-        if kind == "str" and not value.strip():
+        if field.kind == "str" and not value.strip():
             self.error(key, "must not be empty")
             return default
-        return float(value) if kind == "duration" else value
-
-    def parsed(self, key: str, parser, default: Any = None) -> Any:
-        if key not in self.data:
-            return default
-        try:
-            return parser(self.data[key])
-        except ValueError as e:
-            self.error(key, str(e))
-            return default
+        return float(value) if field.kind == "duration" else value
 
 
 def _closest(key: str, allowed: set[str]) -> str | None:
@@ -158,15 +181,8 @@ def _closest(key: str, allowed: set[str]) -> str | None:
     return hits[0] if hits else None
 
 
-PROCESS_KEYS = {
-    "command", "instances", "restart_on_exit", "cwd", "env", "listen", "stop_signal", "stop_timeout",
-    "max_memory", "ready", "health", "backoff", "backoff_max", "max_restarts", "restart_window",
-    "watch", "ignore", "watch_debounce",
-}
-READY_KEYS = {"log", "http", "timeout"}
-HEALTH_KEYS = {"http", "tcp", "cmd", "interval", "failures", "timeout"}
-LOGS_KEYS = {"dir", "max_size", "keep", "buffer_lines", "stdout"}
-STDOUT_MODES = ("auto", "all", "events")
+PROCESS_KEYS = set(fields.PROCESS)
+READY_KEYS = set(fields.READY)
 TOP_KEYS = {"processes", "logs"}
 
 
@@ -225,28 +241,23 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
                               f"[processes.{seen[proc.listen]}]; give each process its own address")
             seen[proc.listen] = proc.name
     logs = _logs(errors, file, base, oxfile, data.get("logs", {}))
+    warnings: list[str] = []
+    limits.check_counts(errors, warnings, file, [(p.name, p.instances) for p in processes])
     if errors:
         raise ConfigError(errors)
-    return Config(path=oxfile, processes=tuple(processes), logs=logs)
+    return Config(path=oxfile, processes=tuple(processes), logs=logs, warnings=tuple(warnings))
 
 
 def _logs(errors: list[str], file: str, base: Path, oxfile: Path, raw: Any) -> LogsConfig:
-    t = _Table(errors, file, "logs", raw, LOGS_KEYS)
-    d = t.get("dir", "str")
+    t = _Table(errors, file, "logs", raw, fields.LOGS)
+    d = t.get("dir")
     return LogsConfig(
         dir=(base / d).resolve() if d else default_log_dir(oxfile),
-        max_size=t.parsed("max_size", parse_size, 10 * 1024 * 1024),
-        keep=t.get("keep", "posint", 5),
-        buffer_lines=t.get("buffer_lines", "posint", 10_000),
-        stdout=t.parsed("stdout", _stdout_mode, "auto"),
+        max_size=t.get("max_size"),
+        keep=t.get("keep"),
+        buffer_lines=t.get("buffer_lines"),
+        stdout=t.get("stdout"),
     )
-
-
-def _stdout_mode(value: Any) -> str:
-    if value not in STDOUT_MODES:
-        raise ValueError('must be "auto" (events only under systemd, everything elsewhere), "all" or "events" '
-                         f"(got {value!r})")
-    return value
 
 
 def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> ProcessConfig | None:
@@ -254,8 +265,8 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
     where = f"processes.{name}" if NAME_RE.match(name) else f"processes.{json.dumps(name)}"
     if not NAME_RE.match(name):
         errors.append(f"{file}: [{where}]: the name may use letters, digits, '_', '-' and '.' only; rename the table")
-    t = _Table(errors, file, where, raw, PROCESS_KEYS)
-    command = t.get("command", "str")
+    t = _Table(errors, file, where, raw, fields.PROCESS)
+    command = t.get("command")
     if "command" not in t.data and isinstance(raw, dict):
         t.error("command", 'is required, e.g. command = "node server.js"')
 
@@ -269,13 +280,13 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
         t.error("instances", f'must be an integer >= 0 or "max" (got {instances_spec!r})')
         instances_spec = 1
 
-    cwd_s = t.get("cwd", "str")
+    cwd_s = t.get("cwd")
     cwd = (base / cwd_s).resolve() if cwd_s else base
     if cwd_s and not cwd.is_dir():
         t.error("cwd", f"folder {str(cwd)!r} does not exist; create it or fix the path (relative to the oxfile)")
 
     env: list[tuple[str, str]] = []
-    env_raw = t.get("env", "table", {})
+    env_raw = t.get("env")
     for k, v in env_raw.items():
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
             t.error("env", f"{k!r} is not a valid variable name")
@@ -286,15 +297,15 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
         else:
             t.error("env", f"{k} must be a string or number (got {v!r})")
 
-    stop_timeout = t.get("stop_timeout", "duration", 10.0)
+    stop_timeout = t.get("stop_timeout")
     ready = _ready(errors, file, where, t.data["ready"]) if "ready" in t.data else None
     health = _health(errors, file, where, t.data["health"]) if "health" in t.data else None
-    listen = t.parsed("listen", parse_address)
+    listen = t.get("listen")
     if ready and ready.http and listen is None:
         t.error("ready", "http readiness needs `listen` (the canary is reached through the socket); "
                 "add listen or use ready.log")
-    watch = t.get("watch", "strlist", [])
-    ignore = t.get("ignore", "strlist", [])
+    watch = t.get("watch")
+    ignore = t.get("ignore")
     for entry in watch:
         if not any(c in entry for c in "*?[") and not (cwd / entry).exists():
             t.error("watch", f"{entry!r} does not exist in {str(cwd)!r}; fix the path (relative to cwd)")
@@ -305,39 +316,39 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
         command=command,
         instances=instances,
         instances_spec=instances_spec,
-        restart_on_exit=t.get("restart_on_exit", "bool", True),
+        restart_on_exit=t.get("restart_on_exit"),
         cwd=cwd,
         env=tuple(env),
         listen=listen,
-        stop_signal=t.parsed("stop_signal", parse_signal, signal.SIGTERM),
+        stop_signal=t.get("stop_signal"),
         stop_timeout=stop_timeout,
-        max_memory=t.parsed("max_memory", parse_size),
+        max_memory=t.get("max_memory"),
         ready=ready,
         health=health,
-        backoff=t.get("backoff", "duration", 0.1),
-        backoff_max=t.get("backoff_max", "duration", 15.0),
-        max_restarts=t.get("max_restarts", "posint", 10),
-        restart_window=t.get("restart_window", "duration", 60.0),
+        backoff=t.get("backoff"),
+        backoff_max=t.get("backoff_max"),
+        max_restarts=t.get("max_restarts"),
+        restart_window=t.get("restart_window"),
         watch=tuple(watch),
         ignore=tuple(ignore),
-        watch_debounce=t.get("watch_debounce", "duration", 0.5),
+        watch_debounce=t.get("watch_debounce"),
     )
 
 
 def _ready(errors: list[str], file: str, where: str, raw: Any) -> ReadyConfig:
-    t = _Table(errors, file, where + ".ready", raw, READY_KEYS)
+    t = _Table(errors, file, where + ".ready", raw, fields.READY)
     pattern = None
-    log = t.get("log", "str")
+    log = t.get("log")
     if log is not None:
         try:
             pattern = re.compile(log)
         except re.error as e:
             t.error("log", f"regex does not compile: {e}; escape special characters like ( [ . with \\\\")
-    http = t.get("http", "str")
+    http = t.get("http")
     if http is not None and not http.startswith("/"):
         t.error("http", f'must be a path starting with "/", e.g. "/health" (got {http!r})')
         http = None
-    timeout = t.get("timeout", "duration", 30.0)
+    timeout = t.get("timeout")
     if timeout == 0:
         t.error("timeout", "must be more than 0 seconds")
         timeout = 30.0
@@ -345,18 +356,18 @@ def _ready(errors: list[str], file: str, where: str, raw: Any) -> ReadyConfig:
 
 
 def _health(errors: list[str], file: str, where: str, raw: Any) -> HealthConfig:
-    t = _Table(errors, file, where + ".health", raw, HEALTH_KEYS)
-    http = t.get("http", "str")
+    t = _Table(errors, file, where + ".health", raw, fields.HEALTH)
+    http = t.get("http")
     if http is not None and not re.match(r"^http://[^/]+", http):
         t.error("http", f'must be a URL like "http://127.0.0.1:3000/health" (got {http!r})')
         http = None
-    tcp = t.parsed("tcp", parse_address)
-    cmd = t.get("cmd", "str")
+    tcp = t.get("tcp")
+    cmd = t.get("cmd")
     given = [k for k, v in (("http", http), ("tcp", tcp), ("cmd", cmd)) if v is not None]
     if len(given) != 1 and isinstance(raw, dict) and not any(k in t.data for k in ("http", "tcp", "cmd")):
         t.error(None, "needs exactly one of http, tcp or cmd")
     elif len(given) > 1:
         t.error(None, f"give only one of http, tcp or cmd (got {', '.join(given)})")
-    interval = t.get("interval", "duration", 10.0) or 10.0
+    interval = t.get("interval") or 10.0
     return HealthConfig(http=http, tcp=tcp, cmd=cmd, interval=interval,
-                        failures=t.get("failures", "posint", 3), timeout=t.get("timeout", "duration", 5.0) or 5.0)
+                        failures=t.get("failures"), timeout=t.get("timeout") or 5.0)

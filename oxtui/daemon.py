@@ -16,9 +16,9 @@ from typing import Iterator
 
 from .client import Client, ControlError, NoEngine
 from .config import Config
-from .engine.handover import ENGINE_OUT
 from .format import hint
 from .protocol import Snapshot, WorkerSnapshot, WorkerState, last_exit_text, running_count, slot_workers
+from .runtime import ENGINE_OUT, open_private
 
 STARTUP_GRACE = 15.0      # on top of the longest ready.timeout
 DOWN_EXIT_WAIT = 15.0
@@ -33,7 +33,7 @@ def up(config: Config) -> int:
     try:
         config.logs.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         out_path = config.logs.dir / ENGINE_OUT
-        out = open(out_path, "ab")
+        out = open_private(out_path)
     except OSError as e:
         print(f"oxtui up: {config.path}: [logs] dir: cannot write {config.logs.dir} ({e.strerror}); "
               "set [logs] dir to a writable folder", file=sys.stderr)

@@ -115,3 +115,13 @@ def read_lock(lock: Path) -> tuple[str, str | None]:
         return "?", None
     lines = text.splitlines()
     return (lines[0].strip() or "?") if lines else "?", (lines[1] if len(lines) > 1 else None)
+
+
+ENGINE_OUT = "oxtui-engine.out"     # a background engine's own stdout and stderr, in the log folder
+
+
+def open_private(path: Path):
+    """Append to a file only its owner can read (0600 like every log file), fixing an older file's mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")

@@ -258,6 +258,8 @@ def test_sort_stop_start_and_the_command_palette(tui):
             await pilot.press("s")
             assert app.sort == "cpu"
             await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="x asks first")
+            await pilot.press("y")
             await until(pilot, lambda: all(w["state"] == "stopped" for w in proc(app)["workers"]), what="stopped")
             await pilot.press("X")
             await until(pilot, lambda: len(running(app)) == 2, what="started again")
@@ -323,5 +325,85 @@ def test_w_saves_running_counts_and_the_header_shows_the_difference(tui, tmp_pat
             await until(pilot, lambda: "instances = 3" in oxfile.read_text(), what="the count saved")
             assert oxfile.read_text() == before.replace("instances = 2", "instances = 3")
             await until(pilot, lambda: "oxfile says" not in str(app.header.render()), what="no difference left")
+
+    asyncio.run(body())
+
+
+def test_x_asks_before_stopping_a_process(tui):
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+            await pilot.press("n")
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+            await settled(pilot, app)
+            assert len(running(app)) == 2, "n keeps it running"
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: all(w["state"] == "stopped" for w in proc(app)["workers"]), what="stopped")
+
+    asyncio.run(body())
+
+
+def test_search_counts_matches_and_says_when_a_regex_is_invalid(tui):
+    app = tui(f'''
+        [processes.app]
+        command = "{PY} -c 'import time; [print(f\\"needle {{i}}\\", flush=True) for i in range(5)]; time.sleep(60)'"
+    ''')
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: sum(1 for l in app.logview.all if l.text.startswith("needle")) == 5)
+            await pilot.press("slash")
+            await until(pilot, lambda: isinstance(app.screen, SearchScreen))
+            await pilot.press(*"needle", "enter")
+            title = lambda: str(app.logs_title.render())  # noqa: E731
+            await until(pilot, lambda: "match 5 of 5" in title(), what="match 5 of 5")
+            await pilot.press("N")
+            await until(pilot, lambda: "match 4 of 5" in title(), what="N moves back")
+            await pilot.press("slash")
+            await until(pilot, lambda: isinstance(app.screen, SearchScreen))
+            for _ in range(6):
+                await pilot.press("backspace")
+            await pilot.press(*"needle (", "enter")
+            await until(pilot, lambda: "not a valid regex" in title(), what="the invalid regex said")
+
+    asyncio.run(body())
+
+
+def test_the_sorted_column_and_the_focused_pane_show(tui):
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            labels = lambda: [str(c.label) for c in app.grid.columns.values()]  # noqa: E731
+            assert "NAME▼" in labels()
+            await pilot.press("s")
+            await until(pilot, lambda: "CPU%▼" in labels() and "NAME" in labels(), what="CPU marked")
+            assert not app.logs_title.has_class("focused")
+            await pilot.press("l")
+            await until(pilot, lambda: app.logs_title.has_class("focused"), what="the logs' title lit")
+            assert str(app.logs_title.render()).startswith("▶ logs")
+            await pilot.press("l")
+            await until(pilot, lambda: not app.logs_title.has_class("focused"))
+
+    asyncio.run(body())
+
+
+def test_help_and_quit_stay_in_the_footer_at_80_columns(tui):
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            footer = app.screen.query_one("Footer")
+            shown = [k for k in footer.query("FooterKey") if k.region.width and k.region.right <= 80]
+            texts = [k.description for k in shown]
+            assert "Help" in texts and "Quit" in texts, texts
 
     asyncio.run(body())

@@ -56,7 +56,7 @@ async def restart(engine: Engine, req: dict[str, Any], progress: Progress) -> An
 async def stop(engine: Engine, req: dict[str, Any], progress: Progress) -> Any:
     groups = engine.targets(req.get("name"))
     for g in groups:
-        await g.stop()
+        await g.stop(release=True)
     return {"processes": [g.name for g in groups]}
 
 

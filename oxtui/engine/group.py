@@ -14,6 +14,7 @@ from ..protocol import LIVE_STATES, ProcessSnapshot, WorkerSnapshot
 from .errors import CommandError
 from .logs import LogBatch
 from .reload import RollingReload
+from .sockets import ListenError, bind_listener
 from .spawn import Spawner
 from .watch import WatchSpec, watch_loop
 from .worker import Worker
@@ -70,6 +71,8 @@ class ProcessGroup:
         return Worker(self, slot, self.cfg, self.release, role=role, listen_fd=listen_fd)
 
     def start(self) -> None:
+        if self.target:
+            self._ensure_socket()
         for slot in range(self.target):
             worker = self.workers.get(slot)
             if worker is None:
@@ -77,11 +80,31 @@ class ProcessGroup:
             worker.start()
         self.changed()
 
-    async def stop(self) -> None:
+    async def stop(self, release: bool = False) -> None:
+        """Stop every instance; with `release` (a stop asked for, not a restart) also close the port."""
         if self._reload_task is not None and not self._reload_task.done():
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.all_workers()))
+        if release:
+            self._release_socket()
+
+    # A port nobody serves is closed, so clients are refused at once instead of waiting in the
+    # backlog until they time out (a 503 is not the engine's to send). It is bound again on start.
+    def _ensure_socket(self) -> None:
+        if self.sock is None and self.cfg.listen is not None:
+            try:
+                self.sock = bind_listener(*self.cfg.listen)
+            except ListenError as e:
+                raise CommandError(f"{self.name}: cannot listen on {self.cfg.listen_str} again ({e}); "
+                                   "free the port, then start it") from None
+            self.event(None, f"listening on {self.cfg.listen_str} again")
+
+    def _release_socket(self) -> None:
+        if self.sock is not None and self.cfg.listen is not None:
+            self.sock.close()
+            self.sock = None
+            self.event(None, f"nothing serves {self.cfg.listen_str}: port closed, new connections are refused")
 
     async def close(self) -> None:
         """Stop for good (engine shutdown, or the process left the oxfile): watcher, workers, socket."""
@@ -111,6 +134,8 @@ class ProcessGroup:
             doomed = [self.workers.pop(s) for s in sorted(self.workers) if s >= n]
             self.changed()
             await asyncio.gather(*(w.stop() for w in doomed))
+            if n == 0:
+                self._release_socket()
         self.changed()
         return before, n
 
@@ -171,6 +196,8 @@ class ProcessGroup:
         if self.reload is not None and self.reload.active:
             raise CommandError(f"{self.name}: a rolling reload is already running (slot {self.reload.slot}); "
                                "wait for it to finish")
+        if self.target:
+            self._ensure_socket()
         self.release += 1
         self.reload = RollingReload(self, self.release, progress)
         self._reload_task = asyncio.get_running_loop().create_task(self.reload.run(), name=f"reload {self.name}")

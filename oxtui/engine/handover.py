@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, load
 from ..protocol import WorkerState
+from ..runtime import ENGINE_OUT, open_private
 from .errors import CommandError
 from .spawn import Child
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 TIMEOUT = 20.0
-ENGINE_OUT = "oxtui-engine.out"     # a background engine's own stdout and stderr, in the log folder
 HANDED_STATES = (WorkerState.RUNNING, WorkerState.STOPPED, WorkerState.EXITED, WorkerState.ERRORED,
                  WorkerState.BACKOFF)
 
@@ -74,7 +74,7 @@ def hand_over(engine: Engine) -> int:
     proc: subprocess.Popen[bytes] | None = None
     try:
         state, fds = describe(engine, helper)
-        out = open(engine.logs.dir / ENGINE_OUT, "ab")
+        out = open_private(engine.logs.dir / ENGINE_OUT)
         with out:
             proc = subprocess.Popen(
                 [sys.executable, "-P", "-m", "oxtui", "run", "--background", "--adopt", str(theirs.fileno()),

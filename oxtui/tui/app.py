@@ -81,6 +81,7 @@ class OxtuiApp(App[int]):
     #logs-title { height: 1; background: $boost; padding: 0 1; }
     #logs { height: 1fr; min-height: 4; }
     LogView:focus { background: $boost; }
+    #logs-title.focused { background: $accent; color: $text; text-style: bold; }
     """
     BINDINGS = bindings()
 
@@ -252,8 +253,14 @@ class OxtuiApp(App[int]):
 
     def action_stop_process(self) -> None:
         name = self._selected_process()
-        if name:
-            self.send(f"{name}: stopped", {"cmd": "stop", "name": name})
+        if not name:
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.send(f"{name}: stopped", {"cmd": "stop", "name": name})
+        self.push_screen(ConfirmScreen(f"Stop every instance of [b]{name}[/b]? It stops serving: connections to "
+                                       "its port are refused until X starts it again."), answer)
 
     def action_start_process(self) -> None:
         name = self._selected_process()
@@ -262,6 +269,7 @@ class OxtuiApp(App[int]):
 
     def action_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self.grid.set_sort(self.sort)
         if self._snapshot:
             self.grid.show(build_rows(self._snapshot, self.history, self.sort))
         self.notify(f"workers sorted by {self.sort}", timeout=2)
@@ -291,7 +299,9 @@ class OxtuiApp(App[int]):
             n = self.logview.search(text)
             self.logview.focus()
             self._update_logs_title()
-            if text and not n:
+            if self.logview.search_error:
+                self.notify(f"{text!r} is {self.logview.search_error}", severity="warning", timeout=5)
+            elif text and not n:
                 self.notify(f"no line matches {text!r}", severity="warning", timeout=3)
         self.push_screen(SearchScreen(self.search_text), found)
 
@@ -371,6 +381,15 @@ class OxtuiApp(App[int]):
     def _engine_stopped(self) -> None:
         self.exit(0)
 
+    @on(LogView.MatchChanged)
+    def _match_changed(self) -> None:
+        self._update_logs_title()
+
+    def on_descendant_focus(self) -> None:
+        """The focused pane is obvious: the logs' title bar lights up while the logs have the keys."""
+        self.logs_title.set_class(self.logview.has_focus, "focused")
+        self._update_logs_title()
+
     @on(LogView.FollowChanged)
     def _follow_changed(self) -> None:
         self._update_logs_title()
@@ -378,9 +397,12 @@ class OxtuiApp(App[int]):
     def _update_logs_title(self) -> None:
         view = self.logview
         what = "all processes" if view.filter is None else (view.filter[1] or view.filter[0])
-        parts = [f"logs · {what}", "following" if view.follow else "paused (End to follow)"]
+        mark = "▶ " if view.has_focus else ""
+        parts = [f"{mark}logs · {what}", "following" if view.follow else "paused (End to follow)"]
         if self.search_text:
-            parts.append(f"search {self.search_text!r}: {len(view.matches)} match(es), n/N")
+            where = f"match {view.current + 1} of {len(view.matches)}" if view.matches else "no match"
+            parts.append(f"search {self.search_text!r}: {where}, n/N"
+                         + (f" · {view.search_error}" if view.search_error else ""))
         if view.dropped:
             parts.append(f"{view.dropped} lines skipped on screen (in the files)")
         self.logs_title.update(" · ".join(parts))

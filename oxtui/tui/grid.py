@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from ..protocol import WorkerState
 from .model import COLUMNS, COMPACT, COMPACT_BELOW, Row
@@ -45,12 +46,30 @@ def styled(row: Row, col: int, value: str) -> Text | str:
     return value
 
 
+SORT_COLUMN = {"slot": 0, "cpu": 3, "memory": 5, "restarts": 7}    # model.SORTS -> column
+
+
 class WorkerGrid(DataTable):
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self.rows_by_key: dict[str, Row] = {}
         self._order: list[str] = []
         self._columns: tuple[int, ...] = ()
+        self.sort = "slot"
+
+    def _label(self, col: int) -> str:
+        """The column title, with ▼ on the one the workers are sorted by."""
+        name, width = COLUMNS[col]
+        if SORT_COLUMN.get(self.sort) != col:
+            return name
+        return f"{name}▼" if len(name) < width else f"{name[:width - 1]}▼"
+
+    def set_sort(self, sort: str) -> None:
+        self.sort = sort
+        for col in self._columns:
+            self.columns[ColumnKey(str(col))].label = Text(self._label(col))
+        self._require_update_dimensions = True
+        self.refresh()
 
     def _wanted_columns(self) -> tuple[int, ...]:
         width = self.size.width or self.app.size.width
@@ -72,8 +91,7 @@ class WorkerGrid(DataTable):
             self.clear(columns=columns != self._columns)
             if columns != self._columns:
                 for col in columns:
-                    name, width = COLUMNS[col]
-                    self.add_column(name, width=width, key=str(col))
+                    self.add_column(self._label(col), width=COLUMNS[col][1], key=str(col))
                 self._columns = columns
             for row in rows:
                 self.add_row(*(styled(row, c, row.cells[c]) for c in columns), key=row.key)

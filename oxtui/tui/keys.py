@@ -54,6 +54,7 @@ KEYS: tuple[Key, ...] = (
         None, "Save instance counts"),
     Key("App", "ctrl+p", "command palette: every action by name"),
     Key("App", "?", "help: every key, and what the columns mean", "question_mark", "help", "Help", "Help", "?"),
+    Key("App", "ctrl+q", "the same as q (Textual's own quit key asks the same question)"),
     Key("App", "q", "quit: s stops every worker gracefully; b moves the engine to the background with every "
         "worker still running (embedded); d detaches (attached)", "q", "quit_app", "Quit"),
 )
@@ -62,10 +63,16 @@ NOTES = ("CPU% is percent of one core, summed over the worker's process tree (4 
          "MEM is the tree's RSS. The sparklines cover the last minute.")
 
 
+# The footer shows bindings in order and cuts what does not fit: these come first, so a terminal of
+# 80 columns still shows how to get help and how to leave.
+FOOTER_FIRST = ("help", "quit_app")
+
+
 def bindings() -> list[Binding]:
+    keys = [k for k in KEYS if k.binding is not None and k.where == "app" and k.action is not None]
+    keys.sort(key=lambda k: k.action not in FOOTER_FIRST)
     return [Binding(k.binding, k.action, k.label or k.palette or k.doc, show=k.label is not None,
-                    key_display=k.key_display)
-            for k in KEYS if k.binding is not None and k.where == "app" and k.action is not None]
+                    key_display=k.key_display) for k in keys]
 
 
 def help_text() -> str:

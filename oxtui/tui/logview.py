@@ -50,6 +50,9 @@ class LogView(ScrollView, can_focus=True):
         Binding("home,g", "top", "Top", show=False),
     ]
 
+    class MatchChanged(Message):
+        """The current search match moved (n, N, a new search): the title shows "match 3 of 32"."""
+
     class FollowChanged(Message):
         def __init__(self, follow: bool) -> None:
             super().__init__()
@@ -62,6 +65,7 @@ class LogView(ScrollView, can_focus=True):
         self.filter: tuple[str, str | None] | None = None      # (process, source or None)
         self.pattern: re.Pattern[str] | None = None
         self.matches: list[int] = []
+        self.search_error: str | None = None       # the typed text was not a regex
         self.current: int = -1
         self.follow = True
         self.dropped = 0
@@ -110,6 +114,7 @@ class LogView(ScrollView, can_focus=True):
 
     def search(self, text: str) -> int:
         """Highlight `text` (a regex; a plain string when it does not compile); returns the match count."""
+        self.search_error = None
         if not text:
             self.pattern = None
             self.matches = []
@@ -117,7 +122,8 @@ class LogView(ScrollView, can_focus=True):
             return 0
         try:
             self.pattern = re.compile(text, re.IGNORECASE)
-        except re.error:
+        except re.error as e:
+            self.search_error = f"not a valid regex ({e}); searched as plain text"
             self.pattern = re.compile(re.escape(text), re.IGNORECASE)
         self._rematch()
         self.current = len(self.matches)
@@ -141,6 +147,7 @@ class LogView(ScrollView, can_focus=True):
         if not self.matches:
             return
         self.current = (self.current + step) % len(self.matches)
+        self.post_message(self.MatchChanged())
         self._set_follow(False)
         y = self.matches[self.current]
         self.scroll_to(y=max(0, y - self.size.height // 2), animate=False, immediate=True)

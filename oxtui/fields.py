@@ -1,0 +1,66 @@
+"""Every key an oxfile may have: its kind, default and meaning, in one table.
+
+config.py validates with it (allowed keys, kinds, defaults) and schema.py turns it into the JSON
+Schema that editors use, so `oxtui check` and an editor's squiggles cannot disagree on a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str          # str bool duration posint strlist env size signal address instances stdout table
+    doc: str
+    default: Any = None
+
+
+PROCESS: dict[str, Field] = {
+    "command": Field("str", "the command; run with /bin/sh -c when it has shell syntax, exec'd directly otherwise"),
+    "instances": Field("instances", 'how many instances: an integer >= 0, or "max" (one per usable CPU)', 1),
+    "restart_on_exit": Field("bool", "restart an instance whenever it exits", True),
+    "cwd": Field("str", "working folder, relative to the oxfile's folder"),
+    "env": Field("env", "environment variables for every instance", {}),
+    "listen": Field("address", 'HOST:PORT bound once by oxtui and handed to every instance as fd 3'),
+    "stop_signal": Field("signal", "the signal that asks an instance to stop", "SIGTERM"),
+    "stop_timeout": Field("duration", "seconds between stop_signal and SIGKILL to the process group", 10.0),
+    "max_memory": Field("size", 'restart an instance whose process tree RSS passes this ("512M", "1G", bytes)'),
+    "ready": Field("table", "when a new instance counts as ready"),
+    "health": Field("table", "liveness check while running"),
+    "backoff": Field("duration", "the first restart delay after the immediate one; it doubles", 0.1),
+    "backoff_max": Field("duration", "the restart delay never grows past this", 15.0),
+    "max_restarts": Field("posint", "this many exits within restart_window is a crash loop (errored)", 10),
+    "restart_window": Field("duration", "seconds over which max_restarts counts", 60.0),
+    "watch": Field("strlist", "files or globs (relative to cwd) whose change triggers a rolling reload", []),
+    "ignore": Field("strlist", "globs that watch leaves out", []),
+    "watch_debounce": Field("duration", "seconds of quiet before a watched change reloads", 0.5),
+}
+
+READY: dict[str, Field] = {
+    "log": Field("str", "a regex matched against each instance's own output"),
+    "http": Field("str", 'a path like "/health": a canary of the new release must answer 2xx before a reload goes on'),
+    "timeout": Field("duration", "not ready by then = failed start", 30.0),
+}
+
+HEALTH: dict[str, Field] = {
+    "http": Field("str", 'a URL like "http://127.0.0.1:3000/health" that must answer 2xx'),
+    "tcp": Field("address", "HOST:PORT that must accept a connection"),
+    "cmd": Field("str", "a command that must exit 0"),
+    "interval": Field("duration", "seconds between checks", 10.0),
+    "failures": Field("posint", "consecutive failures before the instance is restarted", 3),
+    "timeout": Field("duration", "seconds one check may take", 5.0),
+}
+
+LOGS: dict[str, Field] = {
+    "dir": Field("str", "log folder, relative to the oxfile (default: ~/.local/state/oxtui/logs/...)"),
+    "max_size": Field("size", "rotate a log file at this size", 10 * 1024 * 1024),
+    "keep": Field("posint", "rotated files kept (api.log.1 ...)", 5),
+    "buffer_lines": Field("posint", "recent lines kept in memory per process for the UI and `oxtui logs`", 10_000),
+    "stdout": Field("stdout", 'what `oxtui run` prints: "all", "events", or "auto" (events only under systemd)',
+                    "auto"),
+}
+
+TABLES: dict[str, dict[str, Field]] = {"process": PROCESS, "ready": READY, "health": HEALTH, "logs": LOGS}
+STDOUT_MODES = ("auto", "all", "events")

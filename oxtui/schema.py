@@ -1,0 +1,98 @@
+"""The JSON Schema of oxfile.toml, made from fields.py (the table `oxtui check` validates with).
+
+Editors with TOML support (Even Better TOML / taplo) use it to complete and validate keys. What a
+schema cannot know stays with `oxtui check`: whether cwd and watched paths exist, whether a
+`ready.log` regex compiles, whether two processes share an address, the machine's process limits.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+from . import fields
+from .fields import Field
+
+SCHEMA_ID = "https://oxtui.dev/oxfile.schema.json"
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*[KMGTkmgt]?([iI]?[bB])?\s*$"
+PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):" + PORT + "$"
+
+
+def _signals() -> list[str]:
+    names = sorted({s.name for s in signal.Signals if not s.name.startswith("SIG_")})
+    return [v for n in names for v in (n, n[3:], n.lower(), n[3:].lower())]
+
+
+def _kind(field: Field) -> dict[str, Any]:
+    kind = field.kind
+    if kind == "str":
+        return {"type": "string", "minLength": 1, "pattern": r"\S"}
+    if kind == "bool":
+        return {"type": "boolean"}
+    if kind == "duration":
+        return {"type": "number", "minimum": 0}
+    if kind == "posint":
+        return {"type": "integer", "minimum": 1}
+    if kind == "strlist":
+        return {"type": "array", "items": {"type": "string"}}
+    if kind == "env":
+        return {"type": "object", "additionalProperties": False,
+                "patternProperties": {r"^[A-Za-z_][A-Za-z0-9_]*$": {"type": ["string", "number", "boolean"]}}}
+    if kind == "size":
+        return {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": SIZE_PATTERN}]}
+    if kind == "signal":
+        return {"type": "string", "enum": _signals()}
+    if kind == "address":
+        return {"type": "string", "pattern": ADDRESS_PATTERN}
+    if kind == "instances":
+        return {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "max"}]}
+    if kind == "stdout":
+        return {"enum": list(fields.STDOUT_MODES)}
+    raise ValueError(f"no schema for kind {kind!r}")
+
+
+def _table(spec: dict[str, Field], special: dict[str, Any] | None = None) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for key, field in spec.items():
+        prop = (special or {}).get(key) or _kind(field)
+        prop = {**prop, "description": field.doc}
+        if field.default not in (None, [], {}):
+            prop["default"] = field.default
+        props[key] = prop
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def schema() -> dict[str, Any]:
+    ready = _table(fields.READY)
+    ready["properties"]["http"]["pattern"] = "^/"
+    ready["properties"]["timeout"]["exclusiveMinimum"] = 0
+    ready["properties"]["timeout"].pop("minimum", None)
+    health = _table(fields.HEALTH)
+    health["properties"]["http"]["pattern"] = "^http://[^/]+"
+    health["oneOf"] = [{"required": [k]} for k in ("http", "tcp", "cmd")]
+    process = _table(fields.PROCESS, {"ready": ready, "health": health})
+    process["required"] = ["command"]
+    # the canary is reached through the shared socket: ready.http needs listen
+    process["if"] = {"required": ["ready"], "properties": {"ready": {"required": ["http"]}}}
+    process["then"] = {"required": ["listen"]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "oxtui oxfile.toml",
+        "description": "One [processes.NAME] table per program; see `oxtui check`.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["processes"],
+        "properties": {
+            "processes": {"type": "object", "minProperties": 1,
+                          "propertyNames": {"pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"},
+                          "additionalProperties": process},
+            "logs": _table(fields.LOGS),
+        },
+    }
+
+
+def schema_json() -> str:
+    return json.dumps(schema(), indent=2) + "\n"
