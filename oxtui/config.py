@@ -103,6 +103,7 @@ class Config:
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+GUNICORN_FD_BIND = re.compile(r"\bgunicorn\b.*(--bind[= ]|-b ?)(unix:)?fd://")
 
 CHECKS = {
     "str": (lambda v: isinstance(v, str), "a string"),
@@ -243,6 +244,11 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
     logs = _logs(errors, file, base, oxfile, data.get("logs", {}))
     warnings: list[str] = []
     limits.check_counts(errors, warnings, file, [(p.name, p.instances) for p in processes])
+    for proc in processes:
+        if proc.listen and GUNICORN_FD_BIND.search(proc.command):
+            warnings.append(f"{file}: [processes.{proc.name}] command: gunicorn adopts fd 3 by itself (oxtui sets "
+                            "LISTEN_FDS=1); `--bind fd://3` adds it a second time and crash-loops with EBADF: "
+                            "remove the --bind")
     if errors:
         raise ConfigError(errors)
     return Config(path=oxfile, processes=tuple(processes), logs=logs, warnings=tuple(warnings))

@@ -39,7 +39,7 @@ NOT_FOUND_EXIT = 127
 CANNOT_START_EXIT = 126
 ORPHANED_EXIT = 125
 # Signals this helper (or Python) sets to SIG_IGN; everything else is already default after exec.
-RESET_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
+RESET_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -213,8 +213,11 @@ def main() -> None:
     if os.getppid() != engine_pid:
         sys.exit(ORPHANED_EXIT)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C in the engine's terminal is the engine's business
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Ctrl-C in the engine's terminal, a hang-up, or a SIGTERM sent to the engine's whole process group
+    # (`timeout`, `kill -- -PGID`) are the engine's business: it stops the instances gracefully. The
+    # helper goes when the engine does (PDEATHSIG); dying first would SIGKILL every instance.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     serve(sock)
 
 
