@@ -9,47 +9,23 @@ is a clean hand-back: the thread opens a new connection for its next request. On
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
+from load import BoundedLoad
 
-class KeepAliveLoad:
+
+class KeepAliveLoad(BoundedLoad):
     def __init__(self, port: int, path: str = "/", connections: int = 16, max_seconds: float = 120,
                  max_requests: int = 2_000_000):
-        self.port, self.path = port, path
-        self.max_seconds, self.max_requests = max_seconds, max_requests
+        super().__init__(port, path, connections, max_seconds)
+        self.max_requests = max_requests
         self.ok = 0
-        self.failures: list[str] = []
         self.reconnects = 0           # connections opened again after a clean Connection: close
         self.bodies: list[str] = []   # the last few, to see which release answered
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(connections)]
-
-    def __enter__(self) -> KeepAliveLoad:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
 
     @property
     def count(self) -> int:
         return self.ok + len(self.failures)
-
-    def wait_for(self, n: int, timeout: float = 15) -> None:
-        start, deadline = self.count, time.monotonic() + timeout
-        while self.count < start + n:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"keep-alive load made only {self.count - start} requests in {timeout}s "
-                                     f"(failures so far: {self.failures[-3:]})")
-            time.sleep(0.01)
 
     def _record(self, ok: bool, what: str = "", body: str = "") -> None:
         with self._lock:

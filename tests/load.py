@@ -8,16 +8,17 @@ import threading
 import time
 
 
-class Load:
-    def __init__(self, port: int, path: str = "/", threads: int = 4, max_seconds: float = 120):
+class BoundedLoad:
+    """Threads that send requests to 127.0.0.1 until stopped or out of time; subclasses send them."""
+
+    def __init__(self, port: int, path: str, threads: int, max_seconds: float):
         self.port, self.path, self.max_seconds = port, path, max_seconds
-        self.bodies: list[str] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
-    def __enter__(self) -> "Load":
+    def __enter__(self):
         for t in self._threads:
             t.start()
         return self
@@ -28,19 +29,35 @@ class Load:
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(10)
+            t.join(15)
 
     @property
     def count(self) -> int:
-        return len(self.bodies) + len(self.failures)
+        raise NotImplementedError
 
     def wait_for(self, n: int, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
         start = self.count
         while self.count < start + n:
             if time.monotonic() > deadline:
-                raise AssertionError(f"load made only {self.count - start} requests in {timeout}s")
+                raise AssertionError(f"load made only {self.count - start} requests in {timeout}s "
+                                     f"(failures so far: {self.failures[-3:]})")
             time.sleep(0.01)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Load(BoundedLoad):
+    """One HTTP/1.0 request per connection."""
+
+    def __init__(self, port: int, path: str = "/", threads: int = 4, max_seconds: float = 120):
+        super().__init__(port, path, threads, max_seconds)
+        self.bodies: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.bodies) + len(self.failures)
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
