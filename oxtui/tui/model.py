@@ -152,9 +152,10 @@ def header_text(snapshot: Snapshot | None, host: str, load: tuple[float, ...] | 
         mode = f"attached to pid {snapshot.get('engine_pid')}, up {up} since {since}"
     else:
         mode = f"engine embedded, up {up}"
+    # What differs from the oxfile comes early: the end of the line is the first thing a narrow terminal cuts.
     return (f"{host} · {mode} · "
-            f"{running}/{len(workers)} workers running · engine {eng.get('cpu_percent', 0):.1f}% CPU "
-            f"{human_bytes(eng.get('rss_bytes'))} · load {load_text} · CPU% = of one core" + unsaved_text(snapshot))
+            f"{running}/{len(workers)} workers running{unsaved_text(snapshot)} · engine {eng.get('cpu_percent', 0):.1f}% CPU "
+            f"{human_bytes(eng.get('rss_bytes'))} · load {load_text} · CPU% = of one core")
 
 
 def unsaved_text(snapshot: Snapshot) -> str:
