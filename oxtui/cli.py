@@ -17,7 +17,7 @@ from .report import follow_logs, report
 from .runtime import RuntimeDirError
 
 VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs",
-         "ls", "save", "startup", "completion", "schema")
+         "ls", "save", "startup", "completion", "schema", "import", "export")
 DEFAULT_OXFILE = "oxfile.toml"
 CONTROL_VERBS = ("apply", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs", "save")
 
@@ -71,6 +71,8 @@ def build_parser() -> Parser:
     s.add_argument("--user", action="store_true", help="a user unit (systemctl --user) instead of a system unit")
     s.add_argument("--print", action="store_true", help="print the unit and change nothing")
     s.add_argument("--remove", action="store_true", help="disable and delete the unit")
+    from .porting.verbs import add_parsers
+    add_parsers(sub, oxfile_args)
     s = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)")
     s.add_argument("shell", choices=("bash", "zsh", "fish"))
     sub.add_parser("schema", help="print the JSON Schema of oxfile.toml (for editors)")
@@ -119,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             from .schema import schema_json
             sys.stdout.write(schema_json())
             return 0
+        if args.verb == "import":
+            from .porting.verbs import run_import
+            return run_import(args)
         oxfile = _oxfile(args)
+        if args.verb == "export":
+            from .porting.verbs import run_export
+            return run_export(args, _load_or_exit(oxfile))
         if args.verb == "run":
             from .run import run
             return run(_load_or_exit(oxfile), background=args.background, adopt=args.adopt)

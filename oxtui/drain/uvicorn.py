@@ -12,13 +12,12 @@ A second SIGTERM (gunicorn's master sends one after oxtui's) changes nothing; SI
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import time
 from types import FrameType
 from typing import Any
-
-import importlib
 
 from uvicorn.server import Server
 

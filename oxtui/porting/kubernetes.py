@@ -1,0 +1,136 @@
+"""`oxtui export kubernetes`: a Deployment per process (and a Service for one with `listen`).
+
+The oxfile says most of what Kubernetes needs: instances are replicas, the rolling reload is a
+RollingUpdate with maxSurge 1 and maxUnavailable 0, ready.http a readiness probe, health a liveness
+probe, max_memory a memory limit, stop_timeout the termination grace period. What has no Kubernetes
+meaning (a ready.log regex, the canary, fd 3) is a comment beside the nearest field and a line on
+stderr. Checked against the schemas of KUBERNETES_VERSION by the tests (kubernetes-validate).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..config import Config, ProcessConfig
+from .yamlout import Note, dump_all
+
+KUBERNETES_VERSION = "1.31"
+MIN_READY_SECONDS = 1     # oxtui's reload waits 0.5 s after ready before it drains; Kubernetes counts whole seconds
+
+
+def _name(name: str) -> str:
+    """A DNS-1123 label: lower case, digits and '-'."""
+    out = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    return out[:63] or "app"
+
+
+def _seconds(x: float) -> int:
+    return max(1, math.ceil(x))
+
+
+def _memory(n: int) -> str:
+    mib = n / 2**20
+    return f"{int(mib)}Mi" if mib == int(mib) else f"{math.ceil(n / 1024)}Ki"
+
+
+def _probe_http(path: str, port: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}}
+
+
+def deployment(p: ProcessConfig, image: str, namespace: str | None, warn: list[str]) -> list[tuple[list[str], dict]]:
+    name = _name(p.name)
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "oxtui-export"}
+    meta: dict[str, Any] = {"name": name, "labels": labels}
+    if namespace:
+        meta["namespace"] = namespace
+    env: list[Any] = [{"name": k, "value": v} for k, v in p.env]
+    env.append({"name": "OXTUI_PROCESS", "value": p.name})
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": ["sh", "-c", f"exec {p.command}"],
+    }
+    comments = [f"[processes.{p.name}] of the oxfile: `{p.command}`"]
+    container["workingDir"] = Note(str(p.cwd), "the oxfile's folder on this machine: set where the app is in the image")
+    port = None
+    if p.listen is not None:
+        port = p.listen[1]
+        env += [{"name": "PORT", "value": str(port)}, {"name": "HOST", "value": "0.0.0.0"}]
+        container["ports"] = [Note({"name": "http", "containerPort": port},
+                                   "no fd 3 in a pod: the app must listen on PORT itself")]
+        warn.append(f"{p.name}: in a pod there is no shared socket on fd 3: the app must fall back to "
+                    f"listening on PORT ({port}) when LISTEN_FDS is unset")
+    container["env"] = env
+    if p.ready is not None:
+        probe: dict[str, Any] = {"periodSeconds": 1, "timeoutSeconds": 1,
+                                 "failureThreshold": _seconds(p.ready.timeout)}
+        if p.ready.http and port is not None:
+            probe.update(_probe_http(p.ready.http, port))
+            container["readinessProbe"] = Note(probe, "from ready.http; each new pod gates the rollout "
+                                                      "(oxtui's canary has no equivalent)")
+            warn.append(f"{p.name}: the reload canary is not carried over: each new pod's readiness gates the rollout")
+        if p.ready.log is not None:
+            container["name"] = Note(name, f"ready.log {p.ready.log.pattern!r} cannot be a probe: "
+                                           "give the pod an HTTP or exec readinessProbe")
+            warn.append(f"{p.name}: ready.log ({p.ready.log.pattern!r}) has no Kubernetes meaning: say when the "
+                        "app is ready with an HTTP or exec readinessProbe")
+    if p.health is not None:
+        h = p.health
+        live: dict[str, Any] = {"periodSeconds": _seconds(h.interval), "timeoutSeconds": _seconds(h.timeout),
+                                "failureThreshold": h.failures}
+        if h.http:
+            url = urlsplit(h.http)
+            live.update(_probe_http(url.path or "/", url.port or port or 80))
+        elif h.tcp:
+            live["tcpSocket"] = {"port": h.tcp[1]}
+        elif h.cmd:
+            live["exec"] = {"command": ["sh", "-c", h.cmd]}
+        container["livenessProbe"] = Note(live, "from [health]")
+    if p.max_memory is not None:
+        container["resources"] = {"limits": Note({"memory": _memory(p.max_memory)}, "from max_memory (the whole pod)")}
+    if p.stop_signal != signal.SIGTERM:
+        warn.append(f"{p.name}: stop_signal {p.stop_signal.name}: Kubernetes sends SIGTERM; set STOPSIGNAL in the image")
+    if not p.restart_on_exit:
+        warn.append(f"{p.name}: restart_on_exit = false: a Deployment always restarts its pods; consider a Job")
+    if p.watch:
+        warn.append(f"{p.name}: watch is not carried over: a new image and `kubectl rollout` replace it")
+    replicas: Any = p.instances
+    if p.instances_spec == "max":
+        replicas = Note(p.instances, 'instances = "max": the CPUs of the machine that exported; pods use one each')
+    spec = {
+        "replicas": replicas,
+        "minReadySeconds": MIN_READY_SECONDS,
+        "strategy": Note({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                         "oxtui's rolling reload: one new instance at a time, never fewer ready than wanted"),
+        "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "terminationGracePeriodSeconds": Note(_seconds(p.stop_timeout), "from stop_timeout"),
+                "containers": [container],
+            },
+        },
+    }
+    docs = [(comments, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec})]
+    if port is not None:
+        docs.append(([f"the port of [processes.{p.name}] listen = {p.listen_str!r}"], {
+            "apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"selector": {"app.kubernetes.io/name": name},
+                     "ports": [{"name": "http", "port": port, "targetPort": port}]},
+        }))
+    return docs
+
+
+def export_kubernetes(config: Config, image: str, namespace: str | None) -> tuple[dict[str, str], list[str]]:
+    """{file name: YAML} (one file per process), and what did not carry over."""
+    warn: list[str] = []
+    files = {}
+    for p in config.processes:
+        docs = deployment(p, image, namespace, warn)
+        header = [f"Made by `oxtui export kubernetes` from {config.path}, for Kubernetes {KUBERNETES_VERSION}."]
+        docs[0] = (header + docs[0][0], docs[0][1])
+        files[f"{_name(p.name)}.yaml"] = dump_all(docs)
+    return files, warn

@@ -1,0 +1,67 @@
+"""Writing an imported oxfile: tomlkit, so every value can carry a comment saying where it came from."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from ..config import ConfigError, load
+
+
+class Table:
+    """One [processes.NAME] being built: values with an optional comment each."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.items: list[tuple[str, Any, str | None]] = []
+        self.ready: list[tuple[str, Any, str | None]] = []
+        self.notes: list[str] = []        # comment lines above the table
+
+    def set(self, key: str, value: Any, comment: str | None = None) -> None:
+        self.items.append((key, value, comment))
+
+
+def render(tables: list[Table], header: list[str]) -> str:
+    doc = tomlkit.document()
+    for line in header:
+        doc.add(tomlkit.comment(line))
+    procs = tomlkit.table(is_super_table=True)
+    for t in tables:
+        tbl = tomlkit.table()
+        for note in t.notes:
+            tbl.add(tomlkit.comment(note))
+        for key, value, comment in t.items:
+            item = tomlkit.item(value)
+            if isinstance(value, dict):
+                item = tomlkit.inline_table()
+                item.update(value)
+            if comment:
+                item.comment(comment)
+            tbl.add(key, item)
+        if t.ready:
+            ready = tomlkit.table()
+            for key, value, comment in t.ready:
+                item = tomlkit.item(value)
+                if comment:
+                    item.comment(comment)
+                ready.add(key, item)
+            tbl.add("ready", ready)
+        procs.add(t.name, tbl)
+    doc.add(tomlkit.nl())
+    doc.add("processes", procs)
+    return tomlkit.dumps(doc)
+
+
+def check_text(text: str, where: Path) -> list[str]:
+    """The problems `oxtui check` would report for this oxfile if it were saved at `where`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=where.parent, delete=True) as f:
+        f.write(text)
+        f.flush()
+        try:
+            load(f.name)
+        except ConfigError as e:
+            return [line.replace(f.name, str(where)) for line in e.errors]
+    return []
