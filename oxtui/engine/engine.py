@@ -126,8 +126,7 @@ class Engine:
     def adopt_lock(self, fd: int) -> None:
         self._lock_fd = fd
         self._hold_dir()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        write_lock(fd, self.config.path)
 
     async def serve_control(self, inherited: socket.socket) -> None:
         from .control import ControlServer
