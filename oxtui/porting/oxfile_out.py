@@ -56,12 +56,16 @@ def render(tables: list[Table], header: list[str]) -> str:
 
 
 def check_text(text: str, where: Path) -> list[str]:
-    """The problems `oxtui check` would report for this oxfile if it were saved at `where`."""
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=where.parent, delete=True) as f:
-        f.write(text)
-        f.flush()
-        try:
-            load(f.name)
-        except ConfigError as e:
-            return [line.replace(f.name, str(where)) for line in e.errors]
+    """The problems `oxtui check` would report for this oxfile if it were saved at `where` (relative
+    paths in it are resolved from there), or [] when that folder cannot be written to try."""
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=where.parent, delete=True) as f:
+            f.write(text)
+            f.flush()
+            try:
+                load(f.name)
+            except ConfigError as e:
+                return [line.replace(f.name, str(where)) for line in e.errors]
+    except OSError:
+        pass
     return []

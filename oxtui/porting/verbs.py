@@ -40,7 +40,11 @@ def run_import(args: argparse.Namespace) -> int:
         if out.exists() and not args.force:
             print(f"oxtui import: {out} exists; pass --force to replace it, or -o another path", file=sys.stderr)
             return 1
-        out.write_text(text)
+        try:
+            out.write_text(text)
+        except OSError as e:
+            print(f"oxtui import: cannot write {out} ({e.strerror}); pick a writable path with -o", file=sys.stderr)
+            return 1
         print(f"wrote {out} ({len(tables)} process(es)); next: oxtui check {out}", file=sys.stderr)
     for p in problems:
         print(f"check: {p}", file=sys.stderr)
