@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fields, limits
-from .fields import STDOUT_MODES, Field
+from .fields import RESTART_MODES, STDOUT_MODES, Field
 from .values import parse_address, parse_signal, parse_size, usable_cpus  # noqa: F401 (part of this API)
 
 
@@ -52,9 +52,11 @@ class ProcessConfig:
     command: str
     instances: int
     instances_spec: int | str
-    restart_on_exit: bool
+    restart: str                       # "always", "on-failure" or "never"
     cwd: Path
     env: tuple[tuple[str, str], ...]
+    env_files: tuple[Path, ...]
+    env_files_digest: str              # of their contents: an edited .env makes `apply` reload the process
     listen: tuple[str, int] | None
     stop_signal: signal.Signals
     stop_timeout: float
@@ -68,6 +70,10 @@ class ProcessConfig:
     watch: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     watch_debounce: float = 0.5
+
+    @property
+    def restart_on_exit(self) -> bool:
+        return self.restart == "always"
 
     @property
     def listen_str(self) -> str | None:
@@ -112,6 +118,8 @@ CHECKS = {
                  "a number of seconds >= 0"),
     "posint": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
     "strlist": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "paths": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+              "a path or a list of paths"),
     "env": (lambda v: isinstance(v, dict), "a table"),
 }
 
@@ -123,7 +131,35 @@ def _stdout_mode(value: Any) -> str:
     return value
 
 
-PARSERS = {"size": parse_size, "signal": parse_signal, "address": parse_address, "stdout": _stdout_mode}
+def _digest_files(paths: list[Path]) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"\0missing")
+    return h.hexdigest() if paths else ""
+
+
+def _restart(value: Any) -> str:
+    if value not in RESTART_MODES:
+        raise ValueError(f'must be "always", "on-failure" or "never" (got {value!r})')
+    return value
+
+
+PARSERS = {"size": parse_size, "signal": parse_signal, "address": parse_address, "stdout": _stdout_mode,
+           "restart": _restart}
+
+
+def _restart_mode(t: _Table) -> str:
+    """`restart`, or the seed's `restart_on_exit` (true = always, false = never); not both."""
+    if "restart" in t.data and "restart_on_exit" in t.data:
+        t.error("restart_on_exit", "is the older name of restart; give only restart")
+    old = t.get("restart_on_exit")
+    if "restart" not in t.data and old is not None:
+        return "always" if old else "never"
+    return t.get("restart")
 
 
 class _Table:
@@ -303,6 +339,14 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
         else:
             t.error("env", f"{k} must be a string or number (got {v!r})")
 
+    env_files = []
+    given = t.get("env_file")
+    for entry in [given] if isinstance(given, str) else given:
+        path = (base / entry).resolve()
+        if not path.is_file():
+            t.error("env_file", f"{str(path)!r} does not exist; create it or fix the path (relative to the oxfile)")
+        env_files.append(path)
+
     stop_timeout = t.get("stop_timeout")
     ready = _ready(errors, file, where, t.data["ready"]) if "ready" in t.data else None
     health = _health(errors, file, where, t.data["health"]) if "health" in t.data else None
@@ -322,9 +366,11 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
         command=command,
         instances=instances,
         instances_spec=instances_spec,
-        restart_on_exit=t.get("restart_on_exit"),
+        restart=_restart_mode(t),
         cwd=cwd,
         env=tuple(env),
+        env_files=tuple(env_files),
+        env_files_digest=_digest_files(env_files),
         listen=listen,
         stop_signal=t.get("stop_signal"),
         stop_timeout=stop_timeout,

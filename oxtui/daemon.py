@@ -115,7 +115,7 @@ def _failures(snap: Snapshot) -> list[str]:
     """Instances that exited while starting: a release that cannot boot should fail `up` at once."""
     out = []
     for name, w in _workers(snap):
-        if w["state"] in (WorkerState.BACKOFF, WorkerState.ERRORED) or \
+        if w["state"] in (WorkerState.BACKOFF, WorkerState.ERRORED, WorkerState.FAILED) or \
                 (w["state"] != WorkerState.RUNNING and w["restarts"] > 0):
             last = last_exit_text(w)
             why = w.get("reason") or (f"exited with {last}" if last else w["state"])
@@ -124,7 +124,7 @@ def _failures(snap: Snapshot) -> list[str]:
 
 
 def _all_up(snap: Snapshot) -> bool:
-    return all(w["state"] in (WorkerState.RUNNING, WorkerState.EXITED) for _, w in _workers(snap))
+    return all(w["state"] in (WorkerState.RUNNING, WorkerState.COMPLETED) for _, w in _workers(snap))
 
 
 def _counts(snap: Snapshot) -> list[str]:

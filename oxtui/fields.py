@@ -20,9 +20,13 @@ class Field:
 PROCESS: dict[str, Field] = {
     "command": Field("str", "the command; run with /bin/sh -c when it has shell syntax, exec'd directly otherwise"),
     "instances": Field("instances", 'how many instances: an integer >= 0, or "max" (one per usable CPU)', 1),
-    "restart_on_exit": Field("bool", "restart an instance whenever it exits", True),
+    "restart": Field("restart", 'when an exited instance starts again: "always", "on-failure" (not after exit 0), '
+                     '"never" (a one-shot task: completed or failed)', "always"),
+    "restart_on_exit": Field("bool", 'the older name: true = restart "always", false = "never"'),
     "cwd": Field("str", "working folder, relative to the oxfile's folder"),
     "env": Field("env", "environment variables for every instance", {}),
+    "env_file": Field("paths", "a .env file or a list of them (relative to the oxfile), read at every start and "
+                      "reload; `env` wins over them", []),
     "listen": Field("address", 'HOST:PORT bound once by oxtui and handed to every instance as fd 3'),
     "stop_signal": Field("signal", "the signal that asks an instance to stop", "SIGTERM"),
     "stop_timeout": Field("duration", "seconds between stop_signal and SIGKILL to the process group", 10.0),
@@ -64,3 +68,4 @@ LOGS: dict[str, Field] = {
 
 TABLES: dict[str, dict[str, Field]] = {"process": PROCESS, "ready": READY, "health": HEALTH, "logs": LOGS}
 STDOUT_MODES = ("auto", "all", "events")
+RESTART_MODES = ("always", "on-failure", "never")

@@ -60,6 +60,8 @@ def sparkline(values: Iterable[float | None], width: int, top: float | None = No
 
 
 def last_exit(worker: dict) -> str:
+    if worker.get("exit_code") == 127:
+        return "127 not found"
     if worker.get("exit_signal"):
         return worker["exit_signal"]
     if worker.get("exit_code") is not None:

@@ -26,7 +26,9 @@ class WorkerState(StrEnum):
     STOPPED = "stopped"
     BACKOFF = "backoff"       # exited, waiting to restart
     ERRORED = "errored"       # crash loop: gave up until a person acts
-    EXITED = "exited"         # ended and not to be restarted
+    EXITED = "exited"         # a reload's surge instance or canary that ended (never restarted)
+    COMPLETED = "completed"   # a task (restart = "never"/"on-failure") that exited 0
+    FAILED = "failed"         # a task that exited non-zero or was killed
 
 
 LIVE_STATES = frozenset({WorkerState.STARTING, WorkerState.RUNNING, WorkerState.STOPPING})

@@ -35,6 +35,8 @@ def _kind(field: Field) -> dict[str, Any]:
         return {"type": "number", "minimum": 0}
     if kind == "posint":
         return {"type": "integer", "minimum": 1}
+    if kind == "paths":
+        return {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string"}}]}
     if kind == "strlist":
         return {"type": "array", "items": {"type": "string"}}
     if kind == "env":
@@ -50,6 +52,8 @@ def _kind(field: Field) -> dict[str, Any]:
         return {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "max"}]}
     if kind == "stdout":
         return {"enum": list(fields.STDOUT_MODES)}
+    if kind == "restart":
+        return {"enum": list(fields.RESTART_MODES)}
     raise ValueError(f"no schema for kind {kind!r}")
 
 
@@ -74,9 +78,10 @@ def schema() -> dict[str, Any]:
     health["oneOf"] = [{"required": [k]} for k in ("http", "tcp", "cmd")]
     process = _table(fields.PROCESS, {"ready": ready, "health": health})
     process["required"] = ["command"]
+    process["not"] = {"required": ["restart", "restart_on_exit"]}     # one name for one setting
     # the canary is reached through the shared socket: ready.http needs listen
-    process["if"] = {"required": ["ready"], "properties": {"ready": {"required": ["http"]}}}
-    process["then"] = {"required": ["listen"]}
+    process["dependentSchemas"] = {"ready": {"if": {"properties": {"ready": {"required": ["http"]}}},
+                                             "then": {"required": ["listen"]}}}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 TIMEOUT = 20.0
-HANDED_STATES = (WorkerState.RUNNING, WorkerState.STOPPED, WorkerState.EXITED, WorkerState.ERRORED,
+HANDED_STATES = (WorkerState.RUNNING, WorkerState.STOPPED, WorkerState.EXITED, WorkerState.COMPLETED,
+                 WorkerState.FAILED, WorkerState.ERRORED,
                  WorkerState.BACKOFF)
 
 

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 # yet given up) must not keep the whole unit "activating" until systemd kills every healthy one.
 READY_GRACE = 15.0
 STATUS_EVERY = 1.0          # STATUS= is recomputed at most this often, and sent only when it changed
-SETTLED = (WorkerState.RUNNING, WorkerState.EXITED, WorkerState.ERRORED, WorkerState.STOPPED)
+SETTLED = (WorkerState.RUNNING, WorkerState.EXITED, WorkerState.COMPLETED, WorkerState.FAILED, WorkerState.ERRORED,
+           WorkerState.STOPPED)
 
 
 def under_systemd(environ: Mapping[str, str]) -> bool:

@@ -281,6 +281,21 @@ class Spawner:
 ENGINE_ONLY = ("LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
 
 
+def read_env_files(paths: tuple) -> tuple[tuple[str, str], ...]:
+    """Variables of .env files (python-dotenv's syntax), later files winning; a file gone since `check`
+    is skipped (the instance still starts, and `oxtui check` names the missing file)."""
+    if not paths:
+        return ()
+    from dotenv import dotenv_values
+    out: dict[str, str] = {}
+    for path in paths:
+        try:
+            out.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+        except OSError:
+            continue
+    return tuple(out.items())
+
+
 def instance_env(base: dict[str, str], name: str, slot: int, extra: tuple[tuple[str, str], ...],
                  listen: tuple[str, int] | None) -> dict[str, str]:
     env = {k: v for k, v in base.items() if not k.startswith(ENGINE_ONLY)}

@@ -2,8 +2,9 @@
 
     stopped -> starting -> running -> stopping -> stopped
                   |           |
-                  +-- exit ---+--> backoff -> starting ...   (restart_on_exit)
-                              +--> exited                     (restart_on_exit = false)
+                  +-- exit ---+--> backoff -> starting ...   (restart = "always", or a failure with "on-failure")
+                              +--> completed | failed         (a task: restart = "never", or exit 0 with "on-failure")
+                              +--> exited                     (a reload's surge instance or canary)
                               +--> errored                    (crash loop: waits for start/restart)
 
 A Worker owns one supervising task. Everything it waits on (exit, readiness, health, stop request)
@@ -24,7 +25,7 @@ from . import checks
 from .backoff import RestartPolicy
 from .logs import LineSplitter
 from .pipes import PipeReader
-from .spawn import Child, SpawnError, describe_status, instance_env
+from .spawn import Child, SpawnError, describe_status, instance_env, read_env_files
 
 if TYPE_CHECKING:
     from .logs import LogBatch
@@ -126,7 +127,9 @@ class Worker:
         return f"signal {self.exit_signal}" if self.exit_signal else f"code {self.exit_code}"
 
     def _env(self) -> dict[str, str]:
-        env = instance_env(self.group.base_env, self.cfg.name, self.slot, self.cfg.env, self.cfg.listen)
+        # .env files are read at every start, so editing one and reloading is how a secret rotates.
+        extra = read_env_files(self.cfg.env_files) + self.cfg.env
+        env = instance_env(self.group.base_env, self.cfg.name, self.slot, extra, self.cfg.listen)
         if self.role == "canary":
             env["OXTUI_CANARY"] = "1"
         return env
@@ -175,9 +178,15 @@ class Worker:
                 if why == "stop" or not self._want:
                     break
                 # A reload's replacement or canary that dies is a failed release: never retried.
-                if why is None and (not self.cfg.restart_on_exit or self.role is not None):
+                if why is None and self.role is not None:
                     self._want = False
                     self._set(WorkerState.EXITED)
+                    return
+                if why is None and not self._restarts_after_exit():
+                    self._want = False
+                    done = self.exit_code == 0 and self.exit_signal is None
+                    self._set(WorkerState.COMPLETED if done else WorkerState.FAILED)
+                    self.group.event(self, "completed" if done else f"failed ({self.exit_text})")
                     return
                 delay = self.policy.on_exit(uptime)
                 if delay is None:
@@ -203,6 +212,12 @@ class Worker:
             await self._kill_now()
             self._set(WorkerState.STOPPED)
             raise
+
+    def _restarts_after_exit(self) -> bool:
+        mode = self.cfg.restart
+        if mode == "always":
+            return True
+        return mode == "on-failure" and (self.exit_code != 0 or self.exit_signal is not None)
 
     async def _run_once(self, adopted: Child | None = None) -> tuple[float, str | None]:
         """Start one process (or carry on with an adopted one, already ready) and wait for it to end.
@@ -266,7 +281,11 @@ class Worker:
         how = self.exit_text
         if why is None:
             self.reason = f"exited with {how}"
-            self.group.event(self, f"pid {child.pid} exited with {how} after {uptime:.1f}s")
+            if self.exit_code == 127:
+                # the shell's "not found": say which program, not a bare code
+                self.reason = f"command not found: {program_of(self.cfg.command)}"
+            self.group.event(self, f"pid {child.pid} exited with {how} after {uptime:.1f}s"
+                             + (f" ({self.reason})" if self.exit_code == 127 else ""))
         elif why == "stop":
             self.group.event(self, f"pid {child.pid} stopped ({how})")
         else:
@@ -377,6 +396,20 @@ class Worker:
         if child is not None:
             _killpg(child.pid, signal.SIGKILL)   # the spawner helper reaps it
             self._child = None
+
+
+def program_of(command: str) -> str:
+    """The program a command runs: `node` for `NODE_ENV=x node app.js`, `gunicorn` for `exec gunicorn ...`."""
+    import shlex
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    for w in words:
+        if w == "exec" or ("=" in w and not w.startswith(("/", "."))):
+            continue
+        return w
+    return command
 
 
 def _killpg(pgid: int, sig: int) -> None:

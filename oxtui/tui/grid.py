@@ -21,6 +21,8 @@ STATE_STYLES = {
     WorkerState.BACKOFF: "bold red",
     WorkerState.ERRORED: "bold white on red",
     WorkerState.EXITED: "dim",
+    WorkerState.COMPLETED: "green dim",
+    WorkerState.FAILED: "bold red",
     WorkerState.STOPPED: "dim",
 }
 

@@ -1,0 +1,95 @@
+"""Restart modes and one-shot tasks, a missing program named, and .env files (part of #11), against
+real children through the real `oxtui run`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import oxtui_cli, wait_until, write_oxfile
+
+PY = sys.executable
+EXITS = {"zero": "sh -c 'echo bye; exit 0'", "one": "sh -c 'echo oops; exit 1'", "killed": "sh -c 'kill -9 $$'"}
+
+
+def procs(ep) -> dict:
+    return {p["name"]: p for p in ep.status()["processes"]}
+
+
+@pytest.mark.parametrize("mode,restarts,ends", [
+    ("always", {"zero", "one", "killed"}, {}),
+    ("on-failure", {"one", "killed"}, {"zero": "completed"}),
+    ("never", set(), {"zero": "completed", "one": "failed", "killed": "failed"}),
+])
+def test_restart_modes_for_exit_0_exit_1_and_a_signal(tmp_path, engine_process, mode, restarts, ends):
+    body = "".join(f'[processes.{name}]\ncommand = "{cmd}"\nrestart = "{mode}"\nbackoff = 0.05\nmax_restarts = 1000\n'
+                   for name, cmd in EXITS.items())
+    ep = engine_process(write_oxfile(tmp_path, body))
+    for name in restarts:
+        wait_until(lambda n=name: procs(ep)[n]["workers"][0]["restarts"] >= 2, 15, 0.1, what=f"{name} restarted")
+    for name, state in ends.items():
+        w = wait_until(lambda n=name, s=state: (w := procs(ep)[n]["workers"][0])["state"] == s and w, 15, 0.1,
+                       what=f"{name} {state}")
+        assert w["restarts"] == 0 and w["pid"] is None
+    if ends:
+        log = (tmp_path / "logs" / "zero.log").read_text() if "zero" in ends else ""
+        assert "bye" in log or "zero" not in ends, "a task's last output stays"
+    text = ep.cli("status").stdout
+    for name, state in ends.items():
+        assert state in text
+
+
+def test_restart_and_restart_on_exit_together_is_an_error(tmp_path):
+    oxfile = write_oxfile(tmp_path, '[processes.a]\ncommand = "true"\nrestart = "never"\nrestart_on_exit = false\n')
+    r = oxtui_cli("check", str(oxfile))
+    assert r.returncode == 2 and "restart_on_exit: is the older name of restart; give only restart" in r.stderr
+    write_oxfile(tmp_path, '[processes.a]\ncommand = "true"\nrestart = "sometimes"\n')
+    r = oxtui_cli("check", str(oxfile))
+    assert r.returncode == 2 and 'restart: must be "always", "on-failure" or "never"' in r.stderr
+
+
+def test_restart_on_exit_false_is_a_task(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '[processes.a]\ncommand = "sh -c \'exit 0\'"\nrestart_on_exit = false\n'))
+    wait_until(lambda: procs(ep)["a"]["workers"][0]["state"] == "completed", 15, 0.1)
+
+
+def test_a_missing_program_is_named_not_a_bare_code(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '''
+        [processes.direct]
+        command = "no-such-program-xyz --port 1"
+        restart = "never"
+        [processes.shell]
+        command = "FOO=1 no-such-program-abc --x; exit $?"
+        restart = "never"
+    '''))
+    for name, program in (("direct", "no-such-program-xyz"), ("shell", "no-such-program-abc")):
+        w = wait_until(lambda n=name: (w := procs(ep)[n]["workers"][0])["state"] == "failed" and w, 15, 0.1)
+        assert w["exit_code"] == 127
+        assert w["reason"] == f"command not found: {program}"
+    assert "command not found: no-such-program-xyz" in ep.cli("logs", "direct", "-n", "20").stdout
+
+
+def test_env_file_precedence_reload_and_values_never_shown(tmp_path, engine_process):
+    (tmp_path / "base.env").write_text("SHARED=from-base\nONLY_BASE=b\nSECRET=hunter2\n")
+    (tmp_path / ".env").write_text("SHARED=from-dotenv\nTOKEN=first-token\nINLINE=from-file\n")
+    show = f"{PY} -c 'import os,time; print(os.environ[\\\"SHARED\\\"], os.environ[\\\"ONLY_BASE\\\"], os.environ[\\\"TOKEN\\\"], os.environ[\\\"INLINE\\\"], flush=True); time.sleep(60)'"
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{show}"
+        env_file = ["base.env", ".env"]
+        env = {{ INLINE = "inline", TOKEN_NOT = "x" }}
+    ''')
+    ep = engine_process(oxfile)
+    log = tmp_path / "logs" / "app.log"
+    wait_until(lambda: "from-dotenv b first-token inline" in log.read_text(), 15, 0.1, what="env from files")
+    (tmp_path / ".env").write_text("SHARED=from-dotenv\nTOKEN=rotated-token\n")
+    r = ep.cli("apply")
+    assert r.returncode == 0 and "reloaded: app" in r.stdout, r.stdout + r.stderr
+    wait_until(lambda: "from-dotenv b rotated-token inline" in log.read_text(), 15, 0.1, what="the rotated token")
+    snap = json.dumps(ep.status())
+    for secret in ("hunter2", "rotated-token", "first-token"):
+        assert secret not in snap
+    (tmp_path / "missing.toml").write_text('[processes.a]\ncommand = "true"\nenv_file = "nope.env"\n')
+    r = oxtui_cli("check", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "env_file:" in r.stderr and "nope.env" in r.stderr
