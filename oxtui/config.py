@@ -18,7 +18,7 @@ from typing import Any
 
 from . import fields, limits
 from .fields import RESTART_MODES, STDOUT_MODES, Field
-from .values import parse_address, parse_signal, parse_size, usable_cpus  # noqa: F401 (part of this API)
+from .values import parse_address, parse_signal, parse_size, program_of, usable_cpus  # noqa: F401 (part of this API)
 
 
 class ConfigError(Exception):
@@ -129,6 +129,25 @@ def _stdout_mode(value: Any) -> str:
         raise ValueError('must be "auto" (events only under systemd, everything elsewhere), "all" or "events" '
                          f"(got {value!r})")
     return value
+
+
+SHELL_WORDS = {"cd", "echo", "exec", "export", "set", "test", "[", "true", "false", ":", ".", "source", "trap",
+               "ulimit", "umask", "wait", "while", "for", "if", "until", "case", "{", "(", "!", "eval", "printf",
+               "read", "sleep"}
+
+
+def _missing_program(proc: ProcessConfig) -> str | None:
+    """The program a command runs, when it cannot be found where the instance will look (its cwd, and
+    the PATH it gets: the engine's, or an env override)."""
+    import shutil
+    program = program_of(proc.command)
+    if not program or program in SHELL_WORDS or "$" in program:
+        return None
+    if "/" in program:
+        path = proc.cwd / program
+        return None if os.access(path, os.X_OK) else program
+    search = dict(proc.env).get("PATH", os.environ.get("PATH", os.defpath))
+    return None if shutil.which(program, path=search) else program
 
 
 def _digest_files(paths: list[Path]) -> str:
@@ -281,6 +300,12 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
     warnings: list[str] = []
     limits.check_counts(errors, warnings, file, [(p.name, p.instances) for p in processes])
     for proc in processes:
+        missing = _missing_program(proc)
+        if missing:
+            where = (f"is not an executable file in {str(proc.cwd)!r}" if "/" in missing
+                     else "is not found on the PATH the instances get")
+            warnings.append(f"{file}: [processes.{proc.name}] command: {missing!r} {where}; it will exit 127 unless "
+                            "it exists by then (install it, or give its full path)")
         if proc.listen and GUNICORN_FD_BIND.search(proc.command):
             warnings.append(f"{file}: [processes.{proc.name}] command: gunicorn adopts fd 3 by itself (oxtui sets "
                             "LISTEN_FDS=1); `--bind fd://3` adds it a second time and crash-loops with EBADF: "

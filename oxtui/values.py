@@ -70,3 +70,17 @@ def parse_address(value: Any) -> tuple[str, int]:
         except ValueError:
             raise ValueError(f"{hint}; the host must be an IP address or localhost (got {host!r})") from None
     return ("127.0.0.1" if host == "localhost" else host), port
+
+
+def program_of(command: str) -> str:
+    """The program a command runs: `node` for `NODE_ENV=x node app.js`, `gunicorn` for `exec gunicorn ...`."""
+    import shlex
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    for w in words:
+        if w == "exec" or ("=" in w and not w.startswith(("/", "."))):
+            continue
+        return w
+    return command

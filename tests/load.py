@@ -1,5 +1,5 @@
 """A bounded load generator for reload tests: threads sending HTTP/1.0 GETs to 127.0.0.1 back to back,
-recording every answer and every failure ("<time> port=<local port> <what>")."""
+recording every answer and every failure ("<time> port=<local port> since=<connect time> <what>")."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ class Load(BoundedLoad):
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
             port = "-"
+            since = time.time()
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
                     port = s.getsockname()[1]
@@ -76,7 +77,7 @@ class Load(BoundedLoad):
                     if status == b"200":
                         self.bodies.append(body.decode())
                     else:
-                        self.failures.append(f"{time.time():.3f} port={port} status {status!r}")
+                        self.failures.append(f"{time.time():.3f} port={port} since={since:.3f} status {status!r}")
             except OSError as e:
                 with self._lock:
-                    self.failures.append(f"{time.time():.3f} port={port} {e!r}")
+                    self.failures.append(f"{time.time():.3f} port={port} since={since:.3f} {e!r}")

@@ -95,8 +95,10 @@ def test_chaos_under_load(tmp_path, engine_process):
     killed = {pid for _, pid in sigkills}
     unexplained, no_owner = [], []
     for f in load.failures:
-        at, client_port = float(f.split()[0]), f.split()[1].removeprefix("port=")
-        seen = [pid for t, pid in owners.get(client_port, []) if t <= at + 0.05]
+        words = f.split()
+        at, client_port, since = float(words[0]), words[1].removeprefix("port="), float(words[2].removeprefix("since="))
+        # the accept of this very connection: a client port is reused by later connections
+        seen = [pid for t, pid in owners.get(client_port, []) if since - 0.05 <= t <= at + 0.05]
         if seen:
             if seen[-1] not in killed:
                 unexplained.append(f"{f} (on pid {seen[-1]}, never SIGKILLed)")

@@ -6,6 +6,7 @@ The apps are the samples in sample_apps/ (FastAPI, Django), started by the real 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -83,18 +84,21 @@ def test_recipe_under_keep_alive_load_through_3_reloads(tmp_path, engine_process
         assert lost <= may_lose, f"{lost} lost of {load.count}, more than README says"
 
 
+VENV_PATH = {"PATH": f"{BIN}:{os.environ['PATH']}"}     # gunicorn and uvicorn live in this venv
+
+
 def test_check_warns_about_gunicorn_binding_fd_3_itself(tmp_path):
     from conftest import oxtui_cli
     oxfile = write_oxfile(tmp_path, '[processes.web]\ncommand = "gunicorn --bind fd://3 app:application"\n'
                                     'listen = "127.0.0.1:9000"\n')
-    r = oxtui_cli("check", str(oxfile))
+    r = oxtui_cli("check", str(oxfile), env=VENV_PATH)
     assert r.returncode == 0 and "gunicorn adopts fd 3 by itself" in r.stderr and "remove the --bind" in r.stderr
     write_oxfile(tmp_path, '[processes.web]\ncommand = "gunicorn app:application"\nlisten = "127.0.0.1:9000"\n')
-    assert "warning" not in oxtui_cli("check", str(oxfile)).stderr
+    assert "warning" not in oxtui_cli("check", str(oxfile), env=VENV_PATH).stderr
 
 
 @pytest.mark.parametrize("app", [FASTAPI, DJANGO], ids=["fastapi", "django"])
 def test_the_python_samples_pass_check(app):
     from conftest import oxtui_cli
-    r = oxtui_cli("check", str(app / "oxfile.toml"))
+    r = oxtui_cli("check", str(app / "oxfile.toml"), env={"PATH": f"{Path(PY).parent}:{os.environ['PATH']}"})
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

@@ -93,3 +93,15 @@ def test_env_file_precedence_reload_and_values_never_shown(tmp_path, engine_proc
     (tmp_path / "missing.toml").write_text('[processes.a]\ncommand = "true"\nenv_file = "nope.env"\n')
     r = oxtui_cli("check", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "env_file:" in r.stderr and "nope.env" in r.stderr
+
+
+def test_check_warns_about_a_program_it_cannot_find_but_passes(tmp_path):
+    oxfile = write_oxfile(tmp_path, '[processes.a]\ncommand = "no-such-prog-q --x"\n[processes.b]\ncommand = "./run.sh"\n'
+                                    '[processes.c]\ncommand = "exec sleep 5"\n[processes.d]\ncommand = "prog"\n'
+                                    'env = { PATH = "/opt/none" }\n')
+    r = oxtui_cli("check", str(oxfile))
+    assert r.returncode == 0, r.stderr
+    assert "'no-such-prog-q' is not found on the PATH the instances get" in r.stderr
+    assert "'./run.sh' is not an executable file in" in r.stderr
+    assert "[processes.c]" not in r.stderr
+    assert "[processes.d] command: 'prog' is not found" in r.stderr

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import ProcessConfig
 from ..protocol import LIVE_STATES, Health, WorkerState
+from ..values import program_of
 from . import checks
 from .backoff import RestartPolicy
 from .logs import LineSplitter
@@ -396,20 +397,6 @@ class Worker:
         if child is not None:
             _killpg(child.pid, signal.SIGKILL)   # the spawner helper reaps it
             self._child = None
-
-
-def program_of(command: str) -> str:
-    """The program a command runs: `node` for `NODE_ENV=x node app.js`, `gunicorn` for `exec gunicorn ...`."""
-    import shlex
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        words = command.split()
-    for w in words:
-        if w == "exec" or ("=" in w and not w.startswith(("/", "."))):
-            continue
-        return w
-    return command
 
 
 def _killpg(pgid: int, sig: int) -> None:
