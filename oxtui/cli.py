@@ -18,8 +18,6 @@ from .runtime import RuntimeDirError
 
 VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs",
          "ls", "save", "startup", "completion", "schema", "import", "export")
-DEFAULT_OXFILE = "oxfile.toml"
-CONTROL_VERBS = ("apply", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs", "save")
 
 
 class UsageError(Exception):

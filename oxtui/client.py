@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from shlex import quote
 from typing import Any, Callable, Iterator
 
 from .runtime import socket_path
-
-
-def q(path: object) -> str:
-    import shlex
-    return shlex.quote(str(path))
 
 
 class NoEngine(Exception):
@@ -33,8 +29,8 @@ class Client:
             self.sock.connect(str(self.path))
         except (FileNotFoundError, ConnectionRefusedError):
             self.sock.close()
-            raise NoEngine(f"no engine is running for {oxfile or self.path}; start one with `oxtui up {q(oxfile)}` "
-                           f"(background), `oxtui run {q(oxfile)}` (foreground) or `oxtui {q(oxfile)}` (TUI)") from None
+            raise NoEngine(f"no engine is running for {oxfile or self.path}; start one with `oxtui up {quote(str(oxfile))}` "
+                           f"(background), `oxtui run {quote(str(oxfile))}` (foreground) or `oxtui {quote(str(oxfile))}` (TUI)") from None
         self._buf = self.sock.makefile("rb")
 
     def close(self) -> None:
@@ -65,3 +61,12 @@ class Client:
                 return msg.get("result")
             raise ControlError(msg.get("error", "unknown error"))
         raise ControlError("the engine closed the connection (it may be shutting down)")
+
+
+def status_of(oxfile: Path, timeout: float = 5) -> dict[str, Any] | None:
+    """The running engine's snapshot for this oxfile, or None when none answers."""
+    try:
+        with Client(oxfile, timeout=timeout) as c:
+            return c.call({"cmd": "status"})
+    except (NoEngine, ControlError, OSError, ValueError):
+        return None

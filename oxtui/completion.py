@@ -41,12 +41,13 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
 
 def names(oxfile: str | None) -> int:
     """`oxtui _names`: the running engine's process names, one a line (and "all"); nothing on error."""
-    from .client import Client
-    from .discover import resolve
+    from .client import status_of
+    from .discover import Ambiguous, resolve
     try:
-        with Client(resolve(oxfile), timeout=2) as c:
-            snap = c.call({"cmd": "status"})
-    except Exception:   # noqa: BLE001 - completion must never print an error into the shell's line
+        snap = status_of(resolve(oxfile), timeout=2)
+    except (Ambiguous, OSError):
+        return 0        # completion must never print an error into the shell's line
+    if snap is None:
         return 0
     sys.stdout.write("".join(p["name"] + "\n" for p in snap["processes"]) + "all\n")
     return 0

@@ -150,6 +150,12 @@ def _missing_program(proc: ProcessConfig) -> str | None:
     return None if shutil.which(program, path=search) else program
 
 
+def digest(data: bytes) -> str:
+    """What `save` and the engine compare to tell an oxfile edited since it was read."""
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
 def _digest_files(paths: list[Path]) -> str:
     import hashlib
     h = hashlib.sha256()
@@ -266,8 +272,7 @@ def load(path: str | os.PathLike[str]) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{file}: TOML syntax error: {e}; fix the syntax at that line"]) from None
     import dataclasses
-    import hashlib
-    return dataclasses.replace(from_dict(data, p.resolve(), file), digest=hashlib.sha256(raw).hexdigest())
+    return dataclasses.replace(from_dict(data, p.resolve(), file), digest=digest(raw))
 
 
 def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Config:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .client import Client, ControlError, NoEngine
+from .client import Client, ControlError, NoEngine, status_of
 from .config import Config
 from .format import hint
 from .protocol import Snapshot, WorkerSnapshot, WorkerState, last_exit_text, running_count, slot_workers
@@ -25,7 +25,7 @@ DOWN_EXIT_WAIT = 15.0
 
 
 def up(config: Config) -> int:
-    running = _status(config.path)
+    running = status_of(config.path)
     if running is not None:
         print(f"oxtui: an engine already runs for {config.path} (pid {running['engine_pid']}); "
               f"`{hint('apply', config.path)}` loads oxfile changes into it")
@@ -52,7 +52,7 @@ def up(config: Config) -> int:
             print(f"oxtui up: the engine exited (code {proc.returncode}): {_tail(out_path, start_offset)}",
                   file=sys.stderr)
             return 1
-        snap = _status(config.path)
+        snap = status_of(config.path)
         if snap is not None and snap["engine_pid"] == proc.pid:
             failed = _failures(snap)
             if failed:
@@ -95,14 +95,6 @@ def down(oxfile: Path) -> int:
         time.sleep(0.05)
     print(f"oxtui: stopped the engine (pid {pid}) and every worker of {oxfile}")
     return 0
-
-
-def _status(oxfile: Path) -> Snapshot | None:
-    try:
-        with Client(oxfile, timeout=5) as c:
-            return c.call({"cmd": "status"})
-    except (NoEngine, ControlError, OSError, ValueError):
-        return None
 
 
 def _workers(snap: Snapshot) -> Iterator[tuple[str, WorkerSnapshot]]:

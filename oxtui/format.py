@@ -60,13 +60,11 @@ def sparkline(values: Iterable[float | None], width: int, top: float | None = No
 
 
 def last_exit(worker: dict) -> str:
+    """The grid's LAST EXIT cell: "127 not found", "SIGKILL", "code 3" or "-"."""
+    from .protocol import last_exit_text
     if worker.get("exit_code") == 127:
         return "127 not found"
-    if worker.get("exit_signal"):
-        return worker["exit_signal"]
-    if worker.get("exit_code") is not None:
-        return f"code {worker['exit_code']}"
-    return "-"
+    return last_exit_text(worker) or "-"  # type: ignore[arg-type]
 
 
 def hint(verb: str, oxfile: object, *rest: str) -> str:

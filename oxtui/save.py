@@ -8,18 +8,15 @@ drop or resurrect someone else's change.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
+from .config import digest
+
 
 class SaveError(Exception):
     """The oxfile cannot be saved; the message says why and what to do."""
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def save_instances(path: Path, expected_digest: str, counts: dict[str, int],

@@ -173,13 +173,10 @@ def _run(cmd: list[str]) -> bool:
 
 
 def _running_engine(oxfile: Path) -> int | None:
-    from .client import Client, ControlError, NoEngine
-    try:
-        with Client(oxfile, timeout=5) as c:
-            snap = c.call({"cmd": "status"})
-    except (NoEngine, ControlError, OSError, ValueError):
-        return None
-    return None if snap.get("engine", {}).get("systemd") else snap["engine_pid"]
+    """The pid of an engine for this oxfile that systemd does not run, if one runs."""
+    from .client import status_of
+    snap = status_of(oxfile)
+    return None if snap is None or snap.get("engine", {}).get("systemd") else snap["engine_pid"]
 
 
 def _me() -> str:

@@ -15,11 +15,10 @@ import socket
 import time
 from typing import Any, Callable
 
-from ..config import Config, ProcessConfig
+from ..config import Config, ProcessConfig, digest
 from ..format import hint
 from ..protocol import LIVE_STATES, Snapshot, WorkerState
 from ..runtime import hold_dir, lock_path, write_lock
-from ..save import digest
 from .errors import CommandError
 from .group import ProcessGroup
 from .logs import LogHub

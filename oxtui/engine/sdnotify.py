@@ -69,10 +69,6 @@ class Notifier:
         self._status_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def send(self, *fields: str) -> None:
         if self.address is None:
             return
