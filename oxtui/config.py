@@ -17,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from . import fields, limits
-from .fields import RESTART_MODES, STDOUT_MODES, Field
-from .values import parse_address, parse_signal, parse_size, program_of, usable_cpus  # noqa: F401 (part of this API)
+from .fields import CONDITIONS, RESTART_MODES, STDOUT_MODES, Field
+from .values import (  # noqa: F401 (API)
+    parse_address,
+    parse_ident,
+    parse_interval,
+    parse_signal,
+    parse_size,
+    parse_surge,
+    program_of,
+    usable_cpus,
+)
 
 
 class ConfigError(Exception):
@@ -47,6 +56,35 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    cron: str | None = None
+    every: float | None = None
+    timezone: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.cron:
+            return f"cron {self.cron}" + (f" ({self.timezone})" if self.timezone else "")
+        return f"every {self.every:g}s"
+
+
+@dataclass(frozen=True)
+class ReloadConfig:
+    max_surge: int | str = "50%"
+    min_ready: float = 0.5
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The account instances run as (`user`/`group`), resolved when the oxfile is read."""
+    user: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+@dataclass(frozen=True)
 class ProcessConfig:
     name: str
     command: str
@@ -70,6 +108,15 @@ class ProcessConfig:
     watch: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     watch_debounce: float = 0.5
+    depends_on: tuple[tuple[str, str], ...] = ()
+    run_as: RunAs | None = None
+    schedule: ScheduleConfig | None = None
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
+
+    @property
+    def is_task(self) -> bool:
+        """Runs to an end (completed or failed) instead of being kept running."""
+        return self.restart != "always"
 
     @property
     def restart_on_exit(self) -> bool:
@@ -173,8 +220,22 @@ def _restart(value: Any) -> str:
     return value
 
 
+def _depends(value: Any) -> dict[str, str]:
+    """{ db = "ready" }, or a list of names (each "started", as docker compose reads a list)."""
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return {name: "started" for name in value}
+    if not isinstance(value, dict):
+        raise ValueError('must be a table like { db = "ready", migrate = "completed_successfully" } '
+                         f"(got {value!r})")
+    for name, cond in value.items():
+        if cond not in CONDITIONS:
+            raise ValueError(f"{name} = {cond!r}: the condition must be one of {', '.join(CONDITIONS)}")
+    return dict(value)
+
+
 PARSERS = {"size": parse_size, "signal": parse_signal, "address": parse_address, "stdout": _stdout_mode,
-           "restart": _restart}
+           "restart": _restart, "depends": _depends, "ident": parse_ident, "every": parse_interval,
+           "surge": parse_surge}
 
 
 def _restart_mode(t: _Table) -> str:
@@ -301,6 +362,7 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
                 errors.append(f"{file}: [processes.{proc.name}] listen: {proc.listen_str} is already used by "
                               f"[processes.{seen[proc.listen]}]; give each process its own address")
             seen[proc.listen] = proc.name
+    _check_graph(errors, file, processes)
     logs = _logs(errors, file, base, oxfile, data.get("logs", {}))
     warnings: list[str] = []
     limits.check_counts(errors, warnings, file, [(p.name, p.instances) for p in processes])
@@ -318,6 +380,88 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
     if errors:
         raise ConfigError(errors)
     return Config(path=oxfile, processes=tuple(processes), logs=logs, warnings=tuple(warnings))
+
+
+def _check_graph(errors: list[str], file: str, processes: list[ProcessConfig]) -> None:
+    from .graph import find_cycle
+    by_name = {p.name: p for p in processes}
+    for p in processes:
+        for dep, cond in p.depends_on:
+            where = f"{file}: [processes.{p.name}] depends_on:"
+            other = by_name.get(dep)
+            if other is None:
+                near = _closest(dep, set(by_name) - {p.name})
+                errors.append(f"{where} no process named {dep!r}" + (f"; did you mean {near!r}?" if near else "")
+                              + f" (processes: {', '.join(by_name)})")
+            elif cond.startswith("completed") and not other.is_task:
+                errors.append(f"{where} {dep} = {cond!r} needs {dep} to be a task that ends: give [processes.{dep}] "
+                              'restart = "never" (or "on-failure"), or wait for "ready"')
+            elif cond == "healthy" and other.health is None:
+                errors.append(f"{where} {dep} = \"healthy\" needs a [processes.{dep}.health] check; add one or "
+                              'wait for "ready"')
+    cycle = find_cycle({p.name: [d for d, _ in p.depends_on] for p in processes})
+    if cycle:
+        errors.append(f"{file}: depends_on has a cycle: {' -> '.join(cycle)}; nothing in it could ever start "
+                      "(remove one of these dependencies)")
+
+
+def _run_as(t: _Table) -> RunAs | None:
+    """`user`/`group` resolved to ids; an engine that is not root may only run instances as itself."""
+    import grp
+    import pwd
+    user, group = t.get("user"), t.get("group")
+    if user is None and group is None:
+        return None
+    try:
+        pw = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user) if user is not None \
+            else pwd.getpwuid(os.geteuid())
+    except KeyError:
+        t.error("user", f"no user {user!r} on this machine; create it (useradd --system {user}) or fix the name")
+        return None
+    gid = pw.pw_gid
+    if group is not None:
+        try:
+            gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
+        except KeyError:
+            t.error("group", f"no group {group!r} on this machine; create it (groupadd {group}) or fix the name")
+            return None
+    groups = tuple(sorted({gid, *(g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem)}))
+    me = os.geteuid()
+    if me != 0 and (pw.pw_uid != me or gid not in os.getgroups() + [os.getegid()]):
+        try:
+            myself = pwd.getpwuid(me).pw_name
+        except KeyError:
+            myself = str(me)
+        key = "user" if pw.pw_uid != me else "group"
+        t.error(key, f"oxtui runs as {myself}, not root, so it cannot start instances as {t.data[key]}; run the "
+                "engine as root (sudo oxtui startup) or remove this key")
+    return RunAs(user=pw.pw_name, uid=pw.pw_uid, gid=gid, groups=groups, home=pw.pw_dir)
+
+
+def _schedule(errors: list[str], file: str, where: str, raw: Any) -> ScheduleConfig | None:
+    t = _Table(errors, file, where + ".schedule", raw, fields.SCHEDULE)
+    cron, every, tz = t.get("cron"), t.get("every"), t.get("timezone")
+    if ("cron" in t.data) == ("every" in t.data):
+        t.error(None, 'needs exactly one of cron (e.g. "*/10 * * * *") or every (e.g. "30s")')
+        return None
+    if cron is None and every is None:
+        return None
+    if cron is not None:
+        from croniter import croniter
+        if not croniter.is_valid(cron):
+            t.error("cron", f"{cron!r} is not a cron expression; five fields: minute hour day month weekday, "
+                    'e.g. "*/10 * * * *"')
+            return None
+    if tz is not None:
+        if every is not None:
+            t.error("timezone", "only applies to cron; remove it or use cron")
+        import zoneinfo
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            t.error("timezone", f'{tz!r} is not a known time zone; use a name like "Europe/Paris" or "UTC"')
+            return None
+    return ScheduleConfig(cron=cron, every=every, timezone=tz)
 
 
 def _logs(errors: list[str], file: str, base: Path, oxfile: Path, raw: Any) -> LogsConfig:
@@ -389,6 +533,13 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
     for entry in watch:
         if not any(c in entry for c in "*?[") and not (cwd / entry).exists():
             t.error("watch", f"{entry!r} does not exist in {str(cwd)!r}; fix the path (relative to cwd)")
+    depends = t.get("depends_on")
+    if name in depends:
+        t.error("depends_on", f"{name} cannot depend on itself; remove {name} from depends_on")
+    run_as = _run_as(t)
+    schedule = _schedule(errors, file, where, t.data["schedule"]) if "schedule" in t.data else None
+    rt = _Table(errors, file, where + ".reload", t.data.get("reload", {}), fields.RELOAD)
+    reload = ReloadConfig(max_surge=rt.get("max_surge"), min_ready=rt.get("min_ready"))
     if command is None:
         return None
     return ProcessConfig(
@@ -414,6 +565,10 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
         watch=tuple(watch),
         ignore=tuple(ignore),
         watch_debounce=t.get("watch_debounce"),
+        depends_on=tuple((d, c) for d, c in depends.items() if d != name),
+        run_as=run_as,
+        schedule=schedule,
+        reload=reload,
     )
 
 

@@ -40,6 +40,26 @@ PROCESS: dict[str, Field] = {
     "watch": Field("strlist", "files or globs (relative to cwd) whose change triggers a rolling reload", []),
     "ignore": Field("strlist", "globs that watch leaves out", []),
     "watch_debounce": Field("duration", "seconds of quiet before a watched change reloads", 0.5),
+    "depends_on": Field("depends", 'processes that must get somewhere first: { db = "ready", migrate = '
+                        '"completed_successfully" } (started, ready, healthy, completed, completed_successfully); '
+                        "until then the instances are waiting", {}),
+    "user": Field("ident", "run the instances as this user (a name or a uid; the engine must run as root)"),
+    "group": Field("ident", "run the instances with this group (a name or a gid; default: the user's own)"),
+    "schedule": Field("table", "run a task on a timetable (cron or every), or reload a server on one"),
+    "reload": Field("table", "how a rolling reload replaces instances"),
+}
+
+SCHEDULE: dict[str, Field] = {
+    "cron": Field("str", 'a cron expression, e.g. "*/10 * * * *" (minute hour day month weekday)'),
+    "every": Field("every", 'an interval: seconds, or "30s", "10m", "2h", "1d"'),
+    "timezone": Field("str", 'the time zone cron reads its hours in, e.g. "Europe/Paris" (default: the machine\'s)'),
+}
+
+RELOAD: dict[str, Field] = {
+    "max_surge": Field("surge", 'replacements started at once: a number, or a percentage of instances like "50%"',
+                       "50%"),
+    "min_ready": Field("duration", "seconds a replacement must stay up and ready before its old instance stops",
+                       0.5),
 }
 
 READY: dict[str, Field] = {
@@ -66,6 +86,8 @@ LOGS: dict[str, Field] = {
                     "auto"),
 }
 
-TABLES: dict[str, dict[str, Field]] = {"process": PROCESS, "ready": READY, "health": HEALTH, "logs": LOGS}
+TABLES: dict[str, dict[str, Field]] = {"process": PROCESS, "ready": READY, "health": HEALTH, "logs": LOGS,
+                                       "schedule": SCHEDULE, "reload": RELOAD}
 STDOUT_MODES = ("auto", "all", "events")
 RESTART_MODES = ("always", "on-failure", "never")
+CONDITIONS = ("started", "ready", "healthy", "completed", "completed_successfully")

@@ -20,6 +20,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 class WorkerState(StrEnum):
     """One instance's state (see engine/worker.py for the machine). A StrEnum: it is its own JSON."""
 
+    WAITING = "waiting"       # not started: its depends_on conditions do not hold yet (or its schedule)
     STARTING = "starting"     # spawned, not ready yet
     RUNNING = "running"       # ready
     STOPPING = "stopping"
@@ -78,6 +79,21 @@ class ReloadSnapshot(TypedDict):
     finished_at: float | None
 
 
+class LastRun(TypedDict):
+    at: float
+    result: Literal["running", "completed", "reloaded", "failed", "skipped", "cancelled"]
+    reason: str | None
+
+
+class ScheduleSnapshot(TypedDict):
+    cron: str | None
+    every: float | None
+    timezone: str | None
+    text: str                        # "every 30s", "cron */10 * * * * (Europe/Paris)"
+    next_run: float | None           # epoch seconds
+    last_run: LastRun | None
+
+
 class ProcessSnapshot(TypedDict):
     name: str
     instances: int                   # the running target
@@ -87,6 +103,9 @@ class ProcessSnapshot(TypedDict):
     log_file: str
     command: str
     release: int
+    depends_on: dict[str, str]       # {"migrate": "completed_successfully"}
+    schedule: ScheduleSnapshot | None
+    task: bool                       # runs to an end (restart = "never" or "on-failure")
     workers: list[WorkerSnapshot]
 
 

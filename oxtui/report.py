@@ -25,7 +25,8 @@ def report(args: argparse.Namespace, result: Any) -> int:
     if verb == "reload":
         for r in result["processes"]:
             if not r["ok"]:
-                print(f"oxtui reload: {r['name']}: rolled back: {r['reason']}", file=sys.stderr)
+                what = "failed" if r.get("task") else "rolled back"
+                print(f"oxtui reload: {r['name']}: {what}: {r['reason']}", file=sys.stderr)
                 return 1
         return 0
     if verb == "kill":

@@ -54,6 +54,16 @@ def _kind(field: Field) -> dict[str, Any]:
         return {"enum": list(fields.STDOUT_MODES)}
     if kind == "restart":
         return {"enum": list(fields.RESTART_MODES)}
+    if kind == "depends":
+        return {"oneOf": [{"type": "object", "additionalProperties": {"enum": list(fields.CONDITIONS)}},
+                          {"type": "array", "items": {"type": "string"}}]}
+    if kind == "ident":
+        return {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "minLength": 1}]}
+    if kind == "every":
+        return {"oneOf": [{"type": "number", "minimum": 0.1},
+                          {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"}]}
+    if kind == "surge":
+        return {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\s*\d+\s*%\s*$"}]}
     raise ValueError(f"no schema for kind {kind!r}")
 
 
@@ -76,7 +86,10 @@ def schema() -> dict[str, Any]:
     health = _table(fields.HEALTH)
     health["properties"]["http"]["pattern"] = "^http://[^/]+"
     health["oneOf"] = [{"required": [k]} for k in ("http", "tcp", "cmd")]
-    process = _table(fields.PROCESS, {"ready": ready, "health": health})
+    schedule = _table(fields.SCHEDULE)
+    schedule["oneOf"] = [{"required": ["cron"]}, {"required": ["every"]}]
+    process = _table(fields.PROCESS, {"ready": ready, "health": health, "schedule": schedule,
+                                      "reload": _table(fields.RELOAD)})
     process["required"] = ["command"]
     process["not"] = {"required": ["restart", "restart_on_exit"]}     # one name for one setting
     # the canary is reached through the shared socket: ready.http needs listen

@@ -84,3 +84,46 @@ def program_of(command: str) -> str:
             continue
         return w
     return command
+
+
+INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+INTERVAL_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(value: Any) -> float:
+    """30, "30s", "10m", "2h", "1d", "500ms" -> seconds (> 0)."""
+    hint = 'must be an interval like "30s", "10m", "2h", "1d" or a number of seconds'
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := INTERVAL_RE.match(value)):
+        seconds = float(m.group(1)) * INTERVAL_UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{hint} (got {value!r})")
+    if seconds < 0.1:
+        raise ValueError(f"{hint}, at least 0.1s (got {value!r})")
+    return seconds
+
+
+def parse_surge(value: Any) -> int | str:
+    """2 or "50%": how many replacements a reload starts at once (a percentage of the instances)."""
+    hint = 'must be a number of instances >= 1 or a percentage like "50%"'
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+)\s*%\s*", value)) and 1 <= int(m.group(1)) <= 100:
+        return f"{int(m.group(1))}%"
+    raise ValueError(f"{hint} (got {value!r})")
+
+
+def surge_count(spec: int | str, instances: int) -> int:
+    """max_surge for this many instances: at least 1, at most all of them."""
+    n = spec if isinstance(spec, int) else -(-instances * int(spec[:-1]) // 100)
+    return max(1, min(n, max(instances, 1)))
+
+
+def parse_ident(value: Any) -> str | int:
+    """A user or group: a name or a numeric id."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?", value):
+        return int(value) if value.isdigit() else value
+    raise ValueError(f"must be a name like \"www-data\" or a numeric id (got {value!r})")

@@ -25,9 +25,12 @@ def same_but_instances(old: ProcessConfig, new: ProcessConfig) -> bool:
     return dataclasses.replace(old, instances=new.instances, instances_spec=new.instances_spec) == new
 
 
-def same_but_watch(old: ProcessConfig, new: ProcessConfig) -> bool:
-    """Only what the engine watches changed: the workers themselves need no reload."""
-    return dataclasses.replace(old, watch=new.watch, ignore=new.ignore, watch_debounce=new.watch_debounce) == new
+# What the engine does around the instances, not what they run: a change needs no reload.
+ENGINE_SIDE = ("watch", "ignore", "watch_debounce", "depends_on", "schedule", "reload")
+
+
+def same_but_engine_side(old: ProcessConfig, new: ProcessConfig) -> bool:
+    return dataclasses.replace(old, **{k: getattr(new, k) for k in ENGINE_SIDE}) == new
 
 
 async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -63,21 +66,24 @@ async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -
         say(f"{name}: removed from the oxfile; stopping it")
         await engine.remove_group(name)
         result["removed"].append(name)
-    for cfg in added:
+    from ..graph import levels
+    lv = levels({p.name: [d for d, _ in p.depends_on] for p in new.processes})
+    for cfg in sorted(added, key=lambda p: lv[p.name]):
         say(f"{cfg.name}: new; starting {cfg.instances} instance(s)")
         _start_group(engine, cfg, socks.get(cfg.name))
         result["added"].append(cfg.name)
-    for cfg in changed:
+    for cfg in sorted(changed, key=lambda p: lv[p.name]):
         g = groups[cfg.name]
         if cfg.name in moved:
             say(f"{cfg.name}: listen changed to {cfg.listen_str or 'none'}; restarting it on the new address")
             await g.close()
             _start_group(engine, cfg, socks.get(cfg.name))
             result["restarted"].append(cfg.name)
-        elif same_but_watch(g.cfg, cfg):
+        elif same_but_engine_side(g.cfg, cfg):
             g.cfg = cfg
             g.start_watch()
-            say(f"{cfg.name}: watch settings changed; watching again")
+            g.start_schedule()
+            say(f"{cfg.name}: watch, schedule, depends_on or reload settings changed; in effect now")
             result["rewatched"].append(cfg.name)
         elif same_but_instances(g.cfg, cfg):
             g.cfg = cfg
@@ -127,5 +133,6 @@ def _bind_all(path: Any, cfgs: list[ProcessConfig]) -> dict[str, socket.socket]:
 
 def _start_group(engine: Engine, cfg: ProcessConfig, sock: socket.socket | None) -> None:
     g = engine.add_group(cfg, sock)
-    g.start()
+    g.boot()
     g.start_watch()
+    g.start_schedule()

@@ -48,21 +48,30 @@ async def reload(engine: Engine, req: dict[str, Any], progress: Progress) -> Any
 
 async def restart(engine: Engine, req: dict[str, Any], progress: Progress) -> Any:
     groups = engine.targets(req.get("name"))
-    for g in groups:
-        await g.restart()
+    if len(groups) == 1:
+        await groups[0].restart()
+    else:           # all: stopped dependents first, started dependencies first
+        for g in groups:
+            g.refuse_during_reload("restart")
+        for level in engine.stop_levels(groups):
+            await asyncio.gather(*(g.stop() for g in level))
+        for g in engine.in_start_order(groups):
+            for w in g.workers.values():
+                w.restarts += 1
+            g.start()
     return {"processes": [g.name for g in groups]}
 
 
 async def stop(engine: Engine, req: dict[str, Any], progress: Progress) -> Any:
     groups = engine.targets(req.get("name"))
-    for g in groups:
-        await g.stop(release=True)
+    for level in engine.stop_levels(groups):
+        await asyncio.gather(*(g.stop(release=True) for g in level))
     return {"processes": [g.name for g in groups]}
 
 
 async def start(engine: Engine, req: dict[str, Any], progress: Progress) -> Any:
     groups = engine.targets(req.get("name"))
-    for g in groups:
+    for g in engine.in_start_order(groups):
         g.start()
     return {"processes": [g.name for g in groups]}
 

@@ -65,6 +65,7 @@ class Engine:
         self._dir_fd: int | None = None
         self._disk_key: tuple | None = None
         self._disk_changed = False
+        self._settling = False
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -101,8 +102,8 @@ class Engine:
             raise
         for p in self.config.processes:
             self.add_group(p, socks.get(p.name))
-        for g in self.groups.values():
-            g.start()
+        for g in self.in_start_order():
+            g.boot()
         self._run_loops()
 
     async def adopt(self, channel_fd: int) -> None:
@@ -120,6 +121,7 @@ class Engine:
         self._tasks = [loop.create_task(self._metrics_loop(), name="metrics")]
         for g in self.groups.values():
             g.start_watch()
+            g.start_schedule()
         self.service.start(self)
 
     def adopt_lock(self, fd: int) -> None:
@@ -148,7 +150,8 @@ class Engine:
         for t in self._tasks:
             t.cancel()
         try:
-            await asyncio.gather(*(g.close() for g in self.groups.values()))
+            for level in self.stop_levels(list(self.groups.values())):
+                await asyncio.gather(*(g.close() for g in level))
         finally:
             for t in self._tasks:
                 t.cancel()
@@ -235,8 +238,40 @@ class Engine:
         return self._control
 
     def changed(self) -> None:
+        if not self._settling and any(g.deps_pending for g in self.groups.values()):
+            try:
+                asyncio.get_running_loop().call_soon(self._settle)
+                self._settling = True
+            except RuntimeError:
+                pass
         for fn in self.listeners:
             fn()
+
+    def _settle(self) -> None:
+        """Start whatever waited for depends_on and may go now (once per burst of changes)."""
+        self._settling = False
+        for g in self.in_start_order():
+            g.settle()
+
+    # ---- start order (depends_on) ---------------------------------------------------------
+
+    def _levels(self) -> dict[str, int]:
+        from ..graph import levels
+        return levels({name: [d for d, _ in g.cfg.depends_on] for name, g in self.groups.items()})
+
+    def in_start_order(self, groups: list[ProcessGroup] | None = None) -> list[ProcessGroup]:
+        """Dependencies before their dependents; otherwise the oxfile's order."""
+        lv = self._levels()
+        chosen = list(self.groups.values()) if groups is None else groups
+        return sorted(chosen, key=lambda g: lv.get(g.name, 0))
+
+    def stop_levels(self, groups: list[ProcessGroup]) -> list[list[ProcessGroup]]:
+        """Groups to stop together, dependents first: the reverse of the start order, level by level."""
+        lv = self._levels()
+        by: dict[int, list[ProcessGroup]] = {}
+        for g in groups:
+            by.setdefault(lv.get(g.name, 0), []).append(g)
+        return [by[k] for k in sorted(by, reverse=True)]
 
     # ---- background loops -----------------------------------------------------------------
 
@@ -321,12 +356,17 @@ class Engine:
     async def reload(self, groups: list[ProcessGroup], progress: Callable[[str], None] | None) -> dict:
         """Reload the groups one after another; stop at the first that fails."""
         results = []
-        for g in groups:
+        for g in self.in_start_order(groups):
+            if g.deps_pending and len(groups) > 1:
+                results.append({"name": g.name, "ok": True, "reason": "skipped: it has not started yet",
+                                "task": g.cfg.is_task})
+                continue
             def tagged(text: str, name: str = g.name) -> None:
                 if progress is not None:
                     progress(f"{name}: {text}")
             ok = await g.begin_reload(tagged)
-            results.append({"name": g.name, "ok": ok, "reason": g.reload.reason if g.reload else None})
+            results.append({"name": g.name, "ok": ok, "reason": g.reload.reason if g.reload else None,
+                            "task": g.cfg.is_task})
             if not ok:
                 break
         return {"ok": all(r["ok"] for r in results), "processes": results}

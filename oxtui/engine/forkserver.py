@@ -12,7 +12,8 @@ with the helper. It is also a child subreaper: a daemonising grandchild is re-pa
 to init, and is reaped.
 
 Protocol over a SOCK_SEQPACKET socketpair, one JSON message per packet:
-  engine -> helper: {"id", "argv", "cwd", "env", "listen": bool} with fds [stdout, stderr(, socket)]
+  engine -> helper: {"id", "argv", "cwd", "env", "listen": bool(, "uid", "gid", "groups")}
+                    with fds [stdout, stderr(, socket)]
   helper -> engine: {"id", "pid"} or {"id", "error"};  {"exit": pid, "status": wait status}
   engine -> helper: {"id", "cmd": "pdeathsig", "on": bool}  ->  {"id", "ok": true}
 The helper ends its instances and exits when every holder of the engine's end has closed it.
@@ -52,9 +53,6 @@ def _prctl(option: int, value: int) -> None:
 def _child(req: dict, fds: list[int], helper_pid: int) -> None:
     """In the forked child: never returns."""
     try:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != helper_pid:        # the helper died between fork and prctl
-            os._exit(ORPHANED_EXIT)
         os.setsid()
         # Lift the received fds out of 0-3 first, so the dup2s below never overwrite one another.
         fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds]
@@ -67,6 +65,19 @@ def _child(req: dict, fds: list[int], helper_pid: int) -> None:
             os.dup2(fds[2], 3)
             keep = 4
         os.closerange(keep, 1 << 20)
+        if "uid" in req:
+            # Groups first, uid last: once the uid is not root, the others cannot change any more.
+            try:
+                os.setgroups(req["groups"])
+                os.setgid(req["gid"])
+                os.setuid(req["uid"])
+            except OSError as e:
+                os.write(2, f"oxtui: cannot run as uid {req['uid']} gid {req['gid']}: {e.strerror}\n".encode())
+                os._exit(CANNOT_START_EXIT)
+        # After the uid change: the kernel clears the parent-death signal when credentials change.
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != helper_pid:        # the helper died between fork and prctl
+            os._exit(ORPHANED_EXIT)
         # Handlers vanish at exec by themselves; ignored signals would be inherited.
         for sig in RESET_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)

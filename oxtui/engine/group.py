@@ -10,10 +10,12 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..config import ProcessConfig
-from ..protocol import LIVE_STATES, ProcessSnapshot, WorkerSnapshot
+from ..protocol import LIVE_STATES, ProcessSnapshot, ScheduleSnapshot, WorkerSnapshot, WorkerState
+from .deps import verdict
 from .errors import CommandError
 from .logs import LogBatch
-from .reload import RollingReload
+from .reload import RollingReload, TaskRun
+from .schedule import next_run
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
 from .watch import WatchSpec, watch_loop
@@ -31,10 +33,15 @@ class ProcessGroup:
         self.release = 1
         self.workers: dict[int, Worker] = {}
         self.extra: list[Worker] = []            # reload surge instance and canary, while they exist
-        self.reload: RollingReload | None = None
+        self.reload: RollingReload | TaskRun | None = None
         self._reload_task: asyncio.Task[bool] | None = None
         self._watch_pending = False
         self._watch_task: asyncio.Task[None] | None = None
+        self._schedule_task: asyncio.Task[None] | None = None
+        self.next_run: float | None = None
+        self.last_run: dict | None = None
+        self.deps_pending = False          # its workers wait for depends_on (the engine settles it)
+        self._blocked_said: str | None = None
         self.log = engine.logs.open(cfg.name)
 
     # ---- what workers use (worker.WorkerHost: the whole of it) -------------------------------
@@ -70,18 +77,72 @@ class ProcessGroup:
     def new_worker(self, slot: int, role: str | None = None, listen_fd: int | None = None) -> Worker:
         return Worker(self, slot, self.cfg, self.release, role=role, listen_fd=listen_fd)
 
+    def boot(self) -> None:
+        """Start as the engine (or an apply) first does: a scheduled task waits for its first tick."""
+        if self.cfg.schedule is not None and self.cfg.is_task:
+            for slot in range(self.target):
+                self._slot_worker(slot).wait(f"scheduled ({self.cfg.schedule.text})")
+            self.changed()
+            return
+        self.start()
+
+    def _slot_worker(self, slot: int) -> Worker:
+        worker = self.workers.get(slot)
+        if worker is None:
+            worker = self.workers[slot] = self.new_worker(slot)
+        return worker
+
     def start(self) -> None:
         if self.target:
             self._ensure_socket()
+        v = verdict(self, self.engine.groups)
+        self.deps_pending = not v.holds
         for slot in range(self.target):
-            worker = self.workers.get(slot)
-            if worker is None:
-                worker = self.workers[slot] = self.new_worker(slot)
-            worker.start()
+            worker = self._slot_worker(slot)
+            if v.holds:
+                if worker.state == WorkerState.WAITING:
+                    worker.reason = None
+                worker.start()
+            elif worker.idle:
+                worker.wait(v.reason or "waiting")
+        if v.holds:
+            self._blocked_said = None
+        else:
+            self._tell_blocked(v.blocked)
         self.changed()
+
+    def settle(self) -> None:
+        """Something changed elsewhere: start the waiting instances once depends_on holds."""
+        if not self.deps_pending or self.engine.stopping:
+            return
+        v = verdict(self, self.engine.groups)
+        waiting = [w for w in self.workers.values() if w.state == WorkerState.WAITING]
+        if v.holds:
+            self.deps_pending = False
+            self._blocked_said = None
+            if waiting:
+                self.event(None, f"depends_on holds ({self._deps_text()}); starting")
+            for w in waiting:
+                w.reason = None
+                w.start()
+            return
+        for w in waiting:
+            if w.reason != v.reason:
+                w.reason = v.reason
+                self.changed()
+        self._tell_blocked(v.blocked)
+
+    def _tell_blocked(self, blocked: str | None) -> None:
+        if blocked and blocked != self._blocked_said:
+            self._blocked_said = blocked
+            self.event(None, f"will not start: {blocked}")
+
+    def _deps_text(self) -> str:
+        return ", ".join(f"{n} {c}" for n, c in self.cfg.depends_on)
 
     async def stop(self, release: bool = False) -> None:
         """Stop every instance; with `release` (a stop asked for, not a restart) also close the port."""
+        self.deps_pending = False
         if self._reload_task is not None and not self._reload_task.done():
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
@@ -109,13 +170,14 @@ class ProcessGroup:
     async def close(self) -> None:
         """Stop for good (engine shutdown, or the process left the oxfile): watcher, workers, socket."""
         self.stop_watch()
+        self.stop_schedule()
         await self.stop()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
 
     async def restart(self) -> None:
-        self._refuse_during_reload("restart")
+        self.refuse_during_reload("restart")
         await self.stop()
         for w in self.workers.values():
             w.restarts += 1
@@ -124,12 +186,15 @@ class ProcessGroup:
     async def scale(self, n: int) -> tuple[int, int]:
         if n < 0:
             raise CommandError(f"{self.name}: cannot scale below 0 instances (asked for {n})")
-        self._refuse_during_reload("scale")
+        self.refuse_during_reload("scale")
         before = self.target
         self.target = n
         self.event(None, f"scaling {before} -> {n}")
         if n > before:
-            self.start()
+            if self.cfg.schedule is not None and self.cfg.is_task:
+                self.boot()       # the new instances join the next scheduled run
+            else:
+                self.start()
         else:
             doomed = [self.workers.pop(s) for s in sorted(self.workers) if s >= n]
             self.changed()
@@ -150,12 +215,68 @@ class ProcessGroup:
         assert pid is not None
         return pid
 
-    def _refuse_during_reload(self, what: str) -> None:
+    def refuse_during_reload(self, what: str) -> None:
         if self.reload is not None and self.reload.active:
             raise CommandError(f"{self.name}: a rolling reload is in progress (slot {self.reload.slot}); "
                                f"{what} it when the reload is done")
 
-    # ---- rolling reload -------------------------------------------------------------------
+    # ---- schedule -------------------------------------------------------------------------
+
+    def start_schedule(self) -> None:
+        self.stop_schedule()
+        if self.cfg.schedule is not None:
+            self._schedule_task = asyncio.get_running_loop().create_task(self._schedule_loop(),
+                                                                         name=f"schedule {self.name}")
+
+    def stop_schedule(self) -> None:
+        if self._schedule_task is not None:
+            self._schedule_task.cancel()
+            self._schedule_task = None
+        self.next_run = None
+
+    async def _schedule_loop(self) -> None:
+        sched = self.cfg.schedule
+        assert sched is not None
+        anchor = time.time()
+        while True:
+            self.next_run = next_run(sched, time.time(), anchor)
+            self.changed()
+            # Short sleeps on the wall clock: a clock step (NTP, suspend) never leaves a tick hours late.
+            while (left := self.next_run - time.time()) > 0:
+                await asyncio.sleep(min(left, 30.0))
+            self._tick()
+
+    def _tick(self) -> None:
+        at = time.time()
+        why = None
+        if self.engine.stopping:
+            return
+        v = verdict(self, self.engine.groups)
+        if not v.holds:
+            why = v.reason
+        elif self.target == 0:
+            why = "it has 0 instances"
+        elif self.reload is not None and self.reload.active:
+            why = "the last run is still going" if self.cfg.is_task else "a reload is still running"
+        elif self.cfg.is_task and any(not w.idle for w in self.workers.values()):
+            why = "the last run is still going"
+        if why is not None:
+            self.last_run = {"at": at, "result": "skipped", "reason": why}
+            self.event(None, f"schedule: tick skipped: {why}")
+            return
+        self.last_run = {"at": at, "result": "running", "reason": None}
+        if not self.cfg.is_task:
+            self.event(None, f"schedule: rolling reload ({self.cfg.schedule.text})")
+        task = self.begin_reload(why="schedule")
+
+        def done(t: asyncio.Task[bool], run: dict = self.last_run) -> None:
+            if t.cancelled():
+                run.update(result="cancelled")
+            else:
+                run.update(result=("completed" if self.cfg.is_task else "reloaded") if t.result() else "failed",
+                           reason=self.reload.reason if self.reload is not None else None)
+            self.changed()
+        task.add_done_callback(done)
 
     # ---- watch ----------------------------------------------------------------------------
 
@@ -189,13 +310,22 @@ class ProcessGroup:
             self.event(None, "watch: files changed during the reload; reloading again")
             self.begin_reload()
 
-    def begin_reload(self, progress: Callable[[str], None] | None = None) -> asyncio.Task[bool]:
-        """Start a rolling reload; the task's result is True when every slot was replaced."""
+    def begin_reload(self, progress: Callable[[str], None] | None = None, why: str = "reload") -> asyncio.Task[bool]:
+        """Start a rolling reload (for a task: a run of every instance); the task's result is True when every
+        slot was replaced (every instance completed)."""
         if self.engine.stopping:
             raise CommandError("the engine is stopping; nothing to reload")
         if self.reload is not None and self.reload.active:
             raise CommandError(f"{self.name}: a rolling reload is already running (slot {self.reload.slot}); "
                                "wait for it to finish")
+        if self.deps_pending:
+            raise CommandError(f"{self.name} has not started yet: {self._deps_text()} must hold first "
+                               f"(oxtui status {self.name} says what it waits for)")
+        if self.cfg.is_task:
+            self.reload = TaskRun(self, self.release, progress, why)
+            self._reload_task = asyncio.get_running_loop().create_task(self.reload.run(), name=f"run {self.name}")
+            self.changed()
+            return self._reload_task
         if self.target:
             self._ensure_socket()
         self.release += 1
@@ -220,8 +350,18 @@ class ProcessGroup:
             "log_file": str(self.log.file.path),
             "command": self.cfg.command,
             "release": self.release,
+            "depends_on": dict(self.cfg.depends_on),
+            "schedule": self._schedule_snapshot(),
+            "task": self.cfg.is_task,
             "workers": workers,
         }
+
+    def _schedule_snapshot(self) -> ScheduleSnapshot | None:
+        sched = self.cfg.schedule
+        if sched is None:
+            return None
+        return {"cron": sched.cron, "every": sched.every, "timezone": sched.timezone, "text": sched.text,
+                "next_run": self.next_run, "last_run": dict(self.last_run) if self.last_run else None}
 
     @staticmethod
     def _worker_snapshot(w: Worker, now: float) -> WorkerSnapshot:

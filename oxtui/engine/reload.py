@@ -199,13 +199,73 @@ class RollingReload:
         return f"exited with code {worker.exit_code}"
 
     def snapshot(self) -> ReloadSnapshot:
-        return {
-            "state": self.state,
-            "release": self.release,
-            "slot": self.slot,
-            "step": self.step,
-            "reason": self.reason,
-            "slots": [ReloadSlot(**s) for s in self.slots],
-            "started_at": self.started,
-            "finished_at": self.finished,
-        }
+        return _snapshot(self)
+
+
+class TaskRun:
+    """A task's "reload" (and each scheduled tick): run every instance again, to its end.
+
+    `reload all` in start order then re-runs a migration before it replaces the servers that depend on
+    it, and stops there when the migration fails. Same face as RollingReload for status and the UI.
+    """
+
+    def __init__(self, group: ProcessGroup, release: int, progress: Callable[[str], None] | None,
+                 why: str = "reload"):
+        self.group, self.release, self.progress, self.why = group, release, progress, why
+        self.state = "running"
+        self.slot: int | str | None = None
+        self.step = "starting"
+        self.reason: str | None = None
+        self.slots: list[ReloadSlot] = []
+        self.started = time.time()
+        self.finished: float | None = None
+
+    active = RollingReload.active
+
+    def say(self, text: str) -> None:
+        self.step = text
+        self.group.event(None, f"{self.why}: {text}")
+        if self.progress is not None:
+            self.progress(text)
+
+    async def run(self) -> bool:
+        group = self.group
+        workers = [group.workers[s] for s in sorted(group.workers)]
+        try:
+            self.say(f"running {len(workers)} instance(s) of the task")
+            for w in workers:
+                w.start()
+            await asyncio.gather(*(w.finished() for w in workers))
+            failed = [w for w in workers if w.state != "completed"]
+            if failed:
+                self.state = "failed"
+                self.reason = "; ".join(f"{w.label} {w.state} ({w.exit_text if w.state == 'failed' else w.reason})"
+                                        for w in failed)
+                self.say(f"failed: {self.reason}")
+                return False
+            self.state = "done"
+            self.say(f"done: completed in {time.time() - self.started:.1f}s")
+            return True
+        except asyncio.CancelledError:
+            self.state = "cancelled"
+            self.reason = "cancelled (the process was stopped)"
+            raise
+        finally:
+            self.finished = time.time()
+            group.changed()
+
+    snapshot = RollingReload.snapshot
+
+
+def _snapshot(self: RollingReload | TaskRun) -> ReloadSnapshot:
+    # the fields both kinds of run share
+    return {
+        "state": self.state,
+        "release": self.release,
+        "slot": self.slot,
+        "step": self.step,
+        "reason": self.reason,
+        "slots": [ReloadSlot(**s) for s in self.slots],
+        "started_at": self.started,
+        "finished_at": self.finished,
+    }

@@ -26,8 +26,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import forkserver
+
+if TYPE_CHECKING:
+    from ..config import RunAs
 
 PIPE_SIZE = 256 * 1024
 HELPER_TIMEOUT = 5.0
@@ -159,7 +163,8 @@ class Spawner:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._readable)
 
-    def spawn(self, command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None) -> Child:
+    def spawn(self, command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None,
+              run_as: RunAs | None = None) -> Child:
         """Start the instance; raises SpawnError when the helper cannot fork it."""
         sock = self._sock or self._start_helper()
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -169,6 +174,8 @@ class Spawner:
         argv = command_argv(command)
         req = {"id": self._next_id, "argv": argv, "path": _which(argv[0], cwd, env.get("PATH", os.defpath)),
                "cwd": cwd, "env": env, "listen": listen_fd is not None}
+        if run_as is not None:
+            req.update(uid=run_as.uid, gid=run_as.gid, groups=list(run_as.groups))
         fds = [out_w, err_w] + ([listen_fd] if listen_fd is not None else [])
         try:
             socket.send_fds(sock, [json.dumps(req).encode()], fds)

@@ -63,6 +63,7 @@ class Worker:
         self.exit_signal: str | None = None
         self.reason: str | None = None           # why it last restarted or gave up
         self.health: Health | None = None        # None while unchecked
+        self.health_passed = False               # a probe has passed since this process started
         self.cpu_percent: float | None = None
         self.rss_bytes: int | None = None
         self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
@@ -87,8 +88,26 @@ class Worker:
             self._stop = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"worker {self.label}")
 
+    def wait(self, reason: str) -> None:
+        """Park a worker that is not running as waiting (for its dependencies, or its schedule)."""
+        if self._task is None or self._task.done():
+            self.reason = reason
+            self._set(WorkerState.WAITING)
+
+    async def finished(self) -> None:
+        """Wait until the supervising task ends (a task's run is over, or the worker was stopped)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    @property
+    def idle(self) -> bool:
+        """No process and no supervising task: start() would launch one."""
+        return self._task is None or self._task.done()
+
     async def stop(self) -> None:
         """Stop gracefully (stop_signal, stop_timeout, then SIGKILL of the group) and wait."""
+        if self.state == WorkerState.WAITING:
+            self._set(WorkerState.STOPPED)
         self._want = False
         self._stop.set()
         if self._task is not None:
@@ -131,6 +150,9 @@ class Worker:
         # .env files are read at every start, so editing one and reloading is how a secret rotates.
         extra = read_env_files(self.cfg.env_files) + self.cfg.env
         env = instance_env(self.group.base_env, self.cfg.name, self.slot, extra, self.cfg.listen)
+        run_as = self.cfg.run_as
+        if run_as is not None:
+            env.update(HOME=run_as.home, USER=run_as.user, LOGNAME=run_as.user)
         if self.role == "canary":
             env["OXTUI_CANARY"] = "1"
         return env
@@ -230,12 +252,13 @@ class Worker:
         self.ready.clear()
         self.ended.clear()
         self.health = None
+        self.health_passed = False
         env = self._env()
         listen_fd = self._listen_fd if self._listen_fd is not None else self.group.listen_fd
         spawner = self.group.spawner
         if adopted is None:
             try:
-                child = spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd)
+                child = spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd, self.cfg.run_as)
             except (SpawnError, OSError) as e:
                 self.exit_code, self.exit_signal, self.pid = 127, None, None
                 self.group.event(self, f"cannot start: {e}")
@@ -363,6 +386,9 @@ class Worker:
             reason = await checks.probe(health, str(self.cfg.cwd), env)
             if reason is None:
                 failures = 0
+                if not self.health_passed:
+                    self.health_passed = True
+                    self.group.changed()
                 self.health = Health(ok=True, failures=0, threshold=health.failures, reason=None)
                 continue
             failures += 1

@@ -1,0 +1,271 @@
+"""depends_on, schedules and user/group (#11), against real children through the real `oxtui run`."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+from conftest import oxtui_cli, wait_until, write_oxfile
+
+from oxtui.config import ConfigError, ScheduleConfig, load
+from oxtui.engine.schedule import next_run
+
+PY = sys.executable
+
+
+def procs(ep) -> dict:
+    return {p["name"]: p for p in ep.status()["processes"]}
+
+
+def stamp(path: str, linger: float = 0.0) -> str:
+    """A command that appends 'start <time>' to a file and then serves forever; on SIGTERM it lingers,
+    then notes the time (a slow stop: stopping everything at once would stamp the others first)."""
+    return (f"{PY} -c 'import signal,sys,time\\n"
+            f"def bye(*_):\\n    time.sleep({linger}); open(\\\"{path}\\\", \\\"a\\\").write(\\\"term %f\\\\n\\\" % time.time()); sys.exit(0)\\n"
+            f"signal.signal(signal.SIGTERM, bye)\\n"
+            f"open(\\\"{path}\\\", \\\"a\\\").write(\\\"start %f\\\\n\\\" % time.time())\\n"
+            f"print(\\\"up\\\", flush=True)\\nwhile True: time.sleep(1)'")
+
+
+def read_stamps(path) -> dict[str, float]:
+    return {k: float(v) for k, v in (line.split() for line in path.read_text().splitlines())}
+
+
+def test_start_order_waits_for_a_late_ready_and_stop_runs_in_reverse(tmp_path, engine_process):
+    # db prints its ready line after 1.5 s; api waits for db ready, web for api ready.
+    db, api, web = (tmp_path / n for n in ("db.t", "api.t", "web.t"))
+    late = (f"{PY} -c 'import signal,sys,time\\n"
+            f"def bye(*_):\\n    open(\\\"{db}\\\", \\\"a\\\").write(\\\"term %f\\\\n\\\" % time.time()); sys.exit(0)\\n"
+            f"signal.signal(signal.SIGTERM, bye)\\ntime.sleep(1.5)\\n"
+            f"open(\\\"{db}\\\", \\\"a\\\").write(\\\"start %f\\\\n\\\" % time.time())\\n"
+            f"print(\\\"db ready\\\", flush=True)\\nwhile True: time.sleep(1)'")
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.web]
+        command = "{stamp(web, 0.5)}"
+        instances = 2
+        depends_on = {{ api = "ready" }}
+        [processes.api]
+        command = "{stamp(api)}"
+        depends_on = {{ db = "ready" }}
+        [processes.api.ready]
+        log = "up"
+        [processes.db]
+        command = "{late}"
+        [processes.db.ready]
+        log = "db ready"
+    ''')
+    ep = engine_process(oxfile)
+    time.sleep(0.5)
+    p = procs(ep)
+    assert [w["state"] for w in p["web"]["workers"]] == ["waiting", "waiting"]
+    assert p["api"]["workers"][0]["state"] == "waiting"
+    assert "waiting for db (ready" in p["api"]["workers"][0]["reason"]
+    assert p["web"]["depends_on"] == {"api": "ready"}
+    assert "waiting" in ep.cli("status").stdout
+    wait_until(lambda: all(w["state"] == "running" for n in ("web", "api", "db") for w in procs(ep)[n]["workers"]),
+               20, 0.1, what="all running")
+    ep.stop()
+    s_db, s_api = read_stamps(db), read_stamps(api)
+    webs = [line.split() for line in web.read_text().splitlines()]
+    # db became ready at its 'start' stamp (written just before the ready line): api never before it
+    assert s_api["start"] >= s_db["start"]
+    assert min(float(t) for k, t in webs if k == "start") >= s_api["start"]
+    # stop: dependents first: web, then api, then db
+    assert max(float(t) for k, t in webs if k == "term") <= s_api["term"] <= s_db["term"]
+
+
+def test_a_failed_task_blocks_its_dependents_and_says_why(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '''
+        [processes.migrate]
+        command = "sh -c 'echo migration failed >&2; exit 3'"
+        restart = "never"
+        [processes.web]
+        command = "sleep 60"
+        depends_on = { migrate = "completed_successfully" }
+        [processes.report]
+        command = "sleep 60"
+        depends_on = { migrate = "completed" }
+    '''))
+    w = wait_until(lambda: (w := procs(ep)["web"]["workers"][0])["reason"] and "blocked" in w["reason"] and w,
+                   15, 0.1, what="web blocked")
+    assert w["state"] == "waiting" and w["pid"] is None
+    assert "migrate.0 failed (code 3)" in w["reason"] and "oxtui start migrate" in w["reason"]
+    # `completed` holds whatever the exit
+    wait_until(lambda: procs(ep)["report"]["workers"][0]["state"] == "running", 15, 0.1, what="report started")
+    time.sleep(1.0)
+    assert procs(ep)["web"]["workers"][0]["state"] == "waiting", "never started after a failed task"
+    assert "will not start: blocked: migrate.0 failed" in ep.cli("logs", "web", "-n", "20").stdout
+    r = ep.cli("reload", "web")
+    assert r.returncode != 0 and "has not started yet" in r.stderr
+
+
+def test_reload_all_reruns_the_task_first_and_stops_when_it_fails(tmp_path, engine_process):
+    flag = tmp_path / "fail"
+    runs = tmp_path / "runs"
+    ep = engine_process(write_oxfile(tmp_path, f'''
+        [processes.web]
+        command = "sleep 60"
+        depends_on = {{ migrate = "completed_successfully" }}
+        [processes.migrate]
+        command = "sh -c 'echo run >> {runs}; test ! -e {flag}'"
+        restart = "never"
+    '''))
+    wait_until(lambda: procs(ep)["web"]["workers"][0]["state"] == "running", 15, 0.1)
+    pid = procs(ep)["web"]["workers"][0]["pid"]
+    r = ep.cli("reload", "all")
+    assert r.returncode == 0, r.stderr
+    assert runs.read_text().count("run") == 2
+    assert procs(ep)["web"]["workers"][0]["pid"] != pid, "web reloaded after the migration ran again"
+    flag.write_text("")
+    pid = procs(ep)["web"]["workers"][0]["pid"]
+    r = ep.cli("reload", "all")
+    assert r.returncode != 0 and "migrate.0 failed (code 1)" in (r.stdout + r.stderr)
+    assert procs(ep)["web"]["workers"][0]["pid"] == pid, "a failed migration stops the reload before web"
+
+
+def test_dependency_errors_name_the_process_and_the_cycle(tmp_path):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.web]
+        command = "true"
+        depends_on = { api = "ready", migrat = "completed_successfully" }
+        [processes.api]
+        command = "true"
+        depends_on = { web = "started" }
+        [processes.migrate]
+        command = "true"
+        [processes.job]
+        command = "true"
+        depends_on = { api = "finished" }
+    ''')
+    err = oxtui_cli("check", str(oxfile)).stderr
+    assert "[processes.web] depends_on: no process named 'migrat'; did you mean 'migrate'?" in err
+    assert "depends_on has a cycle: web -> api -> web" in err
+    assert "[processes.job] depends_on: api = 'finished': the condition must be one of started, ready" in err
+    write_oxfile(tmp_path, '''
+        [processes.web]
+        command = "true"
+        depends_on = { migrate = "completed_successfully", db = "healthy" }
+        [processes.migrate]
+        command = "true"
+        [processes.db]
+        command = "true"
+    ''')
+    err = oxtui_cli("check", str(oxfile)).stderr
+    assert 'migrate = \'completed_successfully\' needs migrate to be a task' in err
+    assert 'db = "healthy" needs a [processes.db.health] check' in err
+
+
+def test_every_second_runs_n_times_in_n_seconds_and_skips_overlaps(tmp_path, engine_process):
+    quick, slow = tmp_path / "quick", tmp_path / "slow"
+    ep = engine_process(write_oxfile(tmp_path, f'''
+        [processes.quick]
+        command = "sh -c 'echo x >> {quick}'"
+        restart = "never"
+        [processes.quick.schedule]
+        every = "1s"
+        [processes.slow]
+        command = "sh -c 'echo x >> {slow}; sleep 2.5'"
+        restart = "never"
+        [processes.slow.schedule]
+        every = 1
+    '''))
+    p = procs(ep)
+    assert p["quick"]["workers"][0]["state"] == "waiting", "a scheduled task waits for its first tick"
+    assert p["quick"]["schedule"]["every"] == 1.0 and p["quick"]["schedule"]["next_run"] > time.time() - 0.5
+    time.sleep(6.3)
+    runs = quick.read_text().count("x")
+    assert 5 <= runs <= 7, runs
+    slow_runs = slow.read_text().count("x")
+    assert 2 <= slow_runs <= 3, slow_runs       # every 3rd tick at most: the others overlap a run
+    p = procs(ep)
+    assert p["quick"]["schedule"]["last_run"]["result"] in ("completed", "running")
+    log = ep.cli("logs", "slow", "-n", "200").stdout
+    assert "schedule: tick skipped: the last run is still going" in log
+
+
+def test_a_schedule_on_a_server_is_a_rolling_reload(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '''
+        [processes.web]
+        command = "sleep 60"
+        [processes.web.schedule]
+        every = "2s"
+        [processes.web.reload]
+        min_ready = 0.1
+    '''))
+    first = wait_until(lambda: procs(ep)["web"]["workers"][0]["pid"], 10, 0.1)
+    p = wait_until(lambda: (p := procs(ep)["web"])["schedule"]["last_run"] and
+                   p["schedule"]["last_run"]["result"] == "reloaded" and p, 15, 0.1, what="a scheduled reload")
+    assert p["workers"][0]["pid"] != first and p["release"] >= 2
+
+
+def test_cron_next_run_in_a_timezone():
+    at = datetime(2026, 7, 1, 6, 59, tzinfo=timezone.utc).timestamp()
+    paris = next_run(ScheduleConfig(cron="0 9 * * *", timezone="Europe/Paris"), at, at)
+    assert datetime.fromtimestamp(paris, timezone.utc) == datetime(2026, 7, 1, 7, 0, tzinfo=timezone.utc)  # CEST
+    winter = datetime(2026, 12, 1, 7, 30, tzinfo=timezone.utc).timestamp()
+    paris = next_run(ScheduleConfig(cron="0 9 * * *", timezone="Europe/Paris"), winter, winter)
+    assert datetime.fromtimestamp(paris, timezone.utc) == datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)  # CET
+    ten = next_run(ScheduleConfig(cron="*/10 * * * *", timezone="UTC"), at, at)
+    assert datetime.fromtimestamp(ten, timezone.utc) == datetime(2026, 7, 1, 7, 0, tzinfo=timezone.utc)
+    assert next_run(ScheduleConfig(every=30), at + 61, at) == at + 90
+
+
+def test_schedule_errors(tmp_path):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.a]
+        command = "true"
+        [processes.a.schedule]
+        cron = "every tuesday"
+        [processes.b]
+        command = "true"
+        [processes.b.schedule]
+        cron = "* * * * *"
+        timezone = "Mars/Olympus"
+        [processes.c]
+        command = "true"
+        [processes.c.schedule]
+    ''')
+    err = oxtui_cli("check", str(oxfile)).stderr
+    assert "[processes.a.schedule] cron: 'every tuesday' is not a cron expression" in err
+    assert "[processes.b.schedule] timezone: 'Mars/Olympus' is not a known time zone" in err
+    assert "[processes.c.schedule]: needs exactly one of cron" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running an instance as another user needs the engine to be root")
+def test_user_nobody_runs_with_nobodys_ids_and_home(tmp_path, engine_process):
+    nobody = pwd.getpwnam("nobody")
+    ep = engine_process(write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sh -c 'echo ids $(id -u) $(id -g) $(id -G) $USER $HOME; sleep 60'"
+        cwd = "/"
+        user = "nobody"
+    '''))
+    w = wait_until(lambda: (w := procs(ep)["app"]["workers"][0])["state"] == "running" and w, 10, 0.05)
+    with open(f"/proc/{w['pid']}/status") as f:
+        st = dict(line.split(":", 1) for line in f.read().splitlines())
+    assert st["Uid"].split()[:2] == [str(nobody.pw_uid)] * 2
+    assert st["Gid"].split()[:2] == [str(nobody.pw_gid)] * 2
+    line = wait_until(lambda: [x for x in ep.cli("logs", "app", "-n", "5").stdout.splitlines() if " ids " in x],
+                      10, 0.1)[0]
+    assert line.split("ids ", 1)[1].split() == [str(nobody.pw_uid), str(nobody.pw_gid), str(nobody.pw_gid),
+                                                "nobody", nobody.pw_dir]
+    log = tmp_path / "logs" / "app.log"
+    assert log.stat().st_uid == os.geteuid() and log.stat().st_mode & 0o077 == 0, "logs stay the engine's own"
+
+
+def test_a_user_that_does_not_exist_or_cannot_be_used(tmp_path, monkeypatch):
+    oxfile = write_oxfile(tmp_path, '[processes.a]\ncommand = "true"\nuser = "no-such-user-x"\n')
+    err = oxtui_cli("check", str(oxfile)).stderr
+    assert "[processes.a] user: no user 'no-such-user-x' on this machine" in err
+    # an engine that is not root (nobody here) asked for another user
+    write_oxfile(tmp_path, '[processes.a]\ncommand = "true"\nuser = "root"\n')
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setattr(os, "geteuid", lambda: nobody.pw_uid)
+    with pytest.raises(ConfigError) as e:
+        load(oxfile)
+    assert e.value.errors == [f"{oxfile}: [processes.a] user: oxtui runs as nobody, not root, so it cannot start "
+                              "instances as root; run the engine as root (sudo oxtui startup) or remove this key"]
