@@ -71,3 +71,39 @@ def hint(verb: str, oxfile: object, *rest: str) -> str:
     """A command line to paste from any folder: it names the oxfile by its absolute path."""
     import shlex
     return " ".join(["oxtui", verb, *rest, "-c", shlex.quote(str(oxfile))])
+
+
+def clock(ts: float | None) -> str:
+    """12:30:00 today, "29 Nov 09:00" another day."""
+    import time
+    if ts is None:
+        return "-"
+    local, now = time.localtime(ts), time.localtime()
+    same_day = local[:3] == now[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%d %b %H:%M", local)
+
+
+def depends_text(p: dict) -> str:
+    """"after migrate (completed_successfully), db (ready)", or "" without depends_on."""
+    deps = p.get("depends_on") or {}
+    return "after " + ", ".join(f"{n} ({c})" for n, c in deps.items()) if deps else ""
+
+
+def schedule_text(p: dict) -> str:
+    """"every 30s · next 12:30:00 · last completed 12:29:30", or "" when not scheduled."""
+    s = p.get("schedule")
+    if not s:
+        return ""
+    parts = [s["text"], f"next {clock(s.get('next_run'))}"]
+    last = s.get("last_run")
+    if last:
+        parts.append(f"last {last['result']} {clock(last['at'])}"
+                     + (f" ({last['reason']})" if last.get("reason") and last["result"] != "running" else ""))
+    return " · ".join(parts)
+
+
+def in_start_order(processes: list) -> list:
+    """The snapshot's processes, dependencies before their dependents (otherwise the oxfile's order)."""
+    from .graph import levels
+    lv = levels({p["name"]: list(p.get("depends_on") or {}) for p in processes})
+    return sorted(processes, key=lambda p: lv.get(p["name"], 0))

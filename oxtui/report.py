@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .format import hint, human_bytes, human_duration
+from .format import depends_text, hint, human_bytes, human_duration, in_start_order, schedule_text
 from .protocol import Snapshot, last_exit_text
 
 
@@ -88,8 +88,9 @@ def print_status(snap: Snapshot) -> None:
         print(f"note: running counts differ from the oxfile; `{hint('save', snap['oxfile'])}` writes them into it")
     header = f"{'NAME':<14}{'PID':>8}  {'STATE':<9}{'CPU%':>6}{'MEM':>8}{'RESTARTS':>9}{'UPTIME':>9}  LAST EXIT"
     print(header)
-    for p in snap["processes"]:
+    for p in in_start_order(snap["processes"]):
         extra = f"  {p['listen']}" if p["listen"] else ""
+        extra += "".join(f"  {t}" for t in (depends_text(p), schedule_text(p)) if t)
         reload = p.get("reload")
         rl = f"  reload {reload['state']}" + (f": {reload['reason']}" if reload and reload.get("reason") else "") if reload else ""
         differs = p.get("oxfile_instances", p["instances"]) != p["instances"]
@@ -99,5 +100,6 @@ def print_status(snap: Snapshot) -> None:
             label = f"  {p['name']}.{'canary' if w['role'] == 'canary' else w['instance']}" + ("+" if w["role"] == "surge" else "")
             last = last_exit_text(w) or "-"
             cpu = f"{w['cpu_percent']:.1f}" if w["cpu_percent"] is not None else "-"
+            why = f"  {w['reason']}" if w["state"] == "waiting" and w.get("reason") else ""
             print(f"{label:<14}{w['pid'] or '-':>8}  {w['state']:<9}{cpu:>6}{human_bytes(w['rss_bytes']):>8}"
-                  f"{w['restarts']:>9}{human_duration(w['uptime_s']):>9}  {last}")
+                  f"{w['restarts']:>9}{human_duration(w['uptime_s']):>9}  {last}{why}")

@@ -8,7 +8,6 @@ engines and their workers); after each test nothing with that mark may still be 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -144,9 +143,11 @@ class EngineProcess:
         return oxtui_cli(*args, "-c", str(self.oxfile), timeout=timeout, cwd=self.oxfile.parent)
 
     def status(self) -> dict[str, Any]:
-        r = self.cli("status", "--json")
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
+        """The snapshot, straight from the control socket: polling through `oxtui status --json` costs a
+        Python start per sample, too slow to watch a reload (tests of the CLI itself use cli())."""
+        from oxtui.client import Client
+        with Client(self.oxfile.resolve(), timeout=10) as c:
+            return c.call({"cmd": "status"})
 
     def workers(self, name: str) -> list[dict[str, Any]]:
         snap = self.status()

@@ -114,16 +114,16 @@ def test_bad_release_is_stopped_by_the_canary(tmp_path, engine_process, mode, re
     ("crash", "slot 0: new pid {pid} exited with code 3 before it was ready"),
     ("noready", "slot 0: new pid {pid} not ready within 3s"),
 ])
-def test_bad_release_without_canary_stops_at_the_first_slot(tmp_path, engine_process, mode, reason):
+def test_bad_release_without_canary_stops_at_the_first_surge(tmp_path, engine_process, mode, reason):
     port = free_port()
     ep = engine_process(app_oxfile(tmp_path, port, canary=False, ready_timeout=3))
     pids = [w["pid"] for w in ep.wait_running("app", 3)]
     r, load = deploy_under_load(tmp_path, ep, port, f"{mode} bad")
     assert r.returncode == 1
     rl = ep.status()["processes"][0]["reload"]
-    failed = rl["slots"][0]
-    assert failed["state"] == "failed" and rl["slot"] == 0
-    assert reason.format(pid=failed["new_pid"]) in r.stderr, r.stderr
+    # max_surge 50% of 3: slots 0 and 1 are replaced together; both fail and slot 2 is never tried
+    assert [(s["slot"], s["state"]) for s in rl["slots"]] == [(0, "failed"), (1, "failed")] and rl["slot"] == "0-1"
+    assert reason.format(pid=rl["slots"][0]["new_pid"]) in r.stderr, r.stderr
     assert [w["pid"] for w in ep.wait_running("app", 3)] == pids
     assert load.failures == []
     assert not [b for b in load.bodies if b.startswith("bad")]
@@ -233,3 +233,40 @@ def test_failing_health_check_restarts_the_instance(tmp_path, engine_process):
     ws = ep.workers("app")
     assert all("health check failed 3 times in a row" in w["reason"] for w in ws)
     assert not ({w["pid"] for w in ws} & pids)
+
+
+@pytest.mark.parametrize("surge,expect", [(1, 1), ("100%", 4)])
+def test_max_surge_replaces_that_many_at_once_and_never_fewer_ready(tmp_path, engine_process, surge, expect):
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, instances=4, canary=False,
+                                   extra=f"[processes.app.reload]\nmax_surge = {surge!r}\nmin_ready = 0.3\n"
+                                   .replace("'", '"')))
+    ep.wait_running("app", 4)
+    release(tmp_path, "slowok r2")
+    surges, ready = [], []
+    with Load(port) as load:
+        load.wait_for(20)
+        t = threading.Thread(target=lambda: ep.cli("reload", "app"))
+        t.start()
+        while t.is_alive():
+            ws = ep.workers("app")
+            surges.append(sum(1 for w in ws if w["role"] == "surge"))
+            ready.append(sum(1 for w in ws if w["state"] == "running" and w["ready"]))
+            time.sleep(0.05)
+        t.join()
+        load.wait_for(20)
+    assert max(surges) == expect, surges
+    assert min(ready) >= 4, ready
+    assert load.failures == []
+    assert ep.status()["processes"][0]["reload"]["state"] == "done"
+
+
+def test_min_ready_fails_a_replacement_that_dies_within_it(tmp_path, engine_process):
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, instances=2, canary=False,
+                                   extra="[processes.app.reload]\nmax_surge = 1\nmin_ready = 2.0\n"))
+    pids = [w["pid"] for w in ep.wait_running("app", 2)]
+    r, load = deploy_under_load(tmp_path, ep, port, "crashlater 1.0")
+    assert r.returncode == 1 and "right after becoming ready" in r.stderr, r.stderr
+    assert [w["pid"] for w in ep.wait_running("app", 2)] == pids
+    assert load.failures == []

@@ -1,6 +1,7 @@
-"""Rolling reload: surge one, never fewer ready instances than wanted, stop at the first failure.
+"""Rolling reload: surge, never fewer ready instances than wanted, stop at the first failure.
 
-    canary (when ready.http) -> for each slot: start replacement -> ready? -> stable? -> drain old
+    canary (when ready.http) -> for each batch of max_surge slots, together:
+                                start replacement -> ready? -> stable (min_ready)? -> drain old
                                                          |            |
                                                          +-- no ------+--> failed: kill the new one,
                                                                           the old keeps serving
@@ -13,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..protocol import ReloadSlot, ReloadSnapshot
+from ..values import surge_count
 from . import checks
 from .sockets import bind_listener
 
@@ -20,8 +22,6 @@ if TYPE_CHECKING:
     from .group import ProcessGroup
     from .worker import Worker
 
-# A replacement that dies this soon after becoming ready fails the reload.
-STABLE_WINDOW = 0.5
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -49,6 +49,11 @@ class RollingReload:
         ready = self.group.cfg.ready
         return ready.timeout if ready is not None else DEFAULT_TIMEOUT
 
+    @property
+    def min_ready(self) -> float:
+        """A replacement (or the canary) that dies this soon after becoming ready fails the reload."""
+        return self.group.cfg.reload.min_ready
+
     def say(self, text: str) -> None:
         self.step = text
         self.group.event(None, f"reload: {text}")
@@ -58,12 +63,22 @@ class RollingReload:
     async def run(self) -> bool:
         group = self.group
         try:
-            self.say(f"release {self.release}: replacing {group.target} instance(s) one at a time")
+            # Every old instance serves until its own replacement is ready, so at most `surge` extra
+            # instances exist and never fewer than `target` are ready.
+            surge = surge_count(group.cfg.reload.max_surge, group.target)
+            self.say(f"release {self.release}: replacing {group.target} instance(s), "
+                     + ("one at a time" if surge == 1 else f"{surge} at a time"))
             ready = group.cfg.ready
             if ready is not None and ready.http and group.sock is not None:
                 await self._canary(ready.http)
-            for slot in range(group.target):
-                await self._replace(slot)
+            slots = list(range(group.target))
+            for i in range(0, len(slots), surge):
+                batch = slots[i:i + surge]
+                self.slot = batch[0] if len(batch) == 1 else f"{batch[0]}-{batch[-1]}"
+                outcomes = await asyncio.gather(*(self._replace(s) for s in batch), return_exceptions=True)
+                failed = [o for o in outcomes if isinstance(o, BaseException)]
+                if failed:
+                    raise failed[0]
             self.state = "done"
             self.slot = None
             self.say(f"done: {group.target} instance(s) replaced in {time.time() - self.started:.1f}s")
@@ -116,7 +131,7 @@ class RollingReload:
                 if why is None:
                     # A release that answers once and then dies must not reach the live slots either.
                     try:
-                        await asyncio.wait_for(canary.ended.wait(), STABLE_WINDOW)
+                        await asyncio.wait_for(canary.ended.wait(), self.min_ready)
                     except TimeoutError:
                         self.say(f"canary: GET {path} answered {code}")
                         return
@@ -132,7 +147,6 @@ class RollingReload:
 
     async def _replace(self, slot: int) -> None:
         group = self.group
-        self.slot = slot
         old = group.workers.get(slot)
         record = {"slot": slot, "old_pid": old.pid if old else None, "new_pid": None, "state": "starting"}
         self.slots.append(record)
@@ -144,7 +158,7 @@ class RollingReload:
             await self._wait_ready(new, deadline, f"slot {slot}", record)
             record["new_pid"] = new.last_pid
             try:
-                await asyncio.wait_for(new.ended.wait(), STABLE_WINDOW)
+                await asyncio.wait_for(new.ended.wait(), self.min_ready)
             except TimeoutError:
                 pass
             else:

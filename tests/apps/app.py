@@ -3,7 +3,7 @@
   "crash"        exit 3 at boot
   "noready"      never accept and never print the ready line
   "fail500"      serve, but /health answers 500
-  "crashlater"   become ready, then exit 4 after 0.2 s
+  "crashlater [S]" become ready, then exit 4 after S seconds (0.2)
   "slowok <tag>" serve normally, but only after booting for 1.5 s
 Drains on SIGTERM: stop accepting, finish requests in flight, exit 0.
 """
@@ -83,7 +83,7 @@ def main():
     t.start()
     print(f"ready {TAG} pid {os.getpid()} listen_pid {os.environ.get('LISTEN_PID')}", flush=True)
     if MODE == "crashlater":
-        time.sleep(0.2)
+        time.sleep(float(TAG) if TAG.replace(".", "").isdigit() else 0.2)
         os._exit(4)
     # Wait with a timeout: a signal delivered to another thread only runs its Python handler once
     # the main thread executes bytecode again, which a plain wait() would never do.
