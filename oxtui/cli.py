@@ -296,6 +296,10 @@ def check(path: str | Path) -> int:
         print(f"warning: {w}", file=sys.stderr)
     for p in cfg.processes:
         extra = f" on {p.listen_str}" if p.listen else ""
+        extra += f", {p.restart} (a task)" if p.is_task else ""
+        extra += "".join(f", after {d} ({c})" for d, c in p.depends_on)
+        extra += f", {p.schedule.text}" if p.schedule else ""
+        extra += f", as {p.run_as.user}" if p.run_as else ""
         print(f"{p.name}: {p.instances} x `{p.command}`{extra}")
     print(f"{path}: OK ({len(cfg.processes)} process(es)" + (f", {len(cfg.warnings)} warning(s))" if cfg.warnings else ")"))
     return 0

@@ -77,6 +77,8 @@ class ReloadSnapshot(TypedDict):
     slots: list[ReloadSlot]
     started_at: float
     finished_at: float | None
+    kind: Literal["rolling", "run"]          # a task's "reload" runs it again
+    why: Literal["reload", "schedule"]
 
 
 class LastRun(TypedDict):

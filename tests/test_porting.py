@@ -180,7 +180,7 @@ def test_kubernetes_fields_equal_the_oxfile(tmp_path):
     by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     api = by[("Deployment", "api")]["spec"]
     assert api["replicas"] == len(os.sched_getaffinity(0))
-    assert api["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert api["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 0}}
     pod = api["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 13
     c = pod["containers"][0]
@@ -194,12 +194,14 @@ def test_kubernetes_fields_equal_the_oxfile(tmp_path):
     assert (live["periodSeconds"], live["failureThreshold"], live["timeoutSeconds"]) == (7, 4, 2)
     assert c["resources"]["limits"]["memory"] == "292969Ki"
     assert by[("Service", "api")]["spec"]["ports"] == [{"name": "http", "port": 3000, "targetPort": 3000}]
-    pinger = by[("Deployment", "pinger")]["spec"]["template"]["spec"]["containers"][0]
+    job = by[("Job", "pinger")]["spec"]         # restart_on_exit = false: a task
+    assert job["backoffLimit"] == 0 and job["template"]["spec"]["restartPolicy"] == "Never"
+    pinger = job["template"]["spec"]["containers"][0]
     assert pinger["livenessProbe"]["exec"] == {"command": ["sh", "-c", "test -f /tmp/ok"]}
     tcp = by[("Deployment", "tcp")]["spec"]["template"]["spec"]["containers"][0]
     assert tcp["livenessProbe"]["tcpSocket"] == {"port": 6379}
     assert ("Service", "pinger") not in by
-    for said in ("no shared socket on fd 3", "ready.log", "canary", "stop_signal SIGINT", "consider a Job"):
+    for said in ("no shared socket on fd 3", "ready.log", "canary", "stop_signal SIGINT"):
         assert said in err, said
 
 
@@ -207,7 +209,14 @@ def test_kubernetes_export_to_a_folder(tmp_path):
     out = tmp_path / "k8s"
     r = oxtui_cli("export", "kubernetes", str(ROOT / "sample_apps" / "oxfile.toml"), "--image", "x:1", "-o", str(out))
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["flaky.yaml", "web.yaml", "worker.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["cleanup.yaml", "flaky.yaml", "migrate.yaml", "web.yaml",
+                                                      "worker.yaml"]
+    by = {d["kind"]: d for f in out.iterdir() for d in yaml.safe_load_all(f.read_text()) if d}
+    # every = "30s" is finer than a CronJob can run: once a minute, and said
+    assert by["CronJob"]["spec"]["schedule"] == "* * * * *" and by["CronJob"]["spec"]["concurrencyPolicy"] == "Forbid"
+    assert "cleanup: every = 30s cannot be a cron schedule" in r.stderr
+    assert by["Job"]["metadata"]["name"] == "migrate"
+    assert "depends_on (migrate completed_successfully) has no Kubernetes equivalent" in r.stderr
 
 
 # ---- systemd -----------------------------------------------------------------------------------------
@@ -218,15 +227,19 @@ def test_systemd_units_verify_and_say_the_oxfile(tmp_path):
     r = oxtui_cli("export", "systemd", str(oxfile), "-o", str(out))
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["flaky.target", "flaky@.service", "web.socket", "web.target", "web@.service",
+    assert names == ["cleanup.target", "cleanup.timer", "cleanup@.service", "flaky.target", "flaky@.service",
+                     "migrate.target", "migrate@.service", "web.socket", "web.target", "web@.service",
                      "worker.target", "worker@.service"]
+    assert "After=migrate.target" in (out / "web@.service").read_text()
+    assert "Type=oneshot" in (out / "migrate@.service").read_text()
+    assert "OnUnitActiveSec=30s" in (out / "cleanup.timer").read_text()
     web = (out / "web@.service").read_text()
     assert "Sockets=web.socket" in web and "Restart=always" in web and "TimeoutStopSec=10" in web
     assert "MemoryMax=268435456" in web and "StartLimitBurst=10" in web and "KillSignal=SIGTERM" in web
     assert "ListenStream=127.0.0.1:8080" in (out / "web.socket").read_text()
     assert "Wants=web@0.service web@1.service" in (out / "web.target").read_text()
     # systemd-analyze verifies instances of a template: link web@0.service -> web@.service
-    for unit in ("web", "worker", "flaky"):
+    for unit in ("web", "worker", "flaky", "migrate", "cleanup"):
         (out / f"{unit}@0.service").symlink_to(out / f"{unit}@.service")
     files = [str(p) for p in sorted(out.iterdir()) if not p.name.endswith("@.service")]
     tool = shutil.which("systemd-analyze")

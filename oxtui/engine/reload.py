@@ -282,4 +282,6 @@ def _snapshot(self: RollingReload | TaskRun) -> ReloadSnapshot:
         "slots": [ReloadSlot(**s) for s in self.slots],
         "started_at": self.started,
         "finished_at": self.finished,
+        "kind": "run" if isinstance(self, TaskRun) else "rolling",
+        "why": getattr(self, "why", "reload"),
     }

@@ -93,18 +93,29 @@ def deployment(p: ProcessConfig, image: str, namespace: str | None, warn: list[s
         container["resources"] = {"limits": Note({"memory": _memory(p.max_memory)}, "from max_memory (the whole pod)")}
     if p.stop_signal != signal.SIGTERM:
         warn.append(f"{p.name}: stop_signal {p.stop_signal.name}: Kubernetes sends SIGTERM; set STOPSIGNAL in the image")
-    if not p.restart_on_exit:
-        warn.append(f"{p.name}: restart_on_exit = false: a Deployment always restarts its pods; consider a Job")
+    if p.depends_on:
+        warn.append(f"{p.name}: depends_on ({', '.join(f'{d} {c}' for d, c in p.depends_on)}) has no Kubernetes "
+                    "equivalent: run tasks as Jobs before the rollout (or as an initContainer) and let readiness "
+                    "probes gate traffic")
+    if p.run_as is not None:
+        container["securityContext"] = Note({"runAsUser": p.run_as.uid, "runAsGroup": p.run_as.gid},
+                                             f"from user = {p.run_as.user!r}: ids of this machine")
     if p.watch:
         warn.append(f"{p.name}: watch is not carried over: a new image and `kubectl rollout` replace it")
+    if p.is_task:
+        return [_job(p, meta, labels, container, warn)]
+    if p.schedule is not None:
+        warn.append(f"{p.name}: its schedule reloads a long-running process: in Kubernetes, a CronJob that runs "
+                    f"`kubectl rollout restart deployment/{name}` does that")
     replicas: Any = p.instances
     if p.instances_spec == "max":
         replicas = Note(p.instances, 'instances = "max": the CPUs of the machine that exported; pods use one each')
     spec = {
         "replicas": replicas,
         "minReadySeconds": MIN_READY_SECONDS,
-        "strategy": Note({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                         "oxtui's rolling reload: one new instance at a time, never fewer ready than wanted"),
+        "strategy": Note({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": p.reload.max_surge,
+                                                                     "maxUnavailable": 0}},
+                         "oxtui's rolling reload: [reload] max_surge at a time, never fewer ready than wanted"),
         "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
         "template": {
             "metadata": {"labels": labels},
@@ -122,6 +133,45 @@ def deployment(p: ProcessConfig, image: str, namespace: str | None, warn: list[s
                      "ports": [{"name": "http", "port": port, "targetPort": port}]},
         }))
     return docs
+
+
+def _cron(p: ProcessConfig, warn: list[str]) -> str | None:
+    sched = p.schedule
+    assert sched is not None
+    if sched.cron:
+        return sched.cron
+    every = sched.every or 60
+    minutes = every / 60
+    if minutes.is_integer() and 60 % minutes == 0:
+        return f"*/{int(minutes)} * * * *"
+    if (every / 3600).is_integer() and 24 % (every / 3600) == 0:
+        return f"0 */{int(every / 3600)} * * *"
+    warn.append(f"{p.name}: every = {every:g}s cannot be a cron schedule (a CronJob runs at most once a minute, on "
+                "whole minutes): write a cron expression for it")
+    return None
+
+
+def _job(p: ProcessConfig, meta: dict, labels: dict, container: dict, warn: list[str]) -> tuple[list[str], dict]:
+    """A task: a Job (restart = "never": no retry; "on-failure": retried), or a CronJob when scheduled."""
+    never = p.restart == "never"
+    job = {
+        "completions": p.instances,
+        "parallelism": p.instances,
+        "backoffLimit": Note(0 if never else p.max_restarts, f'from restart = "{p.restart}"'),
+        "template": {"metadata": {"labels": labels},
+                     "spec": {"restartPolicy": "Never" if never else "OnFailure",
+                              "terminationGracePeriodSeconds": _seconds(p.stop_timeout),
+                              "containers": [container]}},
+    }
+    comments = [f"[processes.{p.name}] of the oxfile: `{p.command}` (a task)"]
+    if p.schedule is None:
+        return comments, {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job}
+    spec: dict[str, Any] = {"schedule": _cron(p, warn) or "* * * * *",
+                            "concurrencyPolicy": Note("Forbid", "oxtui skips a tick while the last run goes on"),
+                            "jobTemplate": {"spec": job}}
+    if p.schedule.timezone:
+        spec["timeZone"] = p.schedule.timezone
+    return comments, {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta, "spec": spec}
 
 
 def export_kubernetes(config: Config, image: str, namespace: str | None) -> tuple[dict[str, str], list[str]]:

@@ -46,7 +46,10 @@ def units_for(p: ProcessConfig, oxfile: Path) -> dict[str, str]:
             "",
         ])
         socket_line = [f"Sockets={n}.socket"]
-    restart = "always" if p.restart_on_exit else "no"
+    restart = {"always": "always", "on-failure": "on-failure", "never": "no"}[p.restart]
+    # depends_on: a dependency's target starts first (After=) and must be there (Wants=); systemd's
+    # nearest to "completed_successfully" is a oneshot it orders after.
+    deps = " ".join(f"{_name(d)}.target" for d, _ in p.depends_on)
     service = [
         f"# Made by `oxtui export systemd` from {oxfile}: [processes.{p.name}]; one unit per instance (%i).",
         "[Unit]",
@@ -54,18 +57,21 @@ def units_for(p: ProcessConfig, oxfile: Path) -> dict[str, str]:
         f"PartOf={n}.target",
         "After=network.target" + (f" {n}.socket" if socket_line else ""),
         *([f"Requires={n}.socket"] if socket_line else []),
+        *([f"After={deps}", f"Wants={deps}"] if deps else []),
         f"StartLimitBurst={p.max_restarts}",
         f"StartLimitIntervalSec={math.ceil(p.restart_window)}",
         "",
         "[Service]",
-        "Type=exec",
+        "Type=oneshot" if p.is_task else "Type=exec",
+        *(["RemainAfterExit=yes"] if p.is_task and p.schedule is None else []),
+        *([f"User={p.run_as.user}", f"Group={p.run_as.gid}"] if p.run_as else []),
         f"ExecStart=/bin/sh -c {_quote('exec ' + p.command)}",
         f"WorkingDirectory={str(p.cwd).replace('%', '%%')}",
         *[_env(k, v) for k, v in p.env],
         _env("OXTUI_PROCESS", p.name),
         "Environment=OXTUI_INSTANCE=%i NODE_APP_INSTANCE=%i PYTHONUNBUFFERED=1",
         *socket_line,
-        f"Restart={restart}",
+        f"Restart={'no' if p.is_task and p.restart == 'always' else restart}",
         f"RestartSec={max(p.backoff, 0.1):g}",
         f"KillSignal={p.stop_signal.name}",
         f"TimeoutStopSec={math.ceil(p.stop_timeout)}",
@@ -73,6 +79,22 @@ def units_for(p: ProcessConfig, oxfile: Path) -> dict[str, str]:
         "",
     ]
     out[f"{n}@.service"] = "\n".join(service)
+    if p.schedule is not None and p.schedule.every is not None:
+        # every: a timer per process that starts the target again (only a oneshot ends between runs)
+        out[f"{n}.timer"] = "\n".join([
+            f"# Made by `oxtui export systemd` from {oxfile}: [processes.{p.name}.schedule] every.",
+            "[Unit]",
+            f"Description={n}: {p.schedule.text}",
+            "",
+            "[Timer]",
+            f"OnActiveSec={p.schedule.every:g}s",
+            f"OnUnitActiveSec={p.schedule.every:g}s",
+            f"Unit={n}.target",
+            "",
+            "[Install]",
+            "WantedBy=timers.target",
+            "",
+        ])
     wants = " ".join(f"{n}@{i}.service" for i in range(p.instances))
     out[f"{n}.target"] = "\n".join([
         f"# Made by `oxtui export systemd` from {oxfile}: {p.instances} instance(s) of {n}.",
@@ -100,6 +122,11 @@ def export_systemd(config: Config) -> tuple[dict[str, str], list[str]]:
                         "with sd_notify, or a timer)")
         if p.watch:
             warn.append(f"{p.name}: watch is not carried over (a .path unit could restart it)")
+        if p.schedule is not None and p.schedule.cron:
+            warn.append(f"{p.name}: cron {p.schedule.cron!r} is not carried over: write it as a .timer with "
+                        "OnCalendar= (systemd's calendar syntax differs from cron's)")
+        if p.schedule is not None and not p.is_task:
+            warn.append(f"{p.name}: a schedule on a long-running process reloads it in oxtui; its timer restarts it")
         if p.backoff_max != p.backoff:
             warn.append(f"{p.name}: backoff grows in oxtui; systemd waits RestartSec={max(p.backoff, 0.1):g} every time")
     return files, warn

@@ -14,19 +14,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Static
 
 from ..link import CanDetach, CanHandOver, EngineClient
 from ..protocol import LIVE_STATES, ProcessSnapshot, Reply, Snapshot, WorkerState
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logview import LogView
-from .model import SORTS, History, build_rows, header_text, reload_lines
+from .model import SORTS, History, build_rows, header_text, process_info, reload_lines
 from .screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
 
 PULL_INTERVAL = 0.1
@@ -76,6 +77,7 @@ class OxtuiApp(App[int]):
     Screen { layout: vertical; }
     #header { height: 1; background: $primary-background; color: $text; padding: 0 1; }
     #grid { height: 1fr; min-height: 5; }
+    #info { height: 1; padding: 0 1; color: $text-muted; }
     #reload { height: auto; max-height: 8; display: none; border-top: solid $warning; padding: 0 1; }
     #reload.active { display: block; }
     #logs-title { height: 1; background: $boost; padding: 0 1; }
@@ -117,12 +119,14 @@ class OxtuiApp(App[int]):
         # Kept as attributes: App.query_one searches the active screen, which is a modal at times.
         self.header = Static(header_text(None, self.host), id="header")
         self.grid = WorkerGrid(id="grid")
+        self.info = Static("", id="info")
         self.reload_panel = Static("", id="reload")
         self.logs_title = Static("logs · all processes · following", id="logs-title")
         self.logview = LogView(id="logs")
         yield self.header
         with Vertical(id="main"):
             yield self.grid
+            yield self.info
             yield self.reload_panel
             yield self.logs_title
             yield self.logview
@@ -152,6 +156,7 @@ class OxtuiApp(App[int]):
             self.header.update(self._stopping_text(snap)
                                + header_text(snap, self.host, self._loadavg(), attached=self.client.attached))
             self.grid.show(build_rows(snap, self.history, self.sort))
+            self._show_info()
             self._show_reloads(snap)
         batches, dropped = self.client.take_logs()
         if batches:
@@ -159,6 +164,15 @@ class OxtuiApp(App[int]):
         if dropped:
             self.logview.dropped += dropped
             self._update_logs_title()
+
+    def _show_info(self) -> None:
+        name = self._selected_process()
+        self.info.update(Text(process_info(self._process_snapshot(name) if name else None), no_wrap=True,
+                              overflow="ellipsis"))
+
+    @on(DataTable.RowHighlighted)
+    def _row_moved(self) -> None:
+        self._show_info()
 
     def _stopping_text(self, snap: Snapshot) -> str:
         if not self.stopping:

@@ -15,6 +15,7 @@ from ..protocol import WorkerState
 from .model import COLUMNS, COMPACT, COMPACT_BELOW, Row
 
 STATE_STYLES = {
+    WorkerState.WAITING: "cyan",
     WorkerState.RUNNING: "green",
     WorkerState.STARTING: "yellow",
     WorkerState.STOPPING: "yellow",

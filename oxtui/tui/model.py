@@ -9,8 +9,25 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..format import human_bytes, human_duration, last_exit, sparkline
-from ..protocol import LIVE_STATES, ReloadSnapshot, Snapshot, WorkerSnapshot, WorkerState, running_count
+from ..format import (
+    clock,
+    depends_text,
+    human_bytes,
+    human_duration,
+    in_start_order,
+    last_exit,
+    schedule_text,
+    sparkline,
+)
+from ..protocol import (
+    LIVE_STATES,
+    ProcessSnapshot,
+    ReloadSnapshot,
+    Snapshot,
+    WorkerSnapshot,
+    WorkerState,
+    running_count,
+)
 
 # (title, width): 118 columns with the cell padding; below COMPACT_BELOW the sparklines go.
 COLUMNS = (("NAME", 11), ("PID", 7), ("STATE", 8), ("CPU%", 5), ("CPU 1 min", 9), ("MEM", 7),
@@ -66,7 +83,16 @@ def worker_label(process: str, w: WorkerSnapshot, last: bool) -> str:
     return f"{branch}{process}.{w['instance']}" + ("+" if role == "surge" else "")
 
 
-def ready_health(w: WorkerSnapshot) -> str:
+def ready_health(w: WorkerSnapshot, p: ProcessSnapshot | None = None) -> str:
+    if w["state"] == WorkerState.WAITING:
+        reason = w.get("reason") or ""
+        if reason.startswith("blocked"):
+            return "blocked"
+        sched = (p or {}).get("schedule")
+        if reason.startswith("scheduled") and sched:
+            return f"next {clock(sched.get('next_run'))}"
+        deps = list(((p or {}).get("depends_on") or {}))
+        return f"after {','.join(deps)}" if deps else "waiting"
     if w["state"] not in LIVE_STATES:
         return "-"
     ready = "ready" if w.get("ready") else "not ready"
@@ -78,8 +104,22 @@ def ready_health(w: WorkerSnapshot) -> str:
     return f"{ready} · FAIL {health['failures']}/{health['threshold']}"
 
 
+def process_info(p: ProcessSnapshot | None) -> str:
+    """The line under the grid for the selected process: what it waits for, its schedule, its command."""
+    if p is None:
+        return ""
+    parts = [p["name"] + (" (task)" if p.get("task") else "")]
+    parts += [t for t in (depends_text(p), schedule_text(p)) if t]
+    waiting = next((w.get("reason") for w in p["workers"] if w["state"] == WorkerState.WAITING and w.get("reason")),
+                   None)
+    if waiting:
+        parts.append(waiting)
+    parts.append(p["command"])
+    return " · ".join(parts)
+
+
 def reload_summary(rl: ReloadSnapshot | None) -> str:
-    if not rl:
+    if not rl or rl.get("why") == "schedule":
         return ""
     if rl["state"] == "running":
         return f"⟳ slot {rl['slot']}"
@@ -89,7 +129,7 @@ def reload_summary(rl: ReloadSnapshot | None) -> str:
 def build_rows(snapshot: Snapshot, history: History, sort: str = "slot") -> list[Row]:
     rows: list[Row] = []
     live: set[str] = set()
-    for p in snapshot.get("processes", []):
+    for p in in_start_order(snapshot.get("processes", [])):
         name = p["name"]
         running = running_count(p)
         listen = p.get("listen") or ""
@@ -118,7 +158,7 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot") -> list
                 str(w["restarts"]),
                 human_duration(w.get("uptime_s"), coarse=True),
                 last_exit(w),
-                ready_health(w),
+                ready_health(w, p),
             )
             rows.append(Row(key, "worker", name, w["instance"], w.get("role"), cells, w["state"]))
     history.forget_except(live)
@@ -176,7 +216,7 @@ def reload_lines(snapshot: Snapshot | None, now: float | None = None, keep: floa
     out = []
     for p in snapshot["processes"]:
         rl = p.get("reload")
-        if not rl or (rl.get("finished_at") and now - rl["finished_at"] > keep):
+        if not rl or (rl.get("finished_at") and now - rl["finished_at"] > keep) or rl.get("why") == "schedule":
             continue
         head = f"{p['name']}: reload of release {rl['release']} {rl['state']}"
         if rl["state"] == "running":
