@@ -30,8 +30,8 @@ from ..protocol import (
 )
 
 # (title, width): 118 columns with the cell padding; below COMPACT_BELOW the sparklines go.
-COLUMNS = (("NAME", 11), ("PID", 7), ("STATE", 8), ("CPU%", 5), ("CPU 1 min", 9), ("MEM", 7),
-           ("MEM 1 min", 9), ("RESTARTS", 8), ("UPTIME", 6), ("LAST EXIT", 14), ("READY/HEALTH", 12))
+COLUMNS = (("NAME", 11), ("PID", 7), ("STATE", 9), ("CPU%", 5), ("CPU 1 min", 9), ("MEM", 7),
+           ("MEM 1 min", 9), ("RESTARTS", 8), ("UPTIME", 6), ("LAST EXIT", 13), ("READY/HEALTH", 12))
 COMPACT = (0, 1, 2, 3, 5, 7, 8, 9, 10)
 COMPACT_BELOW = 120
 SPARK_WIDTH = 9
@@ -90,7 +90,7 @@ def ready_health(w: WorkerSnapshot, p: ProcessSnapshot | None = None) -> str:
             return "blocked"
         sched = (p or {}).get("schedule")
         if reason.startswith("scheduled") and sched:
-            return f"next {clock(sched.get('next_run'))}"
+            return f"at {clock(sched.get('next_run'))}"
         deps = list(((p or {}).get("depends_on") or {}))
         return f"after {','.join(deps)}" if deps else "waiting"
     if w["state"] not in LIVE_STATES:
@@ -109,7 +109,7 @@ def process_info(p: ProcessSnapshot | None) -> str:
     if p is None:
         return ""
     parts = [p["name"] + (" (task)" if p.get("task") else "")]
-    parts += [t for t in (depends_text(p), schedule_text(p)) if t]
+    parts += [t for t in (p.get("listen") and f"listens on {p['listen']}", depends_text(p), schedule_text(p)) if t]
     waiting = next((w.get("reason") for w in p["workers"] if w["state"] == WorkerState.WAITING and w.get("reason")),
                    None)
     if waiting:
@@ -133,7 +133,15 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot") -> list
         name = p["name"]
         running = running_count(p)
         listen = p.get("listen") or ""
-        group_cells = (f"▼ {name}", "", f"{running}/{p['instances']} up", "", "", "", "", "", "", listen,
+        if listen.startswith(("127.0.0.1:", "0.0.0.0:")):
+            listen = listen.split(":", 1)[0].replace("127.0.0.1", "lo").replace("0.0.0.0", "any") + ":" \
+                + listen.split(":", 1)[1]
+        if p.get("task"):
+            done = sum(1 for w in p["workers"] if w["state"] == WorkerState.COMPLETED)
+            count = f"{done}/{p['instances']} done"
+        else:
+            count = f"{running}/{p['instances']} up"
+        group_cells = (f"▼ {name}", "", count, "", "", "", "", "", "", listen,
                        reload_summary(p.get("reload")))
         rows.append(Row(f"p:{name}", "process", name, None, None, group_cells))
         workers = list(p["workers"])
