@@ -13,11 +13,11 @@ from typing import Any
 from . import __version__, stdout
 from .config import ConfigError, load, parse_signal
 from .format import hint
-from .report import follow_logs, report
+from .report import follow_events, follow_logs, report
 from .runtime import RuntimeDirError
 
 VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs",
-         "ls", "save", "startup", "completion", "schema", "import", "export")
+         "events", "ls", "save", "startup", "completion", "schema", "import", "export")
 
 
 class UsageError(Exception):
@@ -87,6 +87,13 @@ def build_parser() -> Parser:
     s.add_argument("name")
     s.add_argument("instance", type=int)
     s.add_argument("--signal", "-s", default="SIGTERM")
+    oxfile_args(s, positional=False)
+    s = sub.add_parser("events", help="the engine's events (starts, exits and why, reloads, scaling): "
+                       "recent ones, then live with -f")
+    s.add_argument("name", nargs="?", default=None)
+    s.add_argument("-f", "--follow", action="store_true")
+    s.add_argument("--json", action="store_true", help="one JSON object a line")
+    s.add_argument("-n", "--lines", type=int, default=50, help="how many recent events first (default 50)")
     oxfile_args(s, positional=False)
     s = sub.add_parser("logs", help="merged, timestamped logs")
     s.add_argument("name", nargs="?", default=None)
@@ -312,10 +319,12 @@ def control(args: argparse.Namespace, oxfile: Path) -> int:
         # Ctrl-C leaves this command, not the reload: it goes on in the engine.
         signal.signal(signal.SIGINT, lambda *_: _left_reload(oxfile))
     try:
-        long = ("reload", "logs", "stop", "restart", "scale", "apply")
+        long = ("reload", "logs", "events", "stop", "restart", "scale", "apply")
         with Client(oxfile, timeout=None if args.verb in long else 30) as c:
             if args.verb == "logs" and args.follow:
                 return follow_logs(c, req)
+            if args.verb == "events":
+                return follow_events(c, req, args.json)
             progress = (lambda text: print(text, flush=True)) if args.verb in ("reload", "apply") else None
             result = c.call(req, progress)
     except NoEngine as e:
@@ -355,6 +364,10 @@ def request_for(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as e:
             raise UsageError(f"oxtui kill: --signal {e}") from None
         return {"cmd": "kill", "name": args.name, "instance": args.instance, "signal": sig.name}
+    if verb == "events":
+        if args.lines < 0:
+            raise UsageError(f"oxtui events: -n must be a number of events >= 0 (got {args.lines})")
+        return {"cmd": "events", "name": args.name, "n": args.lines, "follow": args.follow}
     if verb == "logs":
         if args.lines < 0:
             raise UsageError(f"oxtui logs: -n must be a number of lines >= 0 (got {args.lines})")

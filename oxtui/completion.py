@@ -17,7 +17,7 @@ NAMES = {
                "  compadd -a names\n}",
     },
 }
-NAMED_VERBS = ("scale", "reload", "restart", "stop", "start", "kill", "logs", "save")
+NAMED_VERBS = ("scale", "reload", "restart", "stop", "start", "kill", "logs", "events", "save")
 
 
 def annotate(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ print them at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -112,6 +113,7 @@ class ProcessConfig:
     run_as: RunAs | None = None
     schedule: ScheduleConfig | None = None
     reload: ReloadConfig = field(default_factory=ReloadConfig)
+    notify: NotifyConfig | None = None      # this process's own settings, merged over the top-level ones
 
     @property
     def is_task(self) -> bool:
@@ -140,10 +142,29 @@ class LogsConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    webhook: str | None = None
+    command: str | None = None
+    events: tuple[str, ...] = tuple(fields.NOTIFY_DEFAULT)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook or self.command)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None = None
+    public: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     processes: tuple[ProcessConfig, ...]
     logs: LogsConfig = field(default_factory=lambda: LogsConfig(dir=Path(".")))
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     digest: str = ""      # sha256 of the bytes read: `save` refuses to overwrite a file changed since
     warnings: tuple[str, ...] = ()    # what `check` reports without failing (a deploy may still fix it)
 
@@ -233,9 +254,18 @@ def _depends(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _events(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ValueError(f"must be a list of events like [\"crash\", \"reload_failed\"] (got {value!r})")
+    bad = [x for x in value if x not in fields.NOTIFY_EVENTS]
+    if bad:
+        raise ValueError(f"unknown event {bad[0]!r}; events: {', '.join(fields.NOTIFY_EVENTS)}")
+    return tuple(value)
+
+
 PARSERS = {"size": parse_size, "signal": parse_signal, "address": parse_address, "stdout": _stdout_mode,
            "restart": _restart, "depends": _depends, "ident": parse_ident, "every": parse_interval,
-           "surge": parse_surge}
+           "surge": parse_surge, "events": _events}
 
 
 def _restart_mode(t: _Table) -> str:
@@ -306,7 +336,7 @@ def _closest(key: str, allowed: set[str]) -> str | None:
 
 PROCESS_KEYS = set(fields.PROCESS)
 READY_KEYS = set(fields.READY)
-TOP_KEYS = {"processes", "logs"}
+TOP_KEYS = {"processes", "logs", "notify", "metrics"}
 
 
 def default_log_dir(oxfile: Path) -> Path:
@@ -332,7 +362,6 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([f"{file}: not UTF-8 text (byte {e.start}); save it as UTF-8"]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{file}: TOML syntax error: {e}; fix the syntax at that line"]) from None
-    import dataclasses
     return dataclasses.replace(from_dict(data, p.resolve(), file), digest=digest(raw))
 
 
@@ -343,7 +372,8 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
     for key in data:
         if key not in TOP_KEYS:
             kind = "table" if isinstance(data[key], dict) else "key"
-            errors.append(f"{file}: unknown top-level {kind} {key!r}; allowed: [processes.NAME] tables and [logs]")
+            errors.append(f"{file}: unknown top-level {kind} {key!r}; allowed: [processes.NAME] tables, [logs], "
+                          "[notify] and [metrics]")
     procs_raw = data.get("processes", {})
     processes: list[ProcessConfig] = []
     if not isinstance(procs_raw, dict):
@@ -364,6 +394,11 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
             seen[proc.listen] = proc.name
     _check_graph(errors, file, processes)
     logs = _logs(errors, file, base, oxfile, data.get("logs", {}))
+    notify = _notify(errors, file, "notify", data.get("notify", {}), None)
+    processes = [dataclasses.replace(p, notify=_notify(errors, file, f"processes.{p.name}.notify",
+                                                       procs_raw[p.name]["notify"], notify))
+                 if "notify" in procs_raw.get(p.name, {}) else p for p in processes]
+    metrics = _metrics(errors, file, data.get("metrics", {}))
     warnings: list[str] = []
     limits.check_counts(errors, warnings, file, [(p.name, p.instances) for p in processes])
     for proc in processes:
@@ -379,7 +414,8 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
                             "remove the --bind")
     if errors:
         raise ConfigError(errors)
-    return Config(path=oxfile, processes=tuple(processes), logs=logs, warnings=tuple(warnings))
+    return Config(path=oxfile, processes=tuple(processes), logs=logs, notify=notify, metrics=metrics,
+                  warnings=tuple(warnings))
 
 
 def _check_graph(errors: list[str], file: str, processes: list[ProcessConfig]) -> None:
@@ -462,6 +498,27 @@ def _schedule(errors: list[str], file: str, where: str, raw: Any) -> ScheduleCon
             t.error("timezone", f'{tz!r} is not a known time zone; use a name like "Europe/Paris" or "UTC"')
             return None
     return ScheduleConfig(cron=cron, every=every, timezone=tz)
+
+
+def _notify(errors: list[str], file: str, where: str, raw: Any, base: NotifyConfig | None) -> NotifyConfig:
+    t = _Table(errors, file, where, raw, fields.NOTIFY)
+    webhook = t.get("webhook")
+    if webhook is not None and not re.match(r"^https?://[^/\s]+", webhook):
+        t.error("webhook", f'must be an http:// or https:// URL (got {webhook!r})')
+        webhook = None
+    given = {k: v for k, v in (("webhook", webhook), ("command", t.get("command")),
+                               ("events", t.get("events"))) if k in t.data}
+    return dataclasses.replace(base or NotifyConfig(), **given)
+
+
+def _metrics(errors: list[str], file: str, raw: Any) -> MetricsConfig:
+    import ipaddress
+    t = _Table(errors, file, "metrics", raw, fields.METRICS)
+    listen, public = t.get("listen"), t.get("public")
+    if listen is not None and not public and not ipaddress.ip_address(listen[0]).is_loopback:
+        t.error("listen", f"{listen[0]} is not loopback: anyone who reaches it reads every process's metrics; "
+                "use 127.0.0.1, or add public = true to mean it")
+    return MetricsConfig(listen=listen, public=public)
 
 
 def _logs(errors: list[str], file: str, base: Path, oxfile: Path, raw: Any) -> LogsConfig:

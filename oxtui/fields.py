@@ -47,6 +47,23 @@ PROCESS: dict[str, Field] = {
     "group": Field("ident", "run the instances with this group (a name or a gid; default: the user's own)"),
     "schedule": Field("table", "run a task on a timetable (cron or every), or reload a server on one"),
     "reload": Field("table", "how a rolling reload replaces instances"),
+    "notify": Field("table", "this process's own [notify] settings (override the top-level table's keys)"),
+}
+
+NOTIFY_EVENTS = ("crash", "errored", "oom", "max_memory", "health", "reload_done", "reload_failed", "start", "stop")
+NOTIFY_DEFAULT = ["crash", "errored", "oom", "max_memory", "health", "reload_failed"]
+
+NOTIFY: dict[str, Field] = {
+    "webhook": Field("str", 'a URL that gets each event as a JSON POST (with a Slack/Discord "text"/"content")'),
+    "command": Field("str", "a shell command run per event: OXTUI_EVENT, OXTUI_PROCESS, ... in its environment, "
+                     "the event's JSON on stdin"),
+    "events": Field("events", "which events are sent: " + ", ".join(NOTIFY_EVENTS), NOTIFY_DEFAULT),
+}
+
+METRICS: dict[str, Field] = {
+    "listen": Field("address", 'serve Prometheus /metrics on HOST:PORT, e.g. "127.0.0.1:9464"'),
+    "public": Field("bool", "allow a listen address that is not loopback (anyone who reaches it reads the metrics)",
+                    False),
 }
 
 SCHEDULE: dict[str, Field] = {
@@ -87,7 +104,8 @@ LOGS: dict[str, Field] = {
 }
 
 TABLES: dict[str, dict[str, Field]] = {"process": PROCESS, "ready": READY, "health": HEALTH, "logs": LOGS,
-                                       "schedule": SCHEDULE, "reload": RELOAD}
+                                       "schedule": SCHEDULE, "reload": RELOAD, "notify": NOTIFY,
+                                       "metrics": METRICS}
 STDOUT_MODES = ("auto", "all", "events")
 RESTART_MODES = ("always", "on-failure", "never")
 CONDITIONS = ("started", "ready", "healthy", "completed", "completed_successfully")

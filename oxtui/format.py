@@ -59,12 +59,30 @@ def sparkline(values: Iterable[float | None], width: int, top: float | None = No
     return "".join(out).rjust(width)
 
 
-def last_exit(worker: dict) -> str:
-    """The grid's LAST EXIT cell: "127 not found", "SIGKILL", "code 3" or "-"."""
-    from .protocol import last_exit_text
-    if worker.get("exit_code") == 127:
+EXIT_WORDS = {"oom": "oom", "max_memory": "memory", "health": "health", "reload": "reload", "stopped": "stopped"}
+
+
+def last_exit(worker: dict, now: float | None = None, width: int = 13, verbose: bool = False) -> str:
+    """The LAST EXIT cell, from the exit record that survives restarts: "oom 2m ago", "127 not found",
+    "code 1 5s ago", "SIGKILL 2m"; "-" before any exit."""
+    import time
+    rec = worker.get("last_exit")
+    if not rec:
+        from .protocol import last_exit_text
+        return "127 not found" if worker.get("exit_code") == 127 else (last_exit_text(worker) or "-")  # type: ignore
+    cause = rec["cause"]
+    if cause == "not_found":
         return "127 not found"
-    return last_exit_text(worker) or "-"  # type: ignore[arg-type]
+    if cause in ("crash", "killed"):
+        word = rec["signal"] or f"code {rec['code']}"
+    else:
+        word = EXIT_WORDS.get(cause, cause)
+    ago = human_duration(max(0.0, (time.time() if now is None else now) - rec["at"]), coarse=True)
+    if verbose:      # `oxtui status`: the cause by its name, then how
+        how = rec["signal"] or f"code {rec['code']}"
+        return f"{cause} ({how}) {ago} ago"
+    text = f"{word} {ago} ago"
+    return text if len(text) <= width else f"{word} {ago}"
 
 
 def hint(verb: str, oxfile: object, *rest: str) -> str:

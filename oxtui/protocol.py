@@ -44,6 +44,19 @@ class Health(TypedDict):
     reason: str | None        # the last failed probe's reason
 
 
+class ExitRecord(TypedDict):
+    at: float                 # epoch seconds
+    pid: int
+    code: int | None
+    signal: str | None        # "SIGKILL"
+    cause: Literal["crash", "not_found", "killed", "oom", "max_memory", "health", "reload", "stopped"]
+    note: str | None          # "command not found: node", "probably killed by the kernel's OOM killer ..."
+    uptime_s: float
+    instance: int
+    release: int
+    tail: list[str]           # the last lines it printed before it ended
+
+
 class WorkerSnapshot(TypedDict):
     instance: int
     pid: int | None
@@ -59,6 +72,7 @@ class WorkerSnapshot(TypedDict):
     reason: str | None
     role: Literal["surge", "canary"] | None
     release: int
+    last_exit: ExitRecord | None     # survives restarts
 
 
 class ReloadSlot(TypedDict):
@@ -78,6 +92,7 @@ class ReloadSnapshot(TypedDict):
     started_at: float
     finished_at: float | None
     kind: Literal["rolling", "run"]          # a task's "reload" runs it again
+    tail: list[str]                          # a failed reload: the last lines of the instance that failed
     why: Literal["reload", "schedule"]
 
 
@@ -105,6 +120,10 @@ class ProcessSnapshot(TypedDict):
     log_file: str
     command: str
     release: int
+    cwd: str
+    user: str | None
+    env_names: list[str]             # names only, never values
+    exits: list[ExitRecord]          # the last 50, oldest first
     depends_on: dict[str, str]       # {"migrate": "completed_successfully"}
     schedule: ScheduleSnapshot | None
     task: bool                       # runs to an end (restart = "never" or "on-failure")

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from .format import depends_text, hint, human_bytes, human_duration, in_start_order, schedule_text
-from .protocol import Snapshot, last_exit_text
+from .format import depends_text, hint, human_bytes, human_duration, in_start_order, last_exit, schedule_text
+from .protocol import Snapshot
 
 
 def report(args: argparse.Namespace, result: Any) -> int:
@@ -77,6 +77,36 @@ def follow_logs(client: Any, req: dict[str, Any]) -> int:
     return 0
 
 
+def event_line(ev: dict[str, Any]) -> str:
+    """One event for people: "13:02:11.204 web.1 crash pid 4242: exited (crash: code 1)"."""
+    from .protocol import format_ts
+    who = ev["process"] + ("" if ev.get("instance") is None else
+                           f".{'canary' if ev['instance'] < 0 else ev['instance']}")
+    pid = f" pid {ev['pid']}" if ev.get("pid") else ""
+    return f"{format_ts(ev['at'])} {who:<12} {ev['event']:<13}{pid}: {ev.get('text', '')}"
+
+
+def follow_events(client: Any, req: dict[str, Any], as_json: bool) -> int:
+    """Recent events, then (with follow) every new one as it happens."""
+    def show(ev: dict[str, Any]) -> None:
+        sys.stdout.write((json.dumps(ev) if as_json else event_line(ev)) + "\n")
+
+    client.send(req)
+    for msg in client.replies():
+        if "event" in msg:
+            show(msg["event"])
+        elif msg.get("ok") is False:
+            print(f"oxtui events: {msg['error']}", file=sys.stderr)
+            return 1
+        elif msg.get("ok"):
+            for ev in msg["result"]["events"]:
+                show(ev)
+            if not req.get("follow"):
+                return 0
+        sys.stdout.flush()
+    return 0
+
+
 def print_status(snap: Snapshot) -> None:
     eng = snap.get("engine", {})
     print(f"engine pid {snap['engine_pid']}  up {human_duration(eng.get('uptime_s'))}  "
@@ -98,7 +128,7 @@ def print_status(snap: Snapshot) -> None:
         print(f"{p['name']} ({count}){extra}{rl}")
         for w in p["workers"]:
             label = f"  {p['name']}.{'canary' if w['role'] == 'canary' else w['instance']}" + ("+" if w["role"] == "surge" else "")
-            last = last_exit_text(w) or "-"
+            last = last_exit(w, verbose=True)
             cpu = f"{w['cpu_percent']:.1f}" if w["cpu_percent"] is not None else "-"
             why = f"  {w['reason']}" if w["state"] == "waiting" and w.get("reason") else ""
             print(f"{label:<14}{w['pid'] or '-':>8}  {w['state']:<9}{cpu:>6}{human_bytes(w['rss_bytes']):>8}"

@@ -62,6 +62,8 @@ def _kind(field: Field) -> dict[str, Any]:
     if kind == "every":
         return {"oneOf": [{"type": "number", "minimum": 0.1},
                           {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"}]}
+    if kind == "events":
+        return {"type": "array", "items": {"enum": list(fields.NOTIFY_EVENTS)}}
     if kind == "surge":
         return {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\s*\d+\s*%\s*$"}]}
     raise ValueError(f"no schema for kind {kind!r}")
@@ -88,8 +90,10 @@ def schema() -> dict[str, Any]:
     health["oneOf"] = [{"required": [k]} for k in ("http", "tcp", "cmd")]
     schedule = _table(fields.SCHEDULE)
     schedule["oneOf"] = [{"required": ["cron"]}, {"required": ["every"]}]
+    notify = _table(fields.NOTIFY)
+    notify["properties"]["webhook"]["pattern"] = "^https?://"
     process = _table(fields.PROCESS, {"ready": ready, "health": health, "schedule": schedule,
-                                      "reload": _table(fields.RELOAD)})
+                                      "reload": _table(fields.RELOAD), "notify": notify})
     process["required"] = ["command"]
     process["not"] = {"required": ["restart", "restart_on_exit"]}     # one name for one setting
     # the canary is reached through the shared socket: ready.http needs listen
@@ -108,6 +112,8 @@ def schema() -> dict[str, Any]:
                           "propertyNames": {"pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"},
                           "additionalProperties": process},
             "logs": _table(fields.LOGS),
+            "notify": notify,
+            "metrics": _table(fields.METRICS),
         },
     }
 

@@ -53,6 +53,7 @@ async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -
 
     def say(text: str) -> None:
         engine.logs.emit("oxtui", None, "event", [f"apply: {text}"])
+        engine.events.publish("apply", "oxtui", text=f"apply: {text}")
         if progress is not None:
             progress(text)
 

@@ -96,6 +96,17 @@ async def logs(engine: Engine, req: dict[str, Any], progress: Progress) -> Any:
     return {"lines": lines[len(lines) - n:] if n else [], "seq": engine.logs.seq}
 
 
+async def events(engine: Engine, req: dict[str, Any], progress: Progress) -> Any:
+    name = req.get("name")
+    if name not in (None, "all"):
+        engine.targets(name)           # an unknown name is an error, not an empty list
+    n = req.get("n", 50)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise CommandError("events -n needs a number of events >= 0")
+    recent = engine.events.recent(name)
+    return {"events": recent[len(recent) - n:] if n else [], "seq": engine.events.seq}
+
+
 async def apply(engine: Engine, req: dict[str, Any], progress: Progress) -> Any:
     return await engine.apply(progress)
 
@@ -112,5 +123,5 @@ async def shutdown(engine: Engine, req: dict[str, Any], progress: Progress) -> A
 
 COMMANDS: dict[str, Handler] = {
     "status": status, "scale": scale, "reload": reload, "restart": restart, "stop": stop, "start": start,
-    "kill": kill, "logs": logs, "apply": apply, "save": save, "shutdown": shutdown,
+    "kill": kill, "logs": logs, "events": events, "apply": apply, "save": save, "shutdown": shutdown,
 }

@@ -95,6 +95,9 @@ class ControlServer:
         if req["cmd"] == "logs" and req.get("follow"):
             await self._follow(req, writer)
             return
+        if req["cmd"] == "events" and req.get("follow"):
+            await self._follow_events(req, writer)
+            return
         if req["cmd"] == "attach":
             await self._attach(req, reader, writer)
             return
@@ -128,6 +131,34 @@ class ControlServer:
                 writer.write(b"".join(encode({"log": [b.seq, b.ts, b.source, b.stream, line]})
                                       for b in batches for line in b.lines))
                 await writer.drain()
+
+    async def _follow_events(self, req: dict, writer: asyncio.StreamWriter) -> None:
+        try:
+            first = await self.engine.execute({**req, "follow": False})
+        except CommandError as e:
+            await _send(writer, error(str(e)))
+            return
+        name = req.get("name")
+        queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=10_000)
+
+        def on_event(ev: dict) -> None:
+            if name in (None, "all") or ev["process"] == name:
+                try:
+                    queue.put_nowait(ev)
+                except asyncio.QueueFull:     # a reader that stopped reading loses events, never the engine
+                    pass
+        hub = self.engine.events
+        hub.subscribers.append(on_event)
+        try:
+            await _send(writer, ok(first))
+            while True:
+                ev = await queue.get()
+                writer.write(encode({"event": ev}))
+                while not queue.empty():
+                    writer.write(encode({"event": queue.get_nowait()}))
+                await writer.drain()
+        finally:
+            hub.subscribers.remove(on_event)
 
     async def _attach(self, req: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A UI attached over the socket: the snapshot whenever it changes (at most 10 a second) and

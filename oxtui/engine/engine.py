@@ -19,7 +19,9 @@ from ..config import Config, ProcessConfig, digest
 from ..format import hint
 from ..protocol import LIVE_STATES, Snapshot, WorkerState
 from ..runtime import hold_dir, lock_path, write_lock
+from .alerts import Alerts
 from .errors import CommandError
+from .events import EventHub
 from .group import ProcessGroup
 from .logs import LogHub
 from .metrics import Sampler, Usage
@@ -43,6 +45,9 @@ class Engine:
     def __init__(self, config: Config, *, control: bool = True):
         self.config = config
         self.logs = LogHub(config.logs.dir, config.logs.max_size, config.logs.keep, config.logs.buffer_lines)
+        self.events = EventHub()
+        self.alerts = Alerts(self)
+        self.exporter: Any = None
         self.groups: dict[str, ProcessGroup] = {}
         self.base_env = dict(os.environ)
         self.started_at = time.time()
@@ -123,6 +128,9 @@ class Engine:
             g.start_watch()
             g.start_schedule()
         self.service.start(self)
+        self.alerts.start()
+        if self.config.metrics.listen is not None:
+            self._start_metrics()
 
     def adopt_lock(self, fd: int) -> None:
         self._lock_fd = fd
@@ -147,6 +155,9 @@ class Engine:
             return
         self._stopping = True
         self.service.stopping()
+        self.alerts.close()
+        if self.exporter is not None:
+            self.exporter.close()
         for t in self._tasks:
             t.cancel()
         try:
@@ -291,9 +302,13 @@ class Engine:
                 if u is None:
                     continue
                 w.cpu_percent, w.rss_bytes = u.cpu_percent, u.rss_bytes
+                w.cpu_seconds += u.cpu_seconds
                 limit = w.cfg.max_memory
                 if limit is not None and u.rss_bytes > limit and w.state == WorkerState.RUNNING:
-                    w.restart(f"memory {u.rss_bytes / 2**20:.0f} MiB over max_memory {limit / 2**20:.0f} MiB")
+                    w.restart(f"memory {u.rss_bytes / 2**20:.0f} MiB over max_memory {limit / 2**20:.0f} MiB",
+                              "max_memory")
+            if self.exporter is not None:
+                self.exporter.update()
             self.changed()
             self._wake_metrics.clear()
             try:
@@ -301,6 +316,14 @@ class Engine:
                                        METRICS_INTERVAL if self._watched() else METRICS_IDLE_INTERVAL)
             except TimeoutError:
                 pass
+
+    def _start_metrics(self) -> None:
+        from .prom import Exporter
+        try:
+            self.exporter = Exporter(self, *self.config.metrics.listen)
+        except OSError as e:
+            self.logs.emit("oxtui", None, "event", [f"[metrics] listen: cannot serve on "
+                                                    f"{self.config.metrics.listen}: {e.strerror}; no /metrics"])
 
     def _watched(self) -> bool:
         return self.viewers > 0 or time.monotonic() - self._looked_at < LOOKED_AT_RECENTLY

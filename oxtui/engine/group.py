@@ -7,10 +7,11 @@ import os
 import signal
 import socket
 import time
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Callable
 
 from ..config import ProcessConfig
-from ..protocol import LIVE_STATES, ProcessSnapshot, ScheduleSnapshot, WorkerSnapshot, WorkerState
+from ..protocol import LIVE_STATES, ExitRecord, ProcessSnapshot, ScheduleSnapshot, WorkerSnapshot, WorkerState
 from .deps import verdict
 from .errors import CommandError
 from .logs import LogBatch
@@ -23,6 +24,12 @@ from .worker import Worker
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+
+EXITS_KEPT = 50
+# The event an exit is published as (the notifications' "crash" covers every unexpected cause).
+EXIT_EVENTS = {"crash": "crash", "not_found": "crash", "killed": "crash", "oom": "oom", "max_memory": "max_memory",
+               "health": "health", "reload": "stop", "stopped": "stop"}
 
 
 class ProcessGroup:
@@ -41,6 +48,10 @@ class ProcessGroup:
         self.next_run: float | None = None
         self.last_run: dict | None = None
         self.deps_pending = False          # its workers wait for depends_on (the engine settles it)
+        self.exits: deque[ExitRecord] = deque(maxlen=EXITS_KEPT)
+        self.exit_causes: Counter[str] = Counter()      # every exit since the engine started, by cause
+        self.reload_results: Counter[str] = Counter()   # rolling reloads: "done" / "failed"
+        self.last_reload_seconds: float | None = None
         self._blocked_said: str | None = None
         self.log = engine.logs.open(cfg.name)
 
@@ -67,6 +78,20 @@ class ProcessGroup:
 
     def changed(self) -> None:
         self.engine.changed()
+
+    def publish(self, who: Worker | None, event: str, text: str, **fields: object) -> None:
+        self.engine.events.publish(event, self.name, None if who is None else who.log_instance,
+                                   None if who is None else who.last_pid, text, **fields)
+
+    def record_exit(self, who: Worker, record: ExitRecord) -> None:
+        self.exits.append(record)
+        self.exit_causes[record["cause"]] += 1
+        how = f"signal {record['signal']}" if record["signal"] else f"code {record['code']}"
+        text = f"exited ({record['cause']}: {how}" + (f", {record['note']}" if record["note"] else "") + ")"
+        event = EXIT_EVENTS.get(record["cause"], "crash")
+        fields = {k: v for k, v in record.items() if k not in ("instance", "pid", "at")}
+        self.engine.events.publish(event, self.name, who.log_instance, record["pid"], text, role=who.role,
+                                   **fields)
 
     def all_workers(self) -> list[Worker]:
         """The slots' workers plus a reload's surge instance and canary."""
@@ -190,6 +215,7 @@ class ProcessGroup:
         before = self.target
         self.target = n
         self.event(None, f"scaling {before} -> {n}")
+        self.publish(None, "scale", f"scaling {before} -> {n}", before=before, instances=n)
         if n > before:
             if self.cfg.schedule is not None and self.cfg.is_task:
                 self.boot()       # the new instances join the next scheduled run
@@ -304,7 +330,11 @@ class ProcessGroup:
         self.event(None, f"watch: {first}{more} changed; rolling reload")
         self.begin_reload()
 
-    def _after_reload(self, _task: asyncio.Task[bool]) -> None:
+    def _after_reload(self, task: asyncio.Task[bool]) -> None:
+        rl = self.reload
+        if isinstance(rl, RollingReload) and rl.state in ("done", "failed"):
+            self.reload_results[rl.state] += 1
+            self.last_reload_seconds = (rl.finished or time.time()) - rl.started
         if self._watch_pending and not self.engine.stopping:
             self._watch_pending = False
             self.event(None, "watch: files changed during the reload; reloading again")
@@ -350,11 +380,21 @@ class ProcessGroup:
             "log_file": str(self.log.file.path),
             "command": self.cfg.command,
             "release": self.release,
+            "cwd": str(self.cfg.cwd),
+            "user": self.cfg.run_as.user if self.cfg.run_as else None,
+            "env_names": self._env_names(),
+            "exits": list(self.exits),
             "depends_on": dict(self.cfg.depends_on),
             "schedule": self._schedule_snapshot(),
             "task": self.cfg.is_task,
             "workers": workers,
         }
+
+    def _env_names(self) -> list[str]:
+        """Names only: values (secrets from .env files) never leave the engine."""
+        from .spawn import read_env_files
+        names = {k for k, _ in self.cfg.env} | {k for k, _ in read_env_files(self.cfg.env_files)}
+        return sorted(names)
 
     def _schedule_snapshot(self) -> ScheduleSnapshot | None:
         sched = self.cfg.schedule
@@ -381,4 +421,5 @@ class ProcessGroup:
             "reason": w.reason,
             "role": w.role,
             "release": w.release,
+            "last_exit": w.last_exit,
         }

@@ -139,6 +139,7 @@ class ProcessLog:
         self.max_lines = max_lines
         self._lines = 0
         self._bytes = 0
+        self.lines_total = 0        # every line the instances printed (Prometheus' oxtui_log_lines_total)
 
     def add(self, batch: LogBatch) -> None:
         prefix = f"{format_ts(batch.ts)} {batch.source} {STREAM_MARK[batch.stream]} ".encode()
@@ -191,6 +192,8 @@ class LogHub:
         batch.seq = self.seq
         log = self.open(batch.process)
         log.add(batch)
+        if batch.stream != "event":
+            log.lines_total += batch.count
         if log.file.pending and self.on_pending is not None:
             self.on_pending()
         for fn in list(self.subscribers):

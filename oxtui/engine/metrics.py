@@ -23,6 +23,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 class Usage:
     cpu_percent: float   # percent of one core, summed over the tree (can pass 100 on several cores)
     rss_bytes: int
+    cpu_seconds: float = 0.0   # CPU time used since the previous sample (for a counter)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Sampler:
                         cpu_ticks += st.cpu_ticks - before
                     seen[key] = st.cpu_ticks
                     rss += st.rss_bytes
-                out[root] = Usage(round(cpu_ticks / TICKS / elapsed * 100, 1), rss)
+                out[root] = Usage(round(cpu_ticks / TICKS / elapsed * 100, 1), rss, cpu_ticks / TICKS)
         self._last = seen
         engine = Usage(round(self.engine.cpu_percent(None), 1), self.engine.memory_info().rss)
         return out, engine

@@ -39,6 +39,7 @@ class RollingReload:
         self.slots: list[ReloadSlot] = []
         self.started = time.time()
         self.finished: float | None = None
+        self.tail: list[str] = []      # the last lines of the new instance (or canary) that failed
 
     @property
     def active(self) -> bool:
@@ -54,9 +55,11 @@ class RollingReload:
         """A replacement (or the canary) that dies this soon after becoming ready fails the reload."""
         return self.group.cfg.reload.min_ready
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, event: str = "reload_step") -> None:
         self.step = text
         self.group.event(None, f"reload: {text}")
+        self.group.publish(None, event, f"reload: {text}", release=self.release,
+                           **({"reason": self.reason, "tail": self.tail} if event == "reload_failed" else {}))
         if self.progress is not None:
             self.progress(text)
 
@@ -81,12 +84,12 @@ class RollingReload:
                     raise failed[0]
             self.state = "done"
             self.slot = None
-            self.say(f"done: {group.target} instance(s) replaced in {time.time() - self.started:.1f}s")
+            self.say(f"done: {group.target} instance(s) replaced in {time.time() - self.started:.1f}s", "reload_done")
             return True
         except ReloadFailed as e:
             self.state = "failed"
             self.reason = str(e)
-            self.say(f"failed: {e}; the running instances keep serving")
+            self.say(f"failed: {e}; the running instances keep serving", "reload_failed")
             return False
         except asyncio.CancelledError:
             self.state = "cancelled"
@@ -96,7 +99,7 @@ class RollingReload:
             self.finished = time.time()
             if group.extra:
                 leftovers, group.extra = group.extra, []
-                await asyncio.gather(*(w.stop() for w in leftovers))
+                await asyncio.gather(*(w.stop("reload") for w in leftovers))
             group.changed()
 
     async def _canary(self, path: str) -> None:
@@ -140,7 +143,7 @@ class RollingReload:
                     last, answered = why, code is not None
                 await asyncio.sleep(0.2)
         finally:
-            await canary.stop()
+            await canary.stop("reload")
             if canary in group.extra:
                 group.extra.remove(canary)
             priv.close()
@@ -167,7 +170,7 @@ class RollingReload:
         except ReloadFailed:
             record["state"] = "failed"
             record["new_pid"] = record["new_pid"] or new.last_pid
-            await new.stop()
+            await new.stop("reload")
             group.extra.remove(new)
             raise
         # Promote before draining: from here the new instance is the slot's.
@@ -178,7 +181,7 @@ class RollingReload:
         self.say(f"slot {slot}: new pid {new.pid} ready" + (f", draining old pid {old.pid}" if old and old.pid else ""))
         if old is not None:
             old_pid = old.pid
-            await old.stop()
+            await old.stop("reload")
             if old_pid:
                 self.say(f"slot {slot}: old pid {old_pid} drained ({old.exit_text})")
         record["state"] = "done"
@@ -204,10 +207,11 @@ class RollingReload:
             return
         if worker.ended.is_set():
             raise ReloadFailed(f"{who}: new pid {worker.last_pid} {self._ended_how(worker)} before it was ready")
+        self.tail = worker.tail_lines()
         raise ReloadFailed(f"{who}: new pid {worker.last_pid} not ready within {self.timeout:g}s")
 
-    @staticmethod
-    def _ended_how(worker: Worker) -> str:
+    def _ended_how(self, worker: Worker) -> str:
+        self.tail = worker.tail_lines()     # what it printed before it died: the reason is usually there
         if worker.exit_signal:
             return f"was killed by {worker.exit_signal}"
         return f"exited with code {worker.exit_code}"
@@ -283,5 +287,6 @@ def _snapshot(self: RollingReload | TaskRun) -> ReloadSnapshot:
         "started_at": self.started,
         "finished_at": self.finished,
         "kind": "run" if isinstance(self, TaskRun) else "rolling",
+        "tail": list(getattr(self, "tail", [])),
         "why": getattr(self, "why", "reload"),
     }

@@ -17,13 +17,15 @@ import asyncio
 import os
 import signal
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import ProcessConfig
-from ..protocol import LIVE_STATES, Health, WorkerState
+from ..protocol import LIVE_STATES, ExitRecord, Health, WorkerState
 from ..values import program_of
 from . import checks
 from .backoff import RestartPolicy
+from .exits import TAIL_LINES, classify, oom_counters
 from .logs import LineSplitter
 from .pipes import PipeReader
 from .spawn import Child, SpawnError, describe_status, instance_env, read_env_files
@@ -43,6 +45,8 @@ class WorkerHost(Protocol):
     def event(self, who: Worker | None, text: str) -> None: ...
     def output(self, who: Worker, stream: str, blob: bytes) -> LogBatch: ...
     def changed(self) -> None: ...
+    def publish(self, who: Worker, event: str, text: str, **fields: object) -> None: ...
+    def record_exit(self, who: Worker, record: ExitRecord) -> None: ...
 
 # With no [ready] table an instance counts as ready after this long alive.
 DEFAULT_READY_AFTER = 1.0
@@ -66,6 +70,12 @@ class Worker:
         self.health_passed = False               # a probe has passed since this process started
         self.cpu_percent: float | None = None
         self.rss_bytes: int | None = None
+        self.cpu_seconds = 0.0                   # over every process this slot has had (a counter)
+        self.last_exit: ExitRecord | None = None  # survives restarts
+        self._tail: deque[LogBatch] = deque()     # the current process's last output (>= TAIL_LINES lines)
+        self._tail_count = 0
+        self._stop_cause: str | None = None       # what kind of stop or restart oxtui asked for
+        self._oom_before: tuple[int | None, int | None] = (None, None)
         self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
                                     window=cfg.restart_window)
         self.ready = asyncio.Event()             # set while the current process is ready
@@ -84,6 +94,7 @@ class Worker:
         """Run (again) and keep running; also takes an errored or exited worker out of its park."""
         self._want = True
         if self._task is None or self._task.done():
+            self._stop_cause = None
             self.policy.reset()
             self._stop = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"worker {self.label}")
@@ -104,19 +115,24 @@ class Worker:
         """No process and no supervising task: start() would launch one."""
         return self._task is None or self._task.done()
 
-    async def stop(self) -> None:
-        """Stop gracefully (stop_signal, stop_timeout, then SIGKILL of the group) and wait."""
+    async def stop(self, cause: str = "stopped") -> None:
+        """Stop gracefully (stop_signal, stop_timeout, then SIGKILL of the group) and wait. `cause` goes
+        into the exit record: "stopped" on request, "reload" when a reload drains it."""
         if self.state == WorkerState.WAITING:
             self._set(WorkerState.STOPPED)
+        if self._stop_cause is None:
+            self._stop_cause = cause
         self._want = False
         self._stop.set()
         if self._task is not None:
             await asyncio.shield(self._task)
 
-    def restart(self, reason: str) -> None:
-        """Replace the running process (gracefully), as after a crash."""
+    def restart(self, reason: str, cause: str = "health") -> None:
+        """Replace the running process (gracefully), as after a crash; `cause` ("health", "max_memory")
+        goes into the exit record."""
         if self._child is not None and self.state in (WorkerState.STARTING, WorkerState.RUNNING):
             self._restart_reason = reason
+            self._stop_cause = cause
             self._stop.set()
 
     def kill(self, sig: signal.Signals) -> bool:
@@ -217,6 +233,7 @@ class Worker:
                     self.reason = (f"crash loop: {self.policy.max_restarts} restarts within "
                                    f"{self.policy.window:g}s; fix it, then start or restart")
                     self.group.event(self, f"errored: {self.reason}")
+                    self.group.publish(self, "errored", f"errored: {self.reason}", reason=self.reason)
                     self._set(WorkerState.ERRORED)
                     return
                 if delay > 0:
@@ -267,6 +284,9 @@ class Worker:
         else:
             child = adopted
         self._child = child
+        self._tail.clear()
+        self._tail_count = 0
+        self._oom_before = oom_counters()
         self.pid = self.last_pid = child.pid
         self.started_at = child.started
         self.exit_code = self.exit_signal = None
@@ -276,7 +296,9 @@ class Worker:
         helpers = []
         if adopted is None:
             self._set(WorkerState.STARTING)
-            self.group.event(self, f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else ""))
+            text = f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else "")
+            self.group.event(self, text)
+            self.group.publish(self, "start", text, restarts=self.restarts)
             helpers.append(loop.create_task(self._become_ready(child)))
         else:
             self._now_ready()       # it was ready under the engine we took over from
@@ -301,8 +323,16 @@ class Worker:
         await self._clean_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
         self._child = None
         self.pid = None
+        # Let the readers finish what the child wrote before it died (they close at EOF): its last
+        # lines (a traceback) belong in the exit record and before the exit event.
+        if any(not p.closed.is_set() for p in pumps.values()):
+            drained = [asyncio.ensure_future(p.closed.wait()) for p in pumps.values()]
+            await asyncio.wait(drained, timeout=0.5)
+            for t in drained:
+                t.cancel()
         self.ended.set()
         how = self.exit_text
+        self._record_exit(child.pid, uptime, why)
         if why is None:
             self.reason = f"exited with {how}"
             if self.exit_code == 127:
@@ -315,13 +345,28 @@ class Worker:
         else:
             self.reason = why
             self.group.event(self, f"pid {child.pid} restarted: {why}")
-        # Let the readers finish what the child wrote before it died; they close at EOF.
-        if any(not p.closed.is_set() for p in pumps.values()):
-            drained = [asyncio.ensure_future(p.closed.wait()) for p in pumps.values()]
-            await asyncio.wait(drained, timeout=0.5)
-            for t in drained:
-                t.cancel()
         return uptime, why
+
+    def _record_exit(self, pid: int, uptime: float, why: str | None) -> None:
+        task_done = why is None and not self._restarts_after_exit()
+        cause, note = classify(self.exit_code, self.exit_signal, why, self._stop_cause, self._oom_before,
+                               oom_counters(), task_done)
+        self._stop_cause = None
+        if why not in (None, "stop"):
+            note = why
+        elif cause == "not_found":
+            note = f"command not found: {program_of(self.cfg.command)}"
+        record: ExitRecord = {"at": round(time.time(), 3), "pid": pid, "code": self.exit_code,
+                              "signal": self.exit_signal, "cause": cause, "note": note,
+                              "uptime_s": round(uptime, 3), "instance": self.slot, "release": self.release,
+                              "tail": self.tail_lines()}
+        if self.role is None:
+            self.last_exit = record
+        self.group.record_exit(self, record)
+
+    def tail_lines(self) -> list[str]:
+        lines = [line for b in self._tail for line in b.lines]
+        return lines[-TAIL_LINES:]
 
     def _pump(self, loop: asyncio.AbstractEventLoop, child: Child) -> dict[str, PipeReader]:
         readers = {}
@@ -345,6 +390,11 @@ class Worker:
 
     def _on_output(self, stream: str, blob: bytes) -> None:
         batch = self.group.output(self, stream, blob)
+        # The last lines before a death, kept by reference (no copy, no decoding until it dies).
+        self._tail.append(batch)
+        self._tail_count += batch.count
+        while self._tail_count - self._tail[0].count >= TAIL_LINES:
+            self._tail_count -= self._tail.popleft().count
         ready = self.cfg.ready
         if ready is not None and ready.log is not None and self.state == WorkerState.STARTING and not self.ready.is_set():
             if any(ready.log.search(line) for line in batch.lines):
