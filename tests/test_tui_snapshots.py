@@ -4,6 +4,7 @@ after a deliberate UI change, and look at the new pictures before committing the
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -56,10 +57,22 @@ def snapshot(reloading: bool = False) -> dict[str, Any]:
             {"name": "worker", "instances": 1, "listen": None, "reload": None, "log_file": "/x/worker.log",
              "workers": [worker(0, 4200, health=None, cpu_percent=1.5)]},
             {"name": "flaky", "instances": 1, "listen": None, "reload": None, "log_file": "/x/flaky.log",
+             "command": "python3 flaky.py", "cwd": "/srv/app", "user": "www-data", "env_names": ["API_TOKEN", "DEBUG"],
+             "depends_on": {"migrate": "completed_successfully"}, "release": 1, "exits": FLAKY_EXITS,
              "workers": [worker(0, None, state="backoff", restarts=7, exit_code=1, health=None, cpu_percent=None,
-                                rss_bytes=None, uptime_s=None)]},
+                                rss_bytes=None, uptime_s=None, last_exit=FLAKY_EXITS[-1])]},
         ],
     }
+
+
+FLAKY_EXITS = [
+    {"at": T0 + 7384.0 - 600, "pid": 4290, "code": None, "signal": "SIGKILL", "cause": "oom", "uptime_s": 3000.0,
+     "note": "probably killed by the kernel's OOM killer (/proc/vmstat oom_kill moved meanwhile)", "instance": 0,
+     "release": 1, "tail": ["flaky: cache holds 1800 MB", "flaky: cache holds 1950 MB"]},
+    {"at": T0 + 7384.0 - 12, "pid": 4300, "code": 1, "signal": None, "cause": "crash", "uptime_s": 12.0, "note": None,
+     "instance": 0, "release": 1, "tail": ["Traceback (most recent call last):", '  File "flaky.py", line 9, in <module>',
+                                           "ConnectionResetError: [Errno 104] connection reset by peer [x]"]},
+]
 
 
 def batches() -> list[LogBatch]:
@@ -140,6 +153,15 @@ def test_help(snap_compare):
     assert snap_compare(make_app(), terminal_size=(120, 36), run_before=help_)
 
 
+def test_details_of_a_worker(snap_compare):
+    async def details(pilot):
+        for _ in range(8):              # down to flaky.0, the last row
+            await pilot.press("down")
+        await pilot.press("enter")
+        await pilot.pause()
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=details)
+
+
 def test_attached_header_and_quit_choices(snap_compare):
     async def quit_(pilot):
         await pilot.press("q")
@@ -157,5 +179,47 @@ def test_rows_keep_keys_in_place():
     keys = [r.key for r in rows]
     assert keys[:7] == ["p:web", "w:web:0:", "w:web:1:", "w:web:1:surge", "w:web:2:", "w:web:3:", "p:worker"]
     flaky = next(r for r in rows if r.key == "w:flaky:0:")
-    assert flaky.cells[2] == "backoff" and flaky.cells[9] == "code 1" and flaky.cells[1] == "-"
+    assert flaky.cells[2] == "backoff" and flaky.cells[9] == "code 1 12s" and flaky.cells[1] == "-"
     assert next(r for r in rows if r.key == "w:web:1:").cells[9] == "SIGKILL"
+
+
+def test_enter_opens_the_details_and_esc_closes_them():
+    asyncio.run(_details())
+
+
+async def _details():
+    from oxtui.tui.screens import DetailsScreen
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        for _ in range(8):
+            await pilot.press("down")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DetailsScreen)
+        text = str(app.screen.query_one("#details-text").render())
+        assert "flaky.0" in text and "ConnectionResetError" in text and "oom" in text and "API_TOKEN" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, DetailsScreen)
+
+
+def test_z_wraps_a_long_line_and_unwraps_it():
+    asyncio.run(_wrap())
+
+
+async def _wrap():
+    app = make_app()
+    long = "x" * 150 + " END"
+    app.client.logs.append(LogBatch(99, T0 + 20, "web", 0, "out", long.encode(), 1, (long,)))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        view = app.logview
+        lines = len(view.view)
+        assert view.virtual_size.height == lines and view.virtual_size.width > 120
+        await pilot.press("l", "z")
+        await pilot.pause()
+        assert view.wrap and view.virtual_size.height == lines + 1 and view.virtual_size.width <= 120
+        assert "wrapped" in str(app.logs_title.render())
+        await pilot.press("z")
+        await pilot.pause()
+        assert not view.wrap and view.virtual_size.height == lines

@@ -27,8 +27,8 @@ from ..protocol import LIVE_STATES, ProcessSnapshot, Reply, Snapshot, WorkerStat
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logview import LogView
-from .model import SORTS, History, build_rows, header_text, process_info, reload_lines
-from .screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
+from .model import SORTS, History, build_rows, details_text, header_text, process_info, reload_lines, snapshot_time
+from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen
 
 PULL_INTERVAL = 0.1
 
@@ -173,6 +173,21 @@ class OxtuiApp(App[int]):
     @on(DataTable.RowHighlighted)
     def _row_moved(self) -> None:
         self._show_info()
+
+    @on(DataTable.RowSelected)
+    def _open_details(self) -> None:
+        """Enter on a row: the worker's (or process's) details and exit history."""
+        row = self.grid.selected()
+        if row is None:
+            return
+        name, instance = row.process, (row.instance if row.kind == "worker" and row.role is None else None)
+
+        def render() -> str:
+            p = self._process_snapshot(name)
+            if p is None:
+                return f"{name} is gone (removed from the oxfile)"
+            return details_text(p, instance, now=snapshot_time(self._snapshot))
+        self.push_screen(DetailsScreen(render, live=not self._clock_free))
 
     def _stopping_text(self, snap: Snapshot) -> str:
         if not self.stopping:
@@ -412,7 +427,8 @@ class OxtuiApp(App[int]):
         view = self.logview
         what = "all processes" if view.filter is None else (view.filter[1] or view.filter[0])
         mark = "▶ " if view.has_focus else ""
-        parts = [f"{mark}logs · {what}", "following" if view.follow else "paused (End to follow)"]
+        parts = [f"{mark}logs · {what}", "following" if view.follow else "paused (End to follow)",
+                 "wrapped (z: one row per line)" if view.wrap else "z wraps long lines"]
         if self.search_text:
             where = f"match {view.current + 1} of {len(view.matches)}" if view.matches else "no match"
             parts.append(f"search {self.search_text!r}: {where}, n/N"

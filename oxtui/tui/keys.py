@@ -38,6 +38,8 @@ KEYS: tuple[Key, ...] = (
         "reload", "Reload", "Reload process"),
     Key("Workers", "R", "rolling reload of every process, one after another", "R", "reload_all", "Reload all",
         "Reload all", "R"),
+    Key("Workers", "Enter", "details of the selected worker or process: command, cwd, user, env names, log file, "
+        "readiness and health, every recent exit with its last lines", where="grid"),
     Key("Workers", "s", "sort workers: slot, CPU, memory, restarts", "s", "sort", None, "Sort workers"),
     Key("Workers", "x", "stop the selected process gracefully", "x", "stop_process", None, "Stop process"),
     Key("Workers", "X", "start the selected process", "X", "start_process", None, "Start process"),
@@ -48,6 +50,8 @@ KEYS: tuple[Key, ...] = (
     Key("Logs", "n / N", "next / previous match", where="logs"),
     Key("Logs", "Esc", "clear the search", "escape", "clear_search"),
     Key("Logs", "End / G", "follow new lines again (scrolling up pauses follow)", where="logs"),
+    Key("Logs", "z", "wrap long lines onto several rows (again: one row per line, ← → scroll sideways)",
+        where="logs"),
     Key("App", "a", "apply the oxfile as it is now on disk: new processes start, removed ones stop, changed ones "
         "get a rolling reload", "a", "apply", None, "Apply oxfile"),
     Key("App", "w", "save the running instance counts into the oxfile (comments and layout kept)", "w", "save",

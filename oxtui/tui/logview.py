@@ -23,6 +23,7 @@ from textual.strip import Strip
 from ..protocol import STREAM_MARK, LogBatch, format_ts
 
 MAX_LINES = 20_000
+PREFIX = 13 + 11 + 2        # "HH:MM:SS.mmm " + the source in 10 + " " + the stream mark and a space
 MAX_WIDTH = 1000
 PALETTE = ("cyan", "yellow", "green", "magenta", "blue", "bright_cyan", "bright_yellow", "bright_green",
            "bright_magenta", "bright_blue")
@@ -48,6 +49,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("N", "previous_match", "Previous match", show=False),
         Binding("end,G", "follow", "Follow", show=False),
         Binding("home,g", "top", "Top", show=False),
+        Binding("z", "toggle_wrap", "Wrap", show=False),
     ]
 
     class MatchChanged(Message):
@@ -71,6 +73,8 @@ class LogView(ScrollView, can_focus=True):
         self.dropped = 0
         self._colours: dict[str, Style] = {}
         self._width = 40
+        self.wrap = False
+        self._rows: list[tuple[int, int]] = []      # wrapped: (index in view, start in its text) per screen row
 
     # ---- feeding ------------------------------------------------------------------------------
 
@@ -105,10 +109,45 @@ class LogView(ScrollView, can_focus=True):
     def _resize(self) -> None:
         if self.pattern is not None:
             self._rematch()
-        self.virtual_size = Size(self._width, len(self.view))
+        if self.wrap:
+            self._rewrap()
+            self.virtual_size = Size(self.size.width, len(self._rows))
+        else:
+            self.virtual_size = Size(self._width, len(self.view))
         if self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
+
+    # ---- wrapping -----------------------------------------------------------------------------
+
+    def action_toggle_wrap(self) -> None:
+        """Long lines on several rows (again: one row per line, scrolled sideways with ← →)."""
+        self.wrap = not self.wrap
+        self.scroll_to(x=0, animate=False, immediate=True)
+        self._resize()
+        self.post_message(self.FollowChanged(self.follow))     # the title says "wrapped"
+
+    def _text_width(self) -> int:
+        return max(10, (self.size.width or 80) - PREFIX)
+
+    def _rewrap(self) -> None:
+        width = self._text_width()
+        rows: list[tuple[int, int]] = []
+        for i, line in enumerate(self.view):
+            n = len(line.text.replace("\t", "    "))
+            rows += [(i, start) for start in range(0, max(n, 1), width)]
+        self._rows = rows
+
+    def _row_of(self, index: int) -> int:
+        """The first screen row of view[index]."""
+        if not self.wrap:
+            return index
+        import bisect
+        return bisect.bisect_left(self._rows, (index, 0))
+
+    def on_resize(self) -> None:
+        if self.wrap:
+            self._resize()
 
     # ---- search -------------------------------------------------------------------------------
 
@@ -149,7 +188,7 @@ class LogView(ScrollView, can_focus=True):
         self.current = (self.current + step) % len(self.matches)
         self.post_message(self.MatchChanged())
         self._set_follow(False)
-        y = self.matches[self.current]
+        y = self._row_of(self.matches[self.current])
         self.scroll_to(y=max(0, y - self.size.height // 2), animate=False, immediate=True)
         self.refresh()
 
@@ -189,16 +228,27 @@ class LogView(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
         width = self.size.width
+        start = 0
+        if self.wrap:
+            if scroll_y + y >= len(self._rows):
+                return Strip.blank(width, self.rich_style)
+            index, start = self._rows[scroll_y + y]
         if index >= len(self.view):
             return Strip.blank(width, self.rich_style)
         line = self.view[index]
+        if start:        # a continuation row: the text goes on under the text, not under the prefix
+            body_style = ERR_STYLE if line.stream == "err" else EVENT_STYLE if line.stream == "event" else Style()
+            chunk = line.text.replace("\t", "    ")[start:start + self._text_width()]
+            strip = Strip([Segment(" " * PREFIX), *self._highlight(chunk, body_style, index)])
+            return strip.apply_style(self.rich_style).extend_cell_length(width, self.rich_style).crop(0, width)
         segments = [
             Segment(format_ts(line.ts)[11:] + " ", TIME_STYLE),
             Segment(f"{line.source:<10} ", self._colour(line.process)),
             Segment(STREAM_MARK[line.stream] + " ", ERR_STYLE if line.stream == "err" else TIME_STYLE),
         ]
         body_style = ERR_STYLE if line.stream == "err" else EVENT_STYLE if line.stream == "event" else Style()
-        segments += self._highlight(line.text, body_style, index)
+        text = line.text.replace("\t", "    ")[:self._text_width()] if self.wrap else line.text
+        segments += self._highlight(text, body_style, index)
         strip = Strip(segments).apply_style(self.rich_style).crop(scroll_x, scroll_x + width)
         return strip.extend_cell_length(width, self.rich_style)
 

@@ -114,8 +114,8 @@ def process_info(p: ProcessSnapshot | None) -> str:
                    None)
     if waiting:
         parts.append(waiting)
-    parts.append(p["command"])
-    return " · ".join(parts)
+    parts.append(p.get("command", ""))
+    return " · ".join(x for x in parts if x)
 
 
 def reload_summary(rl: ReloadSnapshot | None) -> str:
@@ -126,8 +126,17 @@ def reload_summary(rl: ReloadSnapshot | None) -> str:
     return f"reload {rl['state']}"
 
 
+def snapshot_time(snapshot: Snapshot | None) -> float | None:
+    """When the snapshot was taken ("2m ago" is counted from it, so a picture of it never changes)."""
+    eng = (snapshot or {}).get("engine") or {}
+    if "started_at" in eng and "uptime_s" in eng:
+        return eng["started_at"] + eng["uptime_s"]
+    return None
+
+
 def build_rows(snapshot: Snapshot, history: History, sort: str = "slot") -> list[Row]:
     rows: list[Row] = []
+    now = snapshot_time(snapshot)
     live: set[str] = set()
     for p in in_start_order(snapshot.get("processes", [])):
         name = p["name"]
@@ -165,7 +174,7 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot") -> list
                 sparkline(rss_hist, SPARK_WIDTH, relative=True),
                 str(w["restarts"]),
                 human_duration(w.get("uptime_s"), coarse=True),
-                last_exit(w),
+                last_exit(w, now),
                 ready_health(w, p),
             )
             rows.append(Row(key, "worker", name, w["instance"], w.get("role"), cells, w["state"]))
@@ -237,3 +246,52 @@ def reload_lines(snapshot: Snapshot | None, now: float | None = None, keep: floa
             new = s.get("new_pid") or "…"
             out.append(f"   slot {s['slot']}: old pid {old} → new pid {new}: {s['state']}")
     return out
+
+
+def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = None) -> str:
+    """The details screen (Rich markup): a worker's (or with instance None, a process's) settings, state and
+    exit history, each exit with the last lines it printed. Everything a child printed is escaped."""
+    from rich.markup import escape
+    now = time.time() if now is None else now
+    workers = [w for w in p["workers"] if instance is None or (w["instance"] == instance and not w.get("role"))]
+    out: list[str] = []
+    if instance is not None and workers:
+        w = workers[0]
+        out.append(f"[b]{p['name']}.{instance}[/b] · {w['state']} · pid {w['pid'] or '-'} · up "
+                   f"{human_duration(w.get('uptime_s'))} · {w['restarts']} restart(s) · release {w['release']}")
+        if w.get("reason"):
+            out.append(f"[dim]why:[/dim] {escape(w['reason'])}")
+    else:
+        out.append(f"[b]{p['name']}[/b] · {running_count(p)}/{p['instances']} running · release {p.get('release', 1)}"
+                   + (" · a task" if p.get("task") else ""))
+    rows = [("command", p.get("command", "")), ("cwd", p.get("cwd") or "-"),
+            ("user", p.get("user") or "the engine's own"),
+            ("env", ", ".join(p.get("env_names") or []) or "-  (names only: values are never shown)"),
+            ("log file", p.get("log_file", "-")), ("listen", p.get("listen") or "-"),
+            ("depends", depends_text(p) or "-"), ("schedule", schedule_text(p) or "-")]
+    for w in workers if instance is not None else []:
+        rows.append(("ready", "ready" if w.get("ready") else "not ready"))
+        h = w.get("health")
+        rows.append(("health", "unchecked" if not h else "ok" if h["ok"] else
+                     f"FAIL {h['failures']}/{h['threshold']}: {h.get('reason') or ''}"))
+    out += [f"[dim]{k:<9}[/dim] {escape(str(v))}" for k, v in rows]
+    rl = p.get("reload")
+    if rl and (instance is None or rl["state"] == "failed"):
+        out.append("")
+        out.append(f"[b]last reload[/b] (release {rl['release']}): {rl['state']}"
+                   + (f" · {escape(rl['reason'])}" if rl.get("reason") else ""))
+        if rl.get("tail"):
+            out.append("[dim]the failed instance's last lines:[/dim]")
+            out += [f"  [red]│[/red] {escape(line)}" for line in rl["tail"]]
+    exits = [e for e in p.get("exits", []) if instance is None or e["instance"] == instance]
+    out.append("")
+    out.append(f"[b]exits[/b] ({len(exits)} kept, newest first)" if exits else "[b]exits[/b]: none yet")
+    for e in reversed(exits):
+        how = e["signal"] or f"code {e['code']}"
+        when = time.strftime("%H:%M:%S", time.localtime(e["at"]))
+        ago = human_duration(max(0.0, now - e["at"]), coarse=True)
+        who = "" if instance is not None else f"{p['name']}.{e['instance']} "
+        out.append(f"{when} ({ago} ago) {who}pid {e['pid']} [b]{e['cause']}[/b] ({how}) after "
+                   f"{human_duration(e['uptime_s'])}" + (f" · {escape(e['note'])}" if e.get("note") else ""))
+        out += [f"  [dim]│[/dim] {escape(line)}" for line in e.get("tail", [])]
+    return "\n".join(out)

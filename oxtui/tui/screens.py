@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
@@ -23,6 +25,34 @@ class HelpScreen(ModalScreen[None]):
         with Vertical():
             yield Static(help_text(), id="help-text")
             yield Label("[dim]Esc to close[/dim]")
+
+
+class DetailsScreen(ModalScreen[None]):
+    """Enter on a row: everything about a worker or process, refreshed while open (model.details_text)."""
+
+    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    DetailsScreen { align: center middle; }
+    DetailsScreen > VerticalScroll { width: 95%; height: 90%; border: round $accent; padding: 0 1;
+                                     background: $surface; }
+    """
+
+    def __init__(self, render: Callable[[], str], live: bool = True):
+        super().__init__()
+        self.render_text = render
+        self.live = live
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(self.render_text(), id="details-text")
+            yield Label("[dim]Esc to close · ↑ ↓ scroll[/dim]")
+
+    def on_mount(self) -> None:
+        if self.live:
+            self.set_interval(1.0, self._refresh)
+
+    def _refresh(self) -> None:
+        self.query_one("#details-text", Static).update(self.render_text())
 
 
 class ConfirmScreen(ModalScreen[bool]):
