@@ -76,6 +76,7 @@ class Worker:
         self._tail_count = 0
         self._stop_cause: str | None = None       # what kind of stop or restart oxtui asked for
         self._oom_before: tuple[int | None, int | None] = (None, None)
+        self._secrets: list[str] = []             # values from env_file, hidden from exit records
         self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
                                     window=cfg.restart_window)
         self.ready = asyncio.Event()             # set while the current process is ready
@@ -164,7 +165,10 @@ class Worker:
 
     def _env(self) -> dict[str, str]:
         # .env files are read at every start, so editing one and reloading is how a secret rotates.
-        extra = read_env_files(self.cfg.env_files) + self.cfg.env
+        from_files = read_env_files(self.cfg.env_files)
+        # Their values are secrets: an exit record's last lines (status, events, webhooks) never carry them.
+        self._secrets = sorted({v for _, v in from_files if len(v) >= 6}, key=len, reverse=True)
+        extra = from_files + self.cfg.env
         env = instance_env(self.group.base_env, self.cfg.name, self.slot, extra, self.cfg.listen)
         run_as = self.cfg.run_as
         if run_as is not None:
@@ -365,8 +369,10 @@ class Worker:
         self.group.record_exit(self, record)
 
     def tail_lines(self) -> list[str]:
-        lines = [line for b in self._tail for line in b.lines]
-        return lines[-TAIL_LINES:]
+        lines = [line for b in self._tail for line in b.lines][-TAIL_LINES:]
+        for secret in self._secrets:
+            lines = [line.replace(secret, "***") for line in lines]
+        return lines
 
     def _pump(self, loop: asyncio.AbstractEventLoop, child: Child) -> dict[str, PipeReader]:
         readers = {}
