@@ -14,7 +14,8 @@ to init, and is reaped.
 Protocol over a SOCK_SEQPACKET socketpair, one JSON message per packet:
   engine -> helper: {"id", "argv", "cwd", "env", "listen": bool(, "uid", "gid", "groups")}
                     with fds [stdout, stderr(, socket)]
-  helper -> engine: {"id", "pid"} or {"id", "error"};  {"exit": pid, "status": wait status}
+  helper -> engine: {"id", "pid", "t"} or {"id", "error"};  {"exit": pid, "status": wait status, "t"}
+                    (t: CLOCK_MONOTONIC ns of the request, the fork, the reap: the restart timeline)
   engine -> helper: {"id", "cmd": "pdeathsig", "on": bool}  ->  {"id", "ok": true}
 The helper ends its instances and exits when every holder of the engine's end has closed it.
 
@@ -32,6 +33,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -148,6 +150,7 @@ _spawned: set[int] = set()     # instances; other children are orphans adopted a
 
 
 def _spawn(sock: socket.socket, req: dict, fds: list[int], helper_pid: int) -> None:
+    got = time.monotonic_ns()
     try:
         pid = os.fork()
     except OSError as e:
@@ -156,7 +159,8 @@ def _spawn(sock: socket.socket, req: dict, fds: list[int], helper_pid: int) -> N
         if pid == 0:
             _child(req, fds, helper_pid)
         _spawned.add(pid)
-        reply = {"id": req["id"], "pid": pid}
+        # CLOCK_MONOTONIC is the machine's: these times line up with the engine's (the restart timeline)
+        reply = {"id": req["id"], "pid": pid, "t": [got, time.monotonic_ns()]}
     for fd in fds:
         os.close(fd)
     sock.send(json.dumps(reply).encode())
@@ -181,7 +185,7 @@ def _reap(sock: socket.socket) -> None:
             continue                            # a re-parented grandchild: reaped, nobody to tell
         _spawned.discard(pid)
         try:
-            sock.send(json.dumps({"exit": pid, "status": status}).encode())
+            sock.send(json.dumps({"exit": pid, "status": status, "t": time.monotonic_ns()}).encode())
         except OSError:
             return
 

@@ -104,6 +104,7 @@ class Child:
     stdout: int   # read ends, non-blocking
     stderr: int
     started: float
+    timeline: dict[str, int] | None = None   # monotonic ns: spawn asked, helper got it, forked, pid back
 
 
 class Spawner:
@@ -117,6 +118,7 @@ class Spawner:
         self._next_id = 0
         self._waiters: dict[int, asyncio.Future[int]] = {}
         self._early: dict[int, int] = {}       # exits reported before anyone asked
+        self.exit_times: dict[int, tuple[int, int]] = {}   # pid -> (helper reaped it, engine heard), ns
 
     def _start_helper(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -171,6 +173,7 @@ class Spawner:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         _grow_pipe(out_w)
         self._next_id += 1
+        asked = time.monotonic_ns()
         argv = command_argv(command)
         req = {"id": self._next_id, "argv": argv, "path": _which(argv[0], cwd, env.get("PATH", os.defpath)),
                "cwd": cwd, "env": env, "listen": listen_fd is not None}
@@ -194,7 +197,10 @@ class Spawner:
             raise SpawnError(reply["error"])
         os.set_blocking(out_r, False)
         os.set_blocking(err_r, False)
-        return Child(pid=reply["pid"], stdout=out_r, stderr=err_r, started=time.monotonic())
+        got, forked = reply.get("t") or (0, 0)
+        timeline = {"spawn_asked": asked, "helper_got_request": got, "forked": forked,
+                    "engine_got_pid": time.monotonic_ns()}
+        return Child(pid=reply["pid"], stdout=out_r, stderr=err_r, started=time.monotonic(), timeline=timeline)
 
     def _wait_reply(self, sock: socket.socket, want: int) -> dict:
         # The helper answers within a fork; exits that arrive first are dispatched on the way.
@@ -207,7 +213,7 @@ class Spawner:
                 raise SpawnError("the helper exited")
             msg = json.loads(data)
             if "exit" in msg:
-                self._dispatch(msg["exit"], msg["status"])
+                self._dispatch(msg["exit"], msg["status"], msg.get("t"))
             elif msg.get("id") == want:
                 return msg
 
@@ -227,9 +233,13 @@ class Spawner:
                 return
             msg = json.loads(data)
             if "exit" in msg:
-                self._dispatch(msg["exit"], msg["status"])
+                self._dispatch(msg["exit"], msg["status"], msg.get("t"))
 
-    def _dispatch(self, pid: int, status: int) -> None:
+    def _dispatch(self, pid: int, status: int, reaped: int | None = None) -> None:
+        # when the helper reaped it and when the engine heard: the first steps of a restart's timeline
+        self.exit_times[pid] = (reaped or 0, time.monotonic_ns())
+        if len(self.exit_times) > 4096:           # never read back (no restart followed): forget the oldest
+            del self.exit_times[next(iter(self.exit_times))]
         fut = self._waiters.pop(pid, None)
         if fut is None:
             self._early[pid] = status          # it ended before anyone asked

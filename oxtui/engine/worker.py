@@ -77,6 +77,7 @@ class Worker:
         self._stop_cause: str | None = None       # what kind of stop or restart oxtui asked for
         self._oom_before: tuple[int | None, int | None] = (None, None)
         self._secrets: list[str] = []             # values from env_file, hidden from exit records
+        self._exit_heard: tuple[int, int] | None = None
         self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
                                     window=cfg.restart_window)
         self.ready = asyncio.Event()             # set while the current process is ready
@@ -302,7 +303,10 @@ class Worker:
             self._set(WorkerState.STARTING)
             text = f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else "")
             self.group.event(self, text)
-            self.group.publish(self, "start", text, restarts=self.restarts)
+            # a restart's timeline (bench/restart_timeline.py): the last exit's times, then this spawn's
+            timeline = dict(zip(("exit_reaped_by_helper", "exit_heard_by_engine"), self._exit_heard or ()))
+            self.group.publish(self, "start", text, restarts=self.restarts,
+                               timeline={**timeline, **(child.timeline or {})})
             helpers.append(loop.create_task(self._become_ready(child)))
         else:
             self._now_ready()       # it was ready under the engine we took over from
@@ -323,6 +327,7 @@ class Worker:
                 t.cancel()
             self.ready.clear()
         uptime = time.monotonic() - child.started
+        self._exit_heard = spawner.exit_times.pop(child.pid, None)
         self.exit_code, self.exit_signal = describe_status(exited.result())
         await self._clean_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
         self._child = None
