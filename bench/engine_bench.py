@@ -198,12 +198,74 @@ def bench_logs(tmp: Path, seconds: float = 5.0, rounds: int = 3) -> dict:
             "peak_rss": max(r["peak_rss"] for r in runs), "ratios": [r["written"] / seconds / d for r, d in zip(runs, direct)]}
 
 
+# The issue's fast writer: 100-byte numbered lines, 1000 per write(), N of them, then its elapsed time.
+FAST_WRITER = """
+import os, sys, time
+n, out = int(sys.argv[1]), sys.argv[2]
+block = 1000
+t0 = time.perf_counter()
+for start in range(0, n, block):
+    os.write(1, b"".join(b"%09d " % i + b"x" * 89 + b"\\n" for i in range(start, start + block)))
+with open(out, "w") as f:
+    f.write(str(time.perf_counter() - t0))
+time.sleep(3600)
+"""
+
+
+def bench_logs_fast(tmp: Path, n: int = 2_000_000, rounds: int = 3) -> dict:
+    """2 M lines at once: to a file, and through `oxtui run` until every line is in its log file
+    (rounds alternated, medians)."""
+    script = tmp / "fast_writer.py"
+    script.write_text(FAST_WRITER)
+    direct, ox, peaks, lost = [], [], [], 0
+    for i in range(rounds):
+        done = tmp / f"direct{i}.time"
+        with open(tmp / "direct.out", "wb") as f:
+            p = subprocess.Popen([PY, str(script), str(n), str(done)], stdout=f)
+            while not (done.exists() and done.read_text()):
+                time.sleep(0.01)
+            p.kill()
+            p.wait()
+        direct.append(n / float(done.read_text()))
+        folder = tmp / f"fast{i}"
+        folder.mkdir()
+        eng = Engine(folder, f'[processes.w]\ncommand = "{PY} {script} {n} {folder / "done"}"\n')
+        log = folder / "logs" / "w.log"
+        size_wanted = n * 100          # at least: every line plus its prefix
+        peak = 0
+        while True:
+            peak = max(peak, eng.ps.memory_info().rss)
+            if (folder / "done").exists() and log.exists() and log.stat().st_size >= size_wanted:
+                last = subprocess.run(["tail", "-c", "300", str(log)], capture_output=True).stdout
+                if b"%09d " % (n - 1) in last:
+                    break
+            time.sleep(0.005)
+        # The writer's own time: under oxtui it blocks whenever the pipe is full, so it measures how fast
+        # the engine drains it (the pipe holds at most 1 MB, 0.5 % of the lines, at the end).
+        elapsed = float((folder / "done").read_text())
+        eng.stop()
+        got = int(subprocess.run(["grep", "-c", "-a", " | ", str(log)], capture_output=True, text=True).stdout)
+        lost += n - got
+        ox.append(n / elapsed)
+        peaks.append(peak)
+    return {"direct_lps": statistics.median(direct), "oxtui_lps": statistics.median(ox), "lost": lost,
+            "peak_rss": max(peaks), "n": n}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--only-logs", action="store_true", help="just the fast-writer log capture")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.md"))
     args = ap.parse_args()
     rows = []
+    if args.only_logs:
+        with tempfile.TemporaryDirectory() as d:
+            r = bench_logs_fast(Path(d))
+        print(f"fast writer, {r['n']} lines: file {r['direct_lps'] / 1e6:.2f} M lines/s, oxtui run "
+              f"{r['oxtui_lps'] / 1e6:.2f} M lines/s (ratio {r['oxtui_lps'] / r['direct_lps']:.2f}), "
+              f"{r['lost']} lost, peak engine RSS {r['peak_rss'] / 2**20:.0f} MB")
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         raw, ox = bench_start(tmp)

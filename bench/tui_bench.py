@@ -30,12 +30,15 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-OXFILE = '[processes.s]\ncommand = "sleep 1000"\ninstances = 64\n[logs]\ndir = "logs"\n'
+N = 64       # --workers
+
+def oxfile_text() -> str:
+    return f'[processes.s]\ncommand = "sleep 1000"\ninstances = {N}\n[logs]\ndir = "logs"\n'
 
 
 def idle_cost(folder: Path, seconds: float, settle: float) -> tuple[float, int]:
     oxfile = folder / "oxfile.toml"
-    oxfile.write_text(OXFILE)
+    oxfile.write_text(oxfile_text())
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "OXTUI_RUNTIME_DIR": str(folder)}
@@ -46,9 +49,9 @@ def idle_cost(folder: Path, seconds: float, settle: float) -> tuple[float, int]:
     ps = psutil.Process(proc.pid)
     try:
         deadline = time.time() + 30
-        while sleepers(ps) < 64:       # workers are grandchildren, through the spawner helper
+        while sleepers(ps) < N:       # workers are grandchildren, through the spawner helper
             if time.time() > deadline:
-                raise SystemExit(f"tui_bench: only {sleepers(ps)} of 64 workers started within 30 s")
+                raise SystemExit(f"tui_bench: only {sleepers(ps)} of {N} workers started within 30 s")
             time.sleep(0.2)
         time.sleep(settle)
         c0 = sum(ps.cpu_times()[:2])
@@ -88,7 +91,7 @@ async def plus_latency(folder: Path, rounds: int = 5) -> list[float]:
     from oxtui.embedded import EmbeddedEngine
     from oxtui.tui.app import OxtuiApp
     oxfile = folder / "oxfile.toml"
-    oxfile.write_text(OXFILE)
+    oxfile.write_text(oxfile_text())
     os.environ["OXTUI_RUNTIME_DIR"] = str(folder)
     engine = EmbeddedEngine(load(oxfile))
     engine.start()
@@ -96,11 +99,11 @@ async def plus_latency(folder: Path, rounds: int = 5) -> list[float]:
     out = []
     try:
         async with app.run_test(size=(120, 36)) as pilot:
-            while len([w for w in engine.snapshot()["processes"][0]["workers"] if w["pid"]]) < 64:
+            while len([w for w in engine.snapshot()["processes"][0]["workers"] if w["pid"]]) < N:
                 await pilot.pause(0.1)
             for i in range(rounds):
                 await pilot.pause(1.0)
-                key = f"w:s:{64 + i}:"
+                key = f"w:s:{N + i}:"
                 t0 = time.perf_counter()
                 await pilot.press("plus")
                 while key not in app.grid.rows_by_key:
@@ -117,16 +120,19 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=30)
     ap.add_argument("--settle", type=float, default=65,
                     help="seconds before measuring: the first minute fills the sparklines and counts uptime by the second")
+    ap.add_argument("--workers", type=int, default=64)
     args = ap.parse_args()
+    global N
+    N = args.workers
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "a").mkdir()
         cpu, rss = idle_cost(Path(d) / "a", args.idle, args.settle)
-        print(f"TUI process (engine + UI), 64 idle workers, {args.idle:.0f} s after {args.settle:.0f} s: "
+        print(f"TUI process (engine + UI), {N} idle workers, {args.idle:.0f} s after {args.settle:.0f} s: "
               f"{cpu:.2f} % of a core, RSS {rss / 2**20:.1f} MB",
               flush=True)
         (Path(d) / "b").mkdir()
         lat = asyncio.run(plus_latency(Path(d) / "b"))
-        print(f"`+` -> new worker row with 64 workers: median {statistics.median(lat) * 1000:.0f} ms "
+        print(f"`+` -> new worker row with {N} workers: median {statistics.median(lat) * 1000:.0f} ms "
               f"(min {min(lat) * 1000:.0f}, max {max(lat) * 1000:.0f}, n={len(lat)})")
 
 

@@ -73,6 +73,7 @@ class WorkerSnapshot(TypedDict):
     role: Literal["surge", "canary"] | None
     release: int
     last_exit: ExitRecord | None     # survives restarts
+    checks: list[list]               # [[at, "pid 42 ready after 1.2s" | "health FAIL 1/3: ..."], ...] the last 20
 
 
 class ReloadSlot(TypedDict):

@@ -106,6 +106,8 @@ def test_exit_records_for_each_cause_survive_restarts(tmp_path, engine_process):
     assert rec["cause"] == "max_memory" and "over max_memory" in rec["note"] and rec["tail"] == ["allocated"]
     rec = wait_until(lambda: cause("sick"), 20, 0.1, what="health")
     assert rec["cause"] == "health" and "health check failed 2 times" in rec["note"]
+    checks = [text for _, text in worker(ep, "sick")["checks"]]
+    assert any(t.endswith("ready after 1.0s") for t in checks) and "health FAIL 2/2: `false` exited with 1" in checks, checks
     r = ep.cli("stop", "calm")
     assert r.returncode == 0
     rec = worker(ep, "calm")["last_exit"]

@@ -422,4 +422,5 @@ class ProcessGroup:
             "role": w.role,
             "release": w.release,
             "last_exit": w.last_exit,
+            "checks": [list(c) for c in w.checks],
         }

@@ -50,6 +50,7 @@ class WorkerHost(Protocol):
 
 # With no [ready] table an instance counts as ready after this long alive.
 DEFAULT_READY_AFTER = 1.0
+HISTORY = 20           # readiness and health changes kept per worker (the details screen)
 
 
 class Worker:
@@ -78,6 +79,7 @@ class Worker:
         self._oom_before: tuple[int | None, int | None] = (None, None)
         self._secrets: list[str] = []             # values from env_file, hidden from exit records
         self._exit_heard: tuple[int, int] | None = None
+        self.checks: deque[tuple[float, str]] = deque(maxlen=HISTORY)   # readiness and health changes
         self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
                                     window=cfg.restart_window)
         self.ready = asyncio.Event()             # set while the current process is ready
@@ -415,7 +417,12 @@ class Worker:
         if self.state == WorkerState.STARTING:
             self._now_ready()
 
+    def _note(self, text: str) -> None:
+        self.checks.append((round(time.time(), 3), text))
+
     def _now_ready(self) -> None:
+        if self.started_at is not None:
+            self._note(f"pid {self.pid} ready after {time.monotonic() - self.started_at:.1f}s")
         self.ready.set()
         self._set(WorkerState.RUNNING)
         if self.cfg.health is not None:
@@ -432,6 +439,7 @@ class Worker:
             await asyncio.wait_for(self.ready.wait(), ready.timeout)
         except TimeoutError:
             if self._child is child and not self.ready.is_set():
+                self._note(f"pid {child.pid} not ready within {ready.timeout:g}s")
                 self.restart(f"not ready within {ready.timeout:g}s (no output matched ready.log)")
 
     async def _health_loop(self, child: Child | None) -> None:
@@ -449,10 +457,14 @@ class Worker:
                 failures = 0
                 if not self.health_passed:
                     self.health_passed = True
+                    self._note("health ok")
                     self.group.changed()
+                elif self.health is not None and not self.health["ok"]:
+                    self._note("health ok again")
                 self.health = Health(ok=True, failures=0, threshold=health.failures, reason=None)
                 continue
             failures += 1
+            self._note(f"health FAIL {failures}/{health.failures}: {reason}")
             self.health = Health(ok=False, failures=failures, threshold=health.failures, reason=reason)
             self.group.changed()
             if failures >= health.failures:

@@ -275,6 +275,11 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
         rows.append(("health", "unchecked" if not h else "ok" if h["ok"] else
                      f"FAIL {h['failures']}/{h['threshold']}: {h.get('reason') or ''}"))
     out += [f"[dim]{k:<9}[/dim] {escape(str(v))}" for k, v in rows]
+    checks = [c for w in workers if instance is not None for c in w.get("checks") or []]
+    if checks:
+        out.append("")
+        out.append("[b]readiness and health[/b] (newest first)")
+        out += [f"{time.strftime('%H:%M:%S', time.localtime(at))} {escape(text)}" for at, text in reversed(checks)]
     rl = p.get("reload")
     if rl and (instance is None or rl["state"] == "failed"):
         out.append("")
