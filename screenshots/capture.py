@@ -52,6 +52,17 @@ async def main() -> None:
             await pilot.press("slash", *"job", "enter")
             await pilot.pause(0.5)
             shots.append(app.save_screenshot("logs-search.svg", str(OUT)))
+            await pilot.press("escape")
+            # Enter on the flaky worker once it has crashed: why it died, with its last lines
+            def flaky():
+                return next(p for p in engine.snapshot()["processes"] if p["name"] == "flaky")
+            await until(pilot, lambda: flaky()["exits"], timeout=60)
+            app.grid.focus()
+            app.grid.move_cursor(row=app.grid._order.index("w:flaky:0:"), animate=False)
+            await pilot.press("enter")
+            await pilot.pause(0.5)
+            shots.append(app.save_screenshot("details.svg", str(OUT)))
+            await pilot.press("escape")
     finally:
         engine.shutdown()
         engine.join(30)

@@ -266,7 +266,9 @@ def test_min_ready_fails_a_replacement_that_dies_within_it(tmp_path, engine_proc
     ep = engine_process(app_oxfile(tmp_path, port, instances=2, canary=False,
                                    extra="[processes.app.reload]\nmax_surge = 1\nmin_ready = 2.0\n"))
     pids = [w["pid"] for w in ep.wait_running("app", 2)]
-    r, load = deploy_under_load(tmp_path, ep, port, "crashlater 1.0")
+    # No load here: the replacement serves live requests for its second and then exits hard, which
+    # drops what it had in flight (that is a crash; only a canary on a private port avoids it).
+    release(tmp_path, "crashlater 1.0")
+    r = ep.cli("reload", "app")
     assert r.returncode == 1 and "right after becoming ready" in r.stderr, r.stderr
     assert [w["pid"] for w in ep.wait_running("app", 2)] == pids
-    assert load.failures == []
