@@ -146,6 +146,7 @@ class NotifyConfig:
     webhook: str | None = None
     command: str | None = None
     events: tuple[str, ...] = tuple(fields.NOTIFY_DEFAULT)
+    coalesce: float = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -507,7 +508,7 @@ def _notify(errors: list[str], file: str, where: str, raw: Any, base: NotifyConf
         t.error("webhook", f'must be an http:// or https:// URL (got {webhook!r})')
         webhook = None
     given = {k: v for k, v in (("webhook", webhook), ("command", t.get("command")),
-                               ("events", t.get("events"))) if k in t.data}
+                               ("events", t.get("events")), ("coalesce", t.get("coalesce"))) if k in t.data}
     return dataclasses.replace(base or NotifyConfig(), **given)
 
 

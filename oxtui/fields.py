@@ -58,6 +58,8 @@ NOTIFY: dict[str, Field] = {
     "command": Field("str", "a shell command run per event: OXTUI_EVENT, OXTUI_PROCESS, ... in its environment, "
                      "the event's JSON on stdin"),
     "events": Field("events", "which events are sent: " + ", ".join(NOTIFY_EVENTS), NOTIFY_DEFAULT),
+    "coalesce": Field("duration", "seconds over which repeats of one event of one process become one summary",
+                      10.0),
 }
 
 METRICS: dict[str, Field] = {

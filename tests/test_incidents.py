@@ -173,9 +173,10 @@ def test_a_crash_loop_of_50_exits_sends_a_handful_of_messages(tmp_path, engine_p
         restart_window = 600
         [notify]
         webhook = "{receiver.url}"
+        coalesce = 3
     '''))
     wait_until(lambda: worker(ep, "loop")["state"] == "errored", 30, 0.1, what="errored after 50 exits")
-    time.sleep(11)      # one coalescing window: its summary is sent when it ends
+    time.sleep(3.5)      # one coalescing window: its summary is sent when it ends
     events = [b["event"] for _, b in receiver.bodies]
     assert len(procs(ep)["loop"]["exits"]) == 50
     assert events.count("crash") <= 3 and "errored" in events, events

@@ -2,8 +2,8 @@
 
 Delivery never blocks supervision: events are queued from the engine's loop and sent by one task
 (webhooks through a thread, with a timeout, a bounded number of retries and backoff). A storm is
-coalesced per process and event: the first one goes at once, the rest of a WINDOW are counted and
-sent as one summary when it ends, so a crash loop sends a handful of messages, not hundreds. A
+coalesced per process and event: the first one goes at once, the rest of a window ([notify]
+coalesce, 10 s) are counted and sent as one summary when it ends, so a crash loop sends a handful of messages, not hundreds. A
 full queue drops the oldest message and says so in the engine's log.
 """
 
@@ -25,7 +25,6 @@ from .exits import UNEXPECTED
 if TYPE_CHECKING:
     from .engine import Engine
 
-WINDOW = 10.0
 QUEUE = 200
 WEBHOOK_TIMEOUT = 5.0
 RETRIES = 3                 # attempts per webhook message, 1 s then 2 s apart
@@ -88,11 +87,12 @@ class Alerts:
         key = (ev["process"], ev["event"])
         now = time.monotonic()
         w = self.windows.get(key)
-        if w is not None and now - w.started < WINDOW:
+        if w is not None and now - w.started < cfg.coalesce:
             w.suppressed += 1
             w.last = ev
             if w.timer is None:
-                w.timer = asyncio.get_running_loop().call_later(WINDOW - (now - w.started), self._close_window, key)
+                w.timer = asyncio.get_running_loop().call_later(cfg.coalesce - (now - w.started),
+                                                                self._close_window, key)
             return
         self.windows[key] = _Window(now)
         self._enqueue(ev, cfg)
@@ -100,11 +100,13 @@ class Alerts:
     def _close_window(self, key: tuple[str, str]) -> None:
         w = self.windows.pop(key)
         if w.suppressed:
+            cfg = self._config(key[0])
             ev = {**w.last, "coalesced": w.suppressed,
-                  "text": f"{w.suppressed} more {key[1]} event(s) in the last {WINDOW:g}s; the last: {w.last['text']}"}
+                  "text": f"{w.suppressed} more {key[1]} event(s) in the last {cfg.coalesce:g}s; the last: "
+                          f"{w.last['text']}"}
             # a storm that goes on sends one summary per window
             self.windows[key] = _Window(time.monotonic())
-            self._enqueue(ev, self._config(key[0]))
+            self._enqueue(ev, cfg)
 
     def _enqueue(self, ev: dict[str, Any], cfg: NotifyConfig) -> None:
         if self.queue.full():
