@@ -63,8 +63,12 @@ def idle_cost(folder: Path, seconds: float, settle: float) -> tuple[float, int]:
         cpu = (sum(ps.cpu_times()[:2]) - c0) / (time.perf_counter() - t0) * 100
         return cpu, rss
     finally:
-        proc.send_signal(1)   # SIGHUP: graceful stop, as when the terminal goes away
-        proc.wait(60)
+        # SIGHUP as when the terminal goes away (the engine then goes on headless, by design), then
+        # SIGTERM, which stops it and every worker gracefully: nothing of the benchmark is left running.
+        proc.send_signal(1)
+        time.sleep(1.0)
+        proc.send_signal(15)
+        proc.wait(120)
         os.close(master)
 
 

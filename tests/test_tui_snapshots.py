@@ -223,3 +223,24 @@ async def _wrap():
         await pilot.press("z")
         await pilot.pause()
         assert not view.wrap and view.virtual_size.height == lines
+
+
+def test_rows_added_mid_grid_land_in_their_place():
+    """A reload's surge row appears under its slot, a scale removes rows: the grid patches rows and
+    re-sorts instead of rebuilding (a `+` with 1000 workers), and the order on screen is the model's."""
+    asyncio.run(_patch())
+
+
+async def _patch():
+    from oxtui.tui.model import History, build_rows
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        app.grid.move_cursor(row=3, animate=False)             # web.2
+        for snap in (snapshot(reloading=True), snapshot()):
+            app.client.snap = snap
+            app.pull()
+            await pilot.pause()
+            want = [r.key for r in build_rows(snap, History())]
+            assert [r.key.value for r in app.grid.ordered_rows] == want
+            assert app.grid.selected_key() == "w:web:2:"

@@ -155,7 +155,7 @@ class OxtuiApp(App[int]):
             self._snapshot = snap
             self.header.update(self._stopping_text(snap)
                                + header_text(snap, self.host, self._loadavg(), attached=self.client.attached))
-            self.grid.show(build_rows(snap, self.history, self.sort))
+            self._show_rows()
             self._show_info()
             self._show_reloads(snap)
         batches, dropped = self.client.take_logs()
@@ -164,6 +164,15 @@ class OxtuiApp(App[int]):
         if dropped:
             self.logview.dropped += dropped
             self._update_logs_title()
+
+    def _show_rows(self) -> None:
+        if self._snapshot is not None:
+            self.grid.show(build_rows(self._snapshot, self.history, self.sort, self.grid.window(),
+                                      self.grid.rows_by_key))
+
+    @on(WorkerGrid.Scrolled)
+    def _grid_scrolled(self) -> None:
+        self._show_rows()
 
     def _show_info(self) -> None:
         name = self._selected_process()
@@ -300,7 +309,7 @@ class OxtuiApp(App[int]):
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
         self.grid.set_sort(self.sort)
         if self._snapshot:
-            self.grid.show(build_rows(self._snapshot, self.history, self.sort))
+            self._show_rows()
         self.notify(f"workers sorted by {self.sort}", timeout=2)
 
     def action_toggle_logs(self) -> None:

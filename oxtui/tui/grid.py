@@ -8,6 +8,7 @@ same row key, so the selection never jumps.
 from __future__ import annotations
 
 from rich.text import Text
+from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
@@ -53,6 +54,9 @@ SORT_COLUMN = {"slot": 0, "cpu": 3, "memory": 5, "restarts": 7}    # model.SORTS
 
 
 class WorkerGrid(DataTable):
+    class Scrolled(Message):
+        """Rows came into view: their sparklines are drawn only now (model.build_rows' window)."""
+
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self.rows_by_key: dict[str, Row] = {}
@@ -82,14 +86,23 @@ class WorkerGrid(DataTable):
         order = [r.key for r in rows]
         columns = self._wanted_columns()
         if order == self._order and columns == self._columns:
-            for row in rows:
+            # rows_by_key holds what is displayed. Off-screen rows are left as they are (with 1000 workers
+            # an update_cell for each would cost more than the rest of a refresh); they are brought up to
+            # date when they scroll into view (the app rebuilds on Scrolled).
+            lo, hi = self.window()
+            for index in range(max(0, lo), min(hi, len(rows))):
+                row = rows[index]
                 old = self.rows_by_key[row.key]
+                if old.cells == row.cells:
+                    continue
                 for col in columns:
                     if old.cells[col] != row.cells[col]:
                         self.update_cell(row.key, str(col), styled(row, col, row.cells[col]))
                 self.rows_by_key[row.key] = row
             return
         selected = self.selected_key()
+        if columns == self._columns and self._order and self._patch(rows, order, selected):
+            return
         with self.app.batch_update():
             self.clear(columns=columns != self._columns)
             if columns != self._columns:
@@ -102,6 +115,46 @@ class WorkerGrid(DataTable):
             self.rows_by_key = {r.key: r for r in rows}
             if selected in self.rows_by_key:
                 self.move_cursor(row=order.index(selected), animate=False)
+
+    def _patch(self, rows: list[Row], order: list[str], selected: str | None) -> bool:
+        """A scale or a reload's surge row: add and remove those rows and re-sort, instead of rebuilding
+        every row (a `+` with 1000 workers). False when that does not apply (then the caller rebuilds)."""
+        old, new = set(self._order), set(order)
+        labels = [str(r.cells[0]) for r in rows]
+        if len(set(labels)) != len(labels) or len(old ^ new) > 64:
+            return False
+        by_key = {r.key: r for r in rows}
+        with self.app.batch_update():
+            for key in old - new:
+                self.remove_row(key)
+                del self.rows_by_key[key]
+            for key in order:
+                row = by_key[key]
+                if key not in old:
+                    self.add_row(*(styled(row, c, row.cells[c]) for c in self._columns), key=key)
+                    self.rows_by_key[key] = row
+                elif self.rows_by_key[key].cells != row.cells:
+                    # every changed row now, not only those on screen: the labels order the sort below
+                    for col in self._columns:
+                        if self.rows_by_key[key].cells[col] != row.cells[col]:
+                            self.update_cell(key, str(col), styled(row, col, row.cells[col]))
+                    self.rows_by_key[key] = row
+            position = {label: i for i, label in enumerate(labels)}
+            DataTable.sort(self, "0", key=lambda label: position[str(label)])   # self.sort is our sort mode
+            self._order = order
+            if selected in by_key:
+                self.move_cursor(row=order.index(selected), animate=False)
+        return True
+
+    def window(self, margin: int = 10) -> tuple[int, int]:
+        """The row indices on screen, with a margin."""
+        top = int(self.scroll_y)
+        return max(0, top - margin), top + (self.size.height or 40) + margin
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if int(old) != int(new):
+            self.post_message(self.Scrolled())
 
     def on_resize(self) -> None:
         if self.rows_by_key and self._wanted_columns() != self._columns:

@@ -134,9 +134,14 @@ def snapshot_time(snapshot: Snapshot | None) -> float | None:
     return None
 
 
-def build_rows(snapshot: Snapshot, history: History, sort: str = "slot") -> list[Row]:
+def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window: tuple[int, int] | None = None,
+               previous: dict[str, Row] | None = None) -> list[Row]:
+    """The grid's rows. With `window` (the row indices on screen, with a margin), the sparklines, the one
+    costly cell pair, are drawn only for rows in it; the others keep what `previous` had, so 1000
+    workers cost about what the ~35 visible ones do."""
     rows: list[Row] = []
     now = snapshot_time(snapshot)
+    previous = previous or {}
     live: set[str] = set()
     for p in in_start_order(snapshot.get("processes", [])):
         name = p["name"]
@@ -161,17 +166,22 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot") -> list
         workers.sort(key=_sort_key(sort))
         for i, w in enumerate(workers):
             key = worker_key(name, w)
-            cpu_hist = history.cpu.get(key, ())
-            rss_hist = history.rss.get(key, ())
             cpu = w.get("cpu_percent")
+            old = previous.get(key)
+            if window is None or window[0] <= len(rows) < window[1] or old is None:
+                cpu_hist = history.cpu.get(key, ())
+                cpu_spark = sparkline(cpu_hist, SPARK_WIDTH, top=max(100.0, max((v or 0 for v in cpu_hist), default=0)))
+                rss_spark = sparkline(history.rss.get(key, ()), SPARK_WIDTH, relative=True)
+            else:
+                cpu_spark, rss_spark = old.cells[4], old.cells[6]
             cells = (
                 worker_label(name, w, i == len(workers) - 1),
                 str(w["pid"]) if w.get("pid") else "-",
                 w["state"],
                 f"{cpu:.1f}" if cpu is not None else "-",
-                sparkline(cpu_hist, SPARK_WIDTH, top=max(100.0, max((v or 0 for v in cpu_hist), default=0))),
+                cpu_spark,
                 human_bytes(w.get("rss_bytes")),
-                sparkline(rss_hist, SPARK_WIDTH, relative=True),
+                rss_spark,
                 str(w["restarts"]),
                 human_duration(w.get("uptime_s"), coarse=True),
                 last_exit(w, now),
