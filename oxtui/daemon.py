@@ -103,12 +103,21 @@ def _workers(snap: Snapshot) -> Iterator[tuple[str, WorkerSnapshot]]:
             yield p["name"], w
 
 
+def _settled(w: WorkerSnapshot) -> bool:
+    """Up, as far as `up` waits: running, a task that completed, or a scheduled task before its first
+    tick (a process waiting for its depends_on is not: it will start, and `up` waits for it)."""
+    if w["state"] in (WorkerState.RUNNING, WorkerState.COMPLETED):
+        return True
+    return w["state"] == WorkerState.WAITING and (w.get("reason") or "").startswith("scheduled")
+
+
 def _failures(snap: Snapshot) -> list[str]:
     """Instances that exited while starting: a release that cannot boot should fail `up` at once."""
     out = []
     for name, w in _workers(snap):
-        if w["state"] in (WorkerState.BACKOFF, WorkerState.ERRORED, WorkerState.FAILED) or \
-                (w["state"] != WorkerState.RUNNING and w["restarts"] > 0):
+        blocked = w["state"] == WorkerState.WAITING and (w.get("reason") or "").startswith("blocked")
+        if blocked or w["state"] in (WorkerState.BACKOFF, WorkerState.ERRORED, WorkerState.FAILED) or \
+                (w["state"] not in (WorkerState.RUNNING, WorkerState.COMPLETED) and w["restarts"] > 0):
             last = last_exit_text(w)
             why = w.get("reason") or (f"exited with {last}" if last else w["state"])
             out.append(f"{name}.{w['instance']} {why} while starting")
@@ -116,7 +125,7 @@ def _failures(snap: Snapshot) -> list[str]:
 
 
 def _all_up(snap: Snapshot) -> bool:
-    return all(w["state"] in (WorkerState.RUNNING, WorkerState.COMPLETED) for _, w in _workers(snap))
+    return all(_settled(w) for _, w in _workers(snap))
 
 
 def _counts(snap: Snapshot) -> list[str]:

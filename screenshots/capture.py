@@ -40,6 +40,9 @@ async def main() -> None:
             def web():
                 return next(p for p in engine.snapshot()["processes"] if p["name"] == "web")
             await until(pilot, lambda: all(w["state"] == "running" for w in web()["workers"]))
+            await pilot.pause(0.5)
+            # the grid is in start order (migrate first): select web for `+` and `r`
+            app.grid.move_cursor(row=app.grid._order.index("p:web"), animate=False)
             await pilot.press("plus")
             await pilot.pause(6)           # a few seconds of metrics for the sparklines
             shots.append(app.save_screenshot("grid.svg", str(OUT)))

@@ -230,3 +230,34 @@ def test_apply_refuses_a_broken_file_or_release_and_changes_nothing(tmp_path, da
     (tmp_path / "release.txt").write_text("ok r2")
     r = oxtui_cli("apply", "-c", str(oxfile))     # the failed change is still pending: it goes in now
     assert r.returncode == 0 and "reloaded: app" in r.stdout, r.stdout + r.stderr
+
+
+def test_up_waits_for_dependents_and_counts_tasks_and_schedules_as_up(tmp_path, daemon):
+    """The sample's shape: a migrate task, web after it, a scheduled job waiting for its first tick."""
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.migrate]
+        command = "sh -c 'sleep 1; echo migrated'"
+        restart = "never"
+        [processes.web]
+        command = "sleep 60"
+        depends_on = { migrate = "completed_successfully" }
+        [processes.job]
+        command = "true"
+        restart = "never"
+        [processes.job.schedule]
+        every = "1h"
+    ''')
+    r = daemon(oxfile)
+    assert r.returncode == 0, r.stderr
+    states = {p["name"]: p["workers"][0]["state"] for p in status(oxfile)["processes"]}
+    assert states == {"migrate": "completed", "web": "running", "job": "waiting"}
+    write_oxfile(tmp_path, '''
+        [processes.migrate]
+        command = "sh -c 'exit 3'"
+        restart = "never"
+        [processes.web]
+        command = "sleep 60"
+        depends_on = { migrate = "completed_successfully" }
+    ''', name="broken.toml")
+    r = daemon(tmp_path / "broken.toml")
+    assert r.returncode == 1 and "migrate.0" in r.stderr and "while starting" in r.stderr
