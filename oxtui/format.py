@@ -75,6 +75,8 @@ def last_exit(worker: dict, now: float | None = None, width: int = 13, verbose: 
         return "127 not found"
     if cause in ("crash", "killed"):
         word = rec["signal"] or f"code {rec['code']}"
+    elif cause == "stopped" and rec.get("note") == "exited 0":
+        word = "exit 0"           # a task that ended as it should
     else:
         word = EXIT_WORDS.get(cause, cause)
     ago = human_duration(max(0.0, (time.time() if now is None else now) - rec["at"]), coarse=True)
