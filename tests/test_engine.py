@@ -241,6 +241,7 @@ def test_crashed_worker_leftovers_are_killed_before_restart(tmp_path):
     path = write_oxfile(tmp_path, f'''
         [processes.app]
         command = "{PY} {APPS / 'forker.py'}"
+        stop_timeout = 1          # its grandchild shrugs off SIGTERM: the final shutdown need not wait 10 s
     ''')
 
     async def body():
