@@ -138,3 +138,25 @@ def test_a_child_writing_100_mb_without_newline_keeps_engine_memory_bounded(tmp_
     assert ep.cli("status").returncode == 0
     sizes = [p.stat().st_size for p in (tmp_path / "logs").iterdir()]
     assert max(sizes) <= 20 * 2**20 + 64 * 1024
+
+
+@given(st.lists(st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"")), max_size=40),
+       st.booleans(), st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_line_splitter_gives_back_exactly_the_lines_however_the_chunks_fall(lines, end_newline, cuts):
+    from oxtui.engine.logs import LineSplitter
+    data = b"\n".join(lines) + (b"\n" if end_newline and lines else b"")
+    sp, blobs, pos, k = LineSplitter(), [], 0, 0
+    while pos < len(data):
+        size = cuts[k % len(cuts)]
+        k += 1
+        blob = sp.feed(data[pos:pos + size])
+        pos += size
+        if blob is not None:
+            blobs.append(bytes(blob))
+    tail = sp.flush()
+    got = b"\n".join(blobs)
+    if tail:
+        got = got + b"\n" + tail if blobs else tail
+    want = data[:-1] if data.endswith(b"\n") else data
+    assert got == want

@@ -28,20 +28,23 @@ class LineSplitter:
 
     def feed(self, data: bytes) -> bytes | None:
         """Returns the complete lines in data (joined by \\n, without the last newline), or None."""
-        if self._tail:
-            data = self._tail + data
-            self._tail = b""
         cut = data.rfind(b"\n")
         if cut < 0:
+            if self._tail:
+                data = self._tail + data
             if len(data) < MAX_LINE:
                 self._tail = data
                 return None
-            return data
-        self._tail = data[cut + 1:]
-        if len(self._tail) >= MAX_LINE:
-            blob = data
             self._tail = b""
-            return blob
+            return data
+        # One copy of a 1 MiB chunk, not two: the previous chunk's unfinished line is joined to this
+        # chunk's complete lines in a single join (the tail never holds a newline).
+        head, self._tail = self._tail, data[cut + 1:]
+        if len(self._tail) >= MAX_LINE:
+            self._tail = b""
+            return head + data if head else data
+        if head:
+            return b"".join((head, memoryview(data)[:cut]))
         return data[:cut]
 
     def flush(self) -> bytes | None:
