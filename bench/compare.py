@@ -491,7 +491,8 @@ def summary(values: list[float], fmt: str) -> str:
 
 def report(results: dict[str, dict[str, list[float]]], single_rps: list[float], meta: dict, out_dir: Path) -> str:
     names = list(results)
-    head = (f"Measured {meta['date']} on {meta['machine']}; {meta['versions']}. Median [min–max] of "
+    head = (f"Measured {meta['date']} on {meta['machine']}, {meta.get('load', 'load not recorded')}; "
+            f"{meta['versions']}. Median [min–max] of "
             f"{meta['repeats']} runs, each workload alternating between the managers.\n\n")
     md = ["| workload | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key, label, unit, fmt, _ in ROWS:
@@ -603,6 +604,7 @@ def main() -> None:
             for k, v in res.items():
                 results[m.name].setdefault(k, []).append(v)
 
+        load_before = os.getloadavg()
         for r in range(args.repeats):
             order = managers[r % len(managers):] + managers[:r % len(managers)]
             print(f"round {r + 1}/{args.repeats}", flush=True)
@@ -618,7 +620,11 @@ def main() -> None:
                 record(m, throughput(m, tmp, wrk_bin))
             for m in order:
                 record(m, reloads(m, tmp, wrk_bin))
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "versions": versions, "repeats": args.repeats}
+    # The machine's own load before the run (other tenants), and at its end (mostly the benchmark itself).
+    load = (f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
+            f"at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "versions": versions, "repeats": args.repeats,
+            "load": load}
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "compare.json").write_text(json.dumps({"meta": meta, "results": results,
                                                                           "single_rps": single}, indent=1))
