@@ -40,6 +40,7 @@ class RollingReload:
         self.started = time.time()
         self.finished: float | None = None
         self.tail: list[str] = []      # the last lines of the new instance (or canary) that failed
+        self._drains: list[asyncio.Future[None]] = []
 
     @property
     def active(self) -> bool:
@@ -82,6 +83,7 @@ class RollingReload:
                 failed = [o for o in outcomes if isinstance(o, BaseException)]
                 if failed:
                     raise failed[0]
+            await asyncio.gather(*self._drains)
             self.state = "done"
             self.slot = None
             self.say(f"done: {group.target} instance(s) replaced in {time.time() - self.started:.1f}s", "reload_done")
@@ -96,6 +98,8 @@ class RollingReload:
             self.reason = "cancelled (the process was stopped)"
             raise
         finally:
+            if self._drains:      # a failed reload still lets the slots it replaced finish draining
+                await asyncio.gather(*self._drains, return_exceptions=True)
             self.finished = time.time()
             if group.extra:
                 leftovers, group.extra = group.extra, []
@@ -179,13 +183,19 @@ class RollingReload:
         group.workers[slot] = new
         record["state"] = "draining"
         self.say(f"slot {slot}: new pid {new.pid} ready" + (f", draining old pid {old.pid}" if old and old.pid else ""))
+        # The next batch starts while this one's old instances drain: the slot is served by its new
+        # instance already, so the ready count holds, and a drain's grace (a second or more for
+        # keep-alive connections) is not paid once per batch. The reload ends when every drain has.
+        self._drains.append(asyncio.ensure_future(self._drain(old, record)))
+
+    async def _drain(self, old: Worker | None, record: ReloadSlot) -> None:
         if old is not None:
             old_pid = old.pid
             await old.stop("reload")
             if old_pid:
-                self.say(f"slot {slot}: old pid {old_pid} drained ({old.exit_text})")
+                self.say(f"slot {record['slot']}: old pid {old_pid} drained ({old.exit_text})")
         record["state"] = "done"
-        group.changed()
+        self.group.changed()
 
     async def _wait_ready(self, worker: Worker, deadline: float, who: str, record: dict | None = None) -> None:
         while worker.last_pid is None and not worker.ended.is_set():
