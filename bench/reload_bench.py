@@ -107,6 +107,9 @@ def load_with_reloads(wrk: str, port: int, seconds: float, reloads: int, reload_
     return res
 
 
+MIN_READY = [0.5]
+
+
 def run_oxtui(wrk: str, tmp: Path, n: int, seconds: float, reloads: int) -> dict:
     port = free_port()
     folder = tmp / "oxtui"
@@ -121,6 +124,8 @@ listen = "127.0.0.1:{port}"
 log = "listening on"
 http = "/health"
 timeout = 15
+[processes.api.reload]
+min_ready = {MIN_READY[0]}
 [logs]
 dir = "logs"
 ''')
@@ -166,10 +171,13 @@ def run_pm2(wrk: str, tmp: Path, n: int, seconds: float, reloads: int, pm2: Path
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=4)
+    ap.add_argument("--min-ready", type=float, default=0.5,
+                    help="oxtui's [reload] min_ready: seconds a replacement must stay up (PM2 waits none)")
     ap.add_argument("--reloads", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=45)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "reload.md"))
     args = ap.parse_args()
+    MIN_READY[0] = args.min_ready
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -183,7 +191,8 @@ def main() -> None:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     rows = [("oxtui", ox), (f"PM2 {version} cluster", pm)]
     md = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, Node {node}: {args.instances} instances of "
-          f"sample_apps/server.js, `wrk -t2 -c100 -d{int(args.seconds)}s`, {args.reloads} rolling reloads in the window.",
+          f"sample_apps/server.js, `wrk -t2 -c100 -d{int(args.seconds)}s`, {args.reloads} rolling reloads in the window; "
+          f"oxtui with the default max_surge (50 %) and min_ready = {args.min_ready:g} s.",
           "", "| manager | requests/s during reloads | failed requests | requests | reload times (s) | requests/s steady (10 s, no reload) |",
           "|---|---|---|---|---|---|"]
     md += [f"| {name} | {r['rps']:.0f} | {r['failed']} | {r['requests']} | {', '.join(map(str, r['reload_s']))} | {r['steady_rps']:.0f} |"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -272,3 +273,30 @@ def test_min_ready_fails_a_replacement_that_dies_within_it(tmp_path, engine_proc
     r = ep.cli("reload", "app")
     assert r.returncode == 1 and "right after becoming ready" in r.stderr, r.stderr
     assert [w["pid"] for w in ep.wait_running("app", 2)] == pids
+
+
+def test_the_next_batch_starts_while_the_last_one_drains(tmp_path, engine_process):
+    """Old instances that take 2 s to drain: slot 1's replacement starts before slot 0's old instance is
+    gone (the drain overlaps the next batch), and the reload still waits for every drain."""
+    linger = (f"{PY} -c 'import signal,sys,time\\n"
+              f"signal.signal(signal.SIGTERM, lambda *_: (time.sleep(2), sys.exit(0)))\\n"
+              f"print(\\\"up\\\", flush=True)\\nwhile True: time.sleep(1)'")
+    ep = engine_process(write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{linger}"
+        instances = 2
+        [processes.app.ready]
+        log = "up"
+        [processes.app.reload]
+        max_surge = 1
+        min_ready = 0.1
+    '''))
+    old = [w["pid"] for w in ep.wait_running("app", 2)]
+    r = ep.cli("reload", "app")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in ep.cli("events", "app", "--json", "-n", "100").stdout.splitlines()]
+    slot1_started = next(e["at"] for e in events if e["event"] == "reload_step" and "slot 1: started new pid" in e["text"])
+    slot0_old_gone = next(e["at"] for e in events if e["event"] == "stop" and e["pid"] == old[0])
+    assert slot1_started < slot0_old_gone, "slot 1 waited for slot 0's drain"
+    done = next(e["at"] for e in events if e["event"] == "reload_done")
+    assert done >= max(e["at"] for e in events if e["event"] == "stop" and e["pid"] in old)
