@@ -170,8 +170,10 @@ class Oxtui(Manager):
 
     def root(self) -> int:
         if self._engine is None:
-            lock = wait_for(lambda: list((self.folder / "oxtui").glob("*.lock")), 30, "the engine's lock", 0.0005)
-            self._engine = wait_for(lambda: int(lock[0].read_text() or 0), 30, "the engine's pid", 0.0005)
+            # OXTUI_RUNTIME_DIR is the runtime folder itself; a lock file reads "PID\nOXFILE"
+            lock = wait_for(lambda: list(self.folder.glob("*.lock")), 30, "the engine's lock", 0.0005)
+            self._engine = wait_for(lambda: int(lock[0].read_text().split("\n", 1)[0] or 0), 30, "the engine's pid",
+                                    0.0005)
         return self._engine
 
     def manager_pids(self) -> list[int]:
