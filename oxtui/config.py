@@ -71,7 +71,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class ReloadConfig:
-    max_surge: int | str = "50%"
+    max_surge: int | str | None = None     # None: half the instances, at least 2 (values.surge_count)
     min_ready: float = 0.5
 
 

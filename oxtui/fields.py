@@ -75,8 +75,8 @@ SCHEDULE: dict[str, Field] = {
 }
 
 RELOAD: dict[str, Field] = {
-    "max_surge": Field("surge", 'replacements started at once: a number, or a percentage of instances like "50%"',
-                       "50%"),
+    "max_surge": Field("surge", 'replacements started at once: a number, or a percentage of instances like "50%" '
+                       "(default: half the instances, at least 2)"),
     "min_ready": Field("duration", "seconds a replacement must stay up and ready before its old instance stops",
                        0.5),
 }

@@ -114,9 +114,14 @@ def parse_surge(value: Any) -> int | str:
     raise ValueError(f"{hint} (got {value!r})")
 
 
-def surge_count(spec: int | str, instances: int) -> int:
-    """max_surge for this many instances: at least 1, at most all of them."""
-    n = spec if isinstance(spec, int) else -(-instances * int(spec[:-1]) // 100)
+def surge_count(spec: int | str | None, instances: int) -> int:
+    """max_surge for this many instances: at least 1, at most all of them. The default (None) is half,
+    at least 2: a reload of a 2- or 4-instance app takes one or two rounds, and memory peaks at 1.5x
+    from 4 instances (2x for 2 or 3, which are small)."""
+    if spec is None:
+        n = max(2, -(-instances // 2))
+    else:
+        n = spec if isinstance(spec, int) else -(-instances * int(spec[:-1]) // 100)
     return max(1, min(n, max(instances, 1)))
 
 

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +170,7 @@ class Alerts:
 
 
 def _post(url: str, body: bytes) -> None:
+    import urllib.request       # here, not at the top: it pulls in ssl, 20 ms of every engine start
     req = urllib.request.Request(url, data=body, method="POST",
                                  headers={"Content-Type": "application/json", "User-Agent": "oxtui"})
     with urllib.request.urlopen(req, timeout=WEBHOOK_TIMEOUT) as r:

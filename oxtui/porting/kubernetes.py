@@ -113,7 +113,7 @@ def deployment(p: ProcessConfig, image: str, namespace: str | None, warn: list[s
     spec = {
         "replicas": replicas,
         "minReadySeconds": MIN_READY_SECONDS,
-        "strategy": Note({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": p.reload.max_surge,
+        "strategy": Note({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": p.reload.max_surge or "50%",
                                                                      "maxUnavailable": 0}},
                          "oxtui's rolling reload: [reload] max_surge at a time, never fewer ready than wanted"),
         "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
