@@ -95,6 +95,7 @@ def test_exit_records_for_each_cause_survive_restarts(tmp_path, engine_process):
     assert rec["tail"] == ["starting", "Traceback: ValueError"]
     rec = wait_until(lambda: cause("missing"), 10, 0.1)
     assert (rec["cause"], rec["code"], rec["note"]) == ("not_found", 127, "command not found: no-such-program-qq")
+    assert rec["tail"] == ["oxtui: no-such-program-qq: not found"], "printed right before it died, and kept"
     victim = wait_until(lambda: (w := worker(ep, "victim"))["state"] == "running" and w, 10, 0.1)
     os.kill(victim["pid"], signal.SIGKILL)
     rec = wait_until(lambda: cause("victim"), 10, 0.1)
