@@ -205,6 +205,11 @@ def oxtui_cli(*args: str, timeout: float = 60, cwd: Path | None = None,
                           stdin=subprocess.DEVNULL)
 
 
+def procs(ep: EngineProcess) -> dict[str, Any]:
+    """The running processes of an engine, by name."""
+    return {p["name"]: p for p in ep.status()["processes"]}
+
+
 def http_get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())

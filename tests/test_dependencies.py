@@ -9,16 +9,12 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from conftest import oxtui_cli, wait_until, write_oxfile
+from conftest import oxtui_cli, procs, wait_until, write_oxfile
 
 from oxtui.config import ConfigError, ScheduleConfig, load
 from oxtui.engine.schedule import next_run
 
 PY = sys.executable
-
-
-def procs(ep) -> dict:
-    return {p["name"]: p for p in ep.status()["processes"]}
 
 
 def stamp(path: str, linger: float = 0.0) -> str:

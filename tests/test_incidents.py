@@ -15,14 +15,10 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import free_port, wait_until, write_oxfile
+from conftest import free_port, procs, wait_until, write_oxfile
 from prometheus_client.parser import text_string_to_metric_families
 
 PY = sys.executable
-
-
-def procs(ep) -> dict:
-    return {p["name"]: p for p in ep.status()["processes"]}
 
 
 def worker(ep, name: str, i: int = 0) -> dict:

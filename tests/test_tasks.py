@@ -7,14 +7,10 @@ import json
 import sys
 
 import pytest
-from conftest import oxtui_cli, wait_until, write_oxfile
+from conftest import oxtui_cli, procs, wait_until, write_oxfile
 
 PY = sys.executable
 EXITS = {"zero": "sh -c 'echo bye; exit 0'", "one": "sh -c 'echo oops; exit 1'", "killed": "sh -c 'kill -9 $$'"}
-
-
-def procs(ep) -> dict:
-    return {p["name"]: p for p in ep.status()["processes"]}
 
 
 @pytest.mark.parametrize("mode,restarts,ends", [

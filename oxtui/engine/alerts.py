@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import NotifyConfig
+from .checks import kill_session
 from .exits import UNEXPECTED
 
 if TYPE_CHECKING:
@@ -157,11 +157,7 @@ class Alerts:
         try:
             _, err = await asyncio.wait_for(proc.communicate(json.dumps(ev).encode() + b"\n"), COMMAND_TIMEOUT)
         except TimeoutError:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            await proc.wait()
+            await kill_session(proc)
             self._say(f"notify: command ran over {COMMAND_TIMEOUT:g}s and was killed: {command}")
             return
         if proc.returncode:
@@ -170,7 +166,7 @@ class Alerts:
 
 
 def _post(url: str, body: bytes) -> None:
-    import urllib.request       # here, not at the top: it pulls in ssl, 20 ms of every engine start
+    import urllib.request  # here, not at the top: it pulls in ssl, 20 ms of every engine start
     req = urllib.request.Request(url, data=body, method="POST",
                                  headers={"Content-Type": "application/json", "User-Agent": "oxtui"})
     with urllib.request.urlopen(req, timeout=WEBHOOK_TIMEOUT) as r:

@@ -59,11 +59,7 @@ async def run_cmd(cmd: str, cwd: str, env: dict[str, str], timeout: float) -> st
         async with asyncio.timeout(timeout):
             code = await proc.wait()
     except TimeoutError:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        await proc.wait()
+        await kill_session(proc)
         return f"`{cmd}` did not finish within {timeout:g}s"
     return None if code == 0 else f"`{cmd}` exited with {code}"
 
@@ -78,3 +74,12 @@ async def probe(health: HealthConfig, cwd: str, env: dict[str, str]) -> str | No
         return await tcp_connect(health.tcp[0], health.tcp[1], health.timeout)
     assert health.cmd is not None
     return await run_cmd(health.cmd, cwd, env, health.timeout)
+
+
+async def kill_session(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL a helper command started in its own session (with whatever it started) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    await proc.wait()

@@ -53,6 +53,8 @@ class ProcessGroup:
         self.reload_results: Counter[str] = Counter()   # rolling reloads: "done" / "failed"
         self.last_reload_seconds: float | None = None
         self._blocked_said: str | None = None
+        self._env_key: tuple | None = None       # _env_names' cache
+        self._env_cache: list[str] = []
         self.log = engine.logs.open(cfg.name)
 
     # ---- what workers use (worker.WorkerHost: the whole of it) -------------------------------
@@ -391,10 +393,20 @@ class ProcessGroup:
         }
 
     def _env_names(self) -> list[str]:
-        """Names only: values (secrets from .env files) never leave the engine."""
-        from .spawn import read_env_files
-        names = {k for k, _ in self.cfg.env} | {k for k, _ in read_env_files(self.cfg.env_files)}
-        return sorted(names)
+        """Names only: values (secrets from .env files) never leave the engine. Snapshots run at 10 Hz:
+        the files are parsed again only when one of them changed (or the config did)."""
+        key: tuple = (self.cfg.env, self.cfg.env_files)
+        for path in self.cfg.env_files:
+            try:
+                st = path.stat()
+                key += ((st.st_mtime_ns, st.st_size),)
+            except OSError:
+                key += (None,)
+        if key != self._env_key:
+            from .spawn import read_env_files
+            names = {k for k, _ in self.cfg.env} | {k for k, _ in read_env_files(self.cfg.env_files)}
+            self._env_key, self._env_cache = key, sorted(names)
+        return list(self._env_cache)
 
     def _schedule_snapshot(self) -> ScheduleSnapshot | None:
         sched = self.cfg.schedule

@@ -29,9 +29,14 @@ class ReloadFailed(Exception):
     pass
 
 
-class RollingReload:
-    def __init__(self, group: ProcessGroup, release: int, progress: Callable[[str], None] | None):
-        self.group, self.release, self.progress = group, release, progress
+class Run:
+    """What a reload of either kind shows in status and the UI (RollingReload, TaskRun)."""
+
+    kind = "rolling"
+
+    def __init__(self, group: ProcessGroup, release: int, progress: Callable[[str], None] | None,
+                 why: str = "reload"):
+        self.group, self.release, self.progress, self.why = group, release, progress, why
         self.state = "running"       # running -> done | failed | cancelled
         self.slot: int | str | None = None
         self.step = "starting"
@@ -40,11 +45,21 @@ class RollingReload:
         self.started = time.time()
         self.finished: float | None = None
         self.tail: list[str] = []      # the last lines of the new instance (or canary) that failed
-        self._drains: list[asyncio.Future[None]] = []
 
     @property
     def active(self) -> bool:
         return self.state == "running"
+
+    def snapshot(self) -> ReloadSnapshot:
+        return {"state": self.state, "release": self.release, "slot": self.slot, "step": self.step,  # type: ignore
+                "reason": self.reason, "slots": [ReloadSlot(**s) for s in self.slots], "started_at": self.started,
+                "finished_at": self.finished, "kind": self.kind, "tail": list(self.tail), "why": self.why}
+
+
+class RollingReload(Run):
+    def __init__(self, group: ProcessGroup, release: int, progress: Callable[[str], None] | None):
+        super().__init__(group, release, progress)
+        self._drains: list[asyncio.Future[None]] = []
 
     @property
     def timeout(self) -> float:
@@ -226,29 +241,15 @@ class RollingReload:
             return f"was killed by {worker.exit_signal}"
         return f"exited with code {worker.exit_code}"
 
-    def snapshot(self) -> ReloadSnapshot:
-        return _snapshot(self)
 
-
-class TaskRun:
+class TaskRun(Run):
     """A task's "reload" (and each scheduled tick): run every instance again, to its end.
 
     `reload all` in start order then re-runs a migration before it replaces the servers that depend on
     it, and stops there when the migration fails. Same face as RollingReload for status and the UI.
     """
 
-    def __init__(self, group: ProcessGroup, release: int, progress: Callable[[str], None] | None,
-                 why: str = "reload"):
-        self.group, self.release, self.progress, self.why = group, release, progress, why
-        self.state = "running"
-        self.slot: int | str | None = None
-        self.step = "starting"
-        self.reason: str | None = None
-        self.slots: list[ReloadSlot] = []
-        self.started = time.time()
-        self.finished: float | None = None
-
-    active = RollingReload.active
+    kind = "run"
 
     def say(self, text: str) -> None:
         self.step = text
@@ -281,22 +282,3 @@ class TaskRun:
         finally:
             self.finished = time.time()
             group.changed()
-
-    snapshot = RollingReload.snapshot
-
-
-def _snapshot(self: RollingReload | TaskRun) -> ReloadSnapshot:
-    # the fields both kinds of run share
-    return {
-        "state": self.state,
-        "release": self.release,
-        "slot": self.slot,
-        "step": self.step,
-        "reason": self.reason,
-        "slots": [ReloadSlot(**s) for s in self.slots],
-        "started_at": self.started,
-        "finished_at": self.finished,
-        "kind": "run" if isinstance(self, TaskRun) else "rolling",
-        "tail": list(getattr(self, "tail", [])),
-        "why": getattr(self, "why", "reload"),
-    }
