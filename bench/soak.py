@@ -102,6 +102,9 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=70)
     ap.add_argument("--sample", type=float, default=60, help="seconds between samples")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak"))
+    ap.add_argument("--trace", type=float, metavar="SECONDS",
+                    help="run the engine under tracemalloc, a snapshot every SECONDS into OUT/trace "
+                         "(then: bench/memtrace.py --diff OUT/trace)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,10 @@ def main() -> int:
     oxfile = folder / "oxfile.toml"
     oxfile.write_text(OXFILE.format(py=PY, root=ROOT, port=port))
     os.environ["OXTUI_RUNTIME_DIR"] = str(folder)
-    engine = subprocess.Popen([PY, "-m", "oxtui", "run", str(oxfile)], stdout=subprocess.DEVNULL,
+    cmd = [PY, "-m", "oxtui"]
+    if args.trace:
+        cmd = [PY, str(ROOT / "bench" / "memtrace.py"), str(out / "trace"), str(args.trace), "--"]
+    engine = subprocess.Popen([*cmd, "run", str(oxfile)], stdout=subprocess.DEVNULL,
                               stderr=open(folder / "engine.err", "wb"), start_new_session=True)
     ps = psutil.Process(engine.pid)
     tmux = shutil.which("tmux")
