@@ -23,6 +23,7 @@ from .alerts import Alerts
 from .errors import CommandError
 from .events import EventHub
 from .group import ProcessGroup
+from .heap import Trimmer
 from .logs import LogHub
 from .metrics import Sampler, Usage
 from .sdnotify import Notifier, systemd_unit, under_systemd
@@ -287,13 +288,13 @@ class Engine:
     # ---- background loops -----------------------------------------------------------------
 
     async def _metrics_loop(self) -> None:
-        sampler = Sampler()
+        sampler, trimmer = Sampler(), Trimmer()
         while True:
             workers = [w for g in self.groups.values() for w in g.all_workers()
                        if w.pid is not None and w.state in LIVE_STATES]
             pids = [w.pid for w in workers if w.pid is not None]
             try:
-                per_pid, self.usage = await asyncio.to_thread(sampler.sample, pids)
+                per_pid, self.usage = await asyncio.to_thread(_sample_and_trim, sampler, trimmer, pids)
             except Exception as e:  # a /proc oddity must never end the metrics loop
                 self.logs.emit("oxtui", None, "event", [f"metrics sampling failed: {e}"])
                 per_pid = {}
@@ -433,3 +434,10 @@ class Engine:
                        "oxfile_changed": self.oxfile_changed()},
             "processes": [g.snapshot() for g in self.groups.values()],
         }
+
+
+def _sample_and_trim(sampler: Sampler, trimmer: Trimmer, pids: list[int]) -> tuple[dict[int, Usage], Usage]:
+    """On the sampler's thread: read /proc, then give freed heap pages back when it is time (heap.py)."""
+    sample = sampler.sample(pids)
+    trimmer.maybe_trim()
+    return sample
