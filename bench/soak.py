@@ -172,7 +172,8 @@ def main() -> int:
                 last["attach"] = attached_at = now
                 session = f"oxtui-soak-{os.getpid()}"
                 subprocess.run([tmux, "new", "-d", "-s", session, "-x", "120", "-y", "36",
-                                f"OXTUI_RUNTIME_DIR={folder} {PY} -m oxtui {oxfile}"], check=True)
+                                f"OXTUI_RUNTIME_DIR={folder} PYTHONPATH={os.environ.get('PYTHONPATH', '')} "
+                                f"{PY} -m oxtui {oxfile}"], check=True)
                 events["attaches"] += 1
             if session is not None and now - attached_at >= 20:
                 subprocess.run([tmux, "kill-session", "-t", session])
