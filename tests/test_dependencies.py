@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import sys
 import time
 from datetime import datetime, timezone
 
+import psutil
 import pytest
 from conftest import oxtui_cli, procs, wait_until, write_oxfile
 
@@ -260,6 +262,15 @@ def test_user_nobody_runs_with_nobodys_ids_and_home(tmp_path, engine_process):
                                                 "nobody", nobody.pw_dir]
     log = tmp_path / "logs" / "app.log"
     assert log.stat().st_uid == os.geteuid() and log.stat().st_mode & 0o077 == 0, "logs stay the engine's own"
+    # A restart is handed to the helper's waiting spare (forked as root): it drops to nobody too.
+    helper = psutil.Process(ep.proc.pid).children()[0]
+    spare = wait_until(lambda: [c.pid for c in helper.children() if c.name() == "oxtui-spare"], 5, 0.02)[0]
+    os.kill(w["pid"], signal.SIGKILL)
+    new = wait_until(lambda: (x := procs(ep)["app"]["workers"][0])["state"] == "running" and x["pid"] != w["pid"]
+                     and x, 10, 0.05)
+    assert new["pid"] == spare
+    assert psutil.Process(spare).uids()[:2] == (nobody.pw_uid, nobody.pw_uid)
+    assert psutil.Process(spare).gids()[:2] == (nobody.pw_gid, nobody.pw_gid)
 
 
 @pytest.mark.skipif(not _has_nobody(), reason="needs a user nobody to stand for the engine's user")

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -450,5 +451,73 @@ def test_a_dead_spawner_helper_is_replaced_and_its_instances_restart(tmp_path):
             assert engine.spawner._proc.pid != helper
             assert all(w.restarts == 1 for w in running(engine))
             assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in old)
+
+    run_engine(body)
+
+
+def _spare_of(helper: int) -> int | None:
+    kids = [c for c in psutil.Process(helper).children() if c.name() == "oxtui-spare"]
+    assert len(kids) <= 1, "one spare at most"
+    return kids[0].pid if kids else None
+
+
+def test_a_restart_is_handed_to_the_waiting_spare_and_a_dead_spare_is_not_needed(tmp_path):
+    path = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 60"
+        backoff = 0
+    ''')
+
+    async def body():
+        async with engine_at(path) as engine:
+            await await_until(lambda: len(running(engine)) == 1, 10)
+            helper = engine.spawner._proc.pid
+            spare = await await_until(lambda: _spare_of(helper), 5, what="a spare forked while idle")
+            assert spare not in {w.pid for w in running(engine)}
+            # waiting, it holds its stdio and its own socket, not the helper's socket to the engine
+            assert psutil.Process(spare).num_fds() == 4
+            w = running(engine)[0]
+            old = w.pid
+            os.kill(old, signal.SIGKILL)
+            await await_until(lambda: w.state == "running" and w.pid not in (None, old), 10, what="replacement")
+            assert w.pid == spare, "the waiting spare became the replacement"
+            p = psutil.Process(spare)
+            assert p.cmdline() == ["sleep", "60"] and os.getsid(spare) == spare
+            assert sorted(f.fd for f in p.open_files()) == [] and p.num_fds() == 3, "only 0, 1, 2 are left open"
+            new_spare = await await_until(lambda: _spare_of(helper), 5, what="a new spare")
+            assert new_spare != spare
+            # A spare that died unused, its death not yet seen by the helper when a request comes
+            # (the helper is stopped meanwhile): that request is forked instead, nothing is lost.
+            # A spawn waits for the helper's answer on the loop, so a thread wakes the helper once
+            # the request is on its way.
+            asked = threading.Event()
+            spawn = engine.spawner.spawn
+
+            def spawn_and_tell(*args, **kw):
+                asked.set()
+                return spawn(*args, **kw)
+
+            def wake() -> None:
+                asked.wait(10)
+                time.sleep(0.1)
+                os.kill(helper, signal.SIGCONT)
+
+            waker = threading.Thread(target=wake)
+            os.kill(helper, signal.SIGSTOP)
+            try:
+                await await_until(lambda: psutil.Process(helper).status() == psutil.STATUS_STOPPED, 5)
+                os.kill(new_spare, signal.SIGKILL)
+                engine.spawner.spawn = spawn_and_tell
+                waker.start()
+                await group_of(engine).scale(2)
+                await await_until(lambda: len(running(engine)) == 2, 10, what="the second instance")
+            finally:
+                asked.set()
+                waker.join()
+                engine.spawner.spawn = spawn
+            second = group_of(engine).workers[1].pid
+            assert second != new_spare and psutil.Process(second).cmdline() == ["sleep", "60"]
+            assert group_of(engine).workers[1].restarts == 0, "started at the first attempt"
+            assert not psutil.pid_exists(new_spare), "the dead spare was reaped"
 
     run_engine(body)

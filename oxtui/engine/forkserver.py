@@ -7,8 +7,13 @@ of a 5 ms restart). preexec_fn is unsafe once the process has threads (the TUI's
 one). This helper has no threads, so it forks and does that set-up in the child safely, then
 exec's the program directly. One interpreter start per engine, not per instance.
 
-The helper dies with the engine (its own PDEATHSIG, checked after set-up) and the instances die
-with the helper. It is also a child subreaper: a daemonising grandchild is re-parented here, not
+The fork itself is kept off a restart's path: the helper keeps one *spare* child, forked while
+idle, that waits on its own socket. A request is handed to it (one message) and it only does the
+set-up and exec; a new spare is forked once the helper has had 5 ms without a request, so a burst
+(a scale to 1000) forks directly and a lone crash restart finds a spare ready.
+
+The helper dies with the engine (its own PDEATHSIG, checked after set-up) and the instances (and the
+spare) die with the helper. It is also a child subreaper: a daemonising grandchild is re-parented here, not
 to init, and is reaped.
 
 Protocol over a SOCK_SEQPACKET socketpair, one JSON message per packet:
@@ -36,7 +41,9 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
+SPARE_IDLE_MS = 5          # quiet time before a new spare is forked: never during a burst of spawns
 MAX_MSG = 1 << 20
 NOT_FOUND_EXIT = 127
 CANNOT_START_EXIT = 126
@@ -47,7 +54,7 @@ RESET_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE, s
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _prctl(option: int, value: int) -> None:
+def _prctl(option: int, value: int | bytes) -> None:
     if _libc.prctl(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl failed")
 
@@ -119,8 +126,11 @@ def serve(sock: socket.socket) -> None:
     poller.register(wake_r, select.POLLIN)
     while True:
         try:
-            events = poller.poll()
+            events = poller.poll(_spare_wait_ms if _spare is None else None)
         except InterruptedError:
+            continue
+        if not events:
+            _fork_spare(helper_pid)
             continue
         for fd, _ in events:
             if fd == wake_r:
@@ -136,6 +146,7 @@ def serve(sock: socket.socket) -> None:
                 except OSError:
                     return
                 if not msg:
+                    _drop_spare()
                     _stop_orphans()             # the engine closed its end: it is gone or done
                     return
                 req = json.loads(msg)
@@ -147,12 +158,85 @@ def serve(sock: socket.socket) -> None:
 
 
 _spawned: set[int] = set()     # instances; other children are orphans adopted as subreaper
+_spare: tuple[int, socket.socket] | None = None     # (pid, our end of its socket)
+
+
+_spare_wait_ms = SPARE_IDLE_MS
+
+
+def _fork_spare(helper_pid: int) -> None:
+    global _spare, _spare_wait_ms
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        _spare_wait_ms = 1000                   # out of processes: try again later, not 200 times a second
+        return
+    if pid == 0:
+        _be_spare(theirs, helper_pid)
+    theirs.close()
+    _spare, _spare_wait_ms = (pid, ours), SPARE_IDLE_MS
+
+
+def _be_spare(conn: socket.socket, helper_pid: int) -> None:
+    """In a spare child: wait for one request, then become that instance. Never returns."""
+    try:
+        signal.set_wakeup_fd(-1)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != helper_pid:
+            os._exit(ORPHANED_EXIT)
+        _prctl(PR_SET_NAME, b"oxtui-spare")     # so `ps` tells it from the helper
+        # The engine's socket and the wake-up pipe are the helper's: holding them would keep the
+        # engine from seeing the helper's end close.
+        keep = conn.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 20)
+        msg, fds, _flags, _addr = socket.recv_fds(conn, MAX_MSG, 3)
+        if not msg:
+            os._exit(0)                         # the helper dropped us (shutting down)
+        _child(json.loads(msg), fds, helper_pid)
+    except BaseException:
+        os._exit(CANNOT_START_EXIT)
+
+
+def _take_spare() -> tuple[int, socket.socket] | None:
+    global _spare
+    spare, _spare = _spare, None
+    return spare
+
+
+def _drop_spare() -> None:
+    spare = _take_spare()
+    if spare is not None:
+        spare[1].close()                        # EOF: it exits by itself
+        try:
+            os.kill(spare[0], signal.SIGKILL)
+            os.waitpid(spare[0], 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def _hand_to_spare(req: dict, fds: list[int]) -> int | None:
+    """The spare's pid once it holds the request, or None (no spare, or it has died)."""
+    spare = _take_spare()
+    if spare is None:
+        return None
+    pid, conn = spare
+    try:
+        socket.send_fds(conn, [json.dumps(req).encode()], fds)
+    except OSError:
+        return None                             # it died: _reap collects it as an orphan
+    finally:
+        conn.close()
+    return pid
 
 
 def _spawn(sock: socket.socket, req: dict, fds: list[int], helper_pid: int) -> None:
     got = time.monotonic_ns()
     try:
-        pid = os.fork()
+        pid = _hand_to_spare(req, fds) or os.fork()
     except OSError as e:
         reply = {"id": req["id"], "error": f"fork failed: {e.strerror}"}
     else:
@@ -182,6 +266,8 @@ def _reap(sock: socket.socket) -> None:
         if pid == 0:
             return
         if pid not in _spawned:
+            if _spare is not None and pid == _spare[0]:
+                _take_spare()[1].close()        # the spare died unused: the next request forks
             continue                            # a re-parented grandchild: reaped, nobody to tell
         _spawned.discard(pid)
         try:
