@@ -51,6 +51,13 @@ def test_restart_on_exit_false_is_a_task(tmp_path, engine_process):
     wait_until(lambda: procs(ep)["a"]["workers"][0]["state"] == "completed", 15, 0.1)
 
 
+def test_a_finished_instance_shows_no_cpu_or_memory(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '[processes.a]\ncommand = "sleep 3"\nrestart = "never"\n'))
+    wait_until(lambda: procs(ep)["a"]["workers"][0]["rss_bytes"], 10, 0.1, what="a memory sample while it runs")
+    w = wait_until(lambda: (w := procs(ep)["a"]["workers"][0])["state"] == "completed" and w, 10, 0.1)
+    assert w["rss_bytes"] is None and w["cpu_percent"] is None, "not its last sample"
+
+
 def test_a_missing_program_is_named_not_a_bare_code(tmp_path, engine_process):
     ep = engine_process(write_oxfile(tmp_path, '''
         [processes.direct]

@@ -434,5 +434,5 @@ class ProcessGroup:
             "role": w.role,
             "release": w.release,
             "last_exit": w.last_exit,
-            "checks": [list(c) for c in w.checks],
+            "checks": list(w.checks),       # the entries are never changed once made: shared, not copied
         }

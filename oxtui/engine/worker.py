@@ -79,7 +79,9 @@ class Worker:
         self._oom_before: tuple[int | None, int | None] = (None, None)
         self._secrets: list[str] = []             # values from env_file, hidden from exit records
         self._exit_heard: tuple[int, int] | None = None
-        self.checks: deque[tuple[float, str]] = deque(maxlen=HISTORY)   # readiness and health changes
+        # readiness and health changes, as [at, text] lists: the JSON form, so that a snapshot (1000
+        # workers, every second with a viewer) copies references instead of converting each entry
+        self.checks: deque[list] = deque(maxlen=HISTORY)
         self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
                                     window=cfg.restart_window)
         self.ready = asyncio.Event()             # set while the current process is ready
@@ -334,6 +336,7 @@ class Worker:
         await self._clean_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
         self._child = None
         self.pid = None
+        self.cpu_percent = self.rss_bytes = None    # a process that is gone uses nothing: "-", not its last sample
         # Let the readers finish what the child wrote before it died (they close at EOF): its last
         # lines (a traceback) belong in the exit record and before the exit event.
         if any(not p.closed.is_set() for p in pumps.values()):
@@ -418,7 +421,7 @@ class Worker:
             self._now_ready()
 
     def _note(self, text: str) -> None:
-        self.checks.append((round(time.time(), 3), text))
+        self.checks.append([round(time.time(), 3), text])
 
     def _now_ready(self) -> None:
         if self.started_at is not None:
