@@ -244,3 +244,65 @@ async def _patch():
             want = [r.key for r in build_rows(snap, History())]
             assert [r.key.value for r in app.grid.ordered_rows] == want
             assert app.grid.selected_key() == "w:web:2:"
+
+
+def test_rows_off_screen_catch_up_when_they_scroll_into_view():
+    """With many workers only rows on screen get fresh cells each refresh (1000 workers would cost a
+    rebuild of every row a second); a row scrolled into view shows its current values at once."""
+    asyncio.run(_scroll_in())
+
+
+async def _scroll_in():
+    def many(restarts: int, state: str) -> dict[str, Any]:
+        snap = snapshot()
+        snap["processes"][0]["workers"] = [worker(i, 6000 + i) for i in range(150)]
+        snap["processes"][0]["instances"] = 150
+        snap["processes"][0]["workers"][140] = worker(140, 6140, state=state, restarts=restarts)
+        return snap
+
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.client.snap = many(0, "running")
+        app.pull()
+        await pilot.pause()
+        far = "w:web:140:"
+        app.client.snap = many(5, "backoff")
+        app.pull()
+        await pilot.pause()
+        cells = lambda: app.grid.get_row(far)  # noqa: E731  (what DataTable displays)
+        assert str(cells()[2]) == "running", "an off-screen row is left as it was"
+        app.grid.move_cursor(row=app.grid._order.index(far), animate=False)
+        await pilot.pause()
+        await pilot.pause(0.1)
+        assert str(cells()[2]) == "backoff" and str(cells()[7]) == "5"
+        assert app.grid.rows_by_key[far].cells[7] == "5"
+
+
+def test_a_changed_cell_is_painted_and_unchanged_rows_stay_as_they_were():
+    """The grid updates cells in place and drops only the changed rows' cached renders
+    (grid._set_cells): what is painted must be the new value, and every other row unchanged."""
+    asyncio.run(_painted())
+
+
+async def _painted():
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        grid = app.grid
+
+        def painted(key: str) -> str:
+            y = grid._order.index(key) + grid.header_height - int(grid.scroll_y)
+            return "".join(seg.text for seg in grid.render_line(y))
+
+        before = {k: painted(k) for k in grid._order}
+        assert " running " in before["w:web:1:"] and " 2 " in before["w:web:1:"]
+        snap = snapshot()
+        snap["processes"][0]["workers"][1].update(state="backoff", restarts=9)
+        app.client.snap = snap
+        app.pull()
+        await pilot.pause()
+        after = {k: painted(k) for k in grid._order}
+        assert " backoff " in after["w:web:1:"] and " 9 " in after["w:web:1:"]
+        assert "3/4 up" in after["p:web"]
+        assert {k: v for k, v in after.items() if k not in ("w:web:1:", "p:web")} == \
+            {k: v for k, v in before.items() if k not in ("w:web:1:", "p:web")}

@@ -62,8 +62,10 @@ class History:
         if now - self.last.get(key, -10) < 0.9:
             return
         self.last[key] = now
-        self.cpu.setdefault(key, deque(maxlen=60)).append(cpu)
-        self.rss.setdefault(key, deque(maxlen=60)).append(rss)
+        if key not in self.cpu:         # (not setdefault: that would build two deques per call)
+            self.cpu[key], self.rss[key] = deque(maxlen=60), deque(maxlen=60)
+        self.cpu[key].append(cpu)
+        self.rss[key].append(rss)
 
     def forget_except(self, keys: set[str]) -> None:
         for d in (self.cpu, self.rss, self.last):
@@ -136,9 +138,10 @@ def snapshot_time(snapshot: Snapshot | None) -> float | None:
 
 def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window: tuple[int, int] | None = None,
                previous: dict[str, Row] | None = None) -> list[Row]:
-    """The grid's rows. With `window` (the row indices on screen, with a margin), the sparklines, the one
-    costly cell pair, are drawn only for rows in it; the others keep what `previous` had, so 1000
-    workers cost about what the ~35 visible ones do."""
+    """The grid's rows. With `window` (the row indices on screen, with a margin), only rows in it get
+    fresh cells; a row outside it keeps the cells `previous` had (with its current state), because
+    the grid paints only what is on screen and rebuilds when it scrolls. So 1000 workers cost about
+    what the ~35 visible ones do: the order (sorting) still uses every worker's current values."""
     rows: list[Row] = []
     now = snapshot_time(snapshot)
     previous = previous or {}
@@ -158,24 +161,27 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
         group_cells = (f"▼ {name}", "", count, "", "", "", "", "", "", listen,
                        reload_summary(p.get("reload")))
         rows.append(Row(f"p:{name}", "process", name, None, None, group_cells))
-        workers = list(p["workers"])
-        for w in workers:
+        keyed = []
+        for w in p["workers"]:
             key = worker_key(name, w)
             live.add(key)
             history.add(key, w.get("cpu_percent"), w.get("rss_bytes"))
-        workers.sort(key=_sort_key(sort))
-        for i, w in enumerate(workers):
-            key = worker_key(name, w)
-            cpu = w.get("cpu_percent")
+            keyed.append((key, w))
+        order = _sort_key(sort)
+        keyed.sort(key=lambda kw: order(kw[1]))
+        last = len(keyed) - 1
+        for i, (key, w) in enumerate(keyed):
             old = previous.get(key)
-            if window is None or window[0] <= len(rows) < window[1] or old is None:
-                cpu_hist = history.cpu.get(key, ())
-                cpu_spark = sparkline(cpu_hist, SPARK_WIDTH, top=max(100.0, max((v or 0 for v in cpu_hist), default=0)))
-                rss_spark = sparkline(history.rss.get(key, ()), SPARK_WIDTH, relative=True)
-            else:
-                cpu_spark, rss_spark = old.cells[4], old.cells[6]
+            if window is not None and old is not None and not window[0] <= len(rows) < window[1]:
+                rows.append(old if old.state == w["state"] else
+                            Row(key, "worker", name, w["instance"], w.get("role"), old.cells, w["state"]))
+                continue
+            cpu = w.get("cpu_percent")
+            cpu_hist = history.cpu.get(key, ())
+            cpu_spark = sparkline(cpu_hist, SPARK_WIDTH, top=max(100.0, max((v or 0 for v in cpu_hist), default=0)))
+            rss_spark = sparkline(history.rss.get(key, ()), SPARK_WIDTH, relative=True)
             cells = (
-                worker_label(name, w, i == len(workers) - 1),
+                worker_label(name, w, i == last),
                 str(w["pid"]) if w.get("pid") else "-",
                 w["state"],
                 f"{cpu:.1f}" if cpu is not None else "-",
@@ -192,9 +198,12 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
     return rows
 
 
+ROLE_RANK = {None: 0, "surge": 1, "canary": 2}
+
+
 def _sort_key(sort: str):
     def key(w: WorkerSnapshot) -> tuple:
-        role_rank = {None: 0, "surge": 1, "canary": 2}.get(w.get("role"), 3)
+        role_rank = ROLE_RANK.get(w.get("role"), 3)
         if sort == "cpu":
             return (-(w.get("cpu_percent") or 0), w["instance"], role_rank)
         if sort == "memory":
