@@ -55,15 +55,21 @@ def status(oxfile: Path) -> dict:
 
 
 class Engine:
-    def __init__(self, folder: Path, body: str):
+    def __init__(self, folder: Path, body: str, stdout: str = "null"):
+        """`stdout`: where `oxtui run` prints every line: null (/dev/null), file (a file in `folder`) or
+        pipe (read and thrown away by `cat`), the last two as under a service manager."""
         self.folder = folder
         self.oxfile = folder / "oxfile.toml"
         self.oxfile.write_text(body + '\n[logs]\ndir = "logs"\nmax_size = "2G"\n')
         env = {**os.environ, "OXTUI_RUNTIME_DIR": str(folder)}
         os.environ["OXTUI_RUNTIME_DIR"] = str(folder)
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(self.oxfile)], stdout=subprocess.DEVNULL,
+        out = {"null": subprocess.DEVNULL, "file": open(folder / "stdout.txt", "wb"), "pipe": subprocess.PIPE}[stdout]
+        self.proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(self.oxfile)], stdout=out,
                                      stderr=subprocess.DEVNULL, env=env)
+        if stdout == "pipe":
+            self.cat = subprocess.Popen(["cat"], stdin=self.proc.stdout, stdout=subprocess.DEVNULL)
+            self.proc.stdout.close()
         self.ps = psutil.Process(self.proc.pid)
         # However the benchmark ends (an exception included), the engine and its workers stop.
         atexit.register(self.stop)
@@ -82,6 +88,8 @@ class Engine:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(60)
+        if getattr(self, "cat", None) is not None:
+            self.cat.wait(10)        # ends at the pipe's EOF, once the engine has gone
 
 
 def bench_start(tmp: Path, n: int = 64) -> tuple[float, float]:
@@ -212,7 +220,7 @@ time.sleep(3600)
 """
 
 
-def bench_logs_fast(tmp: Path, n: int = 2_000_000, rounds: int = 3) -> dict:
+def bench_logs_fast(tmp: Path, n: int = 2_000_000, rounds: int = 3, stdout: str = "null") -> dict:
     """2 M lines at once: to a file, and through `oxtui run` until every line is in its log file
     (rounds alternated, medians)."""
     script = tmp / "fast_writer.py"
@@ -229,7 +237,7 @@ def bench_logs_fast(tmp: Path, n: int = 2_000_000, rounds: int = 3) -> dict:
         direct.append(n / float(done.read_text()))
         folder = tmp / f"fast{i}"
         folder.mkdir()
-        eng = Engine(folder, f'[processes.w]\ncommand = "{PY} {script} {n} {folder / "done"}"\n')
+        eng = Engine(folder, f'[processes.w]\ncommand = "{PY} {script} {n} {folder / "done"}"\n', stdout)
         log = folder / "logs" / "w.log"
         size_wanted = n * 100          # at least: every line plus its prefix
         peak = 0
@@ -255,26 +263,34 @@ def bench_logs_fast(tmp: Path, n: int = 2_000_000, rounds: int = 3) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[64],
+                    help="instance counts for the start and idle rows, e.g. 64,256,1000")
     ap.add_argument("--only-logs", action="store_true", help="just the fast-writer log capture")
+    ap.add_argument("--stdout", choices=("null", "file", "pipe"), default="null",
+                    help="with --only-logs: where `oxtui run` prints the lines (file/pipe: as under systemd)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.md"))
     args = ap.parse_args()
     rows = []
     if args.only_logs:
         with tempfile.TemporaryDirectory() as d:
-            r = bench_logs_fast(Path(d))
-        print(f"fast writer, {r['n']} lines: file {r['direct_lps'] / 1e6:.2f} M lines/s, oxtui run "
+            r = bench_logs_fast(Path(d), stdout=args.stdout)
+        print(f"fast writer, {r['n']} lines: file {r['direct_lps'] / 1e6:.2f} M lines/s, oxtui run > {args.stdout} "
               f"{r['oxtui_lps'] / 1e6:.2f} M lines/s (ratio {r['oxtui_lps'] / r['direct_lps']:.2f}), "
               f"{r['lost']} lost, peak engine RSS {r['peak_rss'] / 2**20:.0f} MB")
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        raw, ox = bench_start(tmp)
-        rows.append(("start 64 x `sleep` (until all exec'd)", f"{ox * 1000:.0f} ms (incl. engine start)", f"{raw * 1000:.0f} ms", f"{ox / raw:.1f}x"))
-        print(rows[-1], flush=True)
-        cpu, rss, ok = bench_idle(tmp, args.idle)
-        rows.append((f"engine idle {args.idle:.0f} s, 64 workers", f"{cpu:.2f} % of a core, {rss / 2**20:.1f} MB RSS max", "-",
-                     "all running" if ok > 0 else "NOT all running"))
-        print(rows[-1], flush=True)
+        for n in args.workers:
+            (tmp / str(n)).mkdir()
+            raw, ox = bench_start(tmp / str(n), n)
+            rows.append((f"start {n} x `sleep` (until all exec'd)", f"{ox * 1000:.0f} ms (incl. engine start)",
+                         f"{raw * 1000:.0f} ms", f"{ox / raw:.1f}x"))
+            print(rows[-1], flush=True)
+            cpu, rss, ok = bench_idle(tmp / str(n), args.idle, n)
+            rows.append((f"engine idle {args.idle:.0f} s, {n} workers, nobody watching",
+                         f"{cpu:.2f} % of a core, {rss / 2**20:.1f} MB RSS max", "-",
+                         "all running" if ok > 0 else "NOT all running"))
+            print(rows[-1], flush=True)
         raw_k, ox_k = bench_kill(tmp)
         rows.append(("kill -9 -> new process exec'd (median of 10)", f"{ox_k * 1000:.2f} ms", f"{raw_k * 1000:.2f} ms (Popen -> exec'd)", f"{ox_k / raw_k:.1f}x"))
         print(rows[-1], flush=True)
