@@ -39,17 +39,22 @@ _CGROUP_EVENTS = _cgroup_events_path()
 
 
 def _counter(path: str | None, key: str) -> int | None:
+    # Read at every start and exit of every instance: one os.read and a bytes search, not a text file
+    # iterated line by line (that was 0.5 ms a call for /proc/vmstat, most of starting 1000 instances).
     if path is None:
         return None
     try:
-        with open(path) as f:
-            for line in f:
-                name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = b"\n" + os.read(fd, 65536)
+        finally:
+            os.close(fd)
+        at = data.find(b"\n" + key.encode() + b" ")
+        if at < 0:
+            return None
+        return int(data[at + len(key) + 2:data.find(b"\n", at + 1)])
     except (OSError, ValueError):
-        pass
-    return None
+        return None
 
 
 def oom_counters() -> tuple[int | None, int | None]:
