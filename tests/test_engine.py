@@ -521,3 +521,58 @@ def test_a_restart_is_handed_to_the_waiting_spare_and_a_dead_spare_is_not_needed
             assert not psutil.pid_exists(new_spare), "the dead spare was reaped"
 
     run_engine(body)
+
+
+def test_a_scale_down_while_instances_are_being_spawned_leaves_none_running(tmp_path):
+    """Spawns are pipelined (several requests in flight to the helper): a worker stopped while its
+    request is in flight must still have its process ended, not left running unwatched."""
+    path = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 60"
+        instances = 0
+        stop_timeout = 30
+    ''')
+
+    async def body():
+        async with engine_at(path) as engine:
+            group = group_of(engine)
+            for n in (40, 0, 25, 0):
+                await group.scale(n)
+                await asyncio.sleep(0.01 if n else 0)
+            await asyncio.sleep(0.5)
+            engine.logs.flush()
+            # stopped by SIGTERM: one that reached an instance before its exec was not ignored
+            assert "ignored SIGTERM" not in (tmp_path / "logs" / "app.log").read_text()
+            helper = psutil.Process(engine.spawner._proc.pid)
+            left = [c for c in helper.children() if c.status() != psutil.STATUS_ZOMBIE and c.name() != "oxtui-spare"]
+            assert not left, f"instances left running after the scale to 0: {[c.cmdline() for c in left]}"
+            await group.scale(3)
+            await await_until(lambda: len(running(engine)) == 3, 10, what="it still starts instances")
+
+    run_engine(body)
+
+
+def test_a_spawn_cancelled_in_flight_ends_what_the_helper_started(tmp_path):
+    from oxtui.engine.spawn import Spawner
+
+    async def body():
+        spawner = Spawner()
+        try:
+            # the first spawn starts the helper; its instance is ended the normal way
+            first = await spawner.spawn("sleep 60", str(tmp_path), dict(os.environ))
+            os.kill(first.pid, signal.SIGKILL)
+            await spawner.exited(first.pid)
+            task = asyncio.ensure_future(spawner.spawn("sleep 61", str(tmp_path), dict(os.environ)))
+            await asyncio.sleep(0)              # sent; now waiting for the helper's answer
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            helper = psutil.Process(spawner._proc.pid)
+            await asyncio.sleep(1.0)            # time to exec, had it been left running
+            running = [c.cmdline() for c in helper.children() if c.status() != psutil.STATUS_ZOMBIE]
+            assert ["sleep", "61"] not in running, "the abandoned instance was ended"
+            assert not spawner._early, "its exit was taken by a throwaway waiter, not kept"
+        finally:
+            spawner.close()
+
+    asyncio.run(body())

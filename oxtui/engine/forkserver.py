@@ -50,6 +50,25 @@ CANNOT_START_EXIT = 126
 ORPHANED_EXIT = 125
 # Signals this helper (or Python) sets to SIG_IGN; everything else is already default after exec.
 RESET_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
+# The helper ignores these (they are the engine's business); a forked child must not, from its
+# first instruction: the engine may stop an instance before it has exec'd.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+
+
+def _fork() -> int:
+    """fork() with the stop signals blocked across it: the child sets them back to default before it
+    unblocks them, so one sent in between is held, then acted on, never ignored."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
+    if pid == 0:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return pid
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -168,7 +187,7 @@ def _fork_spare(helper_pid: int) -> None:
     global _spare, _spare_wait_ms
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        pid = os.fork()
+        pid = _fork()
     except OSError:
         ours.close()
         theirs.close()
@@ -236,7 +255,7 @@ def _hand_to_spare(req: dict, fds: list[int]) -> int | None:
 def _spawn(sock: socket.socket, req: dict, fds: list[int], helper_pid: int) -> None:
     got = time.monotonic_ns()
     try:
-        pid = _hand_to_spare(req, fds) or os.fork()
+        pid = _hand_to_spare(req, fds) or _fork()
     except OSError as e:
         reply = {"id": req["id"], "error": f"fork failed: {e.strerror}"}
     else:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 PIPE_SIZE = 256 * 1024
 HELPER_TIMEOUT = 5.0
+# Spawn requests in flight to the helper at once. A burst (start or scale to 1000, a reload's surge)
+# then costs one fork after another in the helper, not a round trip to the engine per instance.
+SPAWN_WINDOW = 16
 # A command made of these characters only (quotes and escapes are shlex's job) needs no shell.
 _PLAIN_RE = re.compile(r"""[A-Za-z0-9_./:,@%+=\-\s'"]+""")
 
@@ -45,6 +48,11 @@ _ASSIGN_RE = re.compile(r"""^((?:[A-Za-z_]\w*=(?:'[^']*'|"[^"]*"|[^\s'"]*)\s+)*)
 
 class SpawnError(Exception):
     pass
+
+
+class HelperGone(SpawnError):
+    """Given to spawns in flight when the helper died: it is already dealt with (and a new helper may be
+    running by the time they see it, which they must not end)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -117,6 +125,8 @@ class Spawner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_id = 0
         self._waiters: dict[int, asyncio.Future[int]] = {}
+        self._replies: dict[int, asyncio.Future[dict]] = {}   # request id -> the helper's answer
+        self._window = asyncio.Semaphore(SPAWN_WINDOW)
         self._early: dict[int, int] = {}       # exits reported before anyone asked
         self.exit_times: dict[int, tuple[int, int]] = {}   # pid -> (helper reaped it, engine heard), ns
 
@@ -165,32 +175,45 @@ class Spawner:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._readable)
 
-    def spawn(self, command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None,
-              run_as: RunAs | None = None) -> Child:
-        """Start the instance; raises SpawnError when the helper cannot fork it."""
-        sock = self._sock or self._start_helper()
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        _grow_pipe(out_w)
-        self._next_id += 1
-        asked = time.monotonic_ns()
-        argv = command_argv(command)
-        req = {"id": self._next_id, "argv": argv, "path": _which(argv[0], cwd, env.get("PATH", os.defpath)),
-               "cwd": cwd, "env": env, "listen": listen_fd is not None}
-        if run_as is not None:
-            req.update(uid=run_as.uid, gid=run_as.gid, groups=list(run_as.groups))
-        fds = [out_w, err_w] + ([listen_fd] if listen_fd is not None else [])
-        try:
-            socket.send_fds(sock, [json.dumps(req).encode()], fds)
-            reply = self._wait_reply(sock, self._next_id)
-        except (OSError, SpawnError) as e:
-            for fd in (out_r, err_r):
-                os.close(fd)
-            self._helper_gone()
-            raise SpawnError(f"the spawner helper failed: {e}") from None
-        finally:
-            os.close(out_w)
-            os.close(err_w)
+    async def spawn(self, command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None,
+                    run_as: RunAs | None = None) -> Child:
+        """Start the instance; raises SpawnError when the helper cannot fork it. Up to SPAWN_WINDOW
+        spawns are in flight at once; their answers come back through _readable."""
+        async with self._window:
+            sock = self._sock or self._start_helper()
+            assert self._loop is not None
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            _grow_pipe(out_w)
+            self._next_id += 1
+            rid = self._next_id
+            asked = time.monotonic_ns()
+            argv = command_argv(command)
+            req = {"id": rid, "argv": argv, "path": _which(argv[0], cwd, env.get("PATH", os.defpath)),
+                   "cwd": cwd, "env": env, "listen": listen_fd is not None}
+            if run_as is not None:
+                req.update(uid=run_as.uid, gid=run_as.gid, groups=list(run_as.groups))
+            fds = [out_w, err_w] + ([listen_fd] if listen_fd is not None else [])
+            fut: asyncio.Future[dict] = self._loop.create_future()
+            self._replies[rid] = fut
+            try:
+                try:
+                    self._send(sock, json.dumps(req).encode(), fds)
+                finally:
+                    os.close(out_w)      # in flight, the helper's copies hold the pipes open
+                    os.close(err_w)
+                reply = await asyncio.wait_for(asyncio.shield(fut), HELPER_TIMEOUT)
+            except asyncio.CancelledError:
+                # Stopped while the helper forks: whatever it started must not run unwatched.
+                fut.add_done_callback(functools.partial(self._end_abandoned, out_r, err_r))
+                raise
+            except (OSError, SpawnError, TimeoutError) as e:
+                self._replies.pop(rid, None)
+                for fd in (out_r, err_r):
+                    os.close(fd)
+                if not isinstance(e, HelperGone):
+                    self._helper_gone()
+                raise SpawnError(f"the spawner helper failed: {e or 'no answer within 5s'}") from None
         if "error" in reply:
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -199,8 +222,39 @@ class Spawner:
         os.set_blocking(err_r, False)
         got, forked = reply.get("t") or (0, 0)
         timeline = {"spawn_asked": asked, "helper_got_request": got, "forked": forked,
-                    "engine_got_pid": time.monotonic_ns()}
+                    "engine_got_pid": reply["engine_got_pid"]}
         return Child(pid=reply["pid"], stdout=out_r, stderr=err_r, started=time.monotonic(), timeline=timeline)
+
+    @staticmethod
+    def _send(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+        # The socket blocks: a helper that stops reading (SIGSTOPped) with its queue full must not
+        # hang the engine's loop.
+        if not select.select([], [sock], [], HELPER_TIMEOUT)[1]:
+            raise SpawnError(f"the helper took no request within {HELPER_TIMEOUT:g}s")
+        socket.send_fds(sock, [data], fds)
+
+    def _on_reply(self, msg: dict) -> None:
+        msg["engine_got_pid"] = time.monotonic_ns()
+        fut = self._replies.pop(msg["id"], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def _end_abandoned(self, out_r: int, err_r: int, fut: asyncio.Future[dict]) -> None:
+        """The spawn's caller was cancelled: close its pipes and kill what the helper started (its exit
+        is then reported to nobody: a throwaway waiter takes it)."""
+        for fd in (out_r, err_r):
+            os.close(fd)
+        if fut.cancelled() or fut.exception() is not None or "pid" not in fut.result():
+            return
+        pid = fut.result()["pid"]
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._loop is not None and pid not in self._early:
+            self._waiters[pid] = self._loop.create_future()
+        self._early.pop(pid, None)
 
     def _wait_reply(self, sock: socket.socket, want: int) -> dict:
         # The helper answers within a fork; exits that arrive first are dispatched on the way.
@@ -216,6 +270,8 @@ class Spawner:
                 self._dispatch(msg["exit"], msg["status"], msg.get("t"))
             elif msg.get("id") == want:
                 return msg
+            elif "id" in msg:
+                self._on_reply(msg)
 
     def _readable(self) -> None:
         sock = self._sock
@@ -234,6 +290,8 @@ class Spawner:
             msg = json.loads(data)
             if "exit" in msg:
                 self._dispatch(msg["exit"], msg["status"], msg.get("t"))
+            elif "id" in msg:
+                self._on_reply(msg)
 
     def _dispatch(self, pid: int, status: int, reaped: int | None = None) -> None:
         # when the helper reaped it and when the engine heard: the first steps of a restart's timeline
@@ -262,6 +320,10 @@ class Spawner:
             if not fut.done():
                 fut.set_result(killed)
         self._waiters.clear()
+        for rfut in self._replies.values():
+            if not rfut.done():
+                rfut.set_exception(HelperGone("the helper exited"))
+        self._replies.clear()
 
     def _disconnect(self) -> None:
         """Close our end (the helper exits when it sees that) and reap the helper."""

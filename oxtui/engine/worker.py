@@ -284,7 +284,7 @@ class Worker:
         spawner = self.group.spawner
         if adopted is None:
             try:
-                child = spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd, self.cfg.run_as)
+                child = await spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd, self.cfg.run_as)
             except (SpawnError, OSError) as e:
                 self.exit_code, self.exit_signal, self.pid = 127, None, None
                 self.group.event(self, f"cannot start: {e}")
@@ -502,9 +502,17 @@ class Worker:
 
 
 def _killpg(pgid: int, sig: int) -> None:
+    """Signal an instance's process group (its pgid is its pid). Just after the spawn it may not have
+    called setsid yet, so there is no such group: then the process itself gets the signal (the
+    spawner lets stop signals through from the fork on, so it is not lost)."""
     try:
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
+        try:
+            os.kill(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    except PermissionError:
         pass
 
 
