@@ -165,8 +165,11 @@ def test_slow_requests_in_flight_complete_during_the_drain(tmp_path, engine_proc
 def test_one_reload_at_a_time_and_no_scaling_during_it(tmp_path, engine_process):
     import subprocess
     port = free_port()
-    ep = engine_process(app_oxfile(tmp_path, port, instances=2, canary=False))
+    ep = engine_process(app_oxfile(tmp_path, port, instances=2, canary=False, ready_timeout=5))
     ep.wait_running("app", 2)
+    # A release that never gets ready keeps the reload running for its whole ready timeout: the two
+    # commands below meet it however slow the machine is (a good release could finish first).
+    (tmp_path / "release.txt").write_text("noready")
     first = subprocess.Popen([PY, "-m", "oxtui", "reload", "app", "-c", str(ep.oxfile)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -175,9 +178,10 @@ def test_one_reload_at_a_time_and_no_scaling_during_it(tmp_path, engine_process)
         assert r.returncode == 1 and "a rolling reload is already running" in r.stderr
         r = ep.cli("scale", "app", "+1")
         assert r.returncode == 1 and "a rolling reload is in progress" in r.stderr
+        assert ep.status()["processes"][0]["reload"]["state"] == "running"
     finally:
         out, err = first.communicate(timeout=60)
-    assert first.returncode == 0, err
+    assert first.returncode == 1 and "not ready" in err, err
 
 
 def test_reload_all_goes_process_by_process(tmp_path, engine_process):
