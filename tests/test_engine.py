@@ -576,3 +576,40 @@ def test_a_spawn_cancelled_in_flight_ends_what_the_helper_started(tmp_path):
             spawner.close()
 
     asyncio.run(body())
+
+
+def test_a_helper_that_stops_answering_is_replaced_and_the_loop_never_waits_on_it(tmp_path):
+    path = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 60"
+        backoff = 0
+    ''')
+
+    async def body():
+        async with engine_at(path) as engine:
+            await await_until(lambda: len(running(engine)) == 1, 10)
+            helper = engine.spawner._proc.pid
+            os.kill(helper, signal.SIGSTOP)
+            ticks = 0
+
+            async def tick():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.05)
+                    ticks += 1
+
+            ticker = asyncio.ensure_future(tick())
+            try:
+                await group_of(engine).scale(2)
+                await await_until(lambda: engine.spawner._proc is None or engine.spawner._proc.pid != helper, 10,
+                                  what="the stopped helper given up")
+                assert ticks >= 10, f"the loop kept running while the helper did not answer ({ticks} ticks)"
+            finally:
+                ticker.cancel()
+            await await_until(lambda: len(running(engine)) == 2 and engine.spawner._proc.pid != helper, 15,
+                              what="both instances through a new helper")
+            engine.logs.flush()
+            assert "no answer within 5s" in (tmp_path / "logs" / "app.log").read_text()
+            assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+
+    run_engine(body)

@@ -12,9 +12,9 @@ idle, that waits on its own socket. A request is handed to it (one message) and 
 set-up and exec; a new spare is forked once the helper has had 5 ms without a request, so a burst
 (a scale to 1000) forks directly and a lone crash restart finds a spare ready.
 
-The helper dies with the engine (its own PDEATHSIG, checked after set-up) and the instances (and the
-spare) die with the helper. It is also a child subreaper: a daemonising grandchild is re-parented here, not
-to init, and is reaped.
+The helper dies with the engine (its own PDEATHSIG, checked after set-up) and the instances (and
+the spare) die with the helper. It is also a child subreaper: a daemonising grandchild is
+re-parented here, not to init, and is reaped.
 
 Protocol over a SOCK_SEQPACKET socketpair, one JSON message per packet:
   engine -> helper: {"id", "argv", "cwd", "env", "listen": bool(, "uid", "gid", "groups")}
@@ -178,8 +178,6 @@ def serve(sock: socket.socket) -> None:
 
 _spawned: set[int] = set()     # instances; other children are orphans adopted as subreaper
 _spare: tuple[int, socket.socket] | None = None     # (pid, our end of its socket)
-
-
 _spare_wait_ms = SPARE_IDLE_MS
 
 

@@ -213,7 +213,7 @@ class Spawner:
                     os.close(fd)
                 if not isinstance(e, HelperGone):
                     self._helper_gone()
-                raise SpawnError(f"the spawner helper failed: {e or 'no answer within 5s'}") from None
+                raise SpawnError(f"the spawner helper failed: {str(e) or f'no answer within {HELPER_TIMEOUT:g}s'}") from None
         if "error" in reply:
             for fd in (out_r, err_r):
                 os.close(fd)
