@@ -66,6 +66,7 @@ max_restarts = 1000
 dir = "logs"
 max_size = "20M"
 keep = 2
+buffer_lines = {buffer_lines}
 """
 
 
@@ -102,6 +103,10 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=70)
     ap.add_argument("--sample", type=float, default=60, help="seconds between samples")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak"))
+    ap.add_argument("--buffer-lines", type=int, default=10_000,
+                    help="[logs] buffer_lines: each process's ring of recent lines grows until it holds this many; "
+                         "web and flaky print ~90 and ~35 lines a minute, so with the default they are still "
+                         "filling after 75 minutes (about 350 bytes a line). 1000 fills them within 30 minutes.")
     ap.add_argument("--trace", type=float, metavar="SECONDS",
                     help="run the engine under tracemalloc, a snapshot every SECONDS into OUT/trace "
                          "(then: bench/memtrace.py --diff OUT/trace)")
@@ -111,7 +116,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="oxtui-soak-"))
     port = free_port()
     oxfile = folder / "oxfile.toml"
-    oxfile.write_text(OXFILE.format(py=PY, root=ROOT, port=port))
+    oxfile.write_text(OXFILE.format(py=PY, root=ROOT, port=port, buffer_lines=args.buffer_lines))
     os.environ["OXTUI_RUNTIME_DIR"] = str(folder)
     cmd = [PY, "-m", "oxtui"]
     if args.trace:
