@@ -65,6 +65,16 @@ def _which(program: str, cwd: str, path: str) -> str | None:
 
 def command_argv(command: str) -> list[str]:
     """argv for the instance: the words themselves for a plain command, else the shell."""
+    return list(_argv(command))
+
+
+@functools.lru_cache(maxsize=256)
+def _argv(command: str) -> tuple[str, ...]:
+    # every instance of a process has the same command: shlex once, not at every start
+    return tuple(_plain_or_shell(command))
+
+
+def _plain_or_shell(command: str) -> list[str]:
     if _PLAIN_RE.fullmatch(command):
         try:
             words = shlex.split(command)
