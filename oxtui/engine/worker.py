@@ -283,6 +283,9 @@ class Worker:
         listen_fd = self._listen_fd if self._listen_fd is not None else self.group.listen_fd
         spawner = self.group.spawner
         if adopted is None:
+            # starting from now, not once the helper has answered: a waiting spawn must never look
+            # stopped (which counts as settled for READY=1, `oxtui up` and the reload's checks)
+            self._set(WorkerState.STARTING)
             try:
                 child = await spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd, self.cfg.run_as)
             except (SpawnError, OSError) as e:
