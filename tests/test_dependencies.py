@@ -266,8 +266,8 @@ def test_user_nobody_runs_with_nobodys_ids_and_home(tmp_path, engine_process):
     helper = psutil.Process(ep.proc.pid).children()[0]
     spare = wait_until(lambda: [c.pid for c in helper.children() if c.name() == "oxtui-spare"], 5, 0.02)[0]
     os.kill(w["pid"], signal.SIGKILL)
-    new = wait_until(lambda: (x := procs(ep)["app"]["workers"][0])["state"] == "running" and x["pid"] != w["pid"]
-                     and x, 10, 0.05)
+    new = wait_until(lambda: (x := procs(ep)["app"]["workers"][0])["state"] == "running"
+                     and x["pid"] not in (None, w["pid"]) and x, 10, 0.05)
     assert new["pid"] == spare
     assert psutil.Process(spare).uids()[:2] == (nobody.pw_uid, nobody.pw_uid)
     assert psutil.Process(spare).gids()[:2] == (nobody.pw_gid, nobody.pw_gid)

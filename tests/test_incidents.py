@@ -96,7 +96,7 @@ def test_exit_records_for_each_cause_survive_restarts(tmp_path, engine_process):
     os.kill(victim["pid"], signal.SIGKILL)
     rec = wait_until(lambda: cause("victim"), 10, 0.1)
     assert (rec["cause"], rec["signal"], rec["pid"]) == ("killed", "SIGKILL", victim["pid"])
-    w = wait_until(lambda: (w := worker(ep, "victim"))["state"] == "running" and w["pid"] != victim["pid"] and w,
+    w = wait_until(lambda: (w := worker(ep, "victim"))["state"] == "running" and w["pid"] not in (None, victim["pid"]) and w,
                    10, 0.1, what="victim restarted")
     assert w["last_exit"]["pid"] == victim["pid"], "last_exit survives the restart"
     rec = wait_until(lambda: cause("hog"), 20, 0.1, what="max_memory")
@@ -252,7 +252,8 @@ def test_events_json_follow_streams_a_kill_and_a_reload(tmp_path, engine_process
     try:
         time.sleep(1.0)
         os.kill(w["pid"], signal.SIGKILL)
-        wait_until(lambda: worker(ep, "app")["state"] == "running" and worker(ep, "app")["pid"] != w["pid"], 10, 0.1)
+        wait_until(lambda: worker(ep, "app")["state"] == "running" and worker(ep, "app")["pid"] not in (None, w["pid"]),
+                   10, 0.1)
         assert ep.cli("reload", "app").returncode == 0
         seen: list[dict] = []
         deadline = time.monotonic() + 10
