@@ -455,6 +455,15 @@ def test_a_dead_spawner_helper_is_replaced_and_its_instances_restart(tmp_path):
     run_engine(body)
 
 
+def sleeper_oxfile(tmp_path: Path) -> Path:
+    """One `sleep` instance whose first restart is immediate."""
+    return write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 60"
+        backoff = 0
+    ''')
+
+
 def _spare_of(helper: int) -> int | None:
     kids = [c for c in psutil.Process(helper).children() if c.name() == "oxtui-spare"]
     assert len(kids) <= 1, "one spare at most"
@@ -462,11 +471,7 @@ def _spare_of(helper: int) -> int | None:
 
 
 def test_a_restart_is_handed_to_the_waiting_spare_and_a_dead_spare_is_not_needed(tmp_path):
-    path = write_oxfile(tmp_path, '''
-        [processes.app]
-        command = "sleep 60"
-        backoff = 0
-    ''')
+    path = sleeper_oxfile(tmp_path)
 
     async def body():
         async with engine_at(path) as engine:
@@ -579,11 +584,7 @@ def test_a_spawn_cancelled_in_flight_ends_what_the_helper_started(tmp_path):
 
 
 def test_a_helper_that_stops_answering_is_replaced_and_the_loop_never_waits_on_it(tmp_path):
-    path = write_oxfile(tmp_path, '''
-        [processes.app]
-        command = "sleep 60"
-        backoff = 0
-    ''')
+    path = sleeper_oxfile(tmp_path)
 
     async def body():
         async with engine_at(path) as engine:
