@@ -22,9 +22,10 @@ class EventHub:
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
 
     def publish(self, event: str, process: str, instance: int | None = None, pid: int | None = None,
-                text: str = "", **fields: Any) -> dict[str, Any]:
+                text: str = "", at: float | None = None, **fields: Any) -> dict[str, Any]:
+        """`at`: when it happened, if not now (an exit event carries its exit record's time)."""
         self.seq += 1
-        ev = {"seq": self.seq, "at": round(time.time(), 3), "event": event, "process": process,
+        ev = {"seq": self.seq, "at": round(time.time(), 3) if at is None else at, "event": event, "process": process,
               "instance": instance, "pid": pid, "text": text, **fields}
         self.history.append(ev)
         for fn in list(self.subscribers):

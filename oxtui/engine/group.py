@@ -92,8 +92,8 @@ class ProcessGroup:
         text = f"exited ({record['cause']}: {how}" + (f", {record['note']}" if record["note"] else "") + ")"
         event = EXIT_EVENTS.get(record["cause"], "crash")
         fields = {k: v for k, v in record.items() if k not in ("instance", "pid", "at")}
-        self.engine.events.publish(event, self.name, who.log_instance, record["pid"], text, role=who.role,
-                                   **fields)
+        self.engine.events.publish(event, self.name, who.log_instance, record["pid"], text, at=record["at"],
+                                   role=who.role, **fields)
 
     def all_workers(self) -> list[Worker]:
         """The slots' workers plus a reload's surge instance and canary."""
