@@ -84,23 +84,8 @@ class Sampler:
                 kids.setdefault(st.ppid, []).append(pid)
             last = self._last
             for root in roots:
-                st = procs.get(root)
-                if st is not None and root not in kids:
-                    # a worker without children (most of them): no tree to walk
-                    key = (root, st.start)
-                    before = last.get(key)
-                    ticks = 0 if before is None else st.cpu_ticks - before
-                    seen[key] = st.cpu_ticks
-                    out[root] = Usage(round(ticks / TICKS / elapsed * 100, 1), st.rss_bytes, ticks / TICKS)
-                    continue
-                cpu_ticks, rss, stack, visited = 0.0, 0, [root], set()
-                while stack:
-                    pid = stack.pop()
-                    st = procs.get(pid)
-                    if st is None or pid in visited:
-                        continue
-                    visited.add(pid)
-                    stack.extend(kids.get(pid, ()))
+                cpu_ticks, rss = 0.0, 0
+                for pid, st in _tree(root, procs, kids):
                     key = (pid, st.start)
                     before = last.get(key)
                     if before is not None:
@@ -111,3 +96,20 @@ class Sampler:
         self._last = seen
         engine = Usage(round(self.engine.cpu_percent(None), 1), self.engine.memory_info().rss)
         return out, engine
+
+
+def _tree(root: int, procs: dict[int, ProcStat], kids: dict[int, list[int]]):
+    """(pid, stat) of `root` and its descendants."""
+    if root not in kids:                 # most workers have no children: no walk
+        if root in procs:
+            yield root, procs[root]
+        return
+    stack, visited = [root], set()
+    while stack:
+        pid = stack.pop()
+        st = procs.get(pid)
+        if st is None or pid in visited:
+            continue
+        visited.add(pid)
+        stack.extend(kids.get(pid, ()))
+        yield pid, st

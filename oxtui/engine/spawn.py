@@ -70,19 +70,30 @@ def command_argv(command: str) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def _argv(command: str) -> tuple[str, ...]:
-    # every instance of a process has the same command: shlex once, not at every start
-    return tuple(_plain_or_shell(command))
-
-
-def _plain_or_shell(command: str) -> list[str]:
+    # every instance of a process has the same command: worked out once, not at every start
     if _PLAIN_RE.fullmatch(command):
         try:
             words = shlex.split(command)
         except ValueError:
             words = []
         if words and "=" not in words[0]:
-            return words
-    return ["/bin/sh", "-c", exec_form(command)]
+            return tuple(words)
+    return ("/bin/sh", "-c", exec_form(command))
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    """Signal an instance's process group (its pgid is its pid). Just after the spawn it may not have
+    called setsid yet, so there is no such group: then the process itself gets the signal (the
+    spawner lets stop signals through from the fork on, so it is not lost)."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    except PermissionError:
+        pass
 
 
 def exec_form(command: str) -> str:
@@ -257,11 +268,7 @@ class Spawner:
         if fut.cancelled() or fut.exception() is not None or "pid" not in fut.result():
             return
         pid = fut.result()["pid"]
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        kill_group(pid, signal.SIGKILL)
         if self._loop is not None and pid not in self._early:
             self._waiters[pid] = self._loop.create_future()
         self._early.pop(pid, None)
@@ -276,12 +283,9 @@ class Spawner:
             if not data:
                 raise SpawnError("the helper exited")
             msg = json.loads(data)
-            if "exit" in msg:
-                self._dispatch(msg["exit"], msg["status"], msg.get("t"))
-            elif msg.get("id") == want:
+            if msg.get("id") == want:
                 return msg
-            elif "id" in msg:
-                self._on_reply(msg)
+            self._handle(msg)
 
     def _readable(self) -> None:
         sock = self._sock
@@ -297,11 +301,14 @@ class Spawner:
             if not data:
                 self._helper_gone()
                 return
-            msg = json.loads(data)
-            if "exit" in msg:
-                self._dispatch(msg["exit"], msg["status"], msg.get("t"))
-            elif "id" in msg:
-                self._on_reply(msg)
+            self._handle(json.loads(data))
+
+    def _handle(self, msg: dict) -> None:
+        """An exit report, or the answer to a spawn request."""
+        if "exit" in msg:
+            self._dispatch(msg["exit"], msg["status"], msg.get("t"))
+        elif "id" in msg:
+            self._on_reply(msg)
 
     def _dispatch(self, pid: int, status: int, reaped: int | None = None) -> None:
         # when the helper reaped it and when the engine heard: the first steps of a restart's timeline

@@ -28,7 +28,7 @@ from .backoff import RestartPolicy
 from .exits import TAIL_LINES, classify, oom_counters
 from .logs import LineSplitter
 from .pipes import PipeReader
-from .spawn import Child, SpawnError, describe_status, instance_env, read_env_files
+from .spawn import Child, SpawnError, describe_status, instance_env, kill_group, read_env_files
 
 if TYPE_CHECKING:
     from .logs import LogBatch
@@ -153,7 +153,7 @@ class Worker:
 
     def kill_group(self, sig: signal.Signals) -> None:
         if self._child is not None:
-            _killpg(self._child.pid, sig)
+            kill_group(self._child.pid, sig)
 
     @property
     def log_instance(self) -> int:
@@ -480,12 +480,12 @@ class Worker:
     async def _terminate(self, child: Child, exited: asyncio.Future[int]) -> None:
         self._set(WorkerState.STOPPING)
         sig = self.cfg.stop_signal
-        _killpg(child.pid, sig)
+        kill_group(child.pid, sig)
         try:
             await asyncio.wait_for(asyncio.shield(exited), self.cfg.stop_timeout)
         except TimeoutError:
             self.group.event(self, f"pid {child.pid} ignored {sig.name} for {self.cfg.stop_timeout:g}s: SIGKILL")
-            _killpg(child.pid, signal.SIGKILL)
+            kill_group(child.pid, signal.SIGKILL)
             await exited
 
     async def _clean_group(self, pgid: int, grace: float) -> None:
@@ -493,30 +493,15 @@ class Worker:
         deadline = time.monotonic() + grace
         while _group_alive(pgid):
             if time.monotonic() >= deadline:
-                _killpg(pgid, signal.SIGKILL)
+                kill_group(pgid, signal.SIGKILL)
                 break
             await asyncio.sleep(0.05)
 
     async def _kill_now(self) -> None:
         child = self._child
         if child is not None:
-            _killpg(child.pid, signal.SIGKILL)   # the spawner helper reaps it
+            kill_group(child.pid, signal.SIGKILL)   # the spawner helper reaps it
             self._child = None
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    """Signal an instance's process group (its pgid is its pid). Just after the spawn it may not have
-    called setsid yet, so there is no such group: then the process itself gets the signal (the
-    spawner lets stop signals through from the fork on, so it is not lost)."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        try:
-            os.kill(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    except PermissionError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:

@@ -126,35 +126,36 @@ class WorkerGrid(DataTable):
         are dropped, and only their lines are repainted. This reaches into DataTable's caches (Textual
         8.2, pinned for the tests, which check what is painted); without them it falls back."""
         try:
-            data, caches, lines = self._data, (self._cell_render_cache, self._row_render_cache), self._line_cache
-            locations, offsets, renderables = self._row_locations, self._get_offsets, self._row_renderable_cache
-            count = self._update_count
+            data, cell_cache, row_cache = self._data, self._cell_render_cache, self._row_render_cache
+            lines, renderables, count = self._line_cache, self._row_renderable_cache, self._update_count
+            locations, offsets = self._row_locations, self._get_offsets
         except AttributeError:
             for key, cells in changed.items():
                 for col, value in cells:
                     self.update_cell(key, str(col), value)
             return
-        keys = {RowKey(k) for k in changed}
+        rows = {RowKey(k): cells for k, cells in changed.items()}
         dirty: set[tuple[RowKey, ColumnKey]] = set()
-        for key, cells in changed.items():
-            values = data[RowKey(key)]
+        for row, cells in rows.items():
             for col, value in cells:
-                values[ColumnKey(str(col))] = value
-                dirty.add((RowKey(key), ColumnKey(str(col))))
-        cell_cache, row_cache = caches
+                column = ColumnKey(str(col))
+                data[row][column] = value
+                dirty.add((row, column))
         for ck in [ck for ck in cell_cache.keys() if (ck[0], ck[1]) in dirty]:   # (row key, column key, ...)
             cell_cache.discard(ck)
-        for ck in [ck for ck in row_cache.keys() if ck[0] in keys]:              # (row key, ...)
+        for ck in [ck for ck in row_cache.keys() if ck[0] in rows]:              # (row key, ...)
             row_cache.discard(ck)
         for ck in list(lines.keys()):              # keys start with the line's y
             try:
-                if offsets(ck[0])[0] in keys:
-                    lines.discard(ck)
-            except (LookupError, IndexError):
+                stale = offsets(ck[0])[0] in rows
+            except LookupError:                    # a y past the rows: dropped too
+                stale = True
+            if stale:
                 lines.discard(ck)
-        for key in keys:
-            renderables.discard((count, locations.get(key)))     # keyed (update count, row index)
-            self.refresh_row(locations.get(key))
+        for row in rows:
+            index = locations.get(row)
+            renderables.discard((count, index))    # keyed (update count, row index)
+            self.refresh_row(index)
 
     def _patch(self, rows: list[Row], order: list[str], selected: str | None) -> bool:
         """A scale or a reload's surge row: add and remove those rows and re-sort, instead of rebuilding
