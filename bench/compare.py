@@ -1,13 +1,14 @@
 """oxtui, PM2 and supervisord side by side: the same workloads, in one run, on one machine.
 
     .venv/bin/python bench/compare.py [--repeats 3] [--idle 30] [--quick]
+    .venv/bin/python bench/compare.py --only-idle --idle 120      # workload 1 alone, long idle windows
 
 Installs what is missing into a temporary folder: PM2 from npm, supervisor from PyPI (in a venv of
 its own), wrk from Debian, matplotlib into this interpreter (for the chart). Each workload runs on
 each manager in turn, the turns alternated, `--repeats` times; the table gives median [min-max].
 
 1. start 64 instances of `sleep`: from the start command until all 64 have exec'd `sleep`;
-   then the manager's CPU and RSS over `--idle` seconds with the 64 running.
+   then the manager's CPU, RSS and PSS over `--idle` seconds with the 64 running.
 2. kill -9 of a worker -> its replacement has exec'd `sleep`: median over 10 workers, each killed
    once (a first crash, restarted at once by every manager's defaults).
 3. log capture: a child writing 100-byte lines flat out for 5 s; lines/s it managed (the pipe
@@ -88,6 +89,14 @@ def exec_is(pid: int, name: str) -> bool:
         return False
 
 
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def descendants(pid: int, depth: int = 3) -> list[int]:
     found, level = [], [pid]
     for _ in range(depth):
@@ -108,6 +117,20 @@ def usage(pids: list[int]) -> tuple[float, int]:
         except psutil.Error:
             pass
     return cpu, rss
+
+
+def pss(pids: list[int]) -> int:
+    """PSS bytes summed over the live pids: a page shared by k processes counts 1/k in each, so a
+    manager of several processes (oxtui's engine, helper and spare) is not charged twice for the
+    pages they share, as RSS does."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+        except (OSError, StopIteration):
+            pass
+    return total
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None, check: bool = True, timeout: float = 120) -> str:
@@ -177,7 +200,10 @@ class Oxtui(Manager):
         return self._engine
 
     def manager_pids(self) -> list[int]:
-        return [self.root()] + children(self.root())          # the engine and its spawner helper
+        # the engine, its spawner helper, and the helper's spare (a forked child waiting for a restart)
+        helpers = children(self.root())
+        spares = [c for h in helpers for c in children(h) if comm(c) == "oxtui-spare"]
+        return [self.root(), *helpers, *spares]
 
     def log_file(self, name: str) -> Path:
         return self.folder / "logs" / f"{name}.log"
@@ -330,14 +356,16 @@ def start_and_idle(mgr: Manager, tmp: Path, idle: float, n: int = 64) -> dict:
         time.sleep(3)                                   # settle: first metrics, readiness
         pids = mgr.manager_pids()
         c0, _ = usage(pids)
-        t1, peak = time.perf_counter(), 0
+        t1, peak, peak_pss = time.perf_counter(), 0, 0
         while time.perf_counter() - t1 < idle:
             peak = max(peak, usage(pids)[1])
+            peak_pss = max(peak_pss, pss(pids))
             time.sleep(0.5)
         c1, _ = usage(pids)
         cpu = (c1 - c0) / (time.perf_counter() - t1) * 100
         alive = len(sleepers(mgr))
-    return {"start_ms": start * 1000, "idle_cpu": cpu, "idle_rss_mb": peak / 2**20, "alive": alive}
+    return {"start_ms": start * 1000, "idle_cpu": cpu, "idle_rss_mb": peak / 2**20, "idle_pss_mb": peak_pss / 2**20,
+            "alive": alive}
 
 
 def kill_latency(mgr: Manager, tmp: Path, kills: int = 10) -> dict:
@@ -373,12 +401,13 @@ def log_capture(mgr: Manager, tmp: Path, script: Path, seconds: float, direct_lp
     with Session(mgr, tmp, "logs", [{"name": "w", "cmd": PY, "args": [str(script), str(seconds), str(count)],
                                      "instances": 1}]):
         peak = 0
-        pids = None
+        pids: list[int] = []
         deadline = time.monotonic() + seconds + 60
         while not (count.exists() and count.read_text()):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the writer under {mgr.name} never finished")
-            pids = pids or mgr.manager_pids()
+            # asked each time: taken once, oxtui's list could be the engine alone (its helper not started yet)
+            pids = mgr.manager_pids()
             peak = max(peak, usage(pids)[1])
             time.sleep(0.1)
         written = int(count.read_text())
@@ -390,7 +419,7 @@ def log_capture(mgr: Manager, tmp: Path, script: Path, seconds: float, direct_lp
             last = got
             if got >= written:
                 break
-            peak = max(peak, usage(pids or [])[1])
+            peak = max(peak, usage(mgr.manager_pids())[1])
             time.sleep(0.1)
     lps = written / seconds
     return {"log_ratio": lps / direct_lps, "log_lps": lps, "log_lost": written - last, "log_written": written,
@@ -473,6 +502,7 @@ ROWS = [  # key, label, unit, format, lower is better
     ("start_ms", "start 64 x `sleep` (until all exec'd)", "ms", "{:.0f}", True),
     ("idle_cpu", "manager CPU, 64 idle workers", "% of a core", "{:.2f}", True),
     ("idle_rss_mb", "manager RSS, 64 idle workers", "MB", "{:.1f}", True),
+    ("idle_pss_mb", "manager PSS, 64 idle workers (shared pages split)", "MB", "{:.1f}", True),
     ("kill_ms", "kill -9 -> new process exec'd (median of 10 workers)", "ms", "{:.2f}", True),
     ("log_ratio", "log capture, ratio to writing a file", "ratio", "{:.2f}", False),
     ("log_lost", "log lines lost (of ~millions)", "lines", "{:.0f}", True),
@@ -575,6 +605,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 repeat, 5 s idle: checks that everything runs")
     ap.add_argument("--out", default=str(ROOT / "bench"))
     ap.add_argument("--redraw", metavar="JSON", help="only redraw the table and chart from a saved compare.json")
+    ap.add_argument("--only-idle", action="store_true",
+                    help="only workload 1, for a long --idle: a manager's idle CPU is a few 10 ms ticks in 30 s, "
+                         "too few to tell two managers apart; prints its table, leaves compare.md alone")
     args = ap.parse_args()
     out_dir = writable_dir(Path(args.out))     # before 20 minutes of measuring, not after
     if args.redraw:
@@ -612,6 +645,8 @@ def main() -> None:
             print(f"round {r + 1}/{args.repeats}", flush=True)
             for m in order:
                 record(m, start_and_idle(m, tmp, args.idle))
+            if args.only_idle:
+                continue
             for m in order:
                 record(m, kill_latency(m, tmp))
             for m in order:
@@ -628,6 +663,16 @@ def main() -> None:
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "versions": versions, "repeats": args.repeats,
             "load": load}
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    if args.only_idle:
+        meta["idle_s"] = args.idle
+        (ROOT / "bench" / "results" / "compare-idle.json").write_text(json.dumps({"meta": meta, "results": results},
+                                                                               indent=1))
+        names = list(results)
+        print(f"Measured {meta['date']}, {load}; {args.idle:g} s idle windows, median [min–max] of {args.repeats}.\n")
+        print("| workload | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+        for key, label, unit, fmt, _ in ROWS[:4]:
+            print(f"| {label} ({unit}) | " + " | ".join(summary(results[n].get(key, []), fmt) for n in names) + " |")
+        return
     (ROOT / "bench" / "results" / "compare.json").write_text(json.dumps({"meta": meta, "results": results,
                                                                           "single_rps": single}, indent=1))
     print(report(results, single, meta, out_dir))

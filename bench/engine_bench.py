@@ -225,7 +225,7 @@ def bench_logs_fast(tmp: Path, n: int = 2_000_000, rounds: int = 3, stdout: str 
     (rounds alternated, medians)."""
     script = tmp / "fast_writer.py"
     script.write_text(FAST_WRITER)
-    direct, ox, peaks, lost = [], [], [], 0
+    direct, teed, ox, peaks, lost = [], [], [], [], 0
     for i in range(rounds):
         done = tmp / f"direct{i}.time"
         with open(tmp / "direct.out", "wb") as f:
@@ -235,6 +235,20 @@ def bench_logs_fast(tmp: Path, n: int = 2_000_000, rounds: int = 3, stdout: str 
             p.kill()
             p.wait()
         direct.append(n / float(done.read_text()))
+        if stdout == "file":
+            # The least any capture that also prints to a file must do: `tee` (C) copying the pipe to
+            # a log file and to its stdout, a file; no prefix, no lines.
+            done = tmp / f"tee{i}.time"
+            with open(tmp / "tee.out", "wb") as f:
+                tee = subprocess.Popen(["tee", str(tmp / "tee.log")], stdin=subprocess.PIPE, stdout=f)
+                p = subprocess.Popen([PY, str(script), str(n), str(done)], stdout=tee.stdin)
+                tee.stdin.close()
+                while not (done.exists() and done.read_text()):
+                    time.sleep(0.01)
+                p.kill()
+                p.wait()
+                tee.wait()
+            teed.append(n / float(done.read_text()))
         folder = tmp / f"fast{i}"
         folder.mkdir()
         eng = Engine(folder, f'[processes.w]\ncommand = "{PY} {script} {n} {folder / "done"}"\n', stdout)
@@ -257,7 +271,7 @@ def bench_logs_fast(tmp: Path, n: int = 2_000_000, rounds: int = 3, stdout: str 
         ox.append(n / elapsed)
         peaks.append(peak)
     return {"direct_lps": statistics.median(direct), "oxtui_lps": statistics.median(ox), "lost": lost,
-            "peak_rss": max(peaks), "n": n}
+            "peak_rss": max(peaks), "n": n, "tee_lps": statistics.median(teed) if teed else None}
 
 
 def main() -> None:
@@ -277,6 +291,9 @@ def main() -> None:
         print(f"fast writer, {r['n']} lines: file {r['direct_lps'] / 1e6:.2f} M lines/s, oxtui run > {args.stdout} "
               f"{r['oxtui_lps'] / 1e6:.2f} M lines/s (ratio {r['oxtui_lps'] / r['direct_lps']:.2f}), "
               f"{r['lost']} lost, peak engine RSS {r['peak_rss'] / 2**20:.0f} MB")
+        if r["tee_lps"]:
+            print(f"  `tee log > file` (C, no prefix): {r['tee_lps'] / 1e6:.2f} M lines/s "
+                  f"(ratio {r['tee_lps'] / r['direct_lps']:.2f}); oxtui run / tee {r['oxtui_lps'] / r['tee_lps']:.2f}")
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

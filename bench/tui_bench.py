@@ -115,8 +115,8 @@ def _read(fd: int) -> bytes:
 
 
 async def plus_latency(folder: Path, rounds: int = 5) -> list[float]:
-    from oxtui.config import load
-    from oxtui.embedded import EmbeddedEngine
+    from oxtui.oxfile.config import load
+    from oxtui.client.embedded import EmbeddedEngine
     from oxtui.tui.app import OxtuiApp
     oxfile = folder / "oxfile.toml"
     oxfile.write_text(oxfile_text())

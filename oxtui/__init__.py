@@ -1,3 +1,4 @@
 """oxtui: a process manager with a terminal UI: N instances on one port, restarts, rolling reloads."""
 
-__version__ = "0.1.0"
+# 0.2.0: `oxtui upgrade` (hand-over format 2). Which versions can hand over to which: README, "Upgrading oxtui".
+__version__ = "0.2.0"

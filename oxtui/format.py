@@ -124,6 +124,20 @@ def schedule_text(p: dict) -> str:
 
 def in_start_order(processes: list) -> list:
     """The snapshot's processes, dependencies before their dependents (otherwise the oxfile's order)."""
-    from .graph import levels
+    from .oxfile.graph import levels
     lv = levels({p["name"]: list(p.get("depends_on") or {}) for p in processes})
     return sorted(processes, key=lambda p: lv.get(p["name"], 0))
+
+
+def older(version: str | None) -> bool:
+    """An engine's version is older than the oxtui installed here (it can be upgraded in place).
+    Versions are X.Y.Z with an optional rcN, which comes before X.Y.Z itself."""
+    import re
+
+    from . import __version__
+
+    def key(v: str) -> tuple[float, ...] | None:
+        m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:rc(\d+))?", v)
+        return None if m is None else (*(float(x) for x in m.groups()[:3]), float(m.group(4) or "inf"))
+    ours, theirs = key(__version__), key(version or "")
+    return ours is not None and theirs is not None and theirs < ours

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from enum import StrEnum
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Callable, Literal, NotRequired, Protocol, TypedDict
 
 
 class WorkerState(StrEnum):
@@ -33,6 +33,11 @@ class WorkerState(StrEnum):
 
 
 LIVE_STATES = frozenset({WorkerState.STARTING, WorkerState.RUNNING, WorkerState.STOPPING})
+
+# Why an instance ended (an exit record's `cause`; engine/exits.py decides which).
+CAUSES = ("crash", "not_found", "killed", "oom", "max_memory", "health", "reload", "stopped")
+# Exits that mean trouble: the notifications' "crash" event covers all of these.
+UNEXPECTED = frozenset({"crash", "not_found", "killed", "oom", "max_memory", "health"})
 
 
 # ---- snapshot ---------------------------------------------------------------------------------
@@ -74,6 +79,7 @@ class WorkerSnapshot(TypedDict):
     release: int
     last_exit: ExitRecord | None     # survives restarts
     checks: list[list]               # [[at, "pid 42 ready after 1.2s" | "health FAIL 1/3: ..."], ...] the last 20
+    cpu_seconds: float               # CPU time of every process this slot has had (a counter)
 
 
 class ReloadSlot(TypedDict):
@@ -112,6 +118,14 @@ class ScheduleSnapshot(TypedDict):
     last_run: LastRun | None
 
 
+class ProcessCounters(TypedDict):
+    """Counters since the engine started (carried over a hand-over): what Prometheus exports."""
+    exits: dict[str, int]            # by cause
+    reloads: dict[str, int]          # rolling reloads by result: "done", "failed"
+    last_reload_s: float | None      # how long the last finished rolling reload took
+    log_lines: int                   # lines the instances printed
+
+
 class ProcessSnapshot(TypedDict):
     name: str
     instances: int                   # the running target
@@ -128,19 +142,30 @@ class ProcessSnapshot(TypedDict):
     depends_on: dict[str, str]       # {"migrate": "completed_successfully"}
     schedule: ScheduleSnapshot | None
     task: bool                       # runs to an end (restart = "never" or "on-failure")
+    counters: ProcessCounters
     workers: list[WorkerSnapshot]
+
+
+class NotifyStatus(TypedDict):
+    sent: int                        # messages delivered
+    failed: int                      # messages given up on
+    pending: int                     # queued or being sent
+    last_failure: str | None         # "12:04:31 webhook https://... failed 3 times (timed out); crash of web not sent"
 
 
 class EngineInfo(TypedDict):
     started_at: float
     uptime_s: float
     cpu_percent: float
+    cpu_seconds: float
     rss_bytes: int
+    version: str
     log_dir: str
     viewers: int
     systemd: bool
     unit: str | None
     oxfile_changed: bool
+    notify: NotifyStatus | None      # None without [notify]
 
 
 class Snapshot(TypedDict):
@@ -166,20 +191,38 @@ def last_exit_text(w: WorkerSnapshot) -> str | None:
     return f"code {w['exit_code']}" if w["exit_code"] is not None else None
 
 
+# ---- what observers of an engine get ------------------------------------------------------------
+
+Event = dict[str, Any]     # {"seq", "at", "event", "process", "instance", "pid", "text", ...} (engine/events.py)
+
+
+class EngineFeed(Protocol):
+    """An engine as its observers (notifications, Prometheus, systemd notify) see it: the typed
+    snapshot and the event stream. They never hold the engine itself."""
+
+    def snapshot(self) -> Snapshot: ...
+    def subscribe(self, on_event: Callable[[Event], None]) -> Callable[[], None]: ...
+    def on_change(self, fn: Callable[[], None]) -> Callable[[], None]: ...
+    def publish(self, event: str, process: str, text: str, **fields: Any) -> None: ...
+    def log(self, text: str) -> None: ...
+
+
 # ---- replies ----------------------------------------------------------------------------------
 
 class Reply(TypedDict):
     ok: bool
     result: NotRequired[Any]
     error: NotRequired[str]
+    usage: NotRequired[bool]
 
 
 def ok(result: Any) -> Reply:
     return {"ok": True, "result": result}
 
 
-def error(text: str) -> Reply:
-    return {"ok": False, "error": text}
+def error(text: str, usage: bool = False) -> Reply:
+    """A refusal; `usage`: the request itself was wrong (the CLI exits 2 for it, as for bad arguments)."""
+    return {"ok": False, "error": text, **({"usage": True} if usage else {})}
 
 
 def encode(obj: Any) -> bytes:

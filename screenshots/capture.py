@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from oxtui.config import load  # noqa: E402
-from oxtui.embedded import EmbeddedEngine  # noqa: E402
-from oxtui.remote import RemoteEngine  # noqa: E402
+from oxtui.oxfile.config import load  # noqa: E402
+from oxtui.client.embedded import EmbeddedEngine  # noqa: E402
+from oxtui.client.remote import RemoteEngine  # noqa: E402
 from oxtui.tui.app import OxtuiApp  # noqa: E402
 
 OUT = ROOT / "screenshots"
@@ -70,6 +70,7 @@ async def main() -> None:
         engine.shutdown()
         engine.join(30)
     shots.append(await attached())
+    shots.append(await fleet())
     if shutil.which("rsvg-convert"):
         for svg in shots:
             subprocess.run(["rsvg-convert", "-w", "1400", svg, "-o", svg[:-4] + ".png"], check=True)
@@ -94,6 +95,55 @@ async def attached() -> str:
     finally:
         subprocess.run([*cli, "down", "-c", str(oxfile)], check=True, cwd=ROOT)
     return shot
+
+
+async def fleet() -> str:
+    """`oxtui fleet` over three hosts: real sshd servers on 127.0.0.1 (tests/sshlab.py), each logging in
+    as a user of its own; web1 and web2 run the sample web app and worker (started over SSH with
+    `oxtui up`, as their user would), db1 has gone away."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from sshlab import OXTUI, SshLab
+
+    from oxtui.fleet.fleetfile import load as load_fleet
+    from oxtui.fleet.session import FleetSession
+    from oxtui.tui.fleet import FleetApp
+    lab = SshLab()
+    started = []
+    try:
+        for name, port, n in (("web1", 18081, 3), ("web2", 18082, 2)):
+            host = lab.add(name)
+            folder = host.home / "shop"
+            folder.mkdir()
+            for f in ("web.py", "worker.py"):
+                shutil.copy(ROOT / "sample_apps" / f, folder / f)
+            (folder / "oxfile.toml").write_text(
+                f'[processes.web]\ncommand = "python3 web.py"\ninstances = {n}\nlisten = "127.0.0.1:{port}"\n'
+                '[processes.web.ready]\nlog = "listening on"\n[processes.worker]\ncommand = "python3 worker.py"\n')
+            host.give(folder)
+            r = host.ssh(OXTUI, "up", str(folder / "oxfile.toml"))
+            assert r.returncode == 0, r.stdout + r.stderr
+            started.append((host, folder / "oxfile.toml"))
+        db1 = lab.add("db1")
+        session = FleetSession(load_fleet(lab.fleet))
+        session.start()
+        app = FleetApp(session)
+        try:
+            async with app.run_test(size=(120, 36)) as pilot:
+                await until(pilot, lambda: sum(1 for r in app.grid.rows_by_key.values() if r.state == "running") == 7)
+                db1.stop()
+                await until(pilot, lambda: app.grid.rows_by_key["h:db1"].state == "down")
+                await pilot.pause(6)
+                await pilot.press("s", "s")          # sorted by memory across every host, at once
+                app.grid.move_cursor(row=app.grid._order.index("h:web2"), animate=False)
+                await pilot.pause(0.3)
+                return app.save_screenshot("fleet.svg", str(OUT))
+        finally:
+            session.close()
+    finally:
+        for host, oxfile in started:
+            host.ssh(OXTUI, "down", "-c", str(oxfile))
+        left = lab.close()
+        assert not left, left
 
 
 if __name__ == "__main__":

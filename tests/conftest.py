@@ -133,8 +133,11 @@ class EngineProcess:
         self.out_path = oxfile.parent / "engine.out"
         self._out = open(self.out_path, "wb")
         env = {**(os.environ if env is None else env), "NO_COLOR": "1"}
+        # A session of its own, as a service has: no controlling terminal, whatever runs pytest (with one,
+        # a SIGHUP means the terminal hung up instead of "reload").
         self.proc = subprocess.Popen([sys.executable, "-m", "oxtui", "run", str(oxfile)], stdout=self._out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=oxfile.parent)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=oxfile.parent,
+                                     start_new_session=True)
 
     def output(self) -> str:
         return self.out_path.read_text(errors="replace")
@@ -145,7 +148,7 @@ class EngineProcess:
     def status(self) -> dict[str, Any]:
         """The snapshot, straight from the control socket: polling through `oxtui status --json` costs a
         Python start per sample, too slow to watch a reload (tests of the CLI itself use cli())."""
-        from oxtui.client import Client
+        from oxtui.client.connection import Client
         with Client(self.oxfile.resolve(), timeout=10) as c:
             return c.call({"cmd": "status"})
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import app_oxfile, await_until, free_port, oxtui_cli, wait_until
 from load import Load
 
-from oxtui.client import NoEngine
-from oxtui.remote import RemoteEngine
+from oxtui.client.connection import NoEngine
+from oxtui.client.remote import RemoteEngine
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import QuitScreen
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -85,7 +86,9 @@ def test_up_fails_with_the_reason_when_a_process_cannot_start(tmp_path, daemon):
     (tmp_path / "release.txt").write_text("crash")
     r = daemon(oxfile)
     assert r.returncode == 1
-    assert "app.0 exited with code 3 while starting" in r.stderr or "app.1 exited with code 3 while starting" in r.stderr
+    # the reason the exit record holds (the app's last line), once per distinct reason with its instances
+    assert re.search(r"app\.(0|1|0-1 \(2 instances\)) exited with code 3 while starting: boom: release is broken",
+                     r.stderr), r.stderr
     assert f"`oxtui down -c {oxfile}` stops it" in r.stderr
 
 
@@ -261,3 +264,81 @@ def test_up_waits_for_dependents_and_counts_tasks_and_schedules_as_up(tmp_path, 
     ''', name="broken.toml")
     r = daemon(tmp_path / "broken.toml")
     assert r.returncode == 1 and "migrate.0" in r.stderr and "while starting" in r.stderr
+
+
+def test_apply_runs_a_fixed_task_with_its_new_command(tmp_path, daemon):
+    """A one-shot task failed; the oxfile is fixed; `apply` runs the fixed command (not the old one)."""
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.migrate]
+        command = "sh -c 'echo broken; exit 3'"
+        restart = "never"
+    ''')
+    daemon(oxfile)
+    wait_until(lambda: status(oxfile)["processes"][0]["workers"][0]["state"] == "failed", 10, 0.1)
+    oxfile.write_text(oxfile.read_text().replace("echo broken; exit 3", "echo fixed"))
+    r = oxtui_cli("apply", "-c", str(oxfile))
+    assert r.returncode == 0, r.stdout + r.stderr
+    p = status(oxfile)["processes"][0]
+    assert p["command"] == "sh -c 'echo fixed'", "status shows the command that ran"
+    assert p["workers"][0]["state"] == "completed"
+    assert "fixed" in oxtui_cli("logs", "migrate", "-c", str(oxfile)).stdout
+    # a task whose new settings still fail keeps them (the next run is of the file as it is)
+    oxfile.write_text(oxfile.read_text().replace("echo fixed", "echo again; exit 4"))
+    r = oxtui_cli("apply", "-c", str(oxfile))
+    assert r.returncode == 1 and "migrate" in r.stderr
+    assert status(oxfile)["processes"][0]["command"] == "sh -c 'echo again; exit 4'"
+
+
+def test_disabled_and_only_leave_processes_stopped_until_started(tmp_path, daemon):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.db]
+        command = "sleep 60"
+        [processes.api]
+        command = "sleep 60"
+        depends_on = ["db"]
+        [processes.worker]
+        command = "sleep 60"
+        [processes.extra]
+        command = "sleep 60"
+        disabled = true
+    ''')
+    r = oxtui_cli("up", str(oxfile), "--only", "api")
+    daemon(oxfile)                      # brought down afterwards
+    assert r.returncode == 0, r.stderr
+    states = {p["name"]: p["workers"][0] for p in status(oxfile)["processes"]}
+    assert states["api"]["state"] == "running" and states["db"]["state"] == "running", "api and what it needs"
+    assert states["worker"]["state"] == "stopped" and "not started (up --only api)" in states["worker"]["reason"]
+    assert states["extra"]["state"] == "stopped" and "disabled in the oxfile" in states["extra"]["reason"]
+    assert oxtui_cli("start", "extra", "-c", str(oxfile)).returncode == 0
+    wait_until(lambda: {p["name"]: p for p in status(oxfile)["processes"]}["extra"]["workers"][0]["state"]
+               == "running", 10, 0.1)
+    r = oxtui_cli("up", str(oxfile), "--only", "nope")
+    assert r.returncode == 2 and "--only nope: no such process" in r.stderr
+
+
+def test_variables_in_the_oxfile_come_from_the_environment(tmp_path):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sh -c 'echo ${GREETING} $${LITERAL} ${NOT_SET_HERE}; exec sleep 60'"
+        env = { DB = "${DB_URL}", MODE = "${MODE:-production}" }
+        listen = "127.0.0.1:${APP_PORT}"
+    ''')
+    port = free_port()
+    env = {"GREETING": "hi", "DB_URL": "postgres://x", "APP_PORT": str(port)}
+    r = oxtui_cli("check", str(oxfile), env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"on 127.0.0.1:{port}" in r.stdout
+    assert "sh -c 'echo hi ${LITERAL} ${NOT_SET_HERE}; exec sleep 60'" in r.stdout, "unset in command: the shell's"
+    from oxtui.oxfile.config import load
+    import os
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        cfg = load(oxfile)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert dict(cfg.processes[0].env) == {"DB": "postgres://x", "MODE": "production"}
+    r = oxtui_cli("check", str(oxfile), env={"GREETING": "hi", "APP_PORT": str(port)})
+    assert r.returncode == 2
+    assert "[processes.app] env: ${DB_URL} is not set in the environment oxtui runs in" in r.stderr

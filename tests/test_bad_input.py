@@ -15,7 +15,7 @@ from conftest import oxtui_cli, write_oxfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oxtui.config import PROCESS_KEYS, READY_KEYS, ConfigError, from_dict
+from oxtui.oxfile.config import PROCESS_KEYS, READY_KEYS, ConfigError, from_dict
 
 PY = sys.executable
 

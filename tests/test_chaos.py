@@ -106,6 +106,9 @@ def test_chaos_under_load(tmp_path, engine_process):
             no_owner.append(f)
         else:
             unexplained.append(f"{f} (no instance accepted it, no SIGKILL near)")
+    if unexplained:
+        # in full in the captured output: an assertion's message is cut short in the report
+        print("\n".join(["unexplained failures:", *unexplained[:5], f"counts {counts}", *_story(ep, unexplained[:5])]))
     assert not unexplained, (unexplained[:5], counts)
     assert len(no_owner) <= max(3, counts["kill9"]), no_owner[:5]
     assert load.count > 1000
@@ -133,3 +136,18 @@ def test_chaos_under_load(tmp_path, engine_process):
     # memory flat
     rss_end = engine.memory_info().rss
     assert rss_end < rss_start + 25 * 2**20, (rss_start, rss_end)
+
+
+def _story(ep, failures: list[str]) -> list[str]:
+    """What the engine knows of the instances that dropped a request: each one's events, its exit
+    record (how it ended, its last lines) and the log lines around its end, to see the cause."""
+    import json
+    import re
+    pids = {int(m.group(1)) for f in failures if (m := re.search(r"on pid (\d+)", f))}
+    events = [json.loads(line) for line in ep.cli("events", "--json", "-n", "1000").stdout.splitlines()]
+    out = [json.dumps({k: e.get(k) for k in ("at", "event", "instance", "pid", "text", "cause", "signal", "code",
+                                              "uptime_s", "tail")})
+           for e in events if e.get("pid") in pids or (e["event"].startswith("reload") and pids)]
+    log = (ep.oxfile.parent / "logs" / "app.log").read_text(errors="replace").splitlines()
+    out += [line for line in log if any(str(pid) in line for pid in pids)][-40:]
+    return out

@@ -8,9 +8,11 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 from conftest import (
+    ROOT,
     APPS,
     free_port,
     http_get,
@@ -75,20 +77,27 @@ def test_scale_kill_stop_start_restart_logs(tmp_path, engine_process):
     r = ep.cli("scale", "app", "-2")
     assert r.returncode == 0 and "app: 3 -> 1" in r.stdout
     assert [w["instance"] for w in ep.workers("app")] == [0]
+    # asked wrongly: exit 2, whether the CLI or the engine finds it
     r = ep.cli("scale", "app", "-5")
-    assert r.returncode == 1 and "cannot scale below 0" in r.stderr
+    assert r.returncode == 2 and "cannot scale below 0" in r.stderr
     r = ep.cli("scale", "app", "many")
     assert r.returncode == 2 and "N must be a number" in r.stderr
+    r = ep.cli("scale", "app", "max")
+    assert r.returncode == 0 and f"app: 1 -> {len(os.sched_getaffinity(0))}" in r.stdout, "max as in the oxfile"
+    assert ep.cli("scale", "app", "1").returncode == 0
 
     old = ep.workers("app")[0]["pid"]
     r = ep.cli("kill", "app", "0", "--signal", "SIGKILL")
     assert r.returncode == 0 and f"sent SIGKILL to pid {old}" in r.stdout
     wait_until(lambda: (w := ep.workers("app")[0])["pid"] not in (None, old) and w["restarts"] == 1, 10, 0.1)
-    assert ep.cli("kill", "app", "7").returncode == 1
+    r = ep.cli("kill", "app", "7")
+    assert r.returncode == 2 and "app has no instance 7" in r.stderr
     r = ep.cli("kill", "app", "0", "--signal", "SIGWHAT")
     assert r.returncode == 2 and "signal name" in r.stderr     # bad usage: exit 2, before the engine is asked
     r = ep.cli("kill", "nope", "0")
-    assert r.returncode == 1 and "no process named 'nope'" in r.stderr
+    assert r.returncode == 2 and "no process named 'nope'" in r.stderr
+    r = ep.cli("reload", "aap")
+    assert r.returncode == 2 and "did you mean 'app'?" in r.stderr
 
     r = ep.cli("stop", "app")
     assert r.returncode == 0
@@ -180,6 +189,57 @@ def test_sighup_reloads_everything(tmp_path, engine_process):
     assert not (before & after)
 
 
+def test_a_terminal_hang_up_of_run_keeps_serving_without_a_reload(tmp_path):
+    """README's "terminal 1": `oxtui run` in an SSH session whose window closes. The kernel hangs the
+    terminal up (SIGHUP): that is not a deploy, so nothing reloads (no migration runs again)."""
+    import fcntl
+    port = free_port()
+    path = oxfile(tmp_path, port)
+    master, slave = os.openpty()
+    ctty = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'oxtui', *sys.argv[1:]])")
+    proc = subprocess.Popen([PY, "-c", ctty, "run", str(path)], stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
+    os.close(slave)
+    fcntl.fcntl(master, fcntl.F_SETFL, os.O_NONBLOCK)
+    seen = b""
+
+    def screen() -> bytes:
+        nonlocal seen
+        try:
+            seen += os.read(master, 65536)
+        except (BlockingIOError, OSError):
+            pass
+        return seen
+    try:
+        wait_until(lambda: b"ready r1" in screen() and screen().count(b"ready r1") >= 2, 20, 0.05,
+                   what="both instances ready on the terminal")
+        from oxtui.client.connection import Client
+
+        def status():
+            with Client(path.resolve(), timeout=10) as c:
+                return c.call({"cmd": "status"})
+        before = {w["pid"] for w in status()["processes"][0]["workers"]}
+        os.close(master)          # what sshd does when the connection drops: the kernel sends SIGHUP
+        master = -1
+        log = tmp_path / "logs" / "oxtui.log"
+        wait_until(lambda: log.exists() and "the terminal hung up" in log.read_text(), 10, 0.05,
+                   what="the hang-up said in the engine's log")
+        assert "keeps every worker running" in log.read_text() and "no reload" in log.read_text()
+        for _ in range(10):
+            assert http_get(port)[0] == 200
+        snap = status()
+        assert proc.poll() is None, "the engine goes on after the hang-up"
+        assert {w["pid"] for w in snap["processes"][0]["workers"]} == before, "nothing was replaced"
+        assert all(p["reload"] is None for p in snap["processes"]), "a hang-up is not a reload"
+        assert "rolling reload" not in log.read_text()
+    finally:
+        if master >= 0:
+            os.close(master)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
 def test_control_socket_rejects_garbage(tmp_path, engine_process):
     import socket as so
 
@@ -199,3 +259,58 @@ def test_control_socket_rejects_garbage(tmp_path, engine_process):
         f.flush()
         assert json.loads(f.readline())["ok"] is False
     assert ep.cli("status").returncode == 0
+
+
+def test_logs_of_one_instance_stderr_since_json_and_flush(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sh -c 'echo out-$OXTUI_INSTANCE; echo err-$OXTUI_INSTANCE >&2; exec sleep 60'"
+        instances = 2
+    '''))
+    ep.wait_running("app", 2)
+    wait_until(lambda: "err-1" in ep.cli("logs", "-n", "50").stdout, 10, 0.1)
+    one = ep.cli("logs", "app.1", "-n", "50").stdout
+    assert "out-1" in one and "err-1" in one and "out-0" not in one and "err-0" not in one
+    err = ep.cli("logs", "app", "--stderr", "-n", "50").stdout
+    assert "err-0" in err and "err-1" in err and "out-" not in err
+    assert ep.cli("logs", "--since", "1h", "-n", "50").stdout.count("out-") == 2
+    time.sleep(1.2)
+    assert "out-" not in ep.cli("logs", "--since", "1s", "-n", "50").stdout
+    rows = [json.loads(line) for line in ep.cli("logs", "app.0", "--json", "-n", "50").stdout.splitlines()]
+    assert {"at", "process", "instance", "stream", "line"} <= set(rows[0])
+    assert {(r["instance"], r["stream"], r["line"]) for r in rows} >= {(0, "out", "out-0"), (0, "err", "err-0")}
+    r = ep.cli("logs", "--since", "soon")
+    assert r.returncode == 2 and "--since must be an interval" in r.stderr
+    log = tmp_path / "logs" / "app.log"
+    assert "out-0" in log.read_text()
+    r = ep.cli("logs", "app", "--flush")
+    assert r.returncode == 0 and "emptied the logs of app" in r.stdout
+    assert "out-0" not in log.read_text() and "out-" not in ep.cli("logs", "app", "-n", "50").stdout
+    ep.cli("kill", "app", "0")
+    wait_until(lambda: "out-0" in log.read_text(), 10, 0.1, what="new lines into the emptied file")
+    help_text = oxtui_cli("logs", "--help").stdout
+    for option in ("--follow", "--lines", "--stderr", "--since", "--json", "--flush", "NAME.N"):
+        assert option in help_text, option
+
+
+def test_start_a_program_without_an_oxfile(tmp_path):
+    """`oxtui start app.js -i 2 --listen ...`, as `pm2 start` does, leaving the oxfile it used."""
+    import shutil
+    shutil.copy(ROOT / "sample_apps" / "server.js", tmp_path / "server.js")
+    port = free_port()
+    r = oxtui_cli("start", "server.js", "-i", "2", "--listen", f"127.0.0.1:{port}", cwd=tmp_path, timeout=60)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        text = (tmp_path / "oxfile.toml").read_text()
+        assert text.startswith("# Written by `oxtui start server.js -i 2 --listen")
+        assert 'command = "node server.js"' in text and "instances = 2" in text and f'listen = "127.0.0.1:{port}"' in text
+        assert http_get(port)[0] == 200
+        (tmp_path / "worker.py").write_text("import time\nwhile True: time.sleep(1)\n")
+        r = oxtui_cli("start", "worker.py", "--name", "jobs", cwd=tmp_path, timeout=60)
+        assert r.returncode == 0 and "added: jobs" in r.stdout, r.stdout + r.stderr
+        assert "[processes.jobs]" in (tmp_path / "oxfile.toml").read_text()
+        assert oxtui_cli("check", cwd=tmp_path).returncode == 0
+        r = oxtui_cli("start", "server.js", cwd=tmp_path)
+        assert r.returncode == 2 and "has a [processes.server] already" in r.stderr
+    finally:
+        oxtui_cli("down", cwd=tmp_path)

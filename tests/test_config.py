@@ -1,11 +1,13 @@
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import oxtui_cli, write_oxfile
 
-from oxtui.config import ConfigError, load, parse_size, usable_cpus
+from oxtui.oxfile.config import ConfigError, load, parse_size, usable_cpus
 
 
 def errors_of(tmp_path: Path, body: str) -> list[str]:
@@ -139,3 +141,61 @@ def test_run_with_bad_config_exits_2_without_traceback(tmp_path):
     r = oxtui_cli("run", str(path), timeout=20)
     assert r.returncode == 2 and "[processes.api] command: must be a string (got 5)" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_check_catches_what_run_would_fail_on(tmp_path):
+    """Before `run` fails: own-port binds beside listen, a taken port, an unwritable log folder, a script
+    that is not executable, a user that cannot enter cwd, an env PORT that listen replaces."""
+    import os
+    import socket
+    import stat
+    (tmp_path / "start.sh").write_text("#!/bin/sh\nexec sleep 60\n")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(0o700)
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    oxfile = tmp_path / "oxfile.toml"
+    oxfile.write_text(f'''
+[processes.uv]
+command = "uvicorn main:app --port 8000"
+instances = 2
+listen = "127.0.0.1:8001"
+[processes.gu]
+command = "gunicorn app:application --bind 0.0.0.0:8002"
+listen = "127.0.0.1:8002"
+[processes.script]
+command = "./start.sh"
+[processes.busy]
+command = "sleep 60"
+listen = "127.0.0.1:{port}"
+env = {{ PORT = "5000" }}
+[processes.walled]
+command = "sleep 60"
+cwd = "private"
+user = "nobody"
+[logs]
+dir = "start.sh/logs"
+''')
+    try:
+        r = subprocess.run([sys.executable, "-m", "oxtui", "check", str(oxfile)], capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        taken.close()
+    err = r.stderr
+    assert r.returncode == 2, err
+    assert "[processes.uv] command: `--port 8000` makes it bind a port of its own" in err and "--fd 3" in err
+    assert "[processes.gu] command: `--bind 0.0.0.0:8002` makes it bind a port of its own" in err
+    assert "[processes.script] command: './start.sh' exists" in err and "chmod +x ./start.sh" in err
+    assert f"[processes.busy] listen: 127.0.0.1:{port} is in use by another program now" in err
+    assert "[processes.busy] env: PORT = '5000' is replaced by listen's port" in err
+    assert "[logs] dir:" in err and "is not writable by this user" in err
+    if os.geteuid() == 0:
+        assert f"[processes.walled] user: nobody cannot enter its cwd {private}" in err
+    assert "Traceback" not in err
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700

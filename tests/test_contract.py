@@ -50,7 +50,7 @@ def test_views_load_no_engine_code(tmp_path, engine_process):
 import contextlib, io, sys
 from pathlib import Path
 from oxtui.cli import main
-from oxtui.remote import RemoteEngine
+from oxtui.client.remote import RemoteEngine
 from oxtui.tui.app import OxtuiApp
 with contextlib.redirect_stdout(io.StringIO()):
     assert main(["status", "-c", {str(oxfile)!r}]) == 0
@@ -75,20 +75,23 @@ def test_readme_key_table_is_made_from_the_bindings():
 
 def test_every_key_is_bound_and_every_binding_documented():
     from oxtui.tui.app import OxtuiApp
+    from oxtui.tui.fleet import FleetApp
     from oxtui.tui.logview import LogView
     bound = {b.action for b in OxtuiApp.BINDINGS}
     for k in KEYS:
         if k.action:
+            app = FleetApp if k.where == "fleet" else OxtuiApp
             name = k.action.split("(")[0]
-            assert hasattr(OxtuiApp, f"action_{name}"), k
-            assert k.action in bound
+            assert hasattr(app, f"action_{name}"), k
+            assert k.action in {b.action for b in app.BINDINGS}
+            assert k.where == "fleet" or k.action in {b.action for b in FleetApp.BINDINGS}, "the fleet has every key"
     log_keys = {key for b in LogView.BINDINGS for key in b.key.split(",")}
     for k in KEYS:
         if k.where == "logs":
             for key in k.shown.replace("End", "end").split(" / "):
                 assert key in log_keys, (k, log_keys)
     documented = {k.action for k in KEYS}
-    assert bound <= documented
+    assert bound <= documented and {b.action for b in FleetApp.BINDINGS} <= documented
 
 
 def test_help_screen_lists_every_key():

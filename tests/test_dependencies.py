@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import signal
@@ -13,8 +14,8 @@ import psutil
 import pytest
 from conftest import oxtui_cli, procs, wait_until, write_oxfile
 
-from oxtui.config import ConfigError, ScheduleConfig, load
-from oxtui.engine.schedule import next_run
+from oxtui.oxfile.config import ConfigError, ScheduleConfig, load
+from oxtui.engine.schedule import Scheduler, next_run
 
 PY = sys.executable
 
@@ -286,3 +287,121 @@ def test_a_user_that_does_not_exist_or_cannot_be_used(tmp_path, monkeypatch):
         load(oxfile)
     assert e.value.errors == [f"{oxfile}: [processes.a] user: oxtui runs as nobody, not root, so it cannot start "
                               "instances as root; run the engine as root (sudo oxtui startup) or remove this key"]
+
+
+def test_ready_and_started_hold_for_an_ended_task_and_an_errored_dependency_blocks(tmp_path, engine_process):
+    """`ready` on a task holds once it completed; `started` counts a task that ended, so a dependent
+    stopped and started again starts; a dependency in a crash loop blocks with its reason."""
+    ep = engine_process(write_oxfile(tmp_path, '''
+        [processes.setup]
+        command = "true"
+        restart = "never"
+        [processes.after_ready]
+        command = "sleep 60"
+        depends_on = { setup = "ready" }
+        [processes.after_started]
+        command = "sleep 60"
+        depends_on = { setup = "started" }
+        [processes.broken]
+        command = "sh -c 'echo cannot connect >&2; exit 1'"
+        backoff = 0.01
+        max_restarts = 3
+        [processes.blocked]
+        command = "sleep 60"
+        depends_on = { broken = "ready" }
+    '''))
+    wait_until(lambda: procs(ep)["after_ready"]["workers"][0]["state"] == "running", 15, 0.1,
+               what="a dependent of a completed task's `ready`")
+    wait_until(lambda: procs(ep)["after_started"]["workers"][0]["state"] == "running", 15, 0.1)
+    assert ep.cli("stop", "after_started").returncode == 0
+    assert ep.cli("start", "after_started").returncode == 0
+    wait_until(lambda: procs(ep)["after_started"]["workers"][0]["state"] == "running", 10, 0.1,
+               what="started again after the task had ended")
+    w = wait_until(lambda: (w := procs(ep)["blocked"]["workers"][0])["reason"] and "blocked" in w["reason"] and w,
+                   15, 0.1, what="blocked by the errored dependency")
+    assert "broken.0 is errored (crash loop" in w["reason"] and "oxtui restart broken" in w["reason"]
+    assert w["state"] == "waiting"
+
+
+def test_every_ticks_strictly_after_and_cron_too():
+    at = datetime(2026, 7, 1, 7, 0, tzinfo=timezone.utc).timestamp()
+    every = ScheduleConfig(every=30)
+    assert next_run(every, at, at) == at + 30, "a tick right now is not the next one"
+    assert next_run(every, at + 60, at) == at + 90
+    assert next_run(every, at + 59.999, at) == at + 60
+    cron = ScheduleConfig(cron="*/10 * * * *", timezone="UTC")
+    assert next_run(cron, at, at) == at + 600, "cron: strictly after a time it matches"
+    assert next_run(cron, at + 599, at) == at + 600
+
+
+def test_a_taken_over_timetable_runs_the_one_tick_that_fell_inside_the_hand_over():
+    """The old engine's loop is frozen while it hands over: a tick due then is owed, run at once, once."""
+    async def ticks(owed_ago: float | None) -> tuple[float, list[float]]:
+        # every 10 s, anchored 45 s ago: ticks fell at -35, -25, -15 and -5 s, the next is at +5 s,
+        # long after the half second we look (whatever the machine's load)
+        start = time.time()
+        seen: list[float] = []
+        s = Scheduler(ScheduleConfig(every=10), lambda: seen.append(time.time()), lambda: None, start - 45,
+                      None if owed_ago is None else start - owed_ago)
+        await asyncio.sleep(0.5)
+        s.stop()
+        return start, seen
+    start, seen = asyncio.run(ticks(22))       # the last run 22 s ago: -15 and -5 fell due since
+    assert len(seen) == 1 and seen[0] - start < 0.4, f"one owed tick at once, never a queue: {seen}"
+    assert asyncio.run(ticks(4))[1] == [], "nothing fell due since the last run"
+    assert asyncio.run(ticks(None))[1] == [], "a fresh timetable owes nothing"
+
+
+def test_every_second_ticks_once_a_second(tmp_path, engine_process):
+    """The ticks themselves, from the runs' own timestamps: one a second, never two at once."""
+    stamps = tmp_path / "stamps"
+    ep = engine_process(write_oxfile(tmp_path, f'''
+        [processes.quick]
+        command = "sh -c 'date +%s.%N >> {stamps}'"
+        restart = "never"
+        [processes.quick.schedule]
+        every = "1s"
+    '''))
+    time.sleep(5.5)
+    times = [float(x) for x in stamps.read_text().split()]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert 4 <= len(times) <= 6, times
+    assert all(0.7 <= g <= 1.3 for g in gaps), gaps
+    assert procs(ep)["quick"]["schedule"]["next_run"] > time.time()
+
+
+def test_a_tick_during_a_long_reload_is_skipped_and_the_timetable_goes_on(tmp_path, engine_process):
+    """A server reloaded every second whose reload takes about 2 s: the ticks in between are skipped
+    with the reason, the releases keep moving, and the next run is always ahead."""
+    slow = (f"{PY} -c 'import time; time.sleep(1.2); print(\\\"ready\\\", flush=True); time.sleep(60)'")
+    ep = engine_process(write_oxfile(tmp_path, f'''
+        [processes.web]
+        command = "{slow}"
+        [processes.web.ready]
+        log = "^ready"
+        [processes.web.schedule]
+        every = "1s"
+        [processes.web.reload]
+        min_ready = 0.1
+    '''))
+    time.sleep(8)
+    p = procs(ep)["web"]
+    assert p["release"] >= 3, p["release"]
+    assert p["schedule"]["next_run"] > time.time() - 0.2, "the timetable stopped"
+    log = ep.cli("logs", "web", "-n", "500").stdout
+    assert "schedule: tick skipped: a reload is still running" in log
+    time.sleep(2.5)
+    assert procs(ep)["web"]["release"] > p["release"], "the releases stopped moving"
+
+
+def test_timezone_only_with_cron(tmp_path):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.a]
+        command = "true"
+        restart = "never"
+        [processes.a.schedule]
+        every = "1h"
+        timezone = "Europe/Paris"
+    ''')
+    r = oxtui_cli("check", str(oxfile))
+    assert r.returncode == 2 and "[processes.a.schedule] timezone: only applies to cron" in r.stderr, r.stderr

@@ -14,7 +14,7 @@ import sys
 import pytest
 from conftest import EngineProcess, oxtui_cli, wait_until, write_oxfile
 
-from oxtui.remote import RemoteEngine
+from oxtui.client.remote import RemoteEngine
 from oxtui.runtime import socket_path
 
 PY = sys.executable
@@ -177,10 +177,56 @@ def test_save_adds_a_missing_instances_key(tmp_path, engine_process):
 
 @pytest.mark.parametrize("verb,code,says", [("run", 2, ": not found"), ("up", 2, ": not found"),
                                             ("check", 2, ": not found"), ("apply", 2, ": not found"),
-                                            ("startup", 2, ": not found"), ("status", 3, "; start one"),
-                                            ("down", 3, "; start one"), ("save", 3, "; start one")])
+                                            ("startup", 2, ": not found"),
+                                            ("status", 3, ", and there is no such file"),
+                                            ("down", 3, ", and there is no such file"),
+                                            ("save", 3, ", and there is no such file")])
 def test_every_verb_accepts_c_and_a_folder(tmp_path, verb, code, says):
     """-c works for every verb; for a folder the oxfile inside is used."""
     r = oxtui_cli(verb, "-c", str(tmp_path), cwd="/", timeout=30)
     assert r.returncode == code, (r.stdout, r.stderr)
     assert f"{tmp_path / 'oxfile.toml'}{says}" in r.stderr
+
+
+def test_save_keeps_max_and_the_files_mode(tmp_path, engine_process):
+    from oxtui.oxfile.values import usable_cpus
+    cpus = usable_cpus()
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 60"
+        instances = "max"
+        [processes.other]
+        command = "sleep 60"
+        instances = 1
+    ''')
+    oxfile.chmod(0o640)
+    ep = engine_process(oxfile)
+    ep.wait_running("app", cpus)
+    assert ep.cli("scale", "other", "2").returncode == 0
+    r = ep.cli("save")
+    assert r.returncode == 0, r.stderr
+    text = oxfile.read_text()
+    assert 'instances = "max"' in text, "max is what the file means; the count only equals it on this machine"
+    assert "instances = 2" in text
+    assert oxfile.stat().st_mode & 0o777 == 0o640, oct(oxfile.stat().st_mode)
+
+
+def test_ls_lists_an_engine_that_holds_its_lock_but_does_not_answer(tmp_path, engine_process):
+    oxfile = sleeper(tmp_path / "a")
+    ep = ready_engine(engine_process, oxfile)
+    os.kill(ep.proc.pid, signal.SIGSTOP)
+    try:
+        listed = cli_json("ls", "--json", timeout=60)
+    finally:
+        os.kill(ep.proc.pid, signal.SIGCONT)
+    assert [(e["oxfile"], e["pid"], e["answering"]) for e in listed] == [(str(oxfile), ep.proc.pid, False)]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a folder owned by someone else is made with chown, as root")
+def test_a_runtime_folder_owned_by_someone_else_is_refused(tmp_path, monkeypatch):
+    run = tmp_path / "theirs"
+    run.mkdir(mode=0o700)
+    os.chown(run, 65534, 65534)          # nobody: it could have put a socket there that answers as an engine
+    monkeypatch.setenv("OXTUI_RUNTIME_DIR", str(run))
+    r = oxtui_cli("status", "-c", str(sleeper(tmp_path / "a")))
+    assert r.returncode == 1 and "exists but is not a folder owned by you" in r.stderr, r.stderr

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from conftest import APPS, await_until, free_port, http_get, run_engine, write_oxfile
 
-from oxtui.config import load
+from oxtui.oxfile.config import load
 from oxtui.engine import Engine, EngineError
 
 PY = sys.executable
@@ -123,10 +123,14 @@ def test_missing_command_backs_off_then_parks_errored(tmp_path):
             engine.logs.flush()
             log = (tmp_path / "logs" / "app.log").read_text()
             assert "no-such-program-oxtui: not found" in log and "restarting in" in log
-            # start takes it out of the park
+            # start takes it out of the park, with a fresh policy: it tries max_restarts times again
+            await engine.execute({"cmd": "start", "name": "app"})
+            await await_until(lambda: w.state != "errored", 5)
+            await await_until(lambda: w.state == "errored", 15, what="errored again")
+            assert w.restarts == 8, "after start, four more restarts before the crash loop is declared again"
             await engine.execute({"cmd": "start", "name": "app"})
             await await_until(lambda: w.state in ("starting", "backoff"), 5)
-        assert w.state == "stopped"
+        assert w.state == "stopped", "the shutdown stops a worker that is between restarts"
 
     run_engine(body)
 
@@ -612,5 +616,34 @@ def test_a_helper_that_stops_answering_is_replaced_and_the_loop_never_waits_on_i
             engine.logs.flush()
             assert "no answer within 5s" in (tmp_path / "logs" / "app.log").read_text()
             assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+
+    run_engine(body)
+
+
+def test_a_worker_without_a_process_is_never_running_and_its_last_words_are_recorded(tmp_path):
+    """A daemon it left behind keeps its pipe open, so the drain of its output waits (up to 0.5 s):
+    meanwhile it shows what comes next, never `running` with no pid. And what it wrote right before it
+    died is in the exit record: the pipe is drained before the record is made."""
+    last = "LAST WORDS"
+    path = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} -c 'import os, subprocess, sys, time\\nsubprocess.Popen([\\"setsid\\", \\"sleep\\", \\"30\\"])\\ntime.sleep(1.2)\\nfor i in range(20000): print(\\"filler\\", i)\\nprint(\\"{last}\\", flush=True)\\nos._exit(3)'"
+        backoff = 30
+    ''')
+
+    async def body():
+        async with engine_at(path) as engine:
+            w = group_of(engine).workers[0]
+            seen: list[tuple[str, int | None]] = []
+            deadline = asyncio.get_running_loop().time() + 15
+            while w.last_exit is None and asyncio.get_running_loop().time() < deadline:
+                snap = engine.snapshot()["processes"][0]["workers"][0]
+                seen.append((snap["state"], snap["pid"]))
+                await asyncio.sleep(0.002)
+            assert w.last_exit is not None, "it exited"
+            assert ("running", None) not in seen, "running with no pid"
+            assert ("backoff", None) in seen, "while its output drained it waited to restart"
+            assert w.last_exit["tail"][-1] == last, w.last_exit["tail"][-3:]
+            assert w.last_exit["code"] == 3
 
     run_engine(body)

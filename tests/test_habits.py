@@ -186,7 +186,7 @@ def schema() -> dict:
 
 
 def test_the_shipped_schema_is_the_generated_one():
-    assert json.loads((ROOT / "oxtui" / "oxfile.schema.json").read_text()) == schema()
+    assert json.loads((ROOT / "oxtui" / "oxfile" / "oxfile.schema.json").read_text()) == schema()
 
 
 def test_the_schema_accepts_every_sample_oxfile():
@@ -226,7 +226,7 @@ def test_the_schema_rejects_what_check_rejects(tmp_path, body, needle):
 
 
 def test_the_schema_and_check_know_the_same_keys():
-    from oxtui import fields
+    from oxtui.oxfile import fields
     s = schema()
     process = s["properties"]["processes"]["additionalProperties"]
     assert set(process["properties"]) == set(fields.PROCESS)
@@ -234,3 +234,9 @@ def test_the_schema_and_check_know_the_same_keys():
     assert set(process["properties"]["health"]["properties"]) == set(fields.HEALTH)
     assert set(s["properties"]["logs"]["properties"]) == set(fields.LOGS)
     assert re.search(r"\bcommand\b", json.dumps(process["required"]))
+
+
+def test_a_hint_never_points_at_a_file_that_does_not_exist(tmp_path):
+    r = oxtui_cli("status", "-c", str(tmp_path / "nowhere" / "oxfile.toml"))
+    assert r.returncode == 3
+    assert "there is no such file" in r.stderr and "oxtui up" not in r.stderr, r.stderr

@@ -60,11 +60,13 @@ def test_pm2_ecosystem_maps_every_key_and_passes_check(tmp_path, kind):
     assert worker["command"] == "python3 worker.py" and worker["restart_on_exit"] is False
     assert worker["max_restarts"] == 5 and worker["backoff"] == worker["backoff_max"] == 2.0
     assert tick["command"] == "/bin/sh -c 'echo tick; sleep 100'"
+    assert worker["command"] == "python3 worker.py"
     assert tick["watch"] == ["src"] and tick["ignore"] == ["node_modules"]
     assert "# from kill_timeout: 3000 ms" in text and "# from max_memory_restart: '300M'" in text
-    for said in ("frobnicate has no oxtui meaning", "cron_restart not carried over", "out_file not carried over",
-                 "server.listen({fd: 3})", "wait_ready"):
+    assert api["schedule"] == {"cron": "0 3 * * *"}, "cron_restart is a schedule: a rolling reload at each tick"
+    for said in ("frobnicate has no oxtui meaning", "out_file not carried over", "server.listen({fd: 3})", "wait_ready"):
         assert said in r.stderr, said
+    assert "no schedules" not in r.stderr and "cron_restart" not in r.stderr
 
 
 def test_pm2_instances_forms(tmp_path):
@@ -77,12 +79,49 @@ def test_pm2_instances_forms(tmp_path):
     assert data["b"]["instances"] == "max" and data["c"]["instances"] == 3
 
 
+def test_pm2_delays_durations_cron_env_file_and_per_instance_variables(tmp_path):
+    (tmp_path / ".env").write_text("DB_URL=postgres://u:secret@db/app\n")
+    (tmp_path / "worker.env").write_text("QUEUE=jobs\n")
+    apps = [{"name": "api", "script": "server.js", "instances": 2, "restart_delay": 1000,
+             "exp_backoff_restart_delay": 100, "kill_timeout": "3000", "listen_timeout": "8s",
+             "env": {"PORT": "3000", "DB_URL": "postgres://u:secret@db/app", "NODE_ENV": "production"},
+             "increment_var": "PORT", "instance_var": "INSTANCE_ID"},
+            {"name": "worker", "script": "worker.js", "interpreter": "none", "env_file": "worker.env"}]
+    r = oxtui_cli("import", "pm2", str(write_ecosystem(tmp_path, "js", apps)))
+    assert r.returncode == 0, r.stderr                   # both delays: once a KeyAlreadyPresent traceback
+    data = tomllib.loads(r.stdout)["processes"]
+    api, worker = data["api"], data["worker"]
+    assert api["backoff"] == 0.1 and "backoff_max" not in api, "PM2 prefers the exponential backoff"
+    assert "restart_delay not carried over: exp_backoff_restart_delay is set" in r.stderr
+    assert api["stop_timeout"] == 3.0, "a PM2 duration without a unit is milliseconds"
+    assert api["ready"]["timeout"] == 8.0
+    assert api["env_file"] == ".env" and "DB_URL" not in api["env"] and "secret" not in r.stdout
+    assert api["command"] == "PORT=$((PORT+OXTUI_INSTANCE)) INSTANCE_ID=$OXTUI_INSTANCE node server.js"
+    assert worker["command"] == "./worker.js" and worker["env_file"] == "worker.env"
+    # the per-instance variables, for real: instance 1 gets PORT 3001 and INSTANCE_ID 1
+    (tmp_path / "server.js").write_text("console.log(`port ${process.env.PORT} id ${process.env.INSTANCE_ID}`);"
+                                        "setInterval(() => {}, 1000);")
+    out = tmp_path / "oxfile.toml"
+    out.write_text(r.stdout.split("[processes.worker]")[0] + '[logs]\ndir = "logs"\n')
+    ep = EngineProcess(out)
+    try:
+        wait_until(lambda: ep.cli("status").returncode == 0, 15, 0.1)
+        wait_until(lambda: "port 3001 id 1" in ep.cli("logs", "api").stdout, 15, 0.1, what="instance 1's own PORT")
+        assert "port 3000 id 0" in ep.cli("logs", "api").stdout
+    finally:
+        assert ep.stop() == 0
+
+
 def test_a_js_file_that_throws_is_one_line(tmp_path):
     bad = tmp_path / "ecosystem.config.js"
     bad.write_text("throw new Error('no config for you');\n")
     r = oxtui_cli("import", "pm2", str(bad))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "no config for you" in r.stderr and str(bad) in r.stderr
+    bad.write_text("module.exports = { apps: [ { name: 'a', script: 'a.js' }, } ] };\n")
+    r = oxtui_cli("import", "pm2", str(bad))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "SyntaxError: Unexpected token" in r.stderr and "ecosystem.config.js:1" in r.stderr, r.stderr
 
 
 def test_three_pm2_apps_import_into_an_oxfile_that_runs(tmp_path):
@@ -115,10 +154,10 @@ def test_procfile_with_comments_blank_lines_and_a_port_in_env(tmp_path):
     r = oxtui_cli("import", "procfile", str(tmp_path / "Procfile"), "-o", str(out))
     assert r.returncode == 0, r.stderr
     data = tomllib.loads(out.read_text())["processes"]
-    assert data == {"web": {"command": "gunicorn app:application", "listen": "127.0.0.1:5005"},
-                    "worker": {"command": "python3 w.py"}}
+    assert data == {"web": {"command": "gunicorn app:application", "listen": "127.0.0.1:5005", "env_file": ".env"},
+                    "worker": {"command": "python3 w.py", "env_file": ".env"}}
     assert "abc" not in out.read_text() and "abc" not in r.stderr, "values of .env never copied"
-    assert ".env" in r.stderr
+    assert "no env_file key" not in r.stderr
     bad = tmp_path / "Procfile.bad"
     bad.write_text("web gunicorn\n")
     r = oxtui_cli("import", "procfile", str(bad))
@@ -251,3 +290,117 @@ def test_systemd_units_verify_and_say_the_oxfile(tmp_path):
 def test_export_systemd_needs_a_folder(tmp_path):
     r = oxtui_cli("export", "systemd", str(ROOT / "sample_apps" / "oxfile.toml"))
     assert r.returncode == 2 and "-o DIR" in r.stderr
+
+
+def test_a_procfile_release_runs_first_and_a_web_that_binds_port_itself_does_not_crash_loop(tmp_path):
+    (tmp_path / "Procfile").write_text(
+        "release: sh -c 'sleep 0.5; date +%s.%N > released'\n"
+        f"web: {PY} -m http.server --bind 127.0.0.1 $PORT\n"
+        "worker: sleep 60\n")
+    port = free_port()
+    out = tmp_path / "oxfile.toml"
+    r = oxtui_cli("import", "procfile", str(tmp_path / "Procfile"), "--port", str(port), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    data = tomllib.loads(out.read_text())["processes"]
+    assert data["release"]["restart"] == "never", "release is a one-shot task"
+    assert data["web"]["depends_on"] == data["worker"]["depends_on"] == {"release": "completed_successfully"}
+    assert "listen" not in data["web"] and data["web"]["env"] == {"PORT": str(port)}
+    assert f'add listen = "127.0.0.1:{port}"' in r.stderr
+    with open(out, "a") as f:
+        f.write('\n[logs]\ndir = "logs"\n')
+    ep = EngineProcess(out)
+    try:
+        wait_until(lambda: ep.cli("status").returncode == 0, 15, 0.1)
+        ep.wait_running("web", 1, timeout=20)
+        assert http_get(port)[0] == 200
+        assert ep.workers("web")[0]["restarts"] == 0, "its own bind of $PORT works: no EADDRINUSE loop"
+        released = float((tmp_path / "released").read_text())
+        events = [json.loads(line) for line in ep.cli("events", "--json", "-n", "100").stdout.splitlines()]
+        start = next(e["at"] for e in events if e["event"] == "start" and e["process"] == "web")
+        assert released <= start, "web started before the release had run"
+    finally:
+        assert ep.stop() == 0
+
+
+@pytest.mark.parametrize("web,command", [
+    ("gunicorn app:application --bind 0.0.0.0:$PORT -w 1", "gunicorn app:application -w 1"),
+    ("uvicorn main:app --host 0.0.0.0 --port $PORT --workers 1",
+     "python3 -m oxtui.drain.uvicorn main:app --workers 1 --fd 3"),
+])
+def test_a_procfile_web_server_that_can_take_fd_3_is_given_it(tmp_path, web, command):
+    (tmp_path / "Procfile").write_text(f"web: {web}\n")
+    r = oxtui_cli("import", "procfile", str(tmp_path / "Procfile"), "--port", "5001")
+    assert r.returncode == 0, r.stderr
+    data = tomllib.loads(r.stdout)["processes"]["web"]
+    assert (data["command"], data["listen"]) == (command, "127.0.0.1:5001")
+
+
+def test_kubernetes_pods_listen_on_port_and_cronjobs_keep_their_time_zone(tmp_path):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.api]
+        command = "python3 -m oxtui.drain.uvicorn --fd 3 main:app"
+        listen = "127.0.0.1:8000"
+        [processes.wsgi]
+        command = "gunicorn app:application -w 1"
+        listen = "127.0.0.1:8001"
+        [processes.report]
+        command = "true"
+        restart = "never"
+        [processes.report.schedule]
+        cron = "0 9 * * 1"
+        timezone = "Europe/Paris"
+    ''')
+    docs, err = export_k8s(oxfile)
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    api = by[("Deployment", "api")]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert "--fd" not in api and "--host 0.0.0.0 --port $PORT" in api, api
+    assert "the image needs oxtui installed" in err
+    wsgi = by[("Deployment", "wsgi")]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert wsgi.endswith("--bind 0.0.0.0:$PORT"), "no LISTEN_FDS in a pod: gunicorn must bind PORT"
+    cron = by[("CronJob", "report")]["spec"]
+    assert (cron["schedule"], cron["timeZone"]) == ("0 9 * * 1", "Europe/Paris")
+
+
+def test_systemd_units_quote_env_carry_path_and_user_and_order_what_must_succeed(tmp_path):
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.migrate]
+        command = "true"
+        restart = "never"
+        [processes.web]
+        command = "gunicorn app:application"
+        env = { GREETING = "hello world 100%", DOLLAR = "$HOME" }
+        depends_on = { migrate = "completed_successfully" }
+    ''')
+    out = tmp_path / "units"
+    r = oxtui_cli("export", "systemd", str(oxfile), "-o", str(out), env={"SUDO_USER": "daemon"})
+    assert r.returncode == 0, r.stderr
+    web = (out / "web@.service").read_text()
+    assert 'Environment="GREETING=hello world 100%%"' in web, "quoted, and % is a specifier otherwise"
+    assert "Environment=DOLLAR=$HOME" in web, "Environment= never expands $"
+    assert f"Environment=PATH={os.environ['PATH']}" in web
+    if os.geteuid() == 0:
+        assert "User=daemon" in web, "exported through sudo: the units run as who ran sudo"
+    assert "Requires=migrate.target" in web and "After=migrate.target" in web
+    target = (out / "migrate.target").read_text()
+    assert "After=migrate@0.service" in target and "Requires=migrate@0.service" in target
+    (out / "web@0.service").symlink_to(out / "web@.service")
+    (out / "migrate@0.service").symlink_to(out / "migrate@.service")
+    v = subprocess.run([shutil.which("systemd-analyze"), "verify", *(str(p) for p in sorted(out.iterdir())
+                        if not p.name.endswith("@.service"))], capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0 and not v.stdout.strip() and not v.stderr.strip(), v.stdout + v.stderr
+    r = oxtui_cli("export", "systemd", str(oxfile), "-o", str(out))
+    assert r.returncode == 1 and "pass --force to replace them" in r.stderr
+    assert oxtui_cli("export", "systemd", str(oxfile), "-o", str(out), "--force").returncode == 0
+
+
+def test_import_usage_mistakes_are_one_line_and_no_broken_oxfile_is_printed(tmp_path):
+    (tmp_path / "Procfile").write_text("web: gunicorn app:application\n")
+    r = oxtui_cli("import", "procfile", str(tmp_path / "Procfile"), "--port", "abc")
+    assert r.returncode == 2 and r.stdout == "" and "--port must be a port number" in r.stderr
+    r = oxtui_cli("import", "pm2", str(write_ecosystem(tmp_path, "json")), "--listen", "nope=127.0.0.1:3000")
+    assert r.returncode == 2 and r.stdout == "" and "no app named 'nope' (apps: api, worker, tick)" in r.stderr
+    (tmp_path / "Procfile.bad").write_text("web: gunicorn app:application\n")
+    (tmp_path / ".env").write_text("PORT=99999\n")            # a port no oxfile accepts
+    r = oxtui_cli("import", "procfile", str(tmp_path / "Procfile.bad"))
+    assert r.returncode == 1 and r.stdout == "", "an oxfile that check refuses is never printed"
+    assert "listen: port must be 1-65535" in r.stderr and "nothing written" in r.stderr

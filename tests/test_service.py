@@ -68,7 +68,9 @@ def test_system_unit_through_sudo_verifies_and_runs_as_the_sudo_user(tmp_path):
     assert s["Type"] == "notify" and s["KillMode"] == "mixed" and s["Restart"] == "on-failure"
     assert s["User"] == "daemon"
     assert s["ExecStart"] == f"{os.path.abspath(PY)} -P -m oxtui run {oxfile}"
-    assert s["ExecReload"] == f"{os.path.abspath(PY)} -P -m oxtui reload all -c {oxfile}"
+    # --quiet: the engine journals each step already, the client would repeat them
+    assert s["ExecReload"] == f"{os.path.abspath(PY)} -P -m oxtui reload all --quiet -c {oxfile}"
+    assert s["RestartPreventExitStatus"] == "2", "a bad oxfile is not retried until the start limit"
     assert s["TimeoutStopSec"] == "35"            # the largest stop_timeout (20) plus the margin
     assert s["WorkingDirectory"] == str(tmp_path)
     assert s["Environment"] == f"PATH={os.environ['PATH']}"
@@ -253,3 +255,54 @@ def test_bad_stdout_mode_is_one_line_naming_the_fix(tmp_path):
     r = oxtui_cli("check", str(oxfile))
     assert r.returncode == 2
     assert '[logs] stdout: must be "auto"' in r.stderr and "traceback" not in r.stderr.lower()
+
+
+def test_an_abstract_notify_socket_and_status_counting_only_ready_instances(tmp_path):
+    """NOTIFY_SOCKET may name an abstract socket ("@..."); STATUS counts an instance as ready only once
+    it is (a killed one restarting is "1/2 ready" until its replacement says it is)."""
+    (tmp_path / "slow.py").write_text(SLOW_READY)
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "{PY} slow.py"
+        instances = 2
+        stop_timeout = 5
+        [processes.app.ready]
+        log = "^ready"
+    ''')
+    name = f"oxtui-test-{os.getpid()}-{time.monotonic_ns()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(0.1)
+    messages: list[dict[str, str]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            messages.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "NO_COLOR": "1"}
+    proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(oxfile)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        wait_until(lambda: any(m.get("READY") == "1" for m in messages), 30, what="READY=1 on the abstract socket")
+        ready = next(m for m in messages if m.get("READY") == "1")
+        assert ready["STATUS"] == "app 2/2 ready"
+        pid = int(next(iter(tmp_path.glob("ready-at-*"))).name.rsplit("-", 1)[1])
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: any(m.get("STATUS", "").startswith("app 1/2 ready") for m in messages), 10,
+                   what="STATUS with one instance not ready")
+        n = len(messages)
+        wait_until(lambda: any(m.get("STATUS") == "app 2/2 ready" for m in messages[n:]), 10,
+                   what="STATUS back to 2/2 once the replacement is ready")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        done.set()
+        reader.join(2)
+        sock.close()

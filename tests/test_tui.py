@@ -9,8 +9,8 @@ import time
 import pytest
 from conftest import APPS, await_until, free_port, write_oxfile
 
-from oxtui.config import load
-from oxtui.embedded import EmbeddedEngine
+from oxtui.oxfile.config import load
+from oxtui.client.embedded import EmbeddedEngine
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
 

@@ -30,7 +30,7 @@ from conftest import (
 )
 from load import Load
 
-from oxtui.remote import RemoteEngine
+from oxtui.client.remote import RemoteEngine
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import QuitScreen
 
@@ -200,6 +200,7 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
         viewer.connect()
         with Load(port) as load:
             load.wait_for(30)
+            tui_sid = os.getsid(tui.proc.pid)
             tui.press("q")
             wait_until(lambda: b"in the background" in tui.output, 10, 0.05, "the quit choices")
             tui.press("b")
@@ -209,7 +210,10 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
         assert b"now runs in the background as pid" in tui.output
         snap = status(oxfile)
         engine = psutil.Process(snap["engine_pid"])
-        assert engine.pid != tui.proc.pid and os.getsid(engine.pid) == engine.pid and engine.terminal() is None
+        # a session of its own (started through a launcher: never the TUI's child, never a session leader that
+        # could take a terminal again)
+        assert engine.pid != tui.proc.pid and os.getsid(engine.pid) not in (engine.pid, tui_sid)
+        assert engine.terminal() is None and engine.ppid() != tui.proc.pid
         assert running_pids(oxfile, 2) == pids, "the same workers, not restarted"
         assert all(w["restarts"] == 0 for w in snap["processes"][0]["workers"])
         assert helper.is_running() and helper.ppid() != tui.proc.pid

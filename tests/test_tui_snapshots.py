@@ -225,6 +225,32 @@ async def _wrap():
         assert not view.wrap and view.virtual_size.height == lines
 
 
+def test_wrapped_rows_lose_no_character_beside_the_scrollbar():
+    """At 80x24 with more lines than fit (a vertical scrollbar), each wrapped row holds what is visible."""
+    asyncio.run(_wrap_narrow())
+
+
+async def _wrap_narrow():
+    from oxtui.tui.logview import PREFIX
+    app = make_app()
+    long = "".join(chr(ord("a") + i % 26) for i in range(300)) + " END"
+    for i in range(60):
+        app.client.logs.append(LogBatch(100 + i, T0 + 21, "worker", 0, "out", f"filler {i}".encode(), 1))
+    app.client.logs.append(LogBatch(200, T0 + 22, "web", 0, "out", long.encode(), 1, (long,)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        view = app.logview
+        await pilot.press("l", "z")
+        await pilot.pause()
+        top = int(view.scroll_offset.y)
+        mine = [y for y in range(view.size.height) if top + y < len(view._rows)
+                and view.view[view._rows[top + y][0]].text == long]
+        assert len(mine) > 4, "the long line is on screen, wrapped"
+        visible = view.scrollable_content_region.width
+        text = "".join(view.render_line(y).text[PREFIX:visible] for y in mine)
+        assert text.rstrip() == long, text
+
+
 def test_rows_added_mid_grid_land_in_their_place():
     """A reload's surge row appears under its slot, a scale removes rows: the grid patches rows and
     re-sorts instead of rebuilding (a `+` with 1000 workers), and the order on screen is the model's."""
@@ -306,3 +332,98 @@ async def _painted():
         assert "3/4 up" in after["p:web"]
         assert {k: v for k, v in after.items() if k not in ("w:web:1:", "p:web")} == \
             {k: v for k, v in before.items() if k not in ("w:web:1:", "p:web")}
+
+
+def test_80x24_shows_the_servers_the_header_s_warnings_the_whole_help_and_short_finished_reloads():
+    asyncio.run(_small())
+
+
+async def _small():
+    from textual.containers import VerticalScroll
+
+    from oxtui.tui.screens import HelpScreen
+    snap = snapshot()
+    snap["processes"][0]["oxfile_instances"] = 2          # web runs 4, the oxfile says 2
+    snap["processes"][0]["reload"] = {"state": "done", "release": 2, "slot": None, "step": "done", "reason": None,
+                                      "started_at": T0, "finished_at": T0 + 7384.0 - 5, "kind": "rolling",
+                                      "why": "reload", "slots": [{"slot": i, "old_pid": 1, "new_pid": 2, "state": "done"}
+                                                                  for i in range(4)]}
+    for name in ("migrate", "cleanup"):
+        snap["processes"].insert(0, {"name": name, "instances": 1, "listen": None, "reload": None, "task": True,
+                                     "log_file": "/x", "workers": [worker(0, None, state="completed")]})
+    app = make_app()
+    app.client.snap = snap
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        header = str(app.header.render())
+        assert "web 4≠2 (w)" in header and len(header) <= 80, header
+        grid = app.grid.region
+        web_rows = [i for i, key in enumerate(r.key.value for r in app.grid.ordered_rows) if key.startswith("w:web")]
+        assert web_rows and max(web_rows) + 1 < grid.height, "every web row is on screen without scrolling"
+        lines = str(app.reload_panel.render()).splitlines()
+        assert lines == ["web: reload of release 2 done"], "a finished reload keeps one line, not one per slot"
+        await pilot.press("question_mark")
+        await pilot.pause()
+        box = app.screen.query_one(VerticalScroll)
+        assert isinstance(app.screen, HelpScreen) and box.region.right <= 80 and box.region.bottom <= 24
+        assert box.max_scroll_y > 0, "the help scrolls to its last keys"
+
+
+def test_a_scheduled_run_makes_no_toast_and_a_task_run_says_run():
+    asyncio.run(_toasts())
+
+
+async def _toasts():
+    app = make_app()
+
+    def with_run(state: str, why: str) -> dict:
+        snap = snapshot()
+        snap["processes"].append({"name": "backup", "instances": 1, "listen": None, "task": True, "log_file": "/x",
+                                  "workers": [worker(0, None, state="completed")],
+                                  "reload": {"state": state, "release": 1, "slot": None, "step": "", "reason": None,
+                                             "started_at": T0, "finished_at": None, "kind": "run", "why": why,
+                                             "slots": []}})
+        return snap
+    async with app.run_test(size=(120, 36)) as pilot:
+        for why in ("schedule", "reload"):
+            for state in ("running", "done"):
+                app.client.snap = with_run(state, why)
+                app.pull()
+                await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert messages == ["backup: run done, every instance completed"], messages
+        assert "run done" in str(app.grid.get_row("p:backup")), "a task's row says run, not reload"
+
+
+def make_fleet_app(monkeypatch) -> Any:
+    """The fleet view with fixed data: two hosts up (one engine each), one unreachable."""
+    import types
+
+    import oxtui.fleet.session as fleet_session
+    from oxtui.fleet.fleetfile import Host
+    from oxtui.fleet.session import BridgedEngine, FleetSession
+    from oxtui.tui.fleet import FleetApp
+    now = T0 + 7384.0
+    monkeypatch.setattr(fleet_session, "time", types.SimpleNamespace(time=lambda: now, strftime=time.strftime,
+                                                                     localtime=time.localtime))
+    session = FleetSession([Host("web1", "deploy@web1.example.com"), Host("web2", "deploy@web2.example.com"),
+                            Host("db1", "deploy@db1.example.com")])
+    web1, web2, db1 = session.hosts
+    second = snapshot()
+    second["processes"] = [{**second["processes"][0], "instances": 2, "workers": [
+        worker(0, 7301, cpu_percent=31.0), worker(1, 7302, cpu_percent=28.5)]}]
+    for h, snap, rtt in ((web1, snapshot(), 0.012), (web2, second, 0.034)):
+        h.link.state, h.link.rtt = "up", rtt
+        h.link.hello = {"version": "0.2.0", "user": "deploy", "host": h.name}
+        view = h.engines["/srv/app/oxfile.toml"] = BridgedEngine(h.link, "/srv/app/oxfile.toml")
+        snap["engine"] = {**snap["engine"], "version": "0.2.0"}
+        view._snapshot = snap
+        for b in batches()[:6]:
+            view._logs.add(b)
+    db1.link.state, db1.link.since, db1.link.retry_at = "unreachable", now - 95, now + 8
+    db1.link.reason = "ssh: connect to host db1.example.com port 22: Connection refused"
+    return FleetApp(session, host="laptop", clock_free=True, loadavg=lambda: (0.1, 0.1, 0.1))
+
+
+def test_fleet(snap_compare, monkeypatch):
+    assert snap_compare(make_fleet_app(monkeypatch), terminal_size=(120, 36))

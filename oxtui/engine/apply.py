@@ -12,13 +12,13 @@ import dataclasses
 import socket
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..config import ConfigError, ProcessConfig, load
+from ..oxfile.config import ConfigError, ProcessConfig, load
 from .errors import CommandError
 from .group import ProcessGroup
 from .sockets import ListenError, bind_listener
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .api import EngineApi
 
 
 def same_but_instances(old: ProcessConfig, new: ProcessConfig) -> bool:
@@ -33,7 +33,7 @@ def same_but_engine_side(old: ProcessConfig, new: ProcessConfig) -> bool:
     return dataclasses.replace(old, **{k: getattr(new, k) for k in ENGINE_SIDE}) == new
 
 
-async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+async def apply(engine: EngineApi, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     path = engine.config.path
     try:
         new = load(path)
@@ -67,7 +67,7 @@ async def apply(engine: Engine, progress: Callable[[str], None] | None = None) -
         say(f"{name}: removed from the oxfile; stopping it")
         await engine.remove_group(name)
         result["removed"].append(name)
-    from ..graph import levels
+    from ..oxfile.graph import levels
     lv = levels({p.name: [d for d, _ in p.depends_on] for p in new.processes})
     for cfg in sorted(added, key=lambda p: lv[p.name]):
         say(f"{cfg.name}: new; starting {cfg.instances} instance(s)")
@@ -105,6 +105,13 @@ async def _reload_with(g: ProcessGroup, cfg: ProcessConfig, say: Callable[[str],
     g.cfg = cfg     # replacements are made from the group's config; the old workers keep theirs
     say(f"{cfg.name}: changed; rolling reload")
     ok = await g.begin_reload(lambda text: say(f"{cfg.name}: {text}"))
+    if not ok and cfg.is_task:
+        # a task keeps what the file says, failed or not: nothing serves from its old settings, and the
+        # next run (start, reload, a tick) must run the command as it is now
+        reason = g.reload.reason if g.reload is not None else "failed"
+        result["failed"].append({"name": cfg.name, "reason": reason})
+        say(f"{cfg.name}: its run failed with the new settings: {reason}")
+        return
     if not ok:
         g.cfg = old
         reason = g.reload.reason if g.reload is not None else "failed"
@@ -132,7 +139,7 @@ def _bind_all(path: Any, cfgs: list[ProcessConfig]) -> dict[str, socket.socket]:
     return socks
 
 
-def _start_group(engine: Engine, cfg: ProcessConfig, sock: socket.socket | None) -> None:
+def _start_group(engine: EngineApi, cfg: ProcessConfig, sock: socket.socket | None) -> None:
     g = engine.add_group(cfg, sock)
     g.boot()
     g.start_watch()

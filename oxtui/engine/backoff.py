@@ -9,7 +9,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 # A run that lasted this long proves the program can stay up: the backoff starts over.
 STABLE_UPTIME = 10.0
@@ -24,7 +24,12 @@ class RestartPolicy:
     clock: Callable[[], float] = time.monotonic
     rand: Callable[[], float] = random.random
     streak: int = 0
-    _crashes: deque[float] = field(default_factory=deque)
+    crashes: deque[float] = field(default_factory=deque)
+
+    @classmethod
+    def of(cls, cfg: Any) -> RestartPolicy:
+        """The policy a process's oxfile settings give (backoff, backoff_max, max_restarts, restart_window)."""
+        return cls(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts, window=cfg.restart_window)
 
     def on_exit(self, uptime: float) -> float | None:
         """Record an unplanned exit after `uptime` seconds of running.
@@ -32,10 +37,10 @@ class RestartPolicy:
         Returns the delay before the restart, or None for a crash loop (park as errored).
         """
         now = self.clock()
-        self._crashes.append(now)
-        while self._crashes and self._crashes[0] <= now - self.window:
-            self._crashes.popleft()
-        if len(self._crashes) >= self.max_restarts:
+        self.crashes.append(now)
+        while self.crashes and self.crashes[0] <= now - self.window:
+            self.crashes.popleft()
+        if len(self.crashes) >= self.max_restarts:
             return None
         if uptime >= STABLE_UPTIME:
             self.streak = 0
@@ -55,4 +60,4 @@ class RestartPolicy:
 
     def reset(self) -> None:
         self.streak = 0
-        self._crashes.clear()
+        self.crashes.clear()

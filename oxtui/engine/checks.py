@@ -11,7 +11,7 @@ import os
 import signal
 from urllib.parse import urlsplit
 
-from ..config import HealthConfig
+from ..oxfile.config import HealthConfig
 
 
 async def http_get(host: str, port: int, path: str, timeout: float) -> tuple[int | None, str | None]:

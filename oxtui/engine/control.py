@@ -12,17 +12,22 @@ import asyncio
 import json
 import os
 import socket
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from .. import __version__
 from ..batchqueue import BatchQueue
 from ..protocol import LogBatch, encode, error, ok
 from ..runtime import socket_path
-from .errors import CommandError
+from .errors import CommandError, UsageError
+from .logquery import LogQuery
 
 MAX_REQUEST = 64 * 1024
 FEED_MAX_BYTES = 8 * 1024 * 1024
 PUSH_INTERVAL = 0.1
+UPGRADE_WAIT = 120.0       # for a reload or a worker's start to finish before an upgrade
+ANSWER_WAIT = 10.0         # for the answers being sent to be read, before an upgrade cuts them
 
 
 class ControlServer:
@@ -31,6 +36,7 @@ class ControlServer:
         self.path = socket_path(oxfile)
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self._answering = 0      # commands between their request and the end of their answer
 
     async def start(self, inherited: socket.socket | None = None) -> None:
         """Bind the socket, or serve one inherited from the engine we took over from."""
@@ -101,19 +107,74 @@ class ControlServer:
         if req["cmd"] == "attach":
             await self._attach(req, reader, writer)
             return
+        if req["cmd"] == "upgrade":
+            await self._upgrade(writer)
+            return
 
         def progress(text: str) -> None:
             writer.write(encode({"progress": text}))
 
+        self._answering += 1
         try:
-            result = await self.engine.execute(req, progress)
+            try:
+                result = await self.engine.execute(req, progress)
+            except CommandError as e:
+                await _send(writer, error(str(e), usage=isinstance(e, UsageError)))
+                return
+            except Exception as e:  # a bug in one command must not take the engine down
+                await _send(writer, error(f"internal error: {type(e).__name__}: {e}"))
+                return
+            await _send(writer, ok(result))
+        finally:
+            self._answering -= 1
+
+    async def _upgrade(self, writer: asyncio.StreamWriter) -> None:
+        """`oxtui upgrade`: hand over to a new engine process of the oxtui installed now (handover.py),
+        then answer and end this process at once."""
+        engine = self.engine
+        if engine.embedded:
+            await _send(writer, error("this engine runs inside a TUI: press q, then b there; the background "
+                                      "engine it becomes can be upgraded"))
+            return
+
+        def progress(text: str) -> None:
+            writer.write(encode({"progress": text}))
+        try:
+            await self._until_quiet(writer, progress)
+            pid = engine.hand_over(background=engine.background)
         except CommandError as e:
-            await _send(writer, error(str(e)))
+            await _send(writer, error(f"not upgraded, nothing changed: {e}"))
             return
-        except Exception as e:  # a bug in one command must not take the engine down
-            await _send(writer, error(f"internal error: {type(e).__name__}: {e}"))
-            return
-        await _send(writer, ok(result))
+        # Everything is the new engine's now. Not one more callback of this loop may run (it would read
+        # the helper's socket and the workers' pipes): answer through the socket as it is, then go.
+        reply = encode(ok({"old_pid": os.getpid(), "old_version": __version__, "new_pid": pid}))
+        raw = writer.get_extra_info("socket")
+        with socket.socket(fileno=os.dup(raw.fileno())) as s:
+            s.settimeout(5)
+            try:
+                s.sendall(reply)
+            except OSError:
+                pass
+        os._exit(0)
+
+    async def _until_quiet(self, writer: asyncio.StreamWriter, progress: Callable[[str], None]) -> None:
+        """Wait until nothing is half done and every other command has been answered: a connection is
+        this process's, so an answer the hand-over cuts is lost (a reload's, the instant after the
+        reload ends). A client that does not read its answer holds the upgrade up ANSWER_WAIT s at most.
+        Returns with nothing left to run in between: the caller hands over at once."""
+        now = time.monotonic()
+        deadline, answers_by = now + UPGRADE_WAIT, now + ANSWER_WAIT
+        said = False
+        while True:
+            await writer.drain()
+            # returns without yielding to the loop when nothing is half done
+            await self.engine.until_it_can_hand_over(progress, max(0.0, deadline - time.monotonic()))
+            if not self._answering or time.monotonic() > answers_by:
+                return
+            if not said:
+                progress(f"waiting: {self._answering} other command(s) being answered")
+                said = True
+            await asyncio.sleep(0.05)
 
     async def _follow(self, req: dict, writer: asyncio.StreamWriter) -> None:
         try:
@@ -121,8 +182,7 @@ class ControlServer:
         except CommandError as e:
             await _send(writer, error(str(e)))
             return
-        names = {g.name for g in self.engine.targets(req.get("name"))} if req.get("name") not in (None, "all") else None
-        with LogFeed(self.engine.logs, names) as feed:
+        with LogFeed(self.engine.logs, LogQuery.of(self.engine, {**req, "since": None})) as feed:
             await _send(writer, ok(first))
             while True:
                 batches, dropped = await feed.get()
@@ -211,8 +271,8 @@ class ControlServer:
 class LogFeed:
     """New log batches for one connection (a BatchQueue plus a wake-up for the connection's task)."""
 
-    def __init__(self, hub: Any, names: set[str] | None):
-        self.hub, self.names = hub, names
+    def __init__(self, hub: Any, query: LogQuery | None):
+        self.hub, self.query = hub, query
         self._queue = BatchQueue(FEED_MAX_BYTES)
         self._wake = asyncio.Event()
 
@@ -224,7 +284,7 @@ class LogFeed:
         self.hub.subscribers.remove(self._on_batch)
 
     def _on_batch(self, batch: LogBatch) -> None:
-        if self.names is None or batch.process in self.names:
+        if self.query is None or self.query.wants(batch):
             self._queue.add(batch)
             self._wake.set()
 

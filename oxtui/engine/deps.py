@@ -15,12 +15,20 @@ its dependents, as with docker compose and process-compose.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping, Protocol
 
 from ..protocol import WorkerState
 
 if TYPE_CHECKING:
-    from .group import ProcessGroup
+    from .worker import Worker
+
+
+class Dependency(Protocol):
+    """What a condition reads of the process it depends on (a ProcessGroup)."""
+
+    name: str
+    target: int
+    workers: dict[int, Worker]
 
 S = WorkerState
 STARTED = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.BACKOFF, S.COMPLETED, S.FAILED})
@@ -40,7 +48,7 @@ class Verdict:
         return f"waiting for {', '.join(self.waiting)}" if self.waiting else None
 
 
-def _one(dep: ProcessGroup, cond: str) -> tuple[bool, str | None, str | None]:
+def _one(dep: Dependency, cond: str) -> tuple[bool, str | None, str | None]:
     """(holds, what it waits on, blocked reason)."""
     workers = [dep.workers[s] for s in sorted(dep.workers) if s < dep.target]
     if not workers:
@@ -69,9 +77,9 @@ def _one(dep: ProcessGroup, cond: str) -> tuple[bool, str | None, str | None]:
     return False, f"{dep.name} ({cond}; now {shown})", None
 
 
-def verdict(group: ProcessGroup, groups: dict[str, ProcessGroup]) -> Verdict:
+def verdict(depends_on: tuple[tuple[str, str], ...], groups: Mapping[str, Dependency]) -> Verdict:
     waiting: list[str] = []
-    for name, cond in group.cfg.depends_on:
+    for name, cond in depends_on:
         dep = groups.get(name)
         if dep is None:         # removed by an apply since: nothing left to wait for
             continue

@@ -8,37 +8,26 @@ uses, so a script and a key press do exactly the same thing.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import signal
 import socket
 import time
 from typing import Any, Callable
 
-from ..config import Config, ProcessConfig, digest
-from ..format import hint
-from ..protocol import LIVE_STATES, Snapshot, WorkerState
-from ..runtime import hold_dir, lock_path, write_lock
-from .alerts import Alerts
-from .errors import CommandError
+from .. import __version__
+from ..observers.notify import Notifications
+from ..observers.sdnotify import READY_GRACE, Notifier, systemd_unit, under_systemd
+from ..oxfile.config import Config, ProcessConfig, digest
+from ..protocol import LIVE_STATES, Event, Snapshot
+from .errors import CommandError, UsageError
 from .events import EventHub
 from .group import ProcessGroup
-from .heap import Trimmer
+from .lock import Locked, OxfileLock
 from .logs import LogHub
-from .metrics import Sampler, Usage
-from .sdnotify import Notifier, systemd_unit, under_systemd
+from .sampling import Sampling
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
 
-METRICS_INTERVAL = 1.0
-# With nobody looking (no UI, no recent status), sample less often: an idle engine with 64 workers
-# then costs a quarter of the CPU. max_memory is still enforced, within this many seconds.
-METRICS_IDLE_INTERVAL = 5.0
-# Past this many workers a sample comes less often than every second: N / this seconds (2 s at
-# 1000). A sample costs about 10 µs of /proc reading per process, and each one makes a snapshot that
-# a viewer re-reads; with 1000 workers and a TUI, this halves engine + TUI CPU. htop's default is 1.5 s.
-WORKERS_PER_SECOND = 500
-LOOKED_AT_RECENTLY = 5.0
 FLUSH_INTERVAL = 0.2
 
 
@@ -51,41 +40,43 @@ class Engine:
         self.config = config
         self.logs = LogHub(config.logs.dir, config.logs.max_size, config.logs.keep, config.logs.buffer_lines)
         self.events = EventHub()
-        self.alerts = Alerts(self)
+        self.notifications = Notifications(self, lambda name: self.config.notify_for(name), str(config.path.parent))
         self.exporter: Any = None
         self.groups: dict[str, ProcessGroup] = {}
         self.base_env = dict(os.environ)
         self.started_at = time.time()
-        self.usage = Usage(0.0, 0)
+        self.sampling = Sampling(self._live_workers, self._sampled, self.log, self._metrics_needed)
         self.listeners: list[Callable[[], None]] = []
         self._control_enabled = control
         self._control = None
-        self._lock_fd: int | None = None
+        self._lock = OxfileLock(config.path)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._applying = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self.logs.on_pending = self._flush_soon
-        self.viewers = 0                   # UIs showing live metrics (embedded TUI, attached TUIs)
-        self._looked_at = time.monotonic() - LOOKED_AT_RECENTLY
-        self._wake_metrics = asyncio.Event()
         self.stopped = asyncio.Event()
+        self.background = False            # `oxtui run --background` (`oxtui up`): no terminal, no journal
+        self.embedded = False              # inside a TUI: that TUI moves it (q then b), not `oxtui upgrade`
         self.spawner = Spawner()
         self.service = Notifier(os.environ)
-        self._dir_fd: int | None = None
         self._disk_key: tuple | None = None
         self._disk_changed = False
         self._settling = False
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Bind every socket, start every process, serve the control socket.
+    async def start(self, only: set[str] | None = None) -> None:
+        """Bind every socket, start every process, serve the control socket. With `only`: just those
+        processes and what they depend on; the others (and any `disabled = true`) wait for a start.
 
         Raises EngineError (nothing left running) when an engine already runs for this oxfile or an
         address cannot be bound.
         """
-        self._take_lock()
+        try:
+            self._lock.take()
+        except Locked as e:
+            raise EngineError(str(e)) from None
         socks: dict[str, socket.socket] = {}
         try:
             for p in self.config.processes:
@@ -108,50 +99,81 @@ class Engine:
         except BaseException:
             for s in socks.values():
                 s.close()
-            self._release_lock()
+            self._lock.release()
             raise
         for p in self.config.processes:
             self.add_group(p, socks.get(p.name))
+        from ..oxfile.graph import with_dependencies
+        wanted = with_dependencies({n: [d for d, _ in g.cfg.depends_on] for n, g in self.groups.items()}, only) \
+            if only else None
         for g in self.in_start_order():
-            g.boot()
+            if g.cfg.disabled:
+                g.hold(f"disabled in the oxfile; `oxtui start {g.name}` starts it")
+            elif wanted is not None and g.name not in wanted:
+                g.hold(f"not started (up --only {','.join(sorted(only or ()))}); `oxtui start {g.name}` starts it")
+            else:
+                g.boot()
         self._run_loops()
 
     async def adopt(self, channel_fd: int) -> None:
         """Start by taking over a running engine's workers (see handover.py) instead of starting any."""
         from .handover import adopt
         try:
-            await adopt(self, channel_fd)
+            origin = await adopt(self, channel_fd)
         except BaseException:
-            self._lock_fd = None     # the old engine's lock: not ours to close until we have it all
+            self._lock.forget()      # the old engine's lock: not ours to close until we have it all
             raise
-        self._run_loops()
+        why = None
+        if origin["version"] != __version__:   # an upgrade: the helper becomes this version's, keeping its children
+            why = self.spawner.upgrade_helper()
+            self.log(f"spawner helper: {'now runs oxtui ' + __version__ if why is None else 'not upgraded: ' + why}")
+        self.spawner.approvals = why is None      # it runs this program: it takes approved restarts
+        self._run_loops(adopted=True)
 
-    def _run_loops(self) -> None:
+    def _run_loops(self, adopted: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._metrics_loop(), name="metrics")]
+        self._tasks = [loop.create_task(self.sampling.run(), name="metrics")]
         for g in self.groups.values():
             g.start_watch()
             g.start_schedule()
-        self.service.start(self)
-        self.alerts.start()
+        # taken over from an engine that had told systemd READY=1 already (it made us the main process)
+        self.service.start(self, _ready_deadline(self.config), ready_sent=adopted)
+        self.notifications.start()
         if self.config.metrics.listen is not None:
             self._start_metrics()
 
     def adopt_lock(self, fd: int) -> None:
-        self._lock_fd = fd
-        self._hold_dir()
-        write_lock(fd, self.config.path)
+        self._lock.adopt(fd)
 
     async def serve_control(self, inherited: socket.socket) -> None:
         from .control import ControlServer
         self._control = ControlServer(self, self.config.path)
         await self._control.start(inherited)
 
-    def hand_over(self) -> int:
-        """Move every worker into a new background engine process (see handover.py); returns its pid.
-        Blocks this loop; on success the caller must never run this engine again."""
+    def hand_over(self, background: bool = True) -> int:
+        """Move every worker into a new engine process (see handover.py); returns its pid. Blocks this
+        loop; on success the caller must never run this engine again."""
         from .handover import hand_over
-        return hand_over(self)
+        return hand_over(self, background)
+
+    async def until_it_can_hand_over(self, progress: Callable[[str], None] | None, limit: float) -> None:
+        """Wait for a moment when nothing is half done (a reload, a worker starting); at most `limit` s."""
+        from .handover import check
+        deadline = time.monotonic() + limit
+        said = None
+        while True:
+            try:
+                check(self)
+                return
+            except CommandError as e:
+                waiting = "try again" in str(e)
+                if not waiting or time.monotonic() > deadline:
+                    raise CommandError(str(e).replace("; try again when it is done", "").replace(
+                        "; try again in a moment", "") + (f" (waited {limit:g}s)" if waiting else "")) from None
+                if progress is not None and str(e) != said:
+                    progress(f"waiting: {str(e).split(';')[0]}")
+                said = str(e)
+                await asyncio.sleep(0.1)
 
     async def shutdown(self) -> None:
         """Stop every worker gracefully, then close sockets, logs and the control socket."""
@@ -160,7 +182,7 @@ class Engine:
             return
         self._stopping = True
         self.service.stopping()
-        self.alerts.close()
+        self.notifications.close()
         if self.exporter is not None:
             self.exporter.close()
         for t in self._tasks:
@@ -182,7 +204,7 @@ class Engine:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
             self.logs.close()
-            self._release_lock()
+            self._lock.release()
             self.stopped.set()
 
     def force_kill(self) -> None:
@@ -190,33 +212,6 @@ class Engine:
         for g in self.groups.values():
             for w in g.all_workers():
                 w.kill_group(signal.SIGKILL)
-
-    def _take_lock(self) -> None:
-        path = lock_path(self.config.path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(fd, 64, 0).decode(errors="replace").split("\n", 1)[0].strip() or "?"
-            os.close(fd)
-            raise EngineError(f"{self.config.path}: an engine is already running for this oxfile (pid {other}); "
-                              f"see it with `{hint('status', self.config.path)}`, stop it with "
-                              f"`{hint('down', self.config.path)}`") from None
-        write_lock(fd, self.config.path)
-        self._lock_fd = fd
-        self._hold_dir()
-
-    def _hold_dir(self) -> None:
-        if self._dir_fd is None:
-            self._dir_fd = hold_dir()
-
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)
-            self._dir_fd = None
 
     # ---- the groups: the one place they are made and removed (start, apply, hand-over) ------
 
@@ -235,6 +230,22 @@ class Engine:
         self.config = config
         self.changed()
 
+    # ---- what observers get (protocol.EngineFeed) ------------------------------------------
+
+    def subscribe(self, on_event: Callable[[Event], None]) -> Callable[[], None]:
+        self.events.subscribers.append(on_event)
+        return lambda: self.events.subscribers.remove(on_event)
+
+    def on_change(self, fn: Callable[[], None]) -> Callable[[], None]:
+        self.listeners.append(fn)
+        return lambda: self.listeners.remove(fn)
+
+    def publish(self, event: str, process: str, text: str, **fields: Any) -> None:
+        self.events.publish(event, process, None, None, text, **fields)
+
+    def log(self, text: str) -> None:
+        self.logs.emit("oxtui", None, "event", [text])
+
     # ---- change notification --------------------------------------------------------------
 
     @property
@@ -247,7 +258,7 @@ class Engine:
 
     @property
     def lock_fd(self) -> int | None:
-        return self._lock_fd
+        return self._lock.fd
 
     @property
     def control(self) -> Any:
@@ -272,7 +283,7 @@ class Engine:
     # ---- start order (depends_on) ---------------------------------------------------------
 
     def _levels(self) -> dict[str, int]:
-        from ..graph import levels
+        from ..oxfile.graph import levels
         return levels({name: [d for d, _ in g.cfg.depends_on] for name, g in self.groups.items()})
 
     def in_start_order(self, groups: list[ProcessGroup] | None = None) -> list[ProcessGroup]:
@@ -291,55 +302,33 @@ class Engine:
 
     # ---- background loops -----------------------------------------------------------------
 
-    async def _metrics_loop(self) -> None:
-        sampler, trimmer = Sampler(), Trimmer()
-        while True:
-            workers = [w for g in self.groups.values() for w in g.all_workers()
-                       if w.pid is not None and w.state in LIVE_STATES]
-            pids = [w.pid for w in workers if w.pid is not None]
-            try:
-                per_pid, self.usage = await asyncio.to_thread(_sample_and_trim, sampler, trimmer, pids)
-            except Exception as e:  # a /proc oddity must never end the metrics loop
-                self.logs.emit("oxtui", None, "event", [f"metrics sampling failed: {e}"])
-                per_pid = {}
-            for w in workers:
-                u = per_pid.get(w.pid) if w.pid is not None else None
-                if u is None:
-                    continue
-                w.cpu_percent, w.rss_bytes = u.cpu_percent, u.rss_bytes
-                w.cpu_seconds += u.cpu_seconds
-                limit = w.cfg.max_memory
-                if limit is not None and u.rss_bytes > limit and w.state == WorkerState.RUNNING:
-                    w.restart(f"memory {u.rss_bytes / 2**20:.0f} MiB over max_memory {limit / 2**20:.0f} MiB",
-                              "max_memory")
-            if self.exporter is not None:
-                self.exporter.update()
-            self.changed()
-            self._wake_metrics.clear()
-            try:
-                interval = METRICS_INTERVAL if self._watched() else METRICS_IDLE_INTERVAL
-                await asyncio.wait_for(self._wake_metrics.wait(), max(interval, len(pids) / WORKERS_PER_SECOND))
-            except TimeoutError:
-                pass
+    def _live_workers(self) -> list:
+        return [w for g in self.groups.values() for w in g.all_workers() if w.state in LIVE_STATES]
+
+    def _sampled(self) -> None:
+        if self.exporter is not None:
+            self.exporter.update(self.snapshot())
+        self.changed()
 
     def _start_metrics(self) -> None:
-        from .prom import Exporter
+        from ..openssl import allow
+        allow()            # prometheus_client imports ssl (openssl.py)
+        from ..observers.prometheus import Exporter
         try:
-            self.exporter = Exporter(self, *self.config.metrics.listen)
+            self.exporter = Exporter(self.snapshot(), *self.config.metrics.listen)
         except OSError as e:
             self.logs.emit("oxtui", None, "event", [f"[metrics] listen: cannot serve on "
                                                     f"{self.config.metrics.listen}: {e.strerror}; no /metrics"])
 
-    def _watched(self) -> bool:
-        return self.viewers > 0 or time.monotonic() - self._looked_at < LOOKED_AT_RECENTLY
-
     def looked_at(self, viewer: int = 0) -> None:
         """Someone wants fresh metrics (a status request, or a UI arriving or leaving: +1/-1)."""
-        was = self._watched()
-        self.viewers += viewer
-        self._looked_at = time.monotonic()
-        if not was:
-            self._wake_metrics.set()     # out of the idle interval now, not in up to 5 s
+        self.sampling.looked_at(viewer)
+
+    async def fresh_metrics(self) -> None:
+        await self.sampling.fresh()
+
+    def _metrics_needed(self) -> bool:
+        return self.exporter is not None or any(g.cfg.max_memory is not None for g in self.groups.values())
 
     def _flush_soon(self) -> None:
         if self._flush_handle is None:
@@ -356,8 +345,11 @@ class Engine:
             return list(self.groups.values())
         group = self.groups.get(name) if isinstance(name, str) else None
         if group is None:
-            raise CommandError(f"no process named {name!r} in {self.config.path} "
-                               f"(processes: {', '.join(self.groups) or 'none'}, or all)")
+            import difflib
+            near = difflib.get_close_matches(str(name), list(self.groups), n=1, cutoff=0.6)
+            raise UsageError(f"no process named {name!r} in {self.config.path}"
+                             + (f"; did you mean {near[0]!r}?" if near else "")
+                             + f" (processes: {', '.join(self.groups) or 'none'}, or all)")
         return [group]
 
     async def execute(self, req: dict[str, Any], progress: Callable[[str], None] | None = None) -> Any:
@@ -385,13 +377,20 @@ class Engine:
         """Reload the groups one after another; stop at the first that fails."""
         results = []
         for g in self.in_start_order(groups):
-            if g.deps_pending and len(groups) > 1:
-                results.append({"name": g.name, "ok": True, "reason": "skipped: it has not started yet",
-                                "task": g.cfg.is_task})
+            skip = None
+            if len(groups) > 1 and g.deps_pending:
+                skip = "skipped: it has not started yet"
+            elif len(groups) > 1 and g.cfg.is_task and g.cfg.schedule is not None:
+                # a backup or a cleanup is not part of a deploy; `oxtui reload NAME` runs it now
+                skip = f"skipped: a scheduled task runs on its schedule ({g.cfg.schedule.text})"
+            if skip is not None:
+                results.append({"name": g.name, "ok": True, "reason": skip, "task": g.cfg.is_task})
                 continue
+
             def tagged(text: str, name: str = g.name) -> None:
                 if progress is not None:
                     progress(f"{name}: {text}")
+            await g.scheduled_reload_done()      # a schedule's tick reloading it now: ours comes after
             ok = await g.begin_reload(tagged)
             results.append({"name": g.name, "ok": ok, "reason": g.reload.reason if g.reload else None,
                             "task": g.cfg.is_task})
@@ -400,7 +399,9 @@ class Engine:
         return {"ok": all(r["ok"] for r in results), "processes": results}
 
     def reload_all_in_background(self) -> None:
-        """SIGHUP: reload every process, one after another, without anyone waiting."""
+        """SIGHUP to a service: reload every process, one after another, without anyone waiting."""
+        self.log("SIGHUP: rolling reload of every process (the reload signal of a service with no terminal)")
+
         async def go() -> None:
             try:
                 await self.reload(list(self.groups.values()), None)
@@ -428,20 +429,22 @@ class Engine:
         return self._disk_changed
 
     def snapshot(self) -> Snapshot:
+        usage = self.sampling.usage
         return {
             "oxfile": str(self.config.path),
             "engine_pid": os.getpid(),
             "engine": {"started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 3),
-                       "cpu_percent": self.usage.cpu_percent, "rss_bytes": self.usage.rss_bytes,
-                       "log_dir": str(self.logs.dir), "viewers": self.viewers,
+                       "cpu_percent": usage.cpu_percent, "cpu_seconds": usage.cpu_seconds,
+                       "rss_bytes": usage.rss_bytes, "version": __version__,
+                       "log_dir": str(self.logs.dir), "viewers": self.sampling.viewers,
                        "systemd": under_systemd(os.environ), "unit": self._unit(),
-                       "oxfile_changed": self.oxfile_changed()},
+                       "oxfile_changed": self.oxfile_changed(),
+                       "notify": self.notifications.status() if self.config.notifies else None},
             "processes": [g.snapshot() for g in self.groups.values()],
         }
 
 
-def _sample_and_trim(sampler: Sampler, trimmer: Trimmer, pids: list[int]) -> tuple[dict[int, Usage], Usage]:
-    """On the sampler's thread: read /proc, then give freed heap pages back when it is time (heap.py)."""
-    sample = sampler.sample(pids)
-    trimmer.maybe_trim()
-    return sample
+def _ready_deadline(config: Config) -> float:
+    """When READY=1 goes out even if not every process is ready (observers/sdnotify.py)."""
+    longest = max((p.ready.timeout for p in config.processes if p.ready is not None), default=1.0)
+    return longest + READY_GRACE

@@ -3,3 +3,7 @@
 
 class CommandError(Exception):
     """A command that cannot be carried out; the message says why and what to do."""
+
+
+class UsageError(CommandError):
+    """A command asked wrongly (an unknown process name, a bad number): the CLI exits 2, as for any usage error."""

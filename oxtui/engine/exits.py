@@ -1,41 +1,47 @@
 """Why an instance ended: the cause of an exit record, and the kernel's OOM counters (pure but for /proc).
 
-    crash      it exited on its own with a non-zero code (or 0 where it should have kept running)
+    crash      it exited on its own with a non-zero code
     not_found  exit 127: the shell (or the spawner) did not find the program
     killed     a signal ended it that oxtui did not send to stop it (`kill -9`, `oxtui kill`, a crash by SIGSEGV)
     oom        SIGKILLed while the kernel's OOM-kill counter moved: certain when the instance's cgroup
-               counted it (memory.events), "probably" when only the machine-wide /proc/vmstat did
+               counts kills (cgroup v2's memory.events, v1's memory.oom_control), "probably" when only the
+               machine-wide /proc/vmstat can tell
     max_memory oxtui replaced it: its RSS passed max_memory
     health     oxtui replaced it: health checks failed, or it was not ready in time
     reload     a rolling reload drained it (or dropped a replacement that failed)
-    stopped    stopped on request (stop, restart, scale down, shutdown), or a task that exited 0
+    stopped    stopped on request (stop, restart, scale down, shutdown), or it exited 0 on its own (a task
+               that ended as it should; a server that ended cleanly is started again, and its note says so)
 """
 
 from __future__ import annotations
 
 import os
 
-CAUSES = ("crash", "not_found", "killed", "oom", "max_memory", "health", "reload", "stopped")
-# Exits that mean trouble: the notifications' "crash" event covers all of these.
-UNEXPECTED = frozenset({"crash", "not_found", "killed", "oom", "max_memory", "health"})
-TAIL_LINES = 20
 
 
-def _cgroup_events_path() -> str | None:
-    """memory.events of the cgroup the instances start in (the engine's own, cgroup v2)."""
+def _cgroup_oom_file(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> str | None:
+    """The file that counts OOM kills in the cgroup the instances start in (the engine's own):
+    cgroup v2's memory.events, or where memory is still a v1 controller (a hybrid host), its
+    memory.oom_control. Both count a kill by any OOM killer, the machine's included."""
     try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    path = "/sys/fs/cgroup" + line[3:].strip()
-                    events = os.path.join(path, "memory.events")
-                    return events if os.path.exists(events) else None
+        with open(proc_cgroup) as f:
+            lines = [line.rstrip("\n").split(":", 2) for line in f]
     except OSError:
-        pass
+        return None
+    for _, controllers, path in lines:
+        if controllers == "":
+            events = os.path.join(root + path, "memory.events")
+            if os.path.exists(events):
+                return events
+    for _, controllers, path in lines:
+        if "memory" in controllers.split(","):
+            control = os.path.join(root, "memory" + path, "memory.oom_control")
+            if os.path.exists(control):
+                return control
     return None
 
 
-_CGROUP_EVENTS = _cgroup_events_path()
+_CGROUP_OOM = _cgroup_oom_file()
 
 
 def _counter(path: str | None, key: str) -> int | None:
@@ -59,7 +65,7 @@ def _counter(path: str | None, key: str) -> int | None:
 
 def oom_counters() -> tuple[int | None, int | None]:
     """(the cgroup's oom_kill count, the machine's oom_kill count from /proc/vmstat)."""
-    return _counter(_CGROUP_EVENTS, "oom_kill"), _counter("/proc/vmstat", "oom_kill")
+    return _counter(_CGROUP_OOM, "oom_kill"), _counter("/proc/vmstat", "oom_kill")
 
 
 def classify(code: int | None, signal: str | None, why: str | None, stop_cause: str | None,
@@ -71,15 +77,27 @@ def classify(code: int | None, signal: str | None, why: str | None, stop_cause: 
         return (stop_cause or "stopped"), None
     if code == 127:
         return "not_found", None
-    if signal == "SIGKILL":
-        cg = [a - b for a, b in zip(oom_after[:1], oom_before[:1]) if a is not None and b is not None]
-        if cg and cg[0] > 0:
-            return "oom", "killed by the kernel's OOM killer (the cgroup's memory.events counted it)"
-        vm = [a - b for a, b in zip(oom_after[1:], oom_before[1:]) if a is not None and b is not None]
-        if vm and vm[0] > 0:
-            return "oom", "probably killed by the kernel's OOM killer (/proc/vmstat oom_kill moved meanwhile)"
+    if signal == "SIGKILL" or code == 137:      # 137: a shell whose child was SIGKILLed (`npm start`, `sh -c`)
+        cg_before, cg_after = oom_before[0], oom_after[0]
+        if cg_before is not None and cg_after is not None:
+            # the cgroup's own count is certain, and no other cgroup's OOM kill can move it
+            if cg_after > cg_before:
+                return "oom", "killed by the kernel's OOM killer (its cgroup counted the kill)"
+        else:
+            vm = [a - b for a, b in zip(oom_after[1:], oom_before[1:]) if a is not None and b is not None]
+            if vm and vm[0] > 0:
+                return "oom", "probably killed by the kernel's OOM killer (/proc/vmstat oom_kill moved meanwhile)"
     if signal:
         return "killed", None
-    if code == 0 and task_done:
-        return "stopped", "exited 0"
+    if code == 0:
+        return "stopped", "exited 0" if task_done else "exited 0 on its own; restart = \"always\" starts it again"
     return "crash", None
+
+
+def cannot_run(code: int | None, tail: list[str], program: str) -> str | None:
+    """Why the program never ran, from the shell's codes: not found (127), not executable (126)."""
+    if code == 127:
+        return f"command not found: {program}"
+    if code == 126 and any("ermission denied" in line for line in tail[-3:]):
+        return f"cannot run {program}: permission denied (make it executable: chmod +x {program})"
+    return None

@@ -22,15 +22,24 @@ Protocol over a SOCK_SEQPACKET socketpair, one JSON message per packet:
   helper -> engine: {"id", "pid", "t"} or {"id", "error"};  {"exit": pid, "status": wait status, "t"}
                     (t: CLOCK_MONOTONIC ns of the request, the fork, the reap: the restart timeline)
   engine -> helper: {"id", "cmd": "pdeathsig", "on": bool}  ->  {"id", "ok": true}
+  engine -> helper: {"cmd": "approve", "pid", "spawn": request, "min_uptime"} with fds [socket] or []:
+                    when instance pid ends (after min_uptime s), start `spawn` at once and report
+                    both in one message:
+                    {"exit", "status", "t", "then": {"pid", "t"}} with fds [stdout, stderr] (read ends)
+  engine -> helper: {"cmd": "revoke", "pid"} (sent before the engine signals an instance itself)
+  engine -> helper: {"id", "cmd": "reexec", "path": forkserver.py}  ->  {"id", "ok": true} from the new program
+                    (an upgrade: the helper exec's the installed oxtui's helper in place, keeping its pid,
+                    its socket and its children; its spare, a copy of the old program, is ended first)
 The helper ends its instances and exits when every holder of the engine's end has closed it.
 
-This file runs as a script (`python -I forkserver.py FD`): it imports only the standard library,
-which keeps the helper small and its fork cheap.
+This file runs as a script (`python -I -S forkserver.py FD`): it imports only the standard library,
+which keeps the helper small and its fork cheap. Without `site` too: the .pth files of a venv (an
+editable install's finder, setuptools' distutils hack) cost 1.2 MB in the helper, and in its spare.
 """
 
 from __future__ import annotations
 
-import ctypes
+import array
 import fcntl
 import json
 import os
@@ -40,98 +49,29 @@ import socket
 import sys
 import time
 
-PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
-PR_SET_CHILD_SUBREAPER = 36
+# The child's side (fork, set-up, exec) is a file of its own beside this one; run as a script, the
+# helper has no package to import it from, so it appends its own folder (after the standard library).
+if __package__:
+    from .forkchild import (CANNOT_START_EXIT, ORPHANED_EXIT, PR_SET_CHILD_SUBREAPER, PR_SET_NAME,
+                            PR_SET_PDEATHSIG, become_instance, fork, prctl)
+else:
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from forkchild import (CANNOT_START_EXIT, ORPHANED_EXIT, PR_SET_CHILD_SUBREAPER, PR_SET_NAME,  # type: ignore[no-redef]
+                           PR_SET_PDEATHSIG, become_instance, fork, prctl)
+
 SPARE_IDLE_MS = 5          # quiet time before a new spare is forked: never during a burst of spawns
 MAX_MSG = 1 << 20
-NOT_FOUND_EXIT = 127
-CANNOT_START_EXIT = 126
-ORPHANED_EXIT = 125
-# Signals this helper (or Python) sets to SIG_IGN; everything else is already default after exec.
-RESET_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
-# The helper ignores these (they are the engine's business); a forked child must not, from its
-# first instruction: the engine may stop an instance before it has exec'd.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 
 
-def _fork() -> int:
-    """fork() with the stop signals blocked across it: the child sets them back to default before it
-    unblocks them, so one sent in between is held, then acted on, never ignored."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        pid = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        raise
-    if pid == 0:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    return pid
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option: int, value: int | bytes) -> None:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl failed")
-
-
-def _child(req: dict, fds: list[int], helper_pid: int) -> None:
-    """In the forked child: never returns."""
-    try:
-        os.setsid()
-        # Lift the received fds out of 0-3 first, so the dup2s below never overwrite one another.
-        fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds]
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fds[0], 1)
-        os.dup2(fds[1], 2)
-        keep = 3
-        if req.get("listen"):
-            os.dup2(fds[2], 3)
-            keep = 4
-        os.closerange(keep, 1 << 20)
-        if "uid" in req:
-            # Groups first, uid last: once the uid is not root, the others cannot change any more.
-            try:
-                os.setgroups(req["groups"])
-                os.setgid(req["gid"])
-                os.setuid(req["uid"])
-            except OSError as e:
-                os.write(2, f"oxtui: cannot run as uid {req['uid']} gid {req['gid']}: {e.strerror}\n".encode())
-                os._exit(CANNOT_START_EXIT)
-        # After the uid change: the kernel clears the parent-death signal when credentials change.
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != helper_pid:        # the helper died between fork and prctl
-            os._exit(ORPHANED_EXIT)
-        # Handlers vanish at exec by themselves; ignored signals would be inherited.
-        for sig in RESET_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        env = req["env"]
-        if req.get("listen"):
-            env["LISTEN_PID"] = str(os.getpid())
-        try:
-            os.chdir(req["cwd"])
-        except OSError as e:
-            os.write(2, f"oxtui: cannot enter {req['cwd']}: {e.strerror}\n".encode())
-            os._exit(CANNOT_START_EXIT)
-        argv = req["argv"]
-        try:
-            # The engine resolved the program on PATH already; execvpe is the fallback.
-            if req.get("path"):
-                os.execve(req["path"], argv, env)
-            os.execvpe(argv[0], argv, env)
-        except FileNotFoundError:
-            os.write(2, f"oxtui: {argv[0]}: not found\n".encode())
-            os._exit(NOT_FOUND_EXIT)
-        except OSError as e:
-            os.write(2, f"oxtui: {argv[0]}: {e.strerror}\n".encode())
-            os._exit(CANNOT_START_EXIT)
-    except BaseException:
-        os._exit(CANNOT_START_EXIT)
+def recv_with_fds(sock: socket.socket, maxfds: int, flags: int = 0) -> tuple[bytes, list[int]]:
+    """One message and the fds that came with it. (socket.recv_fds ignores its flags before Python
+    3.12: MSG_DONTWAIT would block.)"""
+    fds = array.array("i")
+    msg, ancdata, _flags, _addr = sock.recvmsg(MAX_MSG, socket.CMSG_LEN(maxfds * fds.itemsize), flags)
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return msg, list(fds)
 
 
 def serve(sock: socket.socket) -> None:
@@ -158,7 +98,7 @@ def serve(sock: socket.socket) -> None:
                         pass
                 except BlockingIOError:
                     pass
-                _reap(sock)
+                _reap(sock, helper_pid, wake_w)
             else:
                 try:
                     msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MSG, 3)
@@ -168,15 +108,45 @@ def serve(sock: socket.socket) -> None:
                     _drop_spare()
                     _stop_orphans()             # the engine closed its end: it is gone or done
                     return
-                req = json.loads(msg)
-                if req.get("cmd") == "pdeathsig":
-                    _set_pdeathsig(sock, req)
-                else:
-                    _spawn(sock, req, fds, helper_pid)
-        _reap(sock)
+                _on_request(sock, json.loads(msg), fds, helper_pid, wake_w)
+        _reap(sock, helper_pid, wake_w)
+
+
+def _on_request(sock: socket.socket, req: dict, fds: list[int], helper_pid: int, wake_w: int) -> None:
+    if req.get("cmd") == "pdeathsig":
+        _set_pdeathsig(sock, req)
+    elif req.get("cmd") == "reexec":
+        _reexec(sock, req, wake_w)
+    elif req.get("cmd") == "approve":
+        _approve(req, fds)
+    elif req.get("cmd") == "revoke":
+        _revoke(req["pid"])
+    elif "argv" in req:
+        _spawn(sock, req, fds, helper_pid)
+    else:
+        for fd in fds:
+            os.close(fd)
+        sock.send(json.dumps({"id": req.get("id"), "error": f"unknown request {req.get('cmd')!r}"}).encode())
+
+
+def _drain(sock: socket.socket, helper_pid: int, wake_w: int) -> None:
+    """Act on every request already queued, without waiting for more."""
+    while True:
+        try:
+            msg, fds = recv_with_fds(sock, 3, socket.MSG_DONTWAIT)
+        except OSError:
+            return
+        if not msg:
+            return                              # the engine has gone: serve() sees it next
+        _on_request(sock, json.loads(msg), fds, helper_pid, wake_w)
 
 
 _spawned: set[int] = set()     # instances; other children are orphans adopted as subreaper
+_born: dict[int, int] = {}     # instance -> CLOCK_MONOTONIC ns of its fork, for approvals' min_uptime
+# instance -> (its spawn request, its listening socket, min uptime s): the engine's leave to restart
+# it here at once, without a round trip to the engine and back
+_approved: dict[int, tuple[dict, int | None, float]] = {}
+_sockets: dict[tuple[int, int], list[int]] = {}    # (st_dev, st_ino) -> [fd, approvals holding it]
 _spare: tuple[int, socket.socket] | None = None     # (pid, our end of its socket)
 _spare_wait_ms = SPARE_IDLE_MS
 
@@ -185,7 +155,7 @@ def _fork_spare(helper_pid: int) -> None:
     global _spare, _spare_wait_ms
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        pid = _fork()
+        pid = fork()
     except OSError:
         ours.close()
         theirs.close()
@@ -201,10 +171,10 @@ def _be_spare(conn: socket.socket, helper_pid: int) -> None:
     """In a spare child: wait for one request, then become that instance. Never returns."""
     try:
         signal.set_wakeup_fd(-1)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != helper_pid:
             os._exit(ORPHANED_EXIT)
-        _prctl(PR_SET_NAME, b"oxtui-spare")     # so `ps` tells it from the helper
+        prctl(PR_SET_NAME, b"oxtui-spare")     # so `ps` tells it from the helper
         # The engine's socket and the wake-up pipe are the helper's: holding them would keep the
         # engine from seeing the helper's end close.
         keep = conn.fileno()
@@ -213,7 +183,7 @@ def _be_spare(conn: socket.socket, helper_pid: int) -> None:
         msg, fds, _flags, _addr = socket.recv_fds(conn, MAX_MSG, 3)
         if not msg:
             os._exit(0)                         # the helper dropped us (shutting down)
-        _child(json.loads(msg), fds, helper_pid)
+        become_instance(json.loads(msg), fds, helper_pid)
     except BaseException:
         os._exit(CANNOT_START_EXIT)
 
@@ -250,31 +220,129 @@ def _hand_to_spare(req: dict, fds: list[int]) -> int | None:
     return pid
 
 
+def _start(req: dict, fds: list[int], helper_pid: int) -> int:
+    """A new instance: the request handed to the spare, or a fork (the child never returns from here).
+    Raises OSError when neither works."""
+    pid = _hand_to_spare(req, fds) or fork()
+    if pid == 0:
+        become_instance(req, fds, helper_pid)
+    _spawned.add(pid)
+    _born[pid] = time.monotonic_ns()
+    return pid
+
+
 def _spawn(sock: socket.socket, req: dict, fds: list[int], helper_pid: int) -> None:
     got = time.monotonic_ns()
     try:
-        pid = _hand_to_spare(req, fds) or _fork()
+        pid = _start(req, fds, helper_pid)
     except OSError as e:
         reply = {"id": req["id"], "error": f"fork failed: {e.strerror}"}
     else:
-        if pid == 0:
-            _child(req, fds, helper_pid)
-        _spawned.add(pid)
         # CLOCK_MONOTONIC is the machine's: these times line up with the engine's (the restart timeline)
-        reply = {"id": req["id"], "pid": pid, "t": [got, time.monotonic_ns()]}
+        reply = {"id": req["id"], "pid": pid, "t": [got, _born[pid]]}
     for fd in fds:
         os.close(fd)
     sock.send(json.dumps(reply).encode())
 
 
+def _reexec(sock: socket.socket, req: dict, wake_w: int) -> None:
+    """Become the helper program at req["path"] (the oxtui installed now): same pid, same children.
+    When the exec fails, this program carries on as it was and says why."""
+    _drop_spare()
+    for pid in list(_approved):                 # the new program starts with none: the engine arms again
+        _revoke(pid)
+    signal.set_wakeup_fd(-1)
+    os.set_inheritable(sock.fileno(), True)
+    resume = json.dumps({"id": req["id"], "spawned": sorted(_spawned)})
+    try:
+        os.execv(sys.executable, [sys.executable, "-I", "-S", req["path"], str(sock.fileno()), "0", resume])
+    except OSError as e:
+        os.set_inheritable(sock.fileno(), False)
+        signal.set_wakeup_fd(wake_w)
+        sock.send(json.dumps({"id": req["id"], "error": f"cannot exec {req['path']}: {e.strerror}"}).encode())
+
+
 def _set_pdeathsig(sock: socket.socket, req: dict) -> None:
     """Before the engine hands its workers to a new engine process: stop dying with this one (and
     again when that fails). The socket to the engine still ends every instance when it closes."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL if req["on"] else 0)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL if req["on"] else 0)
     sock.send(json.dumps({"id": req["id"], "ok": True}).encode())
 
 
-def _reap(sock: socket.socket) -> None:
+def _approve(req: dict, fds: list[int]) -> None:
+    _revoke(req["pid"])
+    listen = _hold_socket(fds[0]) if fds else None
+    if req["pid"] not in _spawned:              # it has ended already: its exit went the usual way
+        _let_go_socket(listen)
+        return
+    _approved[req["pid"]] = (req["spawn"], listen, req["min_uptime"])
+
+
+def _revoke(pid: int) -> None:
+    approval = _approved.pop(pid, None)
+    if approval is not None:
+        _let_go_socket(approval[1])
+
+
+def _hold_socket(fd: int) -> int:
+    """One fd per listening socket however many approvals hold it (1000 instances share one)."""
+    st = os.fstat(fd)
+    held = _sockets.setdefault((st.st_dev, st.st_ino), [fd, 0])
+    if held[0] != fd:
+        os.close(fd)
+    held[1] += 1
+    return held[0]
+
+
+def _let_go_socket(fd: int | None) -> None:
+    for key, held in list(_sockets.items()):
+        if held[0] == fd:
+            held[1] -= 1
+            if held[1] == 0:
+                os.close(fd)
+                del _sockets[key]
+
+
+def _restart(pid: int, status: int, msg: dict, helper_pid: int) -> list[int]:
+    """The approved restart of instance `pid`, which has just ended: fills msg["then"] and returns the
+    new process's read ends, or does nothing (returns []) when the approval does not cover this end."""
+    req, listen, min_uptime = _approved.pop(pid)
+    try:
+        born = _born.get(pid)
+        uptime = (time.monotonic_ns() - born) / 1e9 if born is not None else 0.0
+        if uptime < min_uptime:
+            return []
+        try:
+            os.killpg(pid, signal.SIGKILL)      # what is left of its group, as the engine ends it after a crash
+        except OSError:
+            pass
+        got = time.monotonic_ns()
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(out_w, fcntl.F_SETPIPE_SZ, 256 * 1024)    # as the engine's spawn does (spawn.py)
+        except OSError:
+            pass
+        fds = [out_w, err_w] + ([listen] if listen is not None else [])
+        try:
+            new = _start(req, fds, helper_pid)
+        except OSError:
+            os.close(out_r)
+            os.close(err_r)
+            return []
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        msg["then"] = {"pid": new, "t": [got, _born[new]]}
+        return [out_r, err_r]
+    finally:
+        _let_go_socket(listen)
+
+
+def _reap(sock: socket.socket, helper_pid: int, wake_w: int) -> None:
+    # A revoke the engine sent before it signalled an instance is queued before that instance's
+    # end can be seen here: act on what is queued first, then on the ends.
+    _drain(sock, helper_pid, wake_w)
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -287,10 +355,16 @@ def _reap(sock: socket.socket) -> None:
                 _take_spare()[1].close()        # the spare died unused: the next request forks
             continue                            # a re-parented grandchild: reaped, nobody to tell
         _spawned.discard(pid)
+        msg = {"exit": pid, "status": status, "t": time.monotonic_ns()}
+        fds = _restart(pid, status, msg, helper_pid) if pid in _approved else []
+        _born.pop(pid, None)
         try:
-            sock.send(json.dumps({"exit": pid, "status": status, "t": time.monotonic_ns()}).encode())
+            socket.send_fds(sock, [json.dumps(msg).encode()], fds)
         except OSError:
             return
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def _stop_orphans(grace: float = 2.0) -> None:
@@ -327,10 +401,18 @@ def _stop_orphans(grace: float = 2.0) -> None:
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     engine_pid = int(sys.argv[2])
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != engine_pid:
-        sys.exit(ORPHANED_EXIT)
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if len(sys.argv) > 3:
+        # exec'd in place by an upgrade (_reexec): the instances are still our children; the engine is
+        # not our parent any more (it handed over), and our end of its socket says when it goes
+        resume = json.loads(sys.argv[3])
+        _spawned.update(resume["spawned"])
+        os.set_inheritable(sock.fileno(), False)
+        sock.send(json.dumps({"id": resume["id"], "ok": True}).encode())
+    else:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != engine_pid:
+            sys.exit(ORPHANED_EXIT)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     # Ctrl-C in the engine's terminal, a hang-up, or a SIGTERM sent to the engine's whole process group
     # (`timeout`, `kill -- -PGID`) are the engine's business: it stops the instances gracefully. The
     # helper goes when the engine does (PDEATHSIG); dying first would SIGKILL every instance.

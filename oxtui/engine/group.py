@@ -8,22 +8,38 @@ import signal
 import socket
 import time
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol
 
-from ..config import ProcessConfig
+from ..oxfile.config import ProcessConfig
 from ..protocol import LIVE_STATES, ExitRecord, ProcessSnapshot, ScheduleSnapshot, WorkerSnapshot, WorkerState
 from .deps import verdict
-from .errors import CommandError
+from .envfiles import EnvNames
+from .errors import CommandError, UsageError
 from .logs import LogBatch
-from .reload import RollingReload, TaskRun
-from .schedule import next_run
+from .reload import Carried, RollingReload, TaskRun
+from .schedule import Scheduler
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
 from .watch import WatchSpec, watch_loop
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .events import EventHub
+    from .logs import LogHub
+
+
+class GroupHost(Protocol):
+    """All a process group may use of its engine (the engine satisfies it; the group never imports it)."""
+
+    logs: LogHub
+    events: EventHub
+    spawner: Spawner
+    base_env: dict[str, str]
+    groups: Mapping[str, ProcessGroup]     # the others: depends_on reads their workers
+
+    @property
+    def stopping(self) -> bool: ...
+    def changed(self) -> None: ...
 
 
 EXITS_KEPT = 50
@@ -33,28 +49,26 @@ EXIT_EVENTS = {"crash": "crash", "not_found": "crash", "killed": "crash", "oom":
 
 
 class ProcessGroup:
-    def __init__(self, engine: Engine, cfg: ProcessConfig, sock: socket.socket | None):
+    def __init__(self, engine: GroupHost, cfg: ProcessConfig, sock: socket.socket | None):
         self.engine, self.cfg, self.name = engine, cfg, cfg.name
         self.sock = sock
         self.target = cfg.instances
         self.release = 1
         self.workers: dict[int, Worker] = {}
         self.extra: list[Worker] = []            # reload surge instance and canary, while they exist
-        self.reload: RollingReload | TaskRun | None = None
+        self.reload: RollingReload | TaskRun | Carried | None = None
         self._reload_task: asyncio.Task[bool] | None = None
         self._watch_pending = False
         self._watch_task: asyncio.Task[None] | None = None
-        self._schedule_task: asyncio.Task[None] | None = None
-        self.next_run: float | None = None
-        self.last_run: dict | None = None
+        self.schedule: Scheduler | None = None
+        self.carried_schedule: dict | None = None    # anchor and last run, from the engine we took over from
         self.deps_pending = False          # its workers wait for depends_on (the engine settles it)
         self.exits: deque[ExitRecord] = deque(maxlen=EXITS_KEPT)
         self.exit_causes: Counter[str] = Counter()      # every exit since the engine started, by cause
         self.reload_results: Counter[str] = Counter()   # rolling reloads: "done" / "failed"
         self.last_reload_seconds: float | None = None
         self._blocked_said: str | None = None
-        self._env_key: tuple | None = None       # _env_names' cache
-        self._env_cache: list[str] = []
+        self._env_names = EnvNames()
         self.log = engine.logs.open(cfg.name)
 
     # ---- what workers use (worker.WorkerHost: the whole of it) -------------------------------
@@ -113,6 +127,12 @@ class ProcessGroup:
             return
         self.start()
 
+    def hold(self, reason: str) -> None:
+        """Leave it stopped at the engine's start, saying why (disabled, or not in up --only)."""
+        for slot in range(self.target):
+            self._slot_worker(slot).reason = reason
+        self.changed()
+
     def _slot_worker(self, slot: int) -> Worker:
         worker = self.workers.get(slot)
         if worker is None:
@@ -122,12 +142,12 @@ class ProcessGroup:
     def start(self) -> None:
         if self.target:
             self._ensure_socket()
-        v = verdict(self, self.engine.groups)
+        v = verdict(self.cfg.depends_on, self.engine.groups)
         self.deps_pending = not v.holds
         for slot in range(self.target):
             worker = self._slot_worker(slot)
             if v.holds:
-                if worker.state == WorkerState.WAITING:
+                if worker.state in (WorkerState.WAITING, WorkerState.STOPPED):
                     worker.reason = None
                 worker.start()
             elif worker.idle:
@@ -142,7 +162,7 @@ class ProcessGroup:
         """Something changed elsewhere: start the waiting instances once depends_on holds."""
         if not self.deps_pending or self.engine.stopping:
             return
-        v = verdict(self, self.engine.groups)
+        v = verdict(self.cfg.depends_on, self.engine.groups)
         waiting = [w for w in self.workers.values() if w.state == WorkerState.WAITING]
         if v.holds:
             self.deps_pending = False
@@ -212,7 +232,7 @@ class ProcessGroup:
 
     async def scale(self, n: int) -> tuple[int, int]:
         if n < 0:
-            raise CommandError(f"{self.name}: cannot scale below 0 instances (asked for {n})")
+            raise UsageError(f"{self.name}: cannot scale below 0 instances (asked for {n})")
         self.refuse_during_reload("scale")
         before = self.target
         self.target = n
@@ -235,8 +255,8 @@ class ProcessGroup:
     def kill(self, slot: int, sig: signal.Signals) -> int:
         worker = self.workers.get(slot)
         if worker is None:
-            raise CommandError(f"{self.name} has no instance {slot} (instances: 0-{self.target - 1})"
-                               if self.target else f"{self.name} has no instances; scale it up first")
+            raise UsageError(f"{self.name} has no instance {slot} (instances: 0-{self.target - 1})"
+                             if self.target else f"{self.name} has no instances; scale it up first")
         pid = worker.pid
         if not worker.kill(sig):
             raise CommandError(f"{self.name}.{slot} is not running (state: {worker.state})")
@@ -250,36 +270,29 @@ class ProcessGroup:
 
     # ---- schedule -------------------------------------------------------------------------
 
-    def start_schedule(self) -> None:
+    def start_schedule(self, anchor: float | None = None) -> None:
         self.stop_schedule()
         if self.cfg.schedule is not None:
-            self._schedule_task = asyncio.get_running_loop().create_task(self._schedule_loop(),
-                                                                         name=f"schedule {self.name}")
+            last = self.schedule.last_run if self.schedule is not None else None
+            owed = None
+            if self.carried_schedule is not None:
+                anchor, last = self.carried_schedule["anchor"], self.carried_schedule["last_run"]
+                owed = last["at"] if last is not None else anchor
+                self.carried_schedule = None
+            self.schedule = Scheduler(self.cfg.schedule, self._tick, self.changed, anchor, owed)
+            self.schedule.last_run = last
 
     def stop_schedule(self) -> None:
-        if self._schedule_task is not None:
-            self._schedule_task.cancel()
-            self._schedule_task = None
-        self.next_run = None
-
-    async def _schedule_loop(self) -> None:
-        sched = self.cfg.schedule
-        assert sched is not None
-        anchor = time.time()
-        while True:
-            self.next_run = next_run(sched, time.time(), anchor)
-            self.changed()
-            # Short sleeps on the wall clock: a clock step (NTP, suspend) never leaves a tick hours late.
-            while (left := self.next_run - time.time()) > 0:
-                await asyncio.sleep(min(left, 30.0))
-            self._tick()
+        if self.schedule is not None:
+            self.schedule.stop()
 
     def _tick(self) -> None:
+        assert self.schedule is not None
         at = time.time()
         why = None
         if self.engine.stopping:
             return
-        v = verdict(self, self.engine.groups)
+        v = verdict(self.cfg.depends_on, self.engine.groups)
         if not v.holds:
             why = v.reason
         elif self.target == 0:
@@ -288,16 +301,20 @@ class ProcessGroup:
             why = "the last run is still going" if self.cfg.is_task else "a reload is still running"
         elif self.cfg.is_task and any(not w.idle for w in self.workers.values()):
             why = "the last run is still going"
+        if why is None:
+            try:
+                task = self.begin_reload(why="schedule")
+            except CommandError as e:        # refused: this tick is skipped, the timetable goes on
+                why = str(e)
         if why is not None:
-            self.last_run = {"at": at, "result": "skipped", "reason": why}
+            self.schedule.last_run = {"at": at, "result": "skipped", "reason": why}
             self.event(None, f"schedule: tick skipped: {why}")
             return
-        self.last_run = {"at": at, "result": "running", "reason": None}
+        run = self.schedule.last_run = {"at": at, "result": "running", "reason": None}
         if not self.cfg.is_task:
             self.event(None, f"schedule: rolling reload ({self.cfg.schedule.text})")
-        task = self.begin_reload(why="schedule")
 
-        def done(t: asyncio.Task[bool], run: dict = self.last_run) -> None:
+        def done(t: asyncio.Task[bool]) -> None:
             if t.cancelled():
                 run.update(result="cancelled")
             else:
@@ -342,6 +359,13 @@ class ProcessGroup:
             self.event(None, "watch: files changed during the reload; reloading again")
             self.begin_reload()
 
+    async def scheduled_reload_done(self) -> None:
+        """Wait for a rolling reload that a schedule's tick started, if one runs (a reload asked for by
+        someone then replaces the instances again, with what is on disk now)."""
+        if self.reload is not None and self.reload.active and self.reload.why == "schedule" \
+                and not self.cfg.is_task and self._reload_task is not None:
+            await asyncio.gather(asyncio.shield(self._reload_task), return_exceptions=True)
+
     def begin_reload(self, progress: Callable[[str], None] | None = None, why: str = "reload") -> asyncio.Task[bool]:
         """Start a rolling reload (for a task: a run of every instance); the task's result is True when every
         slot was replaced (every instance completed)."""
@@ -361,7 +385,7 @@ class ProcessGroup:
         if self.target:
             self._ensure_socket()
         self.release += 1
-        self.reload = RollingReload(self, self.release, progress)
+        self.reload = RollingReload(self, self.release, progress, why)
         self._reload_task = asyncio.get_running_loop().create_task(self.reload.run(), name=f"reload {self.name}")
         self._reload_task.add_done_callback(self._after_reload)
         self.changed()
@@ -384,36 +408,23 @@ class ProcessGroup:
             "release": self.release,
             "cwd": str(self.cfg.cwd),
             "user": self.cfg.run_as.user if self.cfg.run_as else None,
-            "env_names": self._env_names(),
+            "env_names": self._env_names.of(self.cfg.env, self.cfg.env_files),
             "exits": list(self.exits),
             "depends_on": dict(self.cfg.depends_on),
             "schedule": self._schedule_snapshot(),
             "task": self.cfg.is_task,
+            "counters": {"exits": dict(self.exit_causes), "reloads": dict(self.reload_results),
+                         "last_reload_s": self.last_reload_seconds, "log_lines": self.log.lines_total},
             "workers": workers,
         }
-
-    def _env_names(self) -> list[str]:
-        """Names only: values (secrets from .env files) never leave the engine. Snapshots run at 10 Hz:
-        the files are parsed again only when one of them changed (or the config did)."""
-        key: tuple = (self.cfg.env, self.cfg.env_files)
-        for path in self.cfg.env_files:
-            try:
-                st = path.stat()
-                key += ((st.st_mtime_ns, st.st_size),)
-            except OSError:
-                key += (None,)
-        if key != self._env_key:
-            from .spawn import read_env_files
-            names = {k for k, _ in self.cfg.env} | {k for k, _ in read_env_files(self.cfg.env_files)}
-            self._env_key, self._env_cache = key, sorted(names)
-        return list(self._env_cache)
 
     def _schedule_snapshot(self) -> ScheduleSnapshot | None:
         sched = self.cfg.schedule
         if sched is None:
             return None
         return {"cron": sched.cron, "every": sched.every, "timezone": sched.timezone, "text": sched.text,
-                "next_run": self.next_run, "last_run": dict(self.last_run) if self.last_run else None}
+                "next_run": self.schedule.next_run if self.schedule else None,
+                "last_run": dict(self.schedule.last_run) if self.schedule and self.schedule.last_run else None}
 
     @staticmethod
     def _worker_snapshot(w: Worker, now: float) -> WorkerSnapshot:
@@ -435,4 +446,5 @@ class ProcessGroup:
             "release": w.release,
             "last_exit": w.last_exit,
             "checks": list(w.checks),       # the entries are never changed once made: shared, not copied
+            "cpu_seconds": round(w.cpu_seconds, 2),
         }

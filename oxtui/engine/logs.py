@@ -117,6 +117,23 @@ class RotatingFile:
         self._fd = self._open()
         self._size = 0
 
+    def empty(self) -> int:
+        """Empty the file and remove its rotated ones (`oxtui logs --flush`); returns the bytes freed."""
+        freed = 0
+        if self._fd >= 0:
+            self._pending, self._pending_size = [], 0
+            freed = os.fstat(self._fd).st_size
+            os.ftruncate(self._fd, 0)       # O_APPEND: the next write lands at the new end, the start
+            self._size = 0
+        for i in range(1, self.keep + 1):
+            rotated = self.path.with_name(f"{self.path.name}.{i}")
+            try:
+                freed += rotated.stat().st_size
+                rotated.unlink()
+            except OSError:
+                pass
+        return freed
+
     def flush(self) -> None:
         if self._fd >= 0 and self._pending:
             try:
@@ -148,6 +165,15 @@ class ProcessLog:
         prefix = f"{format_ts(batch.ts)} {batch.source} {STREAM_MARK[batch.stream]} ".encode()
         # Raw bytes to the file: one C-level replace per chunk, the child's bytes kept as they were.
         self.file.write([prefix, batch.data.replace(b"\n", b"\n" + prefix), b"\n"])
+        self.keep(batch)
+
+    def forget(self) -> None:
+        """Drop the recent lines (the file was emptied)."""
+        self.ring.clear()
+        self._lines = self._bytes = 0
+
+    def keep(self, batch: LogBatch) -> None:
+        """Into the ring only (a batch the file has already: carried over a hand-over)."""
         self.ring.append(batch)
         self._lines += batch.count
         self._bytes += len(batch.data)
@@ -213,6 +239,16 @@ class LogHub:
     def flush(self) -> None:
         for log in self.logs.values():
             log.file.flush()
+
+    def flush_logs(self, names: list[str]) -> int:
+        """Empty these processes' log files and recent lines; returns the bytes freed on disk."""
+        freed = 0
+        for name in names:
+            log = self.logs.get(name)
+            if log is not None:
+                freed += log.file.empty()
+                log.forget()
+        return freed
 
     def close(self) -> None:
         for log in self.logs.values():

@@ -24,7 +24,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 class Usage:
     cpu_percent: float   # percent of one core, summed over the tree (can pass 100 on several cores)
     rss_bytes: int
-    cpu_seconds: float = 0.0   # CPU time used since the previous sample (for a counter)
+    cpu_seconds: float = 0.0   # an instance: CPU time since the previous sample; the engine: its total
 
 
 class ProcStat(NamedTuple):
@@ -94,7 +94,9 @@ class Sampler:
                     rss += st.rss_bytes
                 out[root] = Usage(round(cpu_ticks / TICKS / elapsed * 100, 1), rss, cpu_ticks / TICKS)
         self._last = seen
-        engine = Usage(round(self.engine.cpu_percent(None), 1), self.engine.memory_info().rss)
+        times = self.engine.cpu_times()
+        engine = Usage(round(self.engine.cpu_percent(None), 1), self.engine.memory_info().rss,
+                       round(times.user + times.system, 2))
         return out, engine
 
 

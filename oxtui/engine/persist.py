@@ -6,16 +6,16 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from ..config import usable_cpus
-from ..save import SaveError, save_instances
+from ..oxfile.config import usable_cpus
+from ..oxfile.save import SaveError, save_instances
 from .errors import CommandError
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .api import EngineApi
     from .group import ProcessGroup
 
 
-def save(engine: Engine, groups: list[ProcessGroup]) -> dict[str, Any]:
+def save(engine: EngineApi, groups: list[ProcessGroup]) -> dict[str, Any]:
     path = engine.config.path
     try:
         changed, new_digest = save_instances(path, engine.config.digest, {g.name: g.target for g in groups},

@@ -11,16 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Callable
+import socket
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..protocol import ReloadSlot, ReloadSnapshot
-from ..values import surge_count
+from ..oxfile.values import surge_count
 from . import checks
 from .sockets import bind_listener
 
 if TYPE_CHECKING:
-    from .group import ProcessGroup
+    from ..oxfile.config import ProcessConfig
     from .worker import Worker
+
+
+class ReloadHost(Protocol):
+    """What a reload (or a task's run) may use of its process group."""
+
+    name: str
+    cfg: ProcessConfig
+    target: int
+    sock: socket.socket | None
+    workers: dict[int, Worker]
+    extra: list[Worker]            # the surge instances and the canary, while they exist
+
+    def new_worker(self, slot: int, role: str | None = None, listen_fd: int | None = None) -> Worker: ...
+    def event(self, who: Worker | None, text: str) -> None: ...
+    def publish(self, who: Worker | None, event: str, text: str, **fields: object) -> None: ...
+    def changed(self) -> None: ...
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -34,7 +51,7 @@ class Run:
 
     kind = "rolling"
 
-    def __init__(self, group: ProcessGroup, release: int, progress: Callable[[str], None] | None,
+    def __init__(self, group: ReloadHost, release: int, progress: Callable[[str], None] | None,
                  why: str = "reload"):
         self.group, self.release, self.progress, self.why = group, release, progress, why
         self.state = "running"       # running -> done | failed | cancelled
@@ -56,9 +73,24 @@ class Run:
                 "finished_at": self.finished, "kind": self.kind, "tail": list(self.tail), "why": self.why}
 
 
+class Carried:
+    """How the last reload ended, carried over a hand-over (carry.py): status still shows it."""
+
+    active = False
+    slot = None
+
+    def __init__(self, snap: ReloadSnapshot):
+        self._snap = snap
+        self.state, self.reason, self.why = snap["state"], snap["reason"], snap.get("why", "reload")
+
+    def snapshot(self) -> ReloadSnapshot:
+        return self._snap
+
+
 class RollingReload(Run):
-    def __init__(self, group: ProcessGroup, release: int, progress: Callable[[str], None] | None):
-        super().__init__(group, release, progress)
+    def __init__(self, group: ReloadHost, release: int, progress: Callable[[str], None] | None,
+                 why: str = "reload"):
+        super().__init__(group, release, progress, why)
         self._drains: list[asyncio.Future[None]] = []
 
     @property
@@ -263,6 +295,7 @@ class TaskRun(Run):
         try:
             self.say(f"running {len(workers)} instance(s) of the task")
             for w in workers:
+                w.use(group.cfg)      # a task runs as the oxfile says now (after an apply: the fixed command)
                 w.start()
             await asyncio.gather(*(w.finished() for w in workers))
             failed = [w for w in workers if w.state != "completed"]

@@ -1,24 +1,19 @@
 """Start one instance: own session, stdout/stderr pipes, the socket as fd 3, dies with the engine.
 
 The fork itself happens in the spawner helper (forkserver.py), which can set PR_SET_PDEATHSIG,
-place fd 3 and LISTEN_PID safely because it has no threads. This module decides the argv, makes
-the pipes and talks to the helper; exits come back from the helper as wait statuses.
-
-A command is exec'd directly when it is a plain word list (the PID shown is the program's own
-and no shell start is paid); anything with shell syntax runs as `/bin/sh -c 'exec ...'`.
+place fd 3 and LISTEN_PID safely because it has no threads. This module makes the pipes and talks to
+the helper (commandline.py decides the argv); exits come back from the helper as wait statuses.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import fcntl
 import functools
 import json
 import os
-import re
 import select
-import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,21 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import forkserver
+from .commandline import request
 
 if TYPE_CHECKING:
-    from ..config import RunAs
+    from ..oxfile.config import RunAs
 
 PIPE_SIZE = 256 * 1024
 HELPER_TIMEOUT = 5.0
 # Spawn requests in flight to the helper at once. A burst (start or scale to 1000, a reload's surge)
 # then costs one fork after another in the helper, not a round trip to the engine per instance.
 SPAWN_WINDOW = 16
-# A command made of these characters only (quotes and escapes are shlex's job) needs no shell.
-_PLAIN_RE = re.compile(r"""[A-Za-z0-9_./:,@%+=\-\s'"]+""")
-
-_CONTROL_TOKENS = {";", "&", "&&", "|", "||", "(", ")", ";;", "|&"}
-_FIRST_WORD_NO_EXEC = {"if", "for", "while", "until", "case", "{", "cd", "exec", "export", "set", "source", "."}
-_ASSIGN_RE = re.compile(r"""^((?:[A-Za-z_]\w*=(?:'[^']*'|"[^"]*"|[^\s'"]*)\s+)*)(.*)$""", re.S)
+REPLACEMENT_TTL = 10.0     # s for a worker to take the restart the helper made for it (approval.py)
 
 
 class SpawnError(Exception):
@@ -53,32 +44,6 @@ class SpawnError(Exception):
 class HelperGone(SpawnError):
     """Given to spawns in flight when the helper died: it is already dealt with (and a new helper may be
     running by the time they see it, which they must not end)."""
-
-
-@functools.lru_cache(maxsize=256)
-def _which(program: str, cwd: str, path: str) -> str | None:
-    """Where exec will find `program` (None: let the child search and report "not found")."""
-    if "/" in program:
-        return os.path.join(cwd, program)
-    return shutil.which(program, path=path)
-
-
-def command_argv(command: str) -> list[str]:
-    """argv for the instance: the words themselves for a plain command, else the shell."""
-    return list(_argv(command))
-
-
-@functools.lru_cache(maxsize=256)
-def _argv(command: str) -> tuple[str, ...]:
-    # every instance of a process has the same command: worked out once, not at every start
-    if _PLAIN_RE.fullmatch(command):
-        try:
-            words = shlex.split(command)
-        except ValueError:
-            words = []
-        if words and "=" not in words[0]:
-            return tuple(words)
-    return ("/bin/sh", "-c", exec_form(command))
 
 
 def kill_group(pgid: int, sig: int) -> None:
@@ -96,27 +61,25 @@ def kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def exec_form(command: str) -> str:
-    """Prefix a simple command with `exec` so the PID we track is the program's own.
-
-    Compound commands (pipelines, lists, `cd x && ...`) stay as they are: the shell remains the
-    instance's main process and the process group still reaches everything it starts.
-    """
+def _group_alive(pgid: int) -> bool:
     try:
-        lex = shlex.shlex(command, posix=True, punctuation_chars=True)
-        lex.whitespace_split = True
-        tokens = list(lex)
-    except ValueError:
-        return command
-    if not tokens or "\n" in command or any(t in _CONTROL_TOKENS for t in tokens):
-        return command
-    m = _ASSIGN_RE.match(command.strip())
-    assigns, rest = m.group(1), m.group(2)
-    first = rest.split(None, 1)[0] if rest.strip() else ""
-    if not first or first in _FIRST_WORD_NO_EXEC:
-        return command
-    # `A=1 exec prog` exports A to prog in dash and bash alike.
-    return f"{assigns}exec {rest}"
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+async def end_group(pgid: int, grace: float) -> None:
+    """After an instance's main process is gone, end whatever it left in its process group: at once,
+    or after `grace` seconds (a stop gives the rest of the group its stop_timeout)."""
+    deadline = time.monotonic() + grace
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            kill_group(pgid, signal.SIGKILL)
+            break
+        await asyncio.sleep(0.05)
 
 
 def _grow_pipe(fd: int) -> None:
@@ -149,12 +112,15 @@ class Spawner:
         self._replies: dict[int, asyncio.Future[dict]] = {}   # request id -> the helper's answer
         self._window = asyncio.Semaphore(SPAWN_WINDOW)
         self._early: dict[int, int] = {}       # exits reported before anyone asked
+        self.replacements: dict[int, Child] = {}  # pid -> what the helper started at once when it ended (approve)
+        self.approvals = True       # the helper takes approve/revoke (false for an older one we adopted)
         self.exit_times: dict[int, tuple[int, int]] = {}   # pid -> (helper reaped it, engine heard), ns
 
     def _start_helper(self) -> socket.socket:
+        self.approvals = True
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", str(Path(forkserver.__file__)), str(theirs.fileno()), str(os.getpid())],
+            [sys.executable, "-I", "-S", str(Path(forkserver.__file__)), str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=False)
         theirs.close()
         self._loop = asyncio.get_running_loop()
@@ -175,7 +141,7 @@ class Spawner:
 
     def quiet(self) -> bool:
         """No exit reported that nobody has taken yet."""
-        return not self._early
+        return not self._early and not self.replacements
 
     def rearm(self) -> None:
         """The hand-over failed: the helper dies with this process again."""
@@ -193,8 +159,23 @@ class Spawner:
         It is not our child: it exits when our end closes, and its new parent reaps it."""
         self._sock = socket.socket(fileno=fd)
         self._adopted_pid = pid
+        self.approvals = False          # until we know it runs our program (Engine.adopt)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._readable)
+
+    def upgrade_helper(self) -> str | None:
+        """Have the adopted helper exec this oxtui's helper program in place (an upgrade: its pid and
+        children stay); None when it did, else why not (it then goes on with its old program)."""
+        if self._sock is None:
+            return None
+        self._next_id += 1
+        path = str(Path(forkserver.__file__))
+        try:
+            self._sock.send(json.dumps({"id": self._next_id, "cmd": "reexec", "path": path}).encode())
+            reply = self._wait_reply(self._sock, self._next_id)
+        except (OSError, SpawnError) as e:
+            return str(e)
+        return reply.get("error")
 
     async def spawn(self, command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None,
                     run_as: RunAs | None = None) -> Child:
@@ -209,11 +190,7 @@ class Spawner:
             self._next_id += 1
             rid = self._next_id
             asked = time.monotonic_ns()
-            argv = command_argv(command)
-            req = {"id": rid, "argv": argv, "path": _which(argv[0], cwd, env.get("PATH", os.defpath)),
-                   "cwd": cwd, "env": env, "listen": listen_fd is not None}
-            if run_as is not None:
-                req.update(uid=run_as.uid, gid=run_as.gid, groups=list(run_as.groups))
+            req = {"id": rid, **request(command, cwd, env, listen_fd, run_as)}
             fds = [out_w, err_w] + ([listen_fd] if listen_fd is not None else [])
             fut: asyncio.Future[dict] = self._loop.create_future()
             self._replies[rid] = fut
@@ -245,6 +222,32 @@ class Spawner:
         timeline = {"spawn_asked": asked, "helper_got_request": got, "forked": forked,
                     "engine_got_pid": reply["engine_got_pid"]}
         return Child(pid=reply["pid"], stdout=out_r, stderr=err_r, started=time.monotonic(), timeline=timeline)
+
+    def approve(self, pid: int, command: str, cwd: str, env: dict[str, str], listen_fd: int | None,
+                run_as: RunAs | None, min_uptime: float) -> bool:
+        """Let the helper restart instance `pid` as this spawn at once when it ends (after `min_uptime`
+        s), and tell us after: the restart then costs a reap and a fork, not two hops between
+        processes. Must be revoked before we signal it ourselves."""
+        msg = {"cmd": "approve", "pid": pid, "spawn": request(command, cwd, env, listen_fd, run_as),
+               "min_uptime": min_uptime}
+        return self._send_now(msg, [listen_fd] if listen_fd is not None else [])
+
+    def revoke(self, pid: int) -> None:
+        # Not sent (the helper's queue full): a restart it still makes is ended when it is reported
+        # (Approval.discard, _expire), or dies with the helper.
+        self._send_now({"cmd": "revoke", "pid": pid}, [])
+
+    def _send_now(self, msg: dict, fds: list[int]) -> bool:
+        """Send without ever waiting: approvals are an optimisation, and a helper that stopped reading
+        must not hold up the engine's loop for them."""
+        if self._sock is None or not self.approvals:
+            return False
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        try:
+            self._sock.sendmsg([json.dumps(msg).encode()], ancillary, socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        return True
 
     @staticmethod
     def _send(sock: socket.socket, data: bytes, fds: list[int]) -> None:
@@ -279,13 +282,13 @@ class Spawner:
             # A helper that stops answering (SIGSTOPped, swapped out) must not hang the engine's loop.
             if not select.select([sock], [], [], HELPER_TIMEOUT)[0]:
                 raise SpawnError(f"no answer within {HELPER_TIMEOUT:g}s")
-            data = sock.recv(forkserver.MAX_MSG)
+            data, fds = forkserver.recv_with_fds(sock, 2)
             if not data:
                 raise SpawnError("the helper exited")
             msg = json.loads(data)
             if msg.get("id") == want:
                 return msg
-            self._handle(msg)
+            self._handle(msg, fds)
 
     def _readable(self) -> None:
         sock = self._sock
@@ -293,22 +296,52 @@ class Spawner:
             return
         while True:
             try:
-                data = sock.recv(forkserver.MAX_MSG, socket.MSG_DONTWAIT)
+                data, fds = forkserver.recv_with_fds(sock, 2, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError:
-                data = b""
+                data, fds = b"", []
             if not data:
                 self._helper_gone()
                 return
-            self._handle(json.loads(data))
+            self._handle(json.loads(data), fds)
 
-    def _handle(self, msg: dict) -> None:
-        """An exit report, or the answer to a spawn request."""
+    def _handle(self, msg: dict, fds: list[int]) -> None:
+        """An exit report (with the pipes of its approved restart), or the answer to a spawn request."""
+        if "exit" in msg and msg.get("then") and len(fds) == 2:
+            then = msg["then"]
+            for fd in fds:
+                os.set_blocking(fd, False)
+            heard = time.monotonic_ns()
+            self.replacements[msg["exit"]] = Child(
+                pid=then["pid"], stdout=fds[0], stderr=fds[1], started=time.monotonic(),
+                timeline={"spawn_asked": msg.get("t") or 0, "helper_got_request": then["t"][0],
+                          "forked": then["t"][1], "engine_got_pid": heard})
+            if self._loop is not None:
+                self._loop.call_later(REPLACEMENT_TTL, self._expire, msg["exit"], then["pid"])
+            fds = []
+        for fd in fds:
+            os.close(fd)
         if "exit" in msg:
             self._dispatch(msg["exit"], msg["status"], msg.get("t"))
         elif "id" in msg:
             self._on_reply(msg)
+
+    def _expire(self, old: int, pid: int) -> None:
+        """A restart the helper made that no worker took (its worker was cancelled meanwhile): end it,
+        so it neither runs unsupervised nor holds up a hand-over (quiet())."""
+        child = self.replacements.get(old)
+        if child is not None and child.pid == pid:
+            del self.replacements[old]
+            self.end_unwanted(child)
+
+    def end_unwanted(self, child: Child) -> None:
+        """End a restart the helper made that the engine does not want: its process and its pipes; its
+        exit is then reported to nobody."""
+        kill_group(child.pid, signal.SIGKILL)
+        for fd in (child.stdout, child.stderr):
+            os.close(fd)
+        self.exited(child.pid)
 
     def _dispatch(self, pid: int, status: int, reaped: int | None = None) -> None:
         # when the helper reaped it and when the engine heard: the first steps of a restart's timeline
@@ -332,6 +365,10 @@ class Spawner:
             except ProcessLookupError:
                 pass
         self._disconnect()
+        for child in self.replacements.values():     # they died with the helper
+            for fd in (child.stdout, child.stderr):
+                os.close(fd)
+        self.replacements.clear()
         killed = 0x09   # wait status of a SIGKILLed process
         for fut in self._waiters.values():
             if not fut.done():
@@ -375,21 +412,6 @@ class Spawner:
 # The engine's own service variables: an instance that saw NOTIFY_SOCKET would speak for the engine
 # (gunicorn sends its own READY=1), JOURNAL_STREAM describes the engine's stdout, not the instance's pipe.
 ENGINE_ONLY = ("LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
-
-
-def read_env_files(paths: tuple) -> tuple[tuple[str, str], ...]:
-    """Variables of .env files (python-dotenv's syntax), later files winning; a file gone since `check`
-    is skipped (the instance still starts, and `oxtui check` names the missing file)."""
-    if not paths:
-        return ()
-    from dotenv import dotenv_values
-    out: dict[str, str] = {}
-    for path in paths:
-        try:
-            out.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-        except OSError:
-            continue
-    return tuple(out.items())
 
 
 def instance_env(base: dict[str, str], name: str, slot: int, extra: tuple[tuple[str, str], ...],

@@ -58,6 +58,8 @@ def _glob_root(pattern: str) -> Path:
 
 async def watch_loop(spec: WatchSpec, debounce: float, on_change: Callable[[list[str]], None],
                      on_error: Callable[[str], None]) -> None:
+    from ..openssl import allow
+    allow()        # watchfiles runs on anyio, whose asyncio backend imports ssl (openssl.py)
     from watchfiles import awatch
 
     roots = [str(r) for r in dict.fromkeys(spec.roots) if r.exists()]

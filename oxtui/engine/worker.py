@@ -8,7 +8,9 @@
                               +--> errored                    (crash loop: waits for start/restart)
 
 A Worker owns one supervising task. Everything it waits on (exit, readiness, health, stop request)
-is a future or a task of its own, so a slow probe elsewhere never delays it.
+is a future or a task of its own, so a slow probe elsewhere never delays it. A worker has a pid
+exactly while it is starting, running or stopping: from the moment its process is gone it shows the
+state it goes to next, while the last output drains and the exit is recorded.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from ..config import ProcessConfig
+from ..oxfile.config import ProcessConfig
 from ..protocol import LIVE_STATES, ExitRecord, Health, WorkerState
-from ..values import program_of
-from . import checks
+from .approval import Approval
+from .exitreport import ExitReport
 from .backoff import RestartPolicy
-from .exits import TAIL_LINES, classify, oom_counters
-from .logs import LineSplitter
-from .pipes import PipeReader
-from .spawn import Child, SpawnError, describe_status, instance_env, kill_group, read_env_files
+from .exits import oom_counters
+from .liveness import become_ready, health_loop
+from .output import Output
+from .envfiles import read_env_files
+from .spawn import Child, SpawnError, describe_status, end_group, instance_env, kill_group
 
 if TYPE_CHECKING:
     from .logs import LogBatch
@@ -48,12 +51,11 @@ class WorkerHost(Protocol):
     def publish(self, who: Worker, event: str, text: str, **fields: object) -> None: ...
     def record_exit(self, who: Worker, record: ExitRecord) -> None: ...
 
-# With no [ready] table an instance counts as ready after this long alive.
-DEFAULT_READY_AFTER = 1.0
+
 HISTORY = 20           # readiness and health changes kept per worker (the details screen)
 
 
-class Worker:
+class Worker(ExitReport):
     def __init__(self, group: WorkerHost, slot: int, cfg: ProcessConfig, release: int, role: str | None = None,
                  listen_fd: int | None = None):
         self.group, self.slot, self.cfg, self.release = group, slot, cfg, release
@@ -73,17 +75,14 @@ class Worker:
         self.rss_bytes: int | None = None
         self.cpu_seconds = 0.0                   # over every process this slot has had (a counter)
         self.last_exit: ExitRecord | None = None  # survives restarts
-        self._tail: deque[LogBatch] = deque()     # the current process's last output (>= TAIL_LINES lines)
-        self._tail_count = 0
+        self.out = Output(lambda stream, blob: group.output(self, stream, blob), self._on_lines)
         self._stop_cause: str | None = None       # what kind of stop or restart oxtui asked for
         self._oom_before: tuple[int | None, int | None] = (None, None)
-        self._secrets: list[str] = []             # values from env_file, hidden from exit records
         self._exit_heard: tuple[int, int] | None = None
         # readiness and health changes, as [at, text] lists: the JSON form, so that a snapshot (1000
         # workers, every second with a viewer) copies references instead of converting each entry
         self.checks: deque[list] = deque(maxlen=HISTORY)
-        self.policy = RestartPolicy(base=cfg.backoff, cap=cfg.backoff_max, max_restarts=cfg.max_restarts,
-                                    window=cfg.restart_window)
+        self.policy = RestartPolicy.of(cfg)
         self.ready = asyncio.Event()             # set while the current process is ready
         self.ended = asyncio.Event()             # set when the current process has exited
         self._want = False
@@ -91,8 +90,8 @@ class Worker:
         self._restart_reason: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._child: Child | None = None
-        self._pumps: dict[str, PipeReader] = {}
         self._exited: asyncio.Future[int] | None = None
+        self.approval = Approval(self)
 
     # ---- commands -------------------------------------------------------------------------
 
@@ -104,6 +103,11 @@ class Worker:
             self.policy.reset()
             self._stop = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"worker {self.label}")
+
+    def use(self, cfg: ProcessConfig) -> None:
+        """Run with these settings from the next start on (only between processes)."""
+        if self.idle and cfg != self.cfg:
+            self.cfg, self.policy = cfg, RestartPolicy.of(cfg)
 
     def wait(self, reason: str) -> None:
         """Park a worker that is not running as waiting (for its dependencies, or its schedule)."""
@@ -153,6 +157,7 @@ class Worker:
 
     def kill_group(self, sig: signal.Signals) -> None:
         if self._child is not None:
+            self.approval.revoke()
             kill_group(self._child.pid, sig)
 
     @property
@@ -168,13 +173,21 @@ class Worker:
     def exit_text(self) -> str:
         return f"signal {self.exit_signal}" if self.exit_signal else f"code {self.exit_code}"
 
+    def tail_lines(self) -> list[str]:
+        """The last lines the current (or last) process printed, secrets hidden."""
+        return self.out.tail_lines()
+
+    def uptime(self) -> float | None:
+        if self.started_at is None or self.state not in LIVE_STATES:
+            return None
+        return time.monotonic() - self.started_at
+
     def _env(self) -> dict[str, str]:
         # .env files are read at every start, so editing one and reloading is how a secret rotates.
         from_files = read_env_files(self.cfg.env_files)
         # Their values are secrets: an exit record's last lines (status, events, webhooks) never carry them.
-        self._secrets = sorted({v for _, v in from_files if len(v) >= 6}, key=len, reverse=True)
-        extra = from_files + self.cfg.env
-        env = instance_env(self.group.base_env, self.cfg.name, self.slot, extra, self.cfg.listen)
+        self.out.secrets = sorted({v for _, v in from_files if len(v) >= 6}, key=len, reverse=True)
+        env = instance_env(self.group.base_env, self.cfg.name, self.slot, from_files + self.cfg.env, self.cfg.listen)
         run_as = self.cfg.run_as
         if run_as is not None:
             env.update(HOME=run_as.home, USER=run_as.user, LOGNAME=run_as.user)
@@ -182,10 +195,37 @@ class Worker:
             env["OXTUI_CANARY"] = "1"
         return env
 
-    def uptime(self) -> float | None:
-        if self.started_at is None or self.state not in LIVE_STATES:
-            return None
-        return time.monotonic() - self.started_at
+    # ---- what liveness.py uses ------------------------------------------------------------
+
+    def current(self) -> Child | None:
+        return self._child
+
+    def changed(self) -> None:
+        self.group.changed()
+
+    def probe_env(self) -> dict[str, str]:
+        return self._env()
+
+    def note(self, text: str) -> None:
+        self.checks.append([round(time.time(), 3), text])
+
+    def mark_ready(self) -> None:
+        if self.state == WorkerState.STARTING:
+            self._now_ready()
+
+    def _now_ready(self) -> None:
+        if self.started_at is not None:
+            self.note(f"pid {self.pid} ready after {time.monotonic() - self.started_at:.1f}s")
+        self.ready.set()
+        self._set(WorkerState.RUNNING)
+        if self.cfg.health is not None and self._child is not None:
+            asyncio.get_running_loop().create_task(health_loop(self, self._child))
+
+    def _on_lines(self, batch: LogBatch) -> None:
+        ready = self.cfg.ready
+        if ready is not None and ready.log is not None and self.state == WorkerState.STARTING and not self.ready.is_set():
+            if any(ready.log.search(line) for line in batch.lines):
+                self.mark_ready()
 
     # ---- supervision ----------------------------------------------------------------------
 
@@ -201,7 +241,9 @@ class Worker:
         if child is not None:
             self._want = True
             self._stop = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._supervise(child), name=f"worker {self.label}")
+            ready = info["state"] == WorkerState.RUNNING
+            self._task = asyncio.get_running_loop().create_task(self._supervise(child, ready),
+                                                                name=f"worker {self.label}")
         elif info["state"] == WorkerState.BACKOFF:
             self.start()
         else:
@@ -210,19 +252,21 @@ class Worker:
     def handover_info(self) -> dict | None:
         """What a new engine needs to carry on with this worker; None when its process has just
         ended and this engine has not caught up yet (the hand-over must wait)."""
-        if self.state == WorkerState.RUNNING and (self._exited is None or self._exited.done()):
-            return None
-        live = self._pumps if self._child is not None else {}
-        fds = {stream: live[stream].fd if stream in live else -1 for stream in ("out", "err")}
+        if self._child is not None and (self._exited is None or self._exited.done()):
+            return None       # its process is gone and its exit not yet recorded
+        fds = self.out.fds() if self._child is not None else {"out": -1, "err": -1}
         return {"slot": self.slot, "state": self.state, "pid": self.pid, "started": self.started_at,
                 "stdout": fds["out"], "stderr": fds["err"], "restarts": self.restarts, "reason": self.reason,
                 "exit_code": self.exit_code, "exit_signal": self.exit_signal}
 
-    async def _supervise(self, adopted: Child | None = None) -> None:
+    async def _supervise(self, adopted: Child | None = None, adopted_ready: bool = True) -> None:
+        restarted = False
         try:
             while self._want:
-                uptime, why = await self._run_once(adopted)
-                adopted = None
+                uptime, why = await self._run_once(adopted, adopted_ready, restarted)
+                # the helper may have restarted it already, as approved (approval.py)
+                adopted = self.group.spawner.replacements.pop(self.last_pid, None)  # type: ignore[arg-type]
+                adopted_ready, restarted = False, adopted is not None
                 if why == "stop" or not self._want:
                     break
                 # A reload's replacement or canary that dies is a failed release: never retried.
@@ -239,13 +283,13 @@ class Worker:
                 delay = self.policy.on_exit(uptime)
                 if delay is None:
                     self._want = False
-                    self.reason = (f"crash loop: {self.policy.max_restarts} restarts within "
+                    self.reason = (f"crash loop: exited {self.policy.max_restarts} times within "
                                    f"{self.policy.window:g}s; fix it, then start or restart")
                     self.group.event(self, f"errored: {self.reason}")
                     self.group.publish(self, "errored", f"errored: {self.reason}", reason=self.reason)
                     self._set(WorkerState.ERRORED)
                     return
-                if delay > 0:
+                if delay > 0 and not restarted:
                     self._set(WorkerState.BACKOFF)
                     self.group.event(self, f"restarting in {delay:.2f}s")
                     try:
@@ -261,6 +305,9 @@ class Worker:
             await self._kill_now()
             self._set(WorkerState.STOPPED)
             raise
+        finally:
+            if adopted is not None and adopted.pid != self.last_pid:
+                self.approval.discard(adopted)      # an approved restart that was not run: a stop crossed it
 
     def _restarts_after_exit(self) -> bool:
         mode = self.cfg.restart
@@ -268,8 +315,20 @@ class Worker:
             return True
         return mode == "on-failure" and (self.exit_code != 0 or self.exit_signal is not None)
 
-    async def _run_once(self, adopted: Child | None = None) -> tuple[float, str | None]:
-        """Start one process (or carry on with an adopted one, already ready) and wait for it to end.
+    def _state_after_exit(self, why: str | None) -> str:
+        """Where a worker whose process is gone stands while its last output drains: never `running`."""
+        if why is not None:
+            return WorkerState.STOPPING       # a stop or a restart oxtui asked for
+        if self.role is not None:
+            return WorkerState.EXITED
+        if not self._restarts_after_exit():
+            return WorkerState.COMPLETED if self.exit_code == 0 and self.exit_signal is None else WorkerState.FAILED
+        return WorkerState.BACKOFF            # exited, to be restarted (or parked as errored)
+
+    async def _run_once(self, adopted: Child | None = None, adopted_ready: bool = True,
+                        restarted: bool = False) -> tuple[float, str | None]:
+        """Start one process (or carry on with an adopted one, ready or still starting, or with the one the
+        helper has just `restarted` as approved) and wait for it to end.
 
         Returns (uptime, why): why is "stop" for a requested stop, a reason string for a restart the
         engine asked for (readiness timeout, memory, health), None for an exit on its own.
@@ -296,17 +355,16 @@ class Worker:
         else:
             child = adopted
         self._child = child
-        self._tail.clear()
-        self._tail_count = 0
         self._oom_before = oom_counters()
         self.pid = self.last_pid = child.pid
         self.started_at = child.started
         self.exit_code = self.exit_signal = None
         self.cpu_percent = self.rss_bytes = None
         exited = self._exited = spawner.exited(child.pid)
-        pumps = self._pumps = self._pump(loop, child)
+        self.out.follow(loop, child)
+        self.approval.arm_later(child, env, listen_fd)
         helpers = []
-        if adopted is None:
+        if adopted is None or restarted:
             self._set(WorkerState.STARTING)
             text = f"started pid {child.pid}" + (f" (restart #{self.restarts})" if self.restarts else "")
             self.group.event(self, text)
@@ -314,9 +372,12 @@ class Worker:
             timeline = dict(zip(("exit_reaped_by_helper", "exit_heard_by_engine"), self._exit_heard or ()))
             self.group.publish(self, "start", text, restarts=self.restarts,
                                timeline={**timeline, **(child.timeline or {})})
-            helpers.append(loop.create_task(self._become_ready(child)))
-        else:
+            helpers.append(loop.create_task(become_ready(self, child)))
+        elif adopted_ready:
             self._now_ready()       # it was ready under the engine we took over from
+        else:
+            self._set(WorkerState.STARTING)       # it was still starting: its readiness is watched from here
+            helpers.append(loop.create_task(become_ready(self, child)))
         stop_wait = loop.create_task(self._stop.wait())
         try:
             await asyncio.wait([exited, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -330,155 +391,28 @@ class Worker:
                     self._stop.clear()
                 await self._terminate(child, exited)
         finally:
+            self.approval.ended()
             for t in helpers + [stop_wait]:
                 t.cancel()
             self.ready.clear()
         uptime = time.monotonic() - child.started
         self._exit_heard = spawner.exit_times.pop(child.pid, None)
         self.exit_code, self.exit_signal = describe_status(exited.result())
-        await self._clean_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
-        self._child = None
         self.pid = None
         self.cpu_percent = self.rss_bytes = None    # a process that is gone uses nothing: "-", not its last sample
-        # Let the readers finish what the child wrote before it died (they close at EOF): its last
-        # lines (a traceback) belong in the exit record and before the exit event.
-        if any(not p.closed.is_set() for p in pumps.values()):
-            drained = [asyncio.ensure_future(p.closed.wait()) for p in pumps.values()]
-            await asyncio.wait(drained, timeout=0.5)
-            for t in drained:
-                t.cancel()
+        self._set(self._state_after_exit(why))
+        await end_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
+        self._child = None
+        # What it wrote before it died (a traceback) belongs in the exit record and before the exit event.
+        await self.out.drained()
         self.ended.set()
-        how = self.exit_text
         self._record_exit(child.pid, uptime, why)
-        if why is None:
-            self.reason = f"exited with {how}"
-            if self.exit_code == 127:
-                # the shell's "not found": say which program, not a bare code
-                self.reason = f"command not found: {program_of(self.cfg.command)}"
-            self.group.event(self, f"pid {child.pid} exited with {how} after {uptime:.1f}s"
-                             + (f" ({self.reason})" if self.exit_code == 127 else ""))
-        elif why == "stop":
-            self.group.event(self, f"pid {child.pid} stopped ({how})")
-        else:
-            self.reason = why
-            self.group.event(self, f"pid {child.pid} restarted: {why}")
+        self._say_exit(child.pid, uptime, why)
         return uptime, why
-
-    def _record_exit(self, pid: int, uptime: float, why: str | None) -> None:
-        task_done = why is None and not self._restarts_after_exit()
-        cause, note = classify(self.exit_code, self.exit_signal, why, self._stop_cause, self._oom_before,
-                               oom_counters(), task_done)
-        self._stop_cause = None
-        if why not in (None, "stop"):
-            note = why
-        elif cause == "not_found":
-            note = f"command not found: {program_of(self.cfg.command)}"
-        record: ExitRecord = {"at": round(time.time(), 3), "pid": pid, "code": self.exit_code,
-                              "signal": self.exit_signal, "cause": cause, "note": note,
-                              "uptime_s": round(uptime, 3), "instance": self.slot, "release": self.release,
-                              "tail": self.tail_lines()}
-        if self.role is None:
-            self.last_exit = record
-        self.group.record_exit(self, record)
-
-    def tail_lines(self) -> list[str]:
-        lines = [line for b in self._tail for line in b.lines][-TAIL_LINES:]
-        for secret in self._secrets:
-            lines = [line.replace(secret, "***") for line in lines]
-        return lines
-
-    def _pump(self, loop: asyncio.AbstractEventLoop, child: Child) -> dict[str, PipeReader]:
-        readers = {}
-        for fd, stream in ((child.stdout, "out"), (child.stderr, "err")):
-            if fd < 0:          # adopted after the process had closed this pipe
-                continue
-            splitter = LineSplitter()
-
-            def on_data(data: bytes, splitter=splitter, stream=stream) -> None:
-                blob = splitter.feed(data)
-                if blob is not None:
-                    self._on_output(stream, blob)
-
-            def on_eof(splitter=splitter, stream=stream) -> None:
-                tail = splitter.flush()
-                if tail:
-                    self._on_output(stream, tail)
-
-            readers[stream] = PipeReader(loop, fd, on_data, on_eof)
-        return readers
-
-    def _on_output(self, stream: str, blob: bytes) -> None:
-        batch = self.group.output(self, stream, blob)
-        # The last lines before a death, kept by reference (no copy, no decoding until it dies).
-        self._tail.append(batch)
-        self._tail_count += batch.count
-        while self._tail_count - self._tail[0].count >= TAIL_LINES:
-            self._tail_count -= self._tail.popleft().count
-        ready = self.cfg.ready
-        if ready is not None and ready.log is not None and self.state == WorkerState.STARTING and not self.ready.is_set():
-            if any(ready.log.search(line) for line in batch.lines):
-                self._mark_ready()
-
-    def _mark_ready(self) -> None:
-        if self.state == WorkerState.STARTING:
-            self._now_ready()
-
-    def _note(self, text: str) -> None:
-        self.checks.append([round(time.time(), 3), text])
-
-    def _now_ready(self) -> None:
-        if self.started_at is not None:
-            self._note(f"pid {self.pid} ready after {time.monotonic() - self.started_at:.1f}s")
-        self.ready.set()
-        self._set(WorkerState.RUNNING)
-        if self.cfg.health is not None:
-            asyncio.get_running_loop().create_task(self._health_loop(self._child))
-
-    async def _become_ready(self, child: Child) -> None:
-        ready = self.cfg.ready
-        if ready is None or ready.log is None:
-            await asyncio.sleep(DEFAULT_READY_AFTER)
-            if self._child is child:
-                self._mark_ready()
-            return
-        try:
-            await asyncio.wait_for(self.ready.wait(), ready.timeout)
-        except TimeoutError:
-            if self._child is child and not self.ready.is_set():
-                self._note(f"pid {child.pid} not ready within {ready.timeout:g}s")
-                self.restart(f"not ready within {ready.timeout:g}s (no output matched ready.log)")
-
-    async def _health_loop(self, child: Child | None) -> None:
-        health = self.cfg.health
-        assert health is not None
-        failures = 0
-        self.health = Health(ok=True, failures=0, threshold=health.failures, reason=None)
-        env = self._env()
-        while self._child is child and child is not None and self.state == WorkerState.RUNNING:
-            await asyncio.sleep(health.interval)
-            if self._child is not child or self.state != WorkerState.RUNNING:
-                return
-            reason = await checks.probe(health, str(self.cfg.cwd), env)
-            if reason is None:
-                failures = 0
-                if not self.health_passed:
-                    self.health_passed = True
-                    self._note("health ok")
-                    self.group.changed()
-                elif self.health is not None and not self.health["ok"]:
-                    self._note("health ok again")
-                self.health = Health(ok=True, failures=0, threshold=health.failures, reason=None)
-                continue
-            failures += 1
-            self._note(f"health FAIL {failures}/{health.failures}: {reason}")
-            self.health = Health(ok=False, failures=failures, threshold=health.failures, reason=reason)
-            self.group.changed()
-            if failures >= health.failures:
-                self.restart(f"health check failed {failures} times in a row ({reason})")
-                return
 
     async def _terminate(self, child: Child, exited: asyncio.Future[int]) -> None:
         self._set(WorkerState.STOPPING)
+        self.approval.revoke()
         sig = self.cfg.stop_signal
         kill_group(child.pid, sig)
         try:
@@ -488,27 +422,9 @@ class Worker:
             kill_group(child.pid, signal.SIGKILL)
             await exited
 
-    async def _clean_group(self, pgid: int, grace: float) -> None:
-        """After the main process is gone, end whatever it left in its process group."""
-        deadline = time.monotonic() + grace
-        while _group_alive(pgid):
-            if time.monotonic() >= deadline:
-                kill_group(pgid, signal.SIGKILL)
-                break
-            await asyncio.sleep(0.05)
-
     async def _kill_now(self) -> None:
         child = self._child
         if child is not None:
+            self.approval.revoke()
             kill_group(child.pid, signal.SIGKILL)   # the spawner helper reaps it
             self._child = None
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

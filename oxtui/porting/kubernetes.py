@@ -10,11 +10,12 @@ stderr. Checked against the schemas of KUBERNETES_VERSION by the tests (kubernet
 from __future__ import annotations
 
 import math
+import re
 import signal
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import Config, ProcessConfig
+from ..oxfile.config import Config, ProcessConfig
 from .yamlout import Note, dump_all
 
 KUBERNETES_VERSION = "1.31"
@@ -40,6 +41,25 @@ def _probe_http(path: str, port: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}}
 
 
+FD3 = re.compile(r"(--fd[= ]3|--bind[= ](unix:)?fd://3|-b ?(unix:)?fd://3)\b")
+
+
+def pod_command(p: ProcessConfig, warn: list[str]) -> str:
+    """The command as a pod runs it: a pod has no fd 3, so a server told to take it binds PORT instead."""
+    command = p.command
+    if p.listen is None:
+        return command
+    if FD3.search(command):
+        flag = "--host 0.0.0.0 --port $PORT" if re.search(r"--fd[= ]3", command) else "--bind 0.0.0.0:$PORT"
+        command = FD3.sub(flag, command)
+    elif re.search(r"(^|\s|/)gunicorn\s", command) and not re.search(r"\s(--bind|-b)[= ]?", command):
+        command += " --bind 0.0.0.0:$PORT"    # it adopted fd 3 from LISTEN_FDS; a pod has neither
+    if "oxtui.drain" in command:
+        warn.append(f"{p.name}: its command runs oxtui.drain.uvicorn (a lossless drain on SIGTERM): the image "
+                    "needs oxtui installed (pip install oxtui), or use uvicorn itself")
+    return command
+
+
 def deployment(p: ProcessConfig, image: str, namespace: str | None, warn: list[str]) -> list[tuple[list[str], dict]]:
     name = _name(p.name)
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "oxtui-export"}
@@ -48,10 +68,11 @@ def deployment(p: ProcessConfig, image: str, namespace: str | None, warn: list[s
         meta["namespace"] = namespace
     env: list[Any] = [{"name": k, "value": v} for k, v in p.env]
     env.append({"name": "OXTUI_PROCESS", "value": p.name})
+    command = pod_command(p, warn)
     container: dict[str, Any] = {
         "name": name,
         "image": image,
-        "command": ["sh", "-c", f"exec {p.command}"],
+        "command": ["sh", "-c", f"exec {command}"],
     }
     comments = [f"[processes.{p.name}] of the oxfile: `{p.command}`"]
     container["workingDir"] = Note(str(p.cwd), "the oxfile's folder on this machine: set where the app is in the image")

@@ -8,7 +8,7 @@ from typing import Any
 
 import tomlkit
 
-from ..config import ConfigError, load
+from ..oxfile.config import ConfigError, load
 
 
 class Table:
@@ -18,10 +18,16 @@ class Table:
         self.name = name
         self.items: list[tuple[str, Any, str | None]] = []
         self.ready: list[tuple[str, Any, str | None]] = []
+        self.schedule: list[tuple[str, Any, str | None]] = []
         self.notes: list[str] = []        # comment lines above the table
 
     def set(self, key: str, value: Any, comment: str | None = None) -> None:
-        self.items.append((key, value, comment))
+        """Set a key (again: the new value and comment take the old one's place)."""
+        at = next((i for i, item in enumerate(self.items) if item[0] == key), None)
+        if at is None:
+            self.items.append((key, value, comment))
+        else:
+            self.items[at] = (key, value, comment)
 
 
 def render(tables: list[Table], header: list[str]) -> str:
@@ -41,14 +47,15 @@ def render(tables: list[Table], header: list[str]) -> str:
             if comment:
                 item.comment(comment)
             tbl.add(key, item)
-        if t.ready:
-            ready = tomlkit.table()
-            for key, value, comment in t.ready:
-                item = tomlkit.item(value)
-                if comment:
-                    item.comment(comment)
-                ready.add(key, item)
-            tbl.add("ready", ready)
+        for name, entries in (("ready", t.ready), ("schedule", t.schedule)):
+            if entries:
+                sub = tomlkit.table()
+                for key, value, comment in entries:
+                    item = tomlkit.item(value)
+                    if comment:
+                        item.comment(comment)
+                    sub.add(key, item)
+                tbl.add(name, sub)
         procs.add(t.name, tbl)
     doc.add(tomlkit.nl())
     doc.add("processes", procs)

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..values import usable_cpus
+from ..oxfile.values import usable_cpus
 from . import PortError
 from .oxfile_out import Table
 
@@ -30,10 +30,10 @@ INTERPRETERS = {".js": "node", ".cjs": "node", ".mjs": "node", ".ts": "ts-node",
 # Keys that need no oxfile line: PM2 bookkeeping, or what oxtui always does.
 SILENT = {"name", "script", "args", "interpreter", "interpreter_args", "node_args", "cwd", "instances", "exec_mode",
           "env", "max_memory_restart", "kill_timeout", "wait_ready", "listen_timeout", "autorestart", "max_restarts",
-          "restart_delay", "exp_backoff_restart_delay", "watch", "ignore_watch", "stop_exit_codes"}
+          "restart_delay", "exp_backoff_restart_delay", "watch", "ignore_watch", "stop_exit_codes", "cron_restart",
+          "env_file", "increment_var", "instance_var"}
 EXPLAINED = {
     "min_uptime": "oxtui counts a crash loop as max_restarts exits within restart_window seconds, whatever the uptime",
-    "cron_restart": "oxtui has no schedules yet: run `oxtui reload NAME` from cron",
     "out_file": "oxtui writes one log file per process (stdout and stderr merged, marked) in [logs] dir",
     "error_file": "oxtui writes one log file per process (stdout and stderr merged, marked) in [logs] dir",
     "log_file": "oxtui writes one log file per process in [logs] dir",
@@ -41,8 +41,6 @@ EXPLAINED = {
     "merge_logs": "oxtui merges the instances' logs in `oxtui logs` and the TUI, and keeps them per process on disk",
     "combine_logs": "oxtui merges the instances' logs in `oxtui logs` and the TUI",
     "time": "oxtui timestamps every line itself",
-    "increment_var": "oxtui gives every instance OXTUI_INSTANCE and NODE_APP_INSTANCE",
-    "instance_var": "oxtui sets NODE_APP_INSTANCE (and OXTUI_INSTANCE) itself",
     "shutdown_with_message": "oxtui stops instances with stop_signal (SIGTERM), never an IPC message",
     "listen": "",   # not a PM2 key, but never say it was dropped
 }
@@ -59,8 +57,7 @@ def load_ecosystem(path: Path) -> list[dict[str, Any]]:
         r = subprocess.run([node, "-e", EVAL_JS, str(path.resolve())], capture_output=True, text=True, timeout=30,
                            cwd=path.parent)
         if r.returncode != 0:
-            first = next((line.strip() for line in r.stderr.splitlines() if line.strip()), "no output")
-            raise PortError(f"{path}: Node could not evaluate it: {first}")
+            raise PortError(f"{path}: Node could not evaluate it: {_node_error(r.stderr)}")
         text = r.stdout
         data = _json(path, text)
     elif suffix == ".json":
@@ -79,6 +76,16 @@ def load_ecosystem(path: Path) -> list[dict[str, Any]]:
     if not isinstance(apps, list) or not apps or not all(isinstance(a, dict) for a in apps):
         raise PortError(f"{path}: no `apps` list found (module.exports = {{ apps: [...] }})")
     return apps
+
+
+def _node_error(stderr: str) -> str:
+    """The error itself ("SyntaxError: Unexpected token '}'"), with where Node says it is ("file.js:3")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    error = next((line for line in lines if re.match(r"^[A-Za-z]*(Error|Exception)\b", line)), None)
+    where = next((line for line in lines if re.match(r"^/\S+:\d+$", line)), None)
+    if error is None:
+        return lines[0] if lines else "no output"
+    return error + (f" (at {where.rsplit('/', 1)[-1]})" if where else "")
 
 
 def _json(path: Path, text: str) -> Any:
@@ -132,6 +139,8 @@ def command_for(app: dict[str, Any]) -> str:
     if interp in (None, "") and Path(script).suffix in INTERPRETERS:
         interp = INTERPRETERS[Path(script).suffix]
     if interp in (None, "", "none"):
+        if "/" not in script and " " not in script:
+            script = "./" + script        # PM2 runs the file itself; a bare name would be looked up on PATH
         words = [script] + args if " " not in script else shlex.split(script) + args
         interp_args = []
     else:
@@ -140,7 +149,7 @@ def command_for(app: dict[str, Any]) -> str:
 
 
 def convert_app(app: dict[str, Any], env_name: str | None, listen: str | None, source: str,
-                warn: list[str]) -> Table:
+                warn: list[str], source_dir: Path = Path(".")) -> Table:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(app.get("name") or Path(str(app.get("script", "app"))).stem)).strip("-")
     t = Table(name or "app")
     who = f"{source}: app {name!r}"
@@ -177,6 +186,18 @@ def convert_app(app: dict[str, Any], env_name: str | None, listen: str | None, s
                 warn.append(f"{who}: has no env_{env_name}; only `env` used")
         else:
             env.update({k: str(v) for k, v in chosen.items()})
+    env_files = _env_files(app, source_dir)
+    from_dotenv = _dotenv_values(source_dir)
+    inlined = sorted(k for k, v in env.items() if from_dotenv.get(k) == v)
+    if inlined:
+        # the ecosystem file loaded .env (require('dotenv')): the values stay there, never in the oxfile
+        env = {k: v for k, v in env.items() if k not in inlined}
+        if ".env" not in env_files:
+            env_files.append(".env")
+        warn.append(f"{who}: {', '.join(inlined)} came from .env (dotenv): env_file = \".env\" reads them at every "
+                    "start; their values are not copied")
+    if env_files:
+        t.set("env_file", env_files if len(env_files) > 1 else env_files[0], "from env_file / dotenv: read at every start")
     if env:
         t.set("env", env, "from env" + (f" + env_{env_name}" if env_name and app.get(f"env_{env_name}") else ""))
 
@@ -194,15 +215,19 @@ def convert_app(app: dict[str, Any], env_name: str | None, listen: str | None, s
         t.set("restart_on_exit", False, "from autorestart: false")
     if app.get("max_restarts") is not None:
         t.set("max_restarts", max(1, int(app["max_restarts"])), "from max_restarts")
-    if app.get("restart_delay") is not None:
+    if app.get("exp_backoff_restart_delay") is not None:
+        # PM2 uses the exponential backoff when it is set, whatever restart_delay says; 15 s is its cap too
+        secs = _ms(app["exp_backoff_restart_delay"])
+        if secs is not None:
+            t.set("backoff", secs, f"from exp_backoff_restart_delay: {app['exp_backoff_restart_delay']} ms")
+        if app.get("restart_delay") is not None:
+            warn.append(f"{who}: restart_delay not carried over: exp_backoff_restart_delay is set, and PM2 uses "
+                        "that one too")
+    elif app.get("restart_delay") is not None:
         secs = _ms(app["restart_delay"])
         if secs is not None:
             t.set("backoff", secs, f"from restart_delay: {app['restart_delay']} ms (a fixed delay)")
             t.set("backoff_max", secs)
-    if app.get("exp_backoff_restart_delay") is not None:
-        secs = _ms(app["exp_backoff_restart_delay"])
-        if secs is not None:
-            t.set("backoff", secs, f"from exp_backoff_restart_delay: {app['exp_backoff_restart_delay']} ms")
     watch = app.get("watch")
     if watch:
         t.set("watch", ["."] if watch is True else _words(watch) if isinstance(watch, str) else list(map(str, watch)),
@@ -218,6 +243,11 @@ def convert_app(app: dict[str, Any], env_name: str | None, listen: str | None, s
             warn.append(f"{who}: wait_ready: print a line when the app is ready and set ready.log to it "
                         "(PM2's process.send('ready') has no meaning outside PM2)")
 
+    if app.get("cron_restart"):
+        t.schedule = [("cron", str(app["cron_restart"]),
+                       "from cron_restart: a rolling reload at each tick (no instance is down meanwhile)")]
+    _per_instance(t, app, env, who, warn)
+
     for key in app:
         if key in SILENT or (key.startswith("env_") and isinstance(app[key], dict)):
             continue
@@ -229,6 +259,42 @@ def convert_app(app: dict[str, Any], env_name: str | None, listen: str | None, s
     return t
 
 
+def _env_files(app: dict[str, Any], folder: Path) -> list[str]:
+    given = app.get("env_file")
+    return [str(x) for x in ([given] if isinstance(given, str) else given or [])]
+
+
+def _dotenv_values(folder: Path) -> dict[str, str]:
+    path = folder / ".env"
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _per_instance(t: Table, app: dict[str, Any], env: dict[str, str], who: str, warn: list[str]) -> None:
+    """increment_var (PORT 3000, 3001, ...) and instance_var (the slot under another name): a variable
+    set per instance from OXTUI_INSTANCE in front of the command, as the shell does it."""
+    prefix: list[str] = []
+    used: list[str] = []
+    var = app.get("increment_var")
+    if var and str(env.get(var, "")).isdigit():
+        prefix.append(f"{var}=$(({var}+OXTUI_INSTANCE))")
+        used.append("increment_var")
+        warn.append(f"{who}: increment_var {var}: each instance gets its own {var} (as under PM2); to serve one "
+                    "port from every instance instead, use listen and fd 3")
+    elif var:
+        warn.append(f"{who}: increment_var {var} not carried over: env has no number for {var} to start from")
+    inst = app.get("instance_var")
+    if inst and inst != "NODE_APP_INSTANCE":
+        prefix.append(f"{inst}=$OXTUI_INSTANCE")
+        used.append("instance_var")
+    if prefix:
+        command = next(v for k, v, _ in t.items if k == "command")
+        t.set("command", " ".join(prefix + [command]),
+              f"from script + args + interpreter, {' and '.join(used)} (per instance, from OXTUI_INSTANCE)")
+
+
 def import_pm2(path: Path, env_name: str | None, listens: dict[str | None, str]) -> tuple[list[Table], list[str]]:
     apps = load_ecosystem(path)
     warn: list[str] = []
@@ -237,10 +303,14 @@ def import_pm2(path: Path, env_name: str | None, listens: dict[str | None, str])
     if None in listens and cluster_count != 1:
         raise PortError(f"{path}: --listen ADDR needs exactly one cluster-mode app (found {cluster_count}); "
                         "use --listen NAME=ADDR")
+    names = [str(app.get("name", "")) for app in apps]
+    unknown = [n for n in listens if n is not None and n not in names]
+    if unknown:
+        raise PortError(f"{path}: --listen {unknown[0]}=...: no app named {unknown[0]!r} (apps: {', '.join(names)})")
     for app in apps:
         name = str(app.get("name", ""))
         listen = listens.get(name) or (listens.get(None) if is_cluster(app) else None)
-        tables.append(convert_app(app, env_name, listen, path.name, warn))
+        tables.append(convert_app(app, env_name, listen, path.name, warn, path.parent))
     seen: set[str] = set()
     for t in tables:
         if t.name in seen:

@@ -9,21 +9,22 @@ rolling reload: `systemctl restart NAME@0 ...` one at a time is the nearest thin
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
-from ..config import Config, ProcessConfig
-from ..startup import _quote
+from ..oxfile.config import Config, ProcessConfig
+from .unitfile import environment, exec_word, plain
 
 
 def _env(key: str, value: str) -> str:
-    return "Environment=" + _quote(f"{key}={value}").replace("%%i", "%i")
+    return environment(key, value).replace("%%i", "%i")
 
 
 def _name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)
 
 
-def units_for(p: ProcessConfig, oxfile: Path) -> dict[str, str]:
+def units_for(p: ProcessConfig, oxfile: Path, user: str | None, path_env: str) -> dict[str, str]:
     n = _name(p.name)
     out: dict[str, str] = {}
     socket_line = []
@@ -47,8 +48,11 @@ def units_for(p: ProcessConfig, oxfile: Path) -> dict[str, str]:
         ])
         socket_line = [f"Sockets={n}.socket"]
     restart = {"always": "always", "on-failure": "on-failure", "never": "no"}[p.restart]
-    # depends_on: a dependency's target starts first (After=) and must be there (Wants=); systemd's
-    # nearest to "completed_successfully" is a oneshot it orders after.
+    # depends_on: a dependency's target comes first (After=). "completed_successfully" must succeed
+    # (Requires=: a failed task fails its target, and what requires it does not start); the rest only
+    # want it there. A task's target is reached once its oneshot instances have run (see the target).
+    required = " ".join(f"{_name(d)}.target" for d, c in p.depends_on if c == "completed_successfully")
+    wanted = " ".join(f"{_name(d)}.target" for d, c in p.depends_on if c != "completed_successfully")
     deps = " ".join(f"{_name(d)}.target" for d, _ in p.depends_on)
     service = [
         f"# Made by `oxtui export systemd` from {oxfile}: [processes.{p.name}]; one unit per instance (%i).",
@@ -57,16 +61,21 @@ def units_for(p: ProcessConfig, oxfile: Path) -> dict[str, str]:
         f"PartOf={n}.target",
         "After=network.target" + (f" {n}.socket" if socket_line else ""),
         *([f"Requires={n}.socket"] if socket_line else []),
-        *([f"After={deps}", f"Wants={deps}"] if deps else []),
+        *([f"After={deps}"] if deps else []),
+        *([f"Requires={required}"] if required else []),
+        *([f"Wants={wanted}"] if wanted else []),
         f"StartLimitBurst={p.max_restarts}",
         f"StartLimitIntervalSec={math.ceil(p.restart_window)}",
         "",
         "[Service]",
         "Type=oneshot" if p.is_task else "Type=exec",
         *(["RemainAfterExit=yes"] if p.is_task and p.schedule is None else []),
-        *([f"User={p.run_as.user}", f"Group={p.run_as.gid}"] if p.run_as else []),
-        f"ExecStart=/bin/sh -c {_quote('exec ' + p.command)}",
-        f"WorkingDirectory={str(p.cwd).replace('%', '%%')}",
+        *([f"User={user}"] if user else []),
+        *([f"Group={p.run_as.gid}"] if p.run_as else []),
+        f"ExecStart=/bin/sh -c {exec_word('exec ' + p.command)}",
+        plain(f"WorkingDirectory={p.cwd}"),
+        # the PATH of the shell that exported: systemd's own has no venv, nvm or ~/.local/bin
+        _env("PATH", path_env),
         *[_env(k, v) for k, v in p.env],
         _env("OXTUI_PROCESS", p.name),
         "Environment=OXTUI_INSTANCE=%i NODE_APP_INSTANCE=%i PYTHONUNBUFFERED=1",
@@ -100,7 +109,9 @@ def units_for(p: ProcessConfig, oxfile: Path) -> dict[str, str]:
         f"# Made by `oxtui export systemd` from {oxfile}: {p.instances} instance(s) of {n}.",
         "[Unit]",
         f"Description={n}: {p.instances} instance(s)",
-        *([f"Wants={wants}"] if wants else []),
+        # after its instances: a task's target is reached once they have run (a oneshot is "started" then),
+        # and a task that must succeed for others fails its target when it fails
+        *([f"After={wants}", f"{'Requires' if p.is_task else 'Wants'}={wants}"] if wants else []),
         "",
         "[Install]",
         "WantedBy=multi-user.target",
@@ -112,8 +123,14 @@ def units_for(p: ProcessConfig, oxfile: Path) -> dict[str, str]:
 def export_systemd(config: Config) -> tuple[dict[str, str], list[str]]:
     files: dict[str, str] = {}
     warn: list[str] = []
+    path_env = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    me = _exporting_user()
     for p in config.processes:
-        files.update(units_for(p, config.path))
+        user = p.run_as.user if p.run_as else me
+        files.update(units_for(p, config.path, user, path_env))
+        if user is None:
+            warn.append(f"{p.name}: no User=, so it runs as root: set user in the oxfile, or export as the user "
+                        "it should run as (or through sudo)")
         if p.ready is not None:
             warn.append(f"{p.name}: [ready] is not carried over: systemd counts an instance as started once it "
                         "runs (Type=exec); the app may send READY=1 itself with Type=notify")
@@ -130,3 +147,15 @@ def export_systemd(config: Config) -> tuple[dict[str, str], list[str]]:
         if p.backoff_max != p.backoff:
             warn.append(f"{p.name}: backoff grows in oxtui; systemd waits RestartSec={max(p.backoff, 0.1):g} every time")
     return files, warn
+
+
+def _exporting_user() -> str | None:
+    """Who ran the export (through sudo: who ran sudo); None for plain root."""
+    import pwd
+    sudo = os.environ.get("SUDO_USER")
+    if os.geteuid() == 0:
+        return sudo if sudo and sudo != "root" else None
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return None

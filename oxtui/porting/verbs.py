@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import Config
+from ..oxfile.config import Config
 from . import PortError
 
 
@@ -24,6 +24,8 @@ def run_import(args: argparse.Namespace) -> int:
             tables, warn = import_pm2(source, args.env, listens)
         else:
             from .procfile import import_procfile
+            if args.port is not None and not (args.port.isdigit() and 0 < int(args.port) < 65536):
+                raise PortError(f"--port must be a port number 1-65535 (got {args.port!r})")
             tables, warn = import_procfile(source, args.port)
     except PortError as e:
         print(f"oxtui import: {e}", file=sys.stderr)
@@ -34,6 +36,13 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"note: {line}", file=sys.stderr)
     target = out or (source.parent / "oxfile.toml").absolute()
     problems = check_text(text, target) if target.parent.is_dir() else []
+    if problems and out is None:
+        # never an oxfile that `oxtui check` refuses: say what is wrong instead
+        for p in problems:
+            print(f"check: {p}", file=sys.stderr)
+        print("oxtui import: the oxfile it would make does not pass `oxtui check` (above); nothing written",
+              file=sys.stderr)
+        return 1
     if out is None:
         sys.stdout.write(text)
     else:
@@ -69,6 +78,11 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
         sys.stdout.write("".join(files.values()))
         return 0
     folder = Path(target).expanduser()
+    there = [name for name in files if (folder / name).exists()]
+    if there and not args.force:
+        print(f"oxtui export: {folder} already has {', '.join(there)}; pass --force to replace them, or -o another "
+              "folder", file=sys.stderr)
+        return 1
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
@@ -102,6 +116,8 @@ def add_parsers(sub: argparse._SubParsersAction, oxfile_args) -> None:
     k.add_argument("--image", required=True, help="the container image that holds the app")
     k.add_argument("--namespace", help="metadata.namespace of every object")
     k.add_argument("-o", "--output", metavar="DIR|-", help="a folder (one file per process), or - for stdout")
+    k.add_argument("--force", action="store_true", help="replace files already in the -o folder")
     k = kinds.add_parser("systemd", help="a socket, a template service and a target per process")
     oxfile_args(k)
     k.add_argument("-o", "--output", metavar="DIR", help="the folder for the unit files")
+    k.add_argument("--force", action="store_true", help="replace files already in the folder")

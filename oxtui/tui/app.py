@@ -22,12 +22,13 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..link import CanDetach, CanHandOver, EngineClient
+from ..client.link import CanDetach, CanHandOver, EngineClient
 from ..protocol import LIVE_STATES, ProcessSnapshot, Reply, Snapshot, WorkerState
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logview import LogView
-from .model import SORTS, History, build_rows, details_text, header_text, process_info, reload_lines, snapshot_time
+from .model import (SORTS, History, apply_summary, build_rows, details_text, header_text, process_info, reload_lines,
+                    save_summary, snapshot_time)
 from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen
 
 PULL_INTERVAL = 0.1
@@ -39,24 +40,6 @@ class CommandDone(Message):
         self.label = label
         self.reply = reply
         self.describe = describe
-
-
-def apply_summary(result: dict[str, Any]) -> tuple[str, str]:
-    """One notification for `a`: what the apply did, and what failed."""
-    parts = [f"{what} {', '.join(result[what])}" for what in ("added", "removed", "reloaded", "restarted", "scaled", "rewatched")
-             if result.get(what)]
-    parts += [f"{f['name']} reload failed (old settings kept): {f['reason']}" for f in result.get("failed", [])]
-    parts += result.get("notes", [])
-    return ("oxfile applied: " + ("; ".join(parts) if parts else "nothing changed"),
-            "information" if result.get("ok") else "error")
-
-
-def save_summary(result: dict[str, Any]) -> tuple[str, str]:
-    """One notification for `w`: which counts went into the oxfile."""
-    changed = [f"{n} {c['was']} -> {c['now']}" for n, c in result.get("changed", {}).items()]
-    if not changed:
-        return "nothing to save: the oxfile already says what runs", "information"
-    return f"saved to {result['oxfile']}: instances " + ", ".join(changed), "information"
 
 
 class HandedOver(Message):
@@ -76,7 +59,7 @@ class OxtuiApp(App[int]):
     CSS = """
     Screen { layout: vertical; }
     #header { height: 1; background: $primary-background; color: $text; padding: 0 1; }
-    #grid { height: 1fr; min-height: 5; }
+    #grid { height: auto; max-height: 60%; min-height: 5; }
     #info { height: 1; padding: 0 1; color: $text-muted; }
     #reload { height: auto; max-height: 8; display: none; border-top: solid $warning; padding: 0 1; }
     #reload.active { display: block; }
@@ -101,6 +84,7 @@ class OxtuiApp(App[int]):
         self.search_text = ""
         self._snapshot: dict[str, Any] | None = None
         self._reload_states: dict[str, str] = {}
+        self._shown: dict[int, str] = {}      # what each line shows now (_set)
         self._clock_free = clock_free      # snapshot tests: no timers, fixed data
         self._loadavg = loadavg
 
@@ -110,7 +94,7 @@ class OxtuiApp(App[int]):
         """Every action of the keys, findable by name in ctrl+p."""
         yield from super().get_system_commands(screen)
         for k in KEYS:
-            if k.palette and k.action:
+            if k.palette and k.action and hasattr(self, "action_" + k.action.split("(")[0]):
                 yield SystemCommand(k.palette, f"{k.doc} ({k.shown})", partial(self.run_action, k.action))
 
     # ---- layout -------------------------------------------------------------------------------
@@ -153,8 +137,9 @@ class OxtuiApp(App[int]):
         snap = self.client.snapshot()
         if snap is not None and snap is not self._snapshot:
             self._snapshot = snap
-            self.header.update(self._stopping_text(snap)
-                               + header_text(snap, self.host, self._loadavg(), attached=self.client.attached))
+            self._set(self.header, self._stopping_text(snap) + header_text(snap, self.host, self._loadavg(),
+                                                                           attached=self.client.attached,
+                                                                           width=self.size.width))
             self._show_rows()
             self._show_info()
             self._show_reloads(snap)
@@ -176,15 +161,18 @@ class OxtuiApp(App[int]):
 
     def _show_info(self) -> None:
         name = self._selected_process()
-        self.info.update(Text(process_info(self._process_snapshot(name) if name else None), no_wrap=True,
-                              overflow="ellipsis"))
+        self._set(self.info, Text(process_info(self._process_snapshot(name) if name else None), no_wrap=True,
+                                  overflow="ellipsis"))
 
     @on(DataTable.RowHighlighted)
     def _row_moved(self) -> None:
         self._show_info()
 
     @on(DataTable.RowSelected)
-    def _open_details(self) -> None:
+    def _row_selected(self) -> None:
+        self.show_details()
+
+    def show_details(self) -> None:
         """Enter on a row: the worker's (or process's) details and exit history."""
         row = self.grid.selected()
         if row is None:
@@ -205,21 +193,38 @@ class OxtuiApp(App[int]):
         return f"STOPPING: {left} worker(s) left · " if left else "all workers stopped · "
 
     def _show_reloads(self, snap: Snapshot) -> None:
-        panel = self.reload_panel
-        lines = reload_lines(snap, now=None if not self._clock_free else 0.0)
-        panel.set_class(bool(lines), "active")
-        panel.update("\n".join(lines))
+        self._show_reload_lines(reload_lines(snap, now=None if not self._clock_free else 0.0))
+        self._reload_toasts(snap)
+
+    def _show_reload_lines(self, lines: list[str]) -> None:
+        self.reload_panel.set_class(bool(lines), "active")
+        self._set(self.reload_panel, "\n".join(lines))
+
+    def _set(self, widget: Static, content: str | Text) -> None:
+        """Update a line only when its text changed: each update lays the whole screen out again, and
+        snapshots come several times a second (the fleet view: from every host on its own)."""
+        if self._shown.get(id(widget)) != str(content):
+            self._shown[id(widget)] = str(content)
+            widget.update(content)
+
+    def _reload_toasts(self, snap: Snapshot, where: str = "") -> None:
+        """A toast when a reload or run ends; `where` is the fleet's host ("web1/")."""
         for p in snap["processes"]:
             rl = p.get("reload")
             if not rl:
                 continue
-            before = self._reload_states.get(p["name"])
-            self._reload_states[p["name"]] = rl["state"]
-            if before == "running" and rl["state"] == "done":
-                self.notify(f"{p['name']}: reload done, every instance replaced", title="Reload")
-            elif before == "running" and rl["state"] == "failed":
-                self.notify(f"{p['name']}: {rl['reason']}", title="Reload failed, old instances kept",
-                            severity="error", timeout=10)
+            name = where + p["name"]
+            before = self._reload_states.get(name)
+            self._reload_states[name] = rl["state"]
+            if before != "running" or rl["state"] == "running" or rl.get("why") == "schedule":
+                continue        # a schedule's tick says its result in the line under the grid, not in a toast
+            task = rl.get("kind") == "run"
+            if rl["state"] == "done":
+                self.notify(f"{name}: " + ("run done, every instance completed" if task else
+                                           "reload done, every instance replaced"), title="Run" if task else "Reload")
+            elif rl["state"] == "failed":
+                self.notify(f"{name}: {rl['reason']}", title="Run failed" if task else
+                            "Reload failed, old instances kept", severity="error", timeout=10)
 
     # ---- selection helpers --------------------------------------------------------------------
 
@@ -233,7 +238,15 @@ class OxtuiApp(App[int]):
         return next((p for p in self._snapshot["processes"] if p["name"] == name), None)
 
     def send(self, label: str, req: dict[str, Any], describe: Callable[[Any], tuple[str, str]] | None = None) -> None:
-        self.client.command(req, done=lambda reply: self.post_message(CommandDone(label, reply, describe)))
+        self.client_of_selection().command(req, done=lambda reply: self.post_message(CommandDone(label, reply, describe)))
+
+    def client_of_selection(self) -> EngineClient:
+        """The engine a key acts on (the fleet's: the selected row's host and engine)."""
+        return self.client
+
+    def where(self) -> str:
+        """Where a question is about: "" on one host, " on web2" in the fleet."""
+        return ""
 
     @on(CommandDone)
     def _command_done(self, msg: CommandDone) -> None:
@@ -267,7 +280,8 @@ class OxtuiApp(App[int]):
             def answer(yes: bool | None) -> None:
                 if yes:
                     self.send(label, req)
-            self.push_screen(ConfirmScreen(f"Scale [b]{name}[/b] to 0 instances? It stops serving."), answer)
+            self.push_screen(ConfirmScreen(f"Scale [b]{name}[/b]{self.where()} to 0 instances? It stops serving."),
+                             answer)
             return
         self.send(label, req)
 
@@ -297,8 +311,8 @@ class OxtuiApp(App[int]):
         def answer(yes: bool | None) -> None:
             if yes:
                 self.send(f"{name}: stopped", {"cmd": "stop", "name": name})
-        self.push_screen(ConfirmScreen(f"Stop every instance of [b]{name}[/b]? It stops serving: connections to "
-                                       "its port are refused until X starts it again."), answer)
+        self.push_screen(ConfirmScreen(f"Stop every instance of [b]{name}[/b]{self.where()}? It stops serving: "
+                                       "connections to its port are refused until X starts it again."), answer)
 
     def action_start_process(self) -> None:
         name = self._selected_process()
@@ -308,8 +322,7 @@ class OxtuiApp(App[int]):
     def action_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
         self.grid.set_sort(self.sort)
-        if self._snapshot:
-            self._show_rows()
+        self._show_rows()
         self.notify(f"workers sorted by {self.sort}", timeout=2)
 
     def action_toggle_logs(self) -> None:
@@ -433,15 +446,4 @@ class OxtuiApp(App[int]):
         self._update_logs_title()
 
     def _update_logs_title(self) -> None:
-        view = self.logview
-        what = "all processes" if view.filter is None else (view.filter[1] or view.filter[0])
-        mark = "▶ " if view.has_focus else ""
-        parts = [f"{mark}logs · {what}", "following" if view.follow else "paused (End to follow)",
-                 "wrapped (z: one row per line)" if view.wrap else "z wraps long lines"]
-        if self.search_text:
-            where = f"match {view.current + 1} of {len(view.matches)}" if view.matches else "no match"
-            parts.append(f"search {self.search_text!r}: {where}, n/N"
-                         + (f" · {view.search_error}" if view.search_error else ""))
-        if view.dropped:
-            parts.append(f"{view.dropped} lines skipped on screen (in the files)")
-        self.logs_title.update(" · ".join(parts))
+        self.logs_title.update(self.logview.title(self.search_text))

@@ -30,6 +30,12 @@ STATE_STYLES = {
 
 
 def styled(row: Row, col: int, value: str) -> Text | str:
+    if row.kind == "host":
+        down = row.state != "up"
+        return Text(value, style=("bold white on red" if down and col in (0, 2) else "bold reverse" if col == 0
+                                  else "bold red" if down else "bold"))
+    if row.kind == "engine":
+        return Text(value, style="bold cyan" if col == 0 else "cyan")
     if row.kind == "process":
         if col == 0:
             return Text(value, style="bold")

@@ -21,7 +21,7 @@ class Key:
     label: str | None = None        # the footer's word; None keeps it out of the footer
     palette: str | None = None      # the command palette's title
     key_display: str | None = None
-    where: str = "app"              # "app", or "logs" for keys bound by the log view itself
+    where: str = "app"              # "app", "logs" for keys bound by the log view itself, "fleet" for its view
 
 
 KEYS: tuple[Key, ...] = (
@@ -52,6 +52,8 @@ KEYS: tuple[Key, ...] = (
     Key("Logs", "End / G", "follow new lines again (scrolling up pauses follow)", where="logs"),
     Key("Logs", "z", "wrap long lines onto several rows (again: one row per line, ← → scroll sideways)",
         where="logs"),
+    Key("Fleet", ":", "jump to a host by name (`oxtui fleet` only; there every key acts on the selected row's host)",
+        "colon", "jump", "Host", "Jump to host", ":", where="fleet"),
     Key("App", "a", "apply the oxfile as it is now on disk: new processes start, removed ones stop, changed ones "
         "get a rolling reload", "a", "apply", None, "Apply oxfile"),
     Key("App", "w", "save the running instance counts into the oxfile (comments and layout kept)", "w", "save",
@@ -72,8 +74,8 @@ NOTES = ("CPU% is percent of one core, summed over the worker's process tree (4 
 FOOTER_FIRST = ("help", "quit_app")
 
 
-def bindings() -> list[Binding]:
-    keys = [k for k in KEYS if k.binding is not None and k.where == "app" and k.action is not None]
+def bindings(where: tuple[str, ...] = ("app",)) -> list[Binding]:
+    keys = [k for k in KEYS if k.binding is not None and k.where in where and k.action is not None]
     keys.sort(key=lambda k: k.action not in FOOTER_FIRST)
     return [Binding(k.binding, k.action, k.label or k.palette or k.doc, show=k.label is not None,
                     key_display=k.key_display) for k in keys]

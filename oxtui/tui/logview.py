@@ -97,6 +97,8 @@ class LogView(ScrollView, can_focus=True):
         if self.filter is None:
             return True
         process, source = self.filter
+        if process.endswith("/"):           # the fleet's: a host ("web1/"), every line of its engines
+            return line.process.startswith(process)
         return line.process == process and (source is None or line.source == source or line.stream == "event"
                                             and line.source == process)
 
@@ -128,7 +130,8 @@ class LogView(ScrollView, can_focus=True):
         self.post_message(self.FollowChanged(self.follow))     # the title says "wrapped"
 
     def _text_width(self) -> int:
-        return max(10, (self.size.width or 80) - PREFIX)
+        # the region the text is drawn in: without the vertical scrollbar, which would hide the row's end
+        return max(10, (self.scrollable_content_region.width or 80) - PREFIX)
 
     def _rewrap(self) -> None:
         width = self._text_width()
@@ -266,3 +269,17 @@ class LogView(ScrollView, can_focus=True):
             pos = m.end()
         out.append(Segment(text[pos:], style))
         return out
+
+    def title(self, search_text: str) -> str:
+        """The bar above the logs: what is shown, follow, wrap, the search and its match, lines skipped."""
+        what = "all processes" if self.filter is None else (self.filter[1] or self.filter[0])
+        mark = "▶ " if self.has_focus else ""
+        parts = [f"{mark}logs · {what}", "following" if self.follow else "paused (End to follow)",
+                 "wrapped (z: one row per line)" if self.wrap else "z wraps long lines"]
+        if search_text:
+            where = f"match {self.current + 1} of {len(self.matches)}" if self.matches else "no match"
+            parts.append(f"search {search_text!r}: {where}, n/N" + (f" · {self.search_error}" if self.search_error
+                                                                   else ""))
+        if self.dropped:
+            parts.append(f"{self.dropped} lines skipped on screen (in the files)")
+        return " · ".join(parts)

@@ -6,6 +6,7 @@ Rows have stable keys, so the grid can update cells in place and keep the cursor
 from __future__ import annotations
 
 import time
+from typing import Any
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -41,12 +42,14 @@ SORTS = ("slot", "cpu", "memory", "restarts")
 @dataclass(frozen=True)
 class Row:
     key: str
-    kind: str                 # "process" or "worker"
+    kind: str                 # "process" or "worker"; the fleet's grid adds "host" and "engine"
     process: str
     instance: int | None
     role: str | None
     cells: tuple[str, ...]
     state: str | None = None
+    host: str | None = None     # the fleet's: which host and engine (oxfile) the row belongs to
+    engine: str | None = None
 
 
 @dataclass
@@ -123,6 +126,8 @@ def process_info(p: ProcessSnapshot | None) -> str:
 def reload_summary(rl: ReloadSnapshot | None) -> str:
     if not rl or rl.get("why") == "schedule":
         return ""
+    if rl.get("kind") == "run":
+        return "⟳ running" if rl["state"] == "running" else f"run {rl['state']}"
     if rl["state"] == "running":
         return f"⟳ slot {rl['slot']}"
     return f"reload {rl['state']}"
@@ -215,32 +220,39 @@ def _sort_key(sort: str):
 
 
 def header_text(snapshot: Snapshot | None, host: str, load: tuple[float, ...] | None = None,
-                attached: bool = False) -> str:
+                attached: bool = False, width: int = 200) -> str:
+    """The line at the top. What needs attention (workers down, counts that differ from the oxfile)
+    comes first: a narrow terminal cuts the end, and below 110 columns the extras go."""
     if not snapshot:
         return f"{host} · starting the engine…"
     eng = snapshot.get("engine", {})
     workers = [w for p in snapshot["processes"] for w in p["workers"] if not w.get("role")]
     running = sum(1 for w in workers if w["state"] == WorkerState.RUNNING)
-    load_text = " ".join(f"{x:.2f}" for x in load) if load else "-"
     up = human_duration(eng.get("uptime_s"))
+    usage = f"engine {eng.get('cpu_percent', 0):.1f}% CPU {human_bytes(eng.get('rss_bytes'))}"
+    if width < 110:
+        mode = f"attached to pid {snapshot.get('engine_pid')}" if attached else "embedded"
+        return f"{host} · {running}/{len(workers)} running{unsaved_text(snapshot, short=True)} · {usage} · {mode}, up {up}"
+    load_text = " ".join(f"{x:.2f}" for x in load) if load else "-"
     if attached:
         since = time.strftime("%d %b %H:%M", time.localtime(eng["started_at"])) if eng.get("started_at") else "?"
         mode = f"attached to pid {snapshot.get('engine_pid')}, up {up} since {since}"
     else:
         mode = f"engine embedded, up {up}"
-    # What differs from the oxfile comes early: the end of the line is the first thing a narrow terminal cuts.
-    return (f"{host} · {mode} · "
-            f"{running}/{len(workers)} workers running{unsaved_text(snapshot)} · engine {eng.get('cpu_percent', 0):.1f}% CPU "
-            f"{human_bytes(eng.get('rss_bytes'))} · load {load_text} · CPU% = of one core")
+    return (f"{host} · {running}/{len(workers)} workers running{unsaved_text(snapshot)} · {mode} · {usage} · "
+            f"load {load_text} · CPU% = of one core")
 
 
-def unsaved_text(snapshot: Snapshot) -> str:
-    """Where what runs differs from the oxfile: " · web 6, oxfile says 4 (w saves)"."""
-    diffs = [f"{p['name']} {p['instances']}, oxfile says {p['oxfile_instances']}" for p in snapshot["processes"]
+def unsaved_text(snapshot: Snapshot, short: bool = False) -> str:
+    """Where what runs differs from the oxfile: " · web 6, oxfile says 4 (w saves)" (short: "web 6≠4 (w)")."""
+    diffs = [(p["name"], p["instances"], p["oxfile_instances"]) for p in snapshot["processes"]
              if p.get("oxfile_instances", p["instances"]) != p["instances"]]
-    text = f" · {'; '.join(diffs)} (w saves)" if diffs else ""
+    if short:
+        text = f" · {', '.join(f'{n} {a}≠{b}' for n, a, b in diffs)} (w)" if diffs else ""
+    else:
+        text = f" · {'; '.join(f'{n} {a}, oxfile says {b}' for n, a, b in diffs)} (w saves)" if diffs else ""
     if snapshot.get("engine", {}).get("oxfile_changed"):
-        text += " · oxfile edited on disk (a applies)"
+        text += " · oxfile edited (a)" if short else " · oxfile edited on disk (a applies)"
     return text
 
 
@@ -254,12 +266,15 @@ def reload_lines(snapshot: Snapshot | None, now: float | None = None, keep: floa
         rl = p.get("reload")
         if not rl or (rl.get("finished_at") and now - rl["finished_at"] > keep) or rl.get("why") == "schedule":
             continue
-        head = f"{p['name']}: reload of release {rl['release']} {rl['state']}"
+        what = "run" if rl.get("kind") == "run" else f"reload of release {rl['release']}"
+        head = f"{p['name']}: {what} {rl['state']}"
         if rl["state"] == "running":
             head += f" · {rl['step']}"
         elif rl.get("reason"):
             head += f" · {rl['reason']}"
         out.append(head)
+        if rl["state"] != "running":
+            continue        # a finished one is its one line: the log rows are not given up for it
         for s in rl.get("slots", []):
             old = s.get("old_pid") or "-"
             new = s.get("new_pid") or "…"
@@ -319,3 +334,21 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
                    f"{human_duration(e['uptime_s'])}" + (f" · {escape(e['note'])}" if e.get("note") else ""))
         out += [f"  [dim]│[/dim] {escape(line)}" for line in e.get("tail", [])]
     return "\n".join(out)
+
+
+def apply_summary(result: dict[str, Any]) -> tuple[str, str]:
+    """One notification for `a`: what the apply did, and what failed."""
+    parts = [f"{what} {', '.join(result[what])}" for what in ("added", "removed", "reloaded", "restarted", "scaled", "rewatched")
+             if result.get(what)]
+    parts += [f"{f['name']} reload failed (old settings kept): {f['reason']}" for f in result.get("failed", [])]
+    parts += result.get("notes", [])
+    return ("oxfile applied: " + ("; ".join(parts) if parts else "nothing changed"),
+            "information" if result.get("ok") else "error")
+
+
+def save_summary(result: dict[str, Any]) -> tuple[str, str]:
+    """One notification for `w`: which counts went into the oxfile."""
+    changed = [f"{n} {c['was']} -> {c['now']}" for n, c in result.get("changed", {}).items()]
+    if not changed:
+        return "nothing to save: the oxfile already says what runs", "information"
+    return f"saved to {result['oxfile']}: instances " + ", ".join(changed), "information"

@@ -17,14 +17,15 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Vertical { width: 96; height: auto; max-height: 95%; border: round $accent; padding: 0 1;
-                            background: $surface; }
+    HelpScreen > VerticalScroll { width: 100%; max-width: 96; height: auto; max-height: 100%;
+                                  border: round $accent; padding: 0 1; background: $surface; }
     """
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        # scrolls: at 80x24 the keys do not fit on one screen
+        with VerticalScroll():
             yield Static(help_text(), id="help-text")
-            yield Label("[dim]Esc to close[/dim]")
+            yield Label("[dim]Esc to close · ↑ ↓ scroll[/dim]")
 
 
 class DetailsScreen(ModalScreen[None]):
@@ -82,12 +83,13 @@ class SearchScreen(ModalScreen[str | None]):
     SearchScreen > Input { width: 100%; margin-bottom: 1; }
     """
 
-    def __init__(self, current: str = ""):
+    def __init__(self, current: str = "", placeholder: str = "search the logs (regex), Enter to find, Esc to cancel"):
         super().__init__()
         self.current = current
+        self.placeholder = placeholder
 
     def compose(self) -> ComposeResult:
-        yield Input(value=self.current, placeholder="search the logs (regex), Enter to find, Esc to cancel")
+        yield Input(value=self.current, placeholder=self.placeholder)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value)

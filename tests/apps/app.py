@@ -81,6 +81,9 @@ def main():
     server.daemon_threads = False
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     t.start()
+    if os.environ.get("READY_MARK_DIR"):     # when it became ready, on the machine's monotonic clock
+        with open(os.path.join(os.environ["READY_MARK_DIR"], f"ready-{os.getpid()}"), "w") as f:
+            f.write(repr(time.monotonic()))
     print(f"ready {TAG} pid {os.getpid()} listen_pid {os.environ.get('LISTEN_PID')}", flush=True)
     if MODE == "crashlater":
         time.sleep(float(TAG) if TAG.replace(".", "").isdigit() else 0.2)

@@ -1,0 +1,183 @@
+"""The engine on a thread of its own, seen through the client interface a UI uses.
+
+A UI never touches the engine's objects: it reads immutable snapshots and log batches that the
+engine thread publishes, and sends commands that run on the engine's loop. A slow frame can delay
+only the UI; pipe reads, restarts and health checks go on at the engine's own pace. The same
+interface can be served over the control socket for a UI attached to a background engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Callable
+
+from ..batchqueue import BatchQueue
+from ..oxfile.config import Config
+from ..engine import CommandError, Engine, EngineError
+from .link import LOG_BUFFER_BYTES
+from ..protocol import LogBatch, Reply, Snapshot, error, ok
+
+PUBLISH_INTERVAL = 0.1
+
+
+class EmbeddedEngine:
+    """An `EngineClient` for an engine on a thread of this process; `CanHandOver`."""
+
+    attached = False
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.engine: Engine | None = None
+        self.error: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="oxtui engine", daemon=True)
+        self._ready = threading.Event()
+        self._snapshot: dict[str, Any] | None = None
+        self._dirty = True
+        self._logs = BatchQueue(LOG_BUFFER_BYTES)
+        self.headless = False
+        self.handed_over: int | None = None      # the pid of the engine that took over
+        self._stop_callbacks: list[Callable[[], None]] = []
+        self.finished = threading.Event()
+
+    # ---- lifecycle (UI thread) --------------------------------------------------------------
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the engine thread; raises EngineError when the engine cannot start."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise EngineError("the engine did not start within 30 s")
+        if self.error is not None:
+            raise EngineError(self.error)
+
+    def shutdown(self, done: Callable[[], None] | None = None) -> None:
+        """Stop every worker gracefully; `done` runs (on the engine thread) when all are stopped."""
+        if self.handed_over is not None:
+            return
+        if done is not None:
+            self._stop_callbacks.append(done)
+        if self._loop is not None and self.engine is not None and not self.finished.is_set():
+            asyncio.run_coroutine_threadsafe(self.engine.shutdown(), self._loop)
+        elif done is not None and self.finished.is_set():
+            done()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ---- the client interface (UI thread) ---------------------------------------------------
+
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def take_logs(self) -> tuple[list[LogBatch], int]:
+        """Batches captured since the last call, and how many lines were dropped for the UI."""
+        return self._logs.take()
+
+    def hand_over(self, done: Callable[[Reply], None]) -> None:
+        """Move the engine and every worker into a background process (nothing restarts), then let
+        this process go. `done` gets {"ok": True, "result": {"pid": ...}} or the reason it cannot."""
+        if self._loop is None or self.engine is None or self.finished.is_set():
+            done(error("the engine is not running"))
+            return
+        engine = self.engine
+
+        def go() -> None:
+            try:
+                pid = engine.hand_over()
+            except CommandError as e:
+                done(error(str(e)))
+                return
+            self.handed_over = pid
+            done(ok({"pid": pid}))
+            # This engine must never act again: its workers, sockets and files belong to the new
+            # one now. Its loop stands still until the process exits.
+            threading.Event().wait()
+
+        self._loop.call_soon_threadsafe(go)
+
+    def note(self, text: str) -> None:
+        """An engine event line, from any thread (logged to oxtui.log like the engine's own)."""
+        if self._loop is not None and self.engine is not None and not self.finished.is_set():
+            engine = self.engine
+            self._loop.call_soon_threadsafe(lambda: engine.logs.emit("oxtui", None, "event", [text]))
+
+    def go_headless(self) -> None:
+        """No UI any more (the terminal hung up): stop buffering logs and snapshots for one."""
+        self.headless = True
+        if self._loop is not None and self.engine is not None:
+            self._loop.call_soon_threadsafe(self.engine.looked_at, -1)
+
+    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
+                progress: Callable[[str], None] | None = None) -> None:
+        """Run a command on the engine loop; `done` gets the reply on the engine thread."""
+        if self._loop is None or self.engine is None or self.finished.is_set():
+            if done is not None:
+                done(error("the engine is not running"))
+            return
+        engine = self.engine
+
+        async def run() -> Reply:
+            try:
+                return ok(await engine.execute(req, progress))
+            except CommandError as e:
+                return error(str(e))
+            except Exception as e:  # a bug in one command must not kill the engine thread
+                return error(f"internal error: {type(e).__name__}: {e}")
+
+        fut = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        if done is not None:
+            fut.add_done_callback(lambda f: done(f.result() if not f.cancelled() else
+                                                 error("cancelled")))
+
+    # ---- the engine thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        finally:
+            self.finished.set()
+            self._ready.set()
+            for fn in self._stop_callbacks:
+                fn()
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        engine = Engine(self.config)
+        engine.embedded = True
+        engine.logs.subscribers.append(self._on_batch)
+        engine.listeners.append(self._on_change)
+        try:
+            await engine.start()
+        except EngineError as e:
+            self.error = str(e)
+            return
+        except OSError as e:
+            self.error = f"{self.config.path}: cannot start the engine ({e.strerror or e})"
+            return
+        self.engine = engine
+        engine.looked_at(+1)          # the TUI shows live metrics
+        self._snapshot = engine.snapshot()
+        self._ready.set()
+        publisher = asyncio.get_running_loop().create_task(self._publish(engine))
+        try:
+            await engine.stopped.wait()
+        finally:
+            publisher.cancel()
+            self._snapshot = engine.snapshot()
+
+    async def _publish(self, engine: Engine) -> None:
+        """Coalesce changes into at most 10 snapshots a second."""
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            if self._dirty and not self.headless:
+                self._dirty = False
+                self._snapshot = engine.snapshot()
+
+    def _on_change(self) -> None:
+        self._dirty = True
+
+    def _on_batch(self, batch: LogBatch) -> None:
+        if not self.headless:
+            self._logs.add(batch)

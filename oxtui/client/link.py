@@ -1,0 +1,42 @@
+"""What a UI needs from an engine, whether embedded in the same process (embedded.py) or attached
+over the control socket (remote.py).
+
+Both implement `EngineClient`. What only one kind can do is declared as an ability of its own,
+checked with isinstance, never probed by attribute name: an embedded engine can move to a
+background process (`CanHandOver`); an attached view can leave its engine running (`CanDetach`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from ..protocol import LogBatch, Reply, Snapshot
+
+LOG_BUFFER_BYTES = 8 * 1024 * 1024     # batches waiting for the UI thread, per client
+
+
+@runtime_checkable
+class EngineClient(Protocol):
+    attached: bool                    # True when the engine runs in another process
+    finished: threading.Event         # set once the engine has stopped (or the connection is gone)
+
+    def snapshot(self) -> Snapshot | None: ...
+    def take_logs(self) -> tuple[list[LogBatch], int]: ...
+    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
+                progress: Callable[[str], None] | None = None) -> None: ...
+    def shutdown(self, done: Callable[[], None]) -> None: ...
+
+
+@runtime_checkable
+class CanHandOver(Protocol):
+    """An engine in this process that can move, workers and all, to a background process (q, b)."""
+
+    def hand_over(self, done: Callable[[Reply], None]) -> None: ...
+
+
+@runtime_checkable
+class CanDetach(Protocol):
+    """A view of an engine in another process: leaving closes the view, the engine keeps running."""
+
+    def detach(self) -> None: ...

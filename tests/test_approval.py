@@ -1,0 +1,177 @@
+"""Crash restarts approved in advance (oxtui/engine/approval.py): the spawner helper restarts a crashed
+instance on its own, at once, and the engine records it after. Never what the engine would not have
+restarted at once (a task's end, a restart due for backoff, the crash that makes a
+crash loop), and never an instance the engine stops itself. Every case runs real processes; a
+helper restart the engine did not want is logged (and ended), which is what these tests look for."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+from conftest import app_oxfile, free_port, procs, wait_until, write_oxfile
+
+ARMED = 1.6          # an approval is sent 1 s (approval.ARM_AFTER) after a start
+UNWANTED = "restarted by the spawner helper as approved, ended: not wanted any more"
+
+
+def helper_of(ep) -> psutil.Process:
+    return next(c for c in psutil.Process(ep.proc.pid).children() if "forkserver" in " ".join(c.cmdline()))
+
+
+def instances(helper: psutil.Process) -> set[int]:
+    return {c.pid for c in helper.children() if c.status() != psutil.STATUS_ZOMBIE and c.name() != "oxtui-spare"}
+
+
+def said(ep) -> str:
+    """The engine's own lines in the merged log (events, exits, starts, what it ended)."""
+    return "\n".join(line for line in ep.cli("logs", "-n", "5000").stdout.splitlines() if " ~ " in line)
+
+
+def worker(ep, name: str, instance: int = 0) -> dict:
+    return next(w for w in ep.workers(name) if w["instance"] == instance and w["role"] is None)
+
+
+def test_a_crash_is_restarted_by_the_helper_while_the_engine_is_frozen(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 600"\ninstances = 2\n'))
+    old = {w["instance"]: w["pid"] for w in ep.wait_running("app", 2)}
+    time.sleep(ARMED)
+    helper = helper_of(ep)
+    os.kill(ep.proc.pid, signal.SIGSTOP)
+    try:
+        os.kill(old[0], signal.SIGKILL)
+        new = wait_until(lambda: instances(helper) - set(old.values()), 5, 0.005,
+                         what="a new instance while the engine is stopped")
+        wait_until(lambda: all(psutil.Process(p).name() == "sleep" for p in new), 5, 0.005, what="its exec")
+        assert psutil.Process(ep.proc.pid).status() == psutil.STATUS_STOPPED, "the engine had no part in it"
+    finally:
+        os.kill(ep.proc.pid, signal.SIGCONT)
+    (pid,) = new
+    w0 = wait_until(lambda: (w := worker(ep, "app"))["pid"] == pid and w, 10, 0.05, what="the engine's record")
+    assert w0["restarts"] == 1 and worker(ep, "app", 1)["pid"] == old[1]
+    last = procs(ep)["app"]["exits"][-1]
+    assert (last["pid"], last["signal"], last["cause"]) == (old[0], "SIGKILL", "killed"), last
+    text = said(ep)
+    assert f"pid {old[0]} exited with signal SIGKILL after" in text
+    assert f"started pid {pid} (restart #1)" in text and UNWANTED not in text
+
+
+def test_what_the_engine_stops_itself_is_never_restarted_by_the_helper(tmp_path, engine_process):
+    starts = tmp_path / "starts"
+    ep = engine_process(write_oxfile(tmp_path, f'''
+        [processes.app]
+        command = "sh -c 'echo $$ >> {starts}; exec sleep 600'"
+        instances = 3
+        stop_timeout = 5
+    '''))
+    ep.wait_running("app", 3)
+    time.sleep(ARMED)
+    assert ep.cli("scale", "app", "2").returncode == 0                # stops instance 2
+    time.sleep(0.5)
+    assert ep.cli("restart", "app").returncode == 0                   # both, gracefully
+    ep.wait_running("app", 2)
+    time.sleep(ARMED)
+    assert ep.cli("reload", "app").returncode == 0                    # drains both old ones
+    ep.wait_running("app", 2)
+    time.sleep(ARMED + 1)                                             # the reload's instances are armed too
+    assert ep.cli("stop", "app").returncode == 0
+    wait_until(lambda: all(w["state"] == "stopped" for w in ep.workers("app")), 10, 0.1, what="stopped")
+    time.sleep(0.5)
+    text = said(ep)
+    assert UNWANTED not in text, text
+    assert len(starts.read_text().split()) == 3 + 2 + 2, "nothing started but what the engine asked for"
+    assert not instances(helper_of(ep))
+
+
+def test_only_what_the_engine_would_restart_at_once_is_approved(tmp_path, engine_process):
+    (tmp_path / "secret.env").write_text("TOKEN=first\n")
+    ep = engine_process(write_oxfile(tmp_path, '''
+        [processes.clean]
+        command = "sh -c 'sleep 2.5; exit 0'"
+        restart = "on-failure"
+        [processes.backoff]
+        command = "sleep 600"
+        backoff = 0.5
+        [processes.loop]
+        command = "sleep 600"
+        backoff = 0
+        max_restarts = 2
+        [processes.secret]
+        command = "sh -c 'echo token=$TOKEN; exec sleep 600'"
+        env_file = "secret.env"
+    '''))
+    ep.wait_running("backoff", 1)
+    ep.wait_running("loop", 1)
+    ep.wait_running("secret", 1)
+    time.sleep(ARMED)
+    # backoff: the first crash restarts at once (approved); the next is due for backoff (the process
+    # has not run the 10 s that start it over), so the helper leaves it to the engine
+    first = worker(ep, "backoff")["pid"]
+    os.kill(first, signal.SIGKILL)
+    second = wait_until(lambda: (w := worker(ep, "backoff"))["pid"] not in (None, first) and w["pid"], 5, 0.02,
+                        what="the first restart")
+    # loop: its first crash is approved; after it, one more is the crash loop, which only the engine calls
+    os.kill(worker(ep, "loop")["pid"], signal.SIGKILL)
+    wait_until(lambda: worker(ep, "loop")["restarts"] == 1 and worker(ep, "loop")["state"] == "running", 5, 0.02,
+               what="loop's first restart")
+    time.sleep(ARMED)
+    os.kill(second, signal.SIGKILL)
+    os.kill(worker(ep, "loop")["pid"], signal.SIGKILL)
+    wait_until(lambda: worker(ep, "backoff")["pid"] not in (None, second), 5, 0.02, what="the second restart")
+    wait_until(lambda: worker(ep, "loop")["state"] == "errored", 5, 0.05, what="the crash loop")
+    # secret: its env_file is read at every start, so a restart the helper made would miss the new token
+    (tmp_path / "secret.env").write_text("TOKEN=second\n")
+    os.kill(worker(ep, "secret")["pid"], signal.SIGKILL)
+    wait_until(lambda: "token=second" in ep.cli("logs", "secret", "-n", "10").stdout, 5, 0.05, what="the new token")
+    # clean: a task (on-failure) that ended with 0: completed, not restarted
+    wait_until(lambda: worker(ep, "clean")["state"] == "completed", 10, 0.1, what="clean completed")
+    time.sleep(0.5)
+    text = said(ep)
+    assert UNWANTED not in text, text
+    assert "backoff.0  ~ restarting in 0." in text, "the second crash waited for its backoff"
+    assert worker(ep, "clean")["restarts"] == 0 and worker(ep, "backoff")["restarts"] == 2
+
+
+def test_a_reload_s_new_instance_is_not_approved_before_it_is_the_release_s(tmp_path, engine_process):
+    """A reload's replacement that dies is a failed release, never restarted: the helper must not hold
+    an approval for it while it is still a surge instance (here it crashes 1.5 s after it is ready,
+    inside its 3 s min_ready)."""
+    ep = engine_process(app_oxfile(tmp_path, free_port(), instances=1, extra="[processes.app.reload]\nmin_ready = 3"))
+    (old,) = [w["pid"] for w in ep.wait_running("app", 1)]
+    time.sleep(ARMED)
+    (tmp_path / "release.txt").write_text("crashlater 1.5")
+    r = ep.cli("reload", "app", timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    text = said(ep)
+    assert UNWANTED not in text, text
+    assert [w["pid"] for w in ep.wait_running("app", 1)] == [old], "the old instance kept serving"
+
+
+def test_a_restart_no_worker_takes_is_ended(tmp_path, monkeypatch):
+    """The helper's restart of an instance whose worker is gone (cancelled while the message was on its
+    way) must neither run unsupervised nor hold up a hand-over: the spawner ends it after a while."""
+    import asyncio
+
+    from oxtui.engine import spawn
+    monkeypatch.setattr(spawn, "REPLACEMENT_TTL", 0.5)
+
+    async def body():
+        spawner = spawn.Spawner()
+        try:
+            first = await spawner.spawn("sleep 60", str(tmp_path), dict(os.environ))
+            assert spawner.approve(first.pid, "sleep 61", str(tmp_path), dict(os.environ), None, None, 0.0)
+            exited = spawner.exited(first.pid)
+            os.kill(first.pid, signal.SIGKILL)
+            await exited
+            new = spawner.replacements[first.pid]                # nobody takes it
+            assert psutil.Process(new.pid).status() != psutil.STATUS_ZOMBIE
+            assert not spawner.quiet(), "a hand-over waits while it is there"
+            await asyncio.sleep(1.0)
+            assert first.pid not in spawner.replacements and spawner.quiet()
+            assert not psutil.pid_exists(new.pid) or psutil.Process(new.pid).status() == psutil.STATUS_ZOMBIE
+        finally:
+            spawner.close()
+
+    asyncio.run(body())

@@ -1,0 +1,399 @@
+"""`oxtui startup` under a real systemd (tests/realsystemd.py): the unit it writes, driven by systemd
+itself through boot, status, reload under load, an engine crash, the watchdog, stop, reboots and
+removal, as a system unit and as a --user unit of a lingering user.
+
+Everything runs inside the machine's own network (127.0.0.1 is the container's), so the ports are
+fixed and the load generator runs in there too (tests/loadrun.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import APPS, write_oxfile
+from realsystemd import PY, ROOT, Machine, unavailable
+
+PORT = 8080
+
+
+@pytest.fixture
+def machine(tmp_path: Path):
+    why = unavailable()
+    if why:
+        pytest.skip(f"real systemd: {why}")
+    m = Machine(f"oxt-{uuid.uuid4().hex[:8]}", tmp_path / "rsd", [ROOT, tmp_path])
+    m.start()
+    try:
+        yield m
+    finally:
+        m.destroy()
+
+
+def web_oxfile(folder: Path, schedule: bool = True, release: str = "slowok r1") -> Path:
+    """Two instances of tests/apps/app.py that take 1.5 s to boot, and a 2 s task every 3 s."""
+    (folder / "marks").mkdir(exist_ok=True)
+    (folder / "release.txt").write_text(release)
+    task = '''
+        [processes.backup]
+        command = "sleep 2"
+        restart = "never"
+        [processes.backup.schedule]
+        every = "3s"
+    ''' if schedule else ""
+    return write_oxfile(folder, f'''
+        [processes.web]
+        command = "{PY} {APPS / 'app.py'}"
+        instances = 2
+        listen = "127.0.0.1:{PORT}"
+        env = {{ READY_MARK_DIR = "{folder / 'marks'}" }}
+        stop_timeout = 5
+        [processes.web.ready]
+        log = "^ready"
+        timeout = 10
+        [processes.web.reload]
+        min_ready = 0.2
+    ''' + task)
+
+
+def oxtui(m: Machine, *args: str, user: str | None = None, timeout: float = 120):
+    return m.run(PY, "-m", "oxtui", *args, user=user, timeout=timeout)
+
+
+def pids(m: Machine, oxfile: Path, user: str | None = None) -> list[int]:
+    r = oxtui(m, "status", "--json", "-c", str(oxfile), user=user)
+    assert r.returncode == 0, r.stderr
+    web = next(p for p in json.loads(r.stdout)["processes"] if p["name"] == "web")
+    return sorted(w["pid"] for w in web["workers"] if w["state"] == "running" and not w["role"])
+
+
+def alive(m: Machine, pid: int) -> bool:
+    return m.run("kill", "-0", str(pid)).returncode == 0
+
+
+def get(m: Machine) -> int:
+    r = m.run(PY, "-c", f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{PORT}/', timeout=5).status)")
+    return int(r.stdout.strip() or 0)
+
+
+def test_a_system_unit_through_boot_reload_crash_watchdog_stop_and_removal(machine, tmp_path):
+    m = machine
+    oxfile = web_oxfile(tmp_path)
+    unit = f"oxtui-{tmp_path.name}.service"
+
+    # startup: active only once both instances are ready (each takes 1.5 s to boot)
+    r = oxtui(m, "startup", str(oxfile))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is enabled and started" in r.stdout
+    props = m.show(unit, "ActiveState", "ActiveEnterTimestampMonotonic", "StatusText", "MainPID", "UnitFileState")
+    assert props["ActiveState"] == "active" and props["UnitFileState"] == "enabled"
+    marks = [float(p.read_text()) for p in (tmp_path / "marks").glob("ready-*")]
+    assert len(marks) == 2, marks
+    assert max(marks) <= int(props["ActiveEnterTimestampMonotonic"]) / 1e6, "active before the workers were ready"
+    assert props["StatusText"].startswith("web 2/2 ready"), props
+    assert 'Status: "web 2/2 ready' in m.status(unit)
+
+    # a scheduled task's runs never show the unit as reloading; its STATUS says it runs
+    seen: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline:
+        p = m.show(unit, "ActiveState", "StatusText")
+        seen.append((p["ActiveState"], p["StatusText"]))
+    assert {state for state, _ in seen} == {"active"}, seen
+    assert any("backup running" in text for _, text in seen), seen
+    assert any("backup done" in text for _, text in seen), seen
+
+    # systemctl reload under load, issued while the backup runs: every pid replaced, no request lost
+    before = pids(m, oxfile)
+    m.wait(lambda: "backup running" in m.show(unit, "StatusText")["StatusText"], 10, "a backup run")
+    stop = tmp_path / "stop-load"
+    load = m.popen(PY, str(ROOT / "tests" / "loadrun.py"), str(PORT), str(stop), "60")
+    try:
+        time.sleep(1.0)
+        r = m.run("systemctl", "reload", unit, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+        time.sleep(0.5)
+    finally:
+        stop.touch()
+        out, err = load.communicate(timeout=60)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["failures"] == [] and result["ok"] > 100, (result["ok"], result["failures"][:5], err)
+    after = pids(m, oxfile)
+    assert len(after) == 2 and not set(before) & set(after), (before, after)
+    journal = m.journal(unit)
+    assert journal.count("reload: release 2: replacing 2 instance(s)") == 1, "each step once in the journal"
+    assert "web: release 2: replacing" not in journal, "ExecReload's client repeats the engine's steps"
+    assert "reload: done: 2 instance(s) replaced" in journal
+
+    # SIGKILL of the engine: systemd starts a new one, and nothing of the old one is left
+    main = int(m.show(unit, "MainPID")["MainPID"])
+    assert main > 1
+    workers = pids(m, oxfile)
+    m.run("kill", "-9", str(main), check=True)
+    m.wait(lambda: (p := m.show(unit, "MainPID", "ActiveState", "StatusText"))["MainPID"] not in ("0", str(main))
+           and p["ActiveState"] == "active" and p["StatusText"].startswith("web 2/2 ready"), 40, "a new engine")
+    assert not [pid for pid in workers if alive(m, pid)], "a worker of the killed engine is still alive"
+    assert m.show(unit, "NRestarts")["NRestarts"] == "1"
+
+    # the watchdog: an engine whose loop is stuck (SIGSTOP) is killed and started again
+    m.sh(f"mkdir -p /etc/systemd/system/{unit}.d && printf '[Service]\\nWatchdogSec=3\\n' "
+         f"> /etc/systemd/system/{unit}.d/watchdog.conf && systemctl daemon-reload", check=True)
+    m.run("systemctl", "restart", unit, check=True, timeout=60)
+    assert m.show(unit, "WatchdogUSec")["WatchdogUSec"] == "3s"
+    stuck = int(m.show(unit, "MainPID")["MainPID"])
+    assert stuck > 1
+    time.sleep(5)            # a healthy engine keeps feeding it: not restarted
+    assert m.show(unit, "MainPID")["MainPID"] == str(stuck)
+    m.run("kill", "-STOP", str(stuck), check=True)
+    m.wait(lambda: m.show(unit, "MainPID")["MainPID"] not in ("0", str(stuck)), 30, "the watchdog's restart")
+    assert "Watchdog timeout" in m.journal(unit)
+    m.wait(lambda: not alive(m, stuck), 20, "the stuck engine gone")
+    m.wait(lambda: m.show(unit, "StatusText")["StatusText"].startswith("web 2/2 ready"), 30, "serving again")
+    assert get(m) == 200
+
+    # systemctl stop: nothing left in the unit's cgroup
+    cgroup = m.show(unit, "ControlGroup")["ControlGroup"]
+    workers = pids(m, oxfile)
+    m.run("systemctl", "stop", unit, check=True, timeout=60)
+    assert m.show(unit, "ActiveState")["ActiveState"] == "inactive"
+    left = m.sh(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs 2>/dev/null").stdout.split()
+    assert left == [], left
+    assert not [pid for pid in workers if alive(m, pid)]
+    assert "stopping every process gracefully" in m.journal(unit)
+
+    # startup --remove: stopped, disabled and gone
+    r = oxtui(m, "startup", "--remove", str(oxfile))
+    assert r.returncode == 0, r.stderr
+    assert m.run("test", "-e", f"/etc/systemd/system/{unit}").returncode != 0
+    assert m.show(unit, "LoadState")["LoadState"] == "not-found"
+
+
+def test_an_enabled_unit_comes_back_after_a_clean_reboot_and_a_power_cut(machine, tmp_path):
+    m = machine
+    oxfile = web_oxfile(tmp_path, schedule=False, release="ok r1")
+    unit = f"oxtui-{tmp_path.name}.service"
+    assert oxtui(m, "startup", str(oxfile)).returncode == 0
+    boot = m.run("cat", "/proc/sys/kernel/random/boot_id").stdout
+    for hard in (False, True):
+        m.reboot(hard=hard)
+        assert m.run("cat", "/proc/sys/kernel/random/boot_id").stdout != boot
+        m.wait(lambda: m.show(unit, "ActiveState")["ActiveState"] == "active", 60, f"active after reboot (hard={hard})")
+        assert m.show(unit, "StatusText")["StatusText"] == "web 2/2 ready"
+        assert get(m) == 200
+        assert len(pids(m, oxfile)) == 2
+
+
+def test_a_failed_start_is_reported_and_leaves_nothing_looping(machine, tmp_path):
+    m = machine
+    oxfile = web_oxfile(tmp_path, schedule=False, release="ok r1")
+    unit = f"oxtui-{tmp_path.name}.service"
+    # the port is taken by another program
+    m.run("systemd-run", "--unit", "blocker", PY, "-m", "http.server", "--bind", "127.0.0.1", str(PORT), check=True)
+    m.wait(lambda: m.run(PY, "-c", f"import socket; socket.create_connection(('127.0.0.1', {PORT}))").returncode == 0,
+           10, "the blocker listening")
+    r = oxtui(m, "startup", str(oxfile))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"systemd could not start {unit}" in r.stderr
+    assert f"127.0.0.1:{PORT} is already in use" in r.stderr, "the journal's reason is shown"
+    assert f"journalctl -u {unit}" in r.stderr
+    time.sleep(3)          # RestartSec=2: a unit left enabled would be starting again by now
+    props = m.show(unit, "ActiveState", "UnitFileState", "NRestarts")
+    assert props["ActiveState"] in ("inactive", "failed") and props["UnitFileState"] == "disabled", props
+    m.run("systemctl", "stop", "blocker", check=True)
+
+    # with the port free it starts; a broken oxfile later is not retried in a loop (exit 2)
+    r = oxtui(m, "startup", str(oxfile))
+    assert r.returncode == 0, r.stdout + r.stderr
+    oxfile.write_text(oxfile.read_text() + "\n[processes.oops]\ncomand = 'typo'\n")
+    assert m.run("systemctl", "restart", unit, timeout=60).returncode != 0
+    time.sleep(3)
+    props = m.show(unit, "ActiveState", "NRestarts", "Result")
+    assert props["ActiveState"] == "failed" and props["NRestarts"] == "0", props
+    assert "unknown key; did you mean 'command'?" in m.journal(unit)
+
+
+def test_startup_says_which_app_could_not_start(machine, tmp_path):
+    """The engine is up (active), but an app is not: exit 1 with its reason, each distinct reason once."""
+    m = machine
+    (tmp_path / "start.sh").write_text("#!/bin/sh\nexec sleep 60\n")       # not executable
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.web]
+        command = "{PY} -c 'import socket; socket.create_server((\\"127.0.0.1\\", 22)); print(\\"never\\")'"
+        instances = 3
+        max_restarts = 2
+        [processes.script]
+        command = "./start.sh"
+        max_restarts = 2
+        [processes.fine]
+        command = "sleep 60"
+    ''')
+    unit = f"oxtui-{tmp_path.name}.service"
+    r = oxtui(m, "startup", str(oxfile))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "is enabled and started" in r.stdout
+    lines = [line for line in r.stderr.splitlines() if line.startswith("oxtui startup: web")]
+    assert len(lines) == 1, r.stderr
+    assert "web.0-2 (3 instances)" in lines[0] and "Address already in use" in lines[0], lines
+    assert "cannot run ./start.sh: permission denied (make it executable: chmod +x ./start.sh)" in r.stderr
+    assert m.show(unit, "ActiveState")["ActiveState"] == "active", "the engine runs the rest"
+
+
+def test_startup_notices_an_engine_started_by_oxtui_up(machine, tmp_path):
+    m = machine
+    oxfile = web_oxfile(tmp_path, schedule=False, release="ok r1")
+    unit = f"oxtui-{tmp_path.name}.service"
+    assert oxtui(m, "up", str(oxfile)).returncode == 0
+    running = pids(m, oxfile)
+    r = oxtui(m, "startup", str(oxfile))
+    assert r.returncode == 0, r.stderr
+    assert "an engine already runs" in r.stdout and "enabled for the next boot but not started" in r.stdout
+    props = m.show(unit, "ActiveState", "UnitFileState")
+    assert props == {"ActiveState": "inactive", "UnitFileState": "enabled"}, props
+    assert pids(m, oxfile) == running, "the running engine was left alone"
+    assert oxtui(m, "down", str(oxfile)).returncode == 0
+    m.run("systemctl", "start", unit, check=True, timeout=60)
+    assert m.show(unit, "StatusText")["StatusText"] == "web 2/2 ready"
+
+
+def test_a_user_unit_of_a_lingering_user(machine, tmp_path):
+    m = machine
+    user = "oxu"
+    # a user of the container only (its /etc is in the overlay); the interpreter lives under /root here,
+    # so the container's copy of that path is opened to others
+    m.sh(f"useradd -m -u 1500 {user} && loginctl enable-linger {user}", check=True)
+    interpreter = Path(m.run(PY, "-c", "import os, sys; print(os.path.realpath(sys.executable))").stdout.strip())
+    m.sh(" && ".join(f"chmod o+rx {p}" for p in [*reversed(interpreter.parents), *ROOT.parents, ROOT]
+                     if str(p) != "/"), check=True)
+    m.wait(lambda: m.run("test", "-S", "/run/user/1500/bus").returncode == 0, 30, "the user manager")
+    app = Path(f"/home/{user}/app")
+    text = web_oxfile(tmp_path, schedule=False, release="ok r1").read_text().replace(str(tmp_path), str(app))
+    m.run("sh", "-c", f"mkdir -p {app}/marks && printf '%s' \"$0\" > {app}/oxfile.toml && "
+          f"echo 'ok r1' > {app}/release.txt && chown -R {user}: {app}", text, check=True)
+    oxfile = app / "oxfile.toml"
+    unit = "oxtui-app.service"
+    r = oxtui(m, "startup", "--user", str(oxfile), user=user)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is enabled and started" in r.stdout
+    unit_text = m.run("cat", f"/home/{user}/.config/systemd/user/{unit}", check=True).stdout
+    assert "network-online.target" not in unit_text, "a user manager has no network-online.target"
+    props = m.show(unit, "ActiveState", "StatusText", user=user)
+    assert props == {"ActiveState": "active", "StatusText": "web 2/2 ready"}, props
+    before = pids(m, oxfile, user=user)
+    assert m.run("ps", "-o", "user=", "-p", str(before[0])).stdout.strip() == user
+    assert m.run("systemctl", "--user", "reload", unit, user=user, timeout=90).returncode == 0
+    after = pids(m, oxfile, user=user)
+    assert len(after) == 2 and not set(before) & set(after)
+
+    m.reboot()          # lingering: the user manager and its enabled units start at boot
+    m.wait(lambda: m.run("test", "-S", "/run/user/1500/bus").returncode == 0, 60, "the user manager after reboot")
+    m.wait(lambda: m.show(unit, "ActiveState", user=user)["ActiveState"] == "active", 60, "the user unit back")
+    assert get(m) == 200
+    m.run("systemctl", "--user", "stop", unit, user=user, check=True, timeout=60)
+    assert m.show(unit, "ActiveState", user=user)["ActiveState"] == "inactive"
+    r = oxtui(m, "startup", "--user", "--remove", str(oxfile), user=user)
+    assert r.returncode == 0, r.stderr
+    assert m.run("test", "-e", f"/home/{user}/.config/systemd/user/{unit}").returncode != 0
+
+
+def test_exported_units_run_in_order_with_their_environment(machine, tmp_path):
+    """`oxtui export systemd` for a host without oxtui: the units, loaded by systemd, run the migration
+    first, start the web instances only once it succeeded, give them their environment as written,
+    and a failed migration starts no web instance."""
+    m = machine
+    flag = tmp_path / "fail"
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.migrate]
+        command = "sh -c 'sleep 1 && test ! -e {flag} && date +%s.%N > {tmp_path}/migrated'"
+        restart = "never"
+        [processes.web]
+        command = "sh -c 'echo $GREETING; exec sleep 60'"
+        instances = 2
+        env = {{ GREETING = "hello world 100%" }}
+        depends_on = {{ migrate = "completed_successfully" }}
+    ''')
+    units = tmp_path / "units"
+    r = oxtui(m, "export", "systemd", str(oxfile), "-o", str(units))
+    assert r.returncode == 0, r.stderr
+    m.sh(f"cp {units}/* /etc/systemd/system/ && systemctl daemon-reload", check=True)
+    r = m.run("systemctl", "start", "web.target", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "migrated").exists()
+    done = int(m.show("migrate@0.service", "ExecMainExitTimestampMonotonic")["ExecMainExitTimestampMonotonic"])
+    for i in (0, 1):
+        p = m.show(f"web@{i}.service", "ActiveState", "ExecMainStartTimestampMonotonic", "Environment")
+        assert p["ActiveState"] == "active", p
+        assert int(p["ExecMainStartTimestampMonotonic"]) >= done > 0, "web started before the migration ended"
+        assert "GREETING=hello world 100%" in p["Environment"].replace('"', ""), p["Environment"]
+    m.wait(lambda: "hello world 100%" in m.journal("web@0.service"), 10, "the greeting in the journal")
+
+    # a failed migration: the web instances do not start
+    m.run("systemctl", "stop", "web.target", "web@0.service", "web@1.service", "migrate.target", "migrate@0.service",
+          check=True)
+    m.run("systemctl", "reset-failed", check=False)
+    flag.touch()
+    m.run("systemctl", "start", "web.target", timeout=60)
+    assert m.show("migrate@0.service", "ActiveState")["ActiveState"] == "failed"
+    for i in (0, 1):
+        assert m.show(f"web@{i}.service", "ActiveState")["ActiveState"] != "active", "started after a failed migration"
+    assert "Dependency failed" in m.journal("web@0.service")
+
+
+def test_an_upgrade_under_systemd_keeps_the_unit_active_and_the_new_engine_is_its_main_process(machine, tmp_path):
+    import threading
+
+    from installs import OLD_VERSION, Install
+    m = machine
+    old = Install(tmp_path / "venv")
+    py = str(old.python)
+    oxfile = web_oxfile(tmp_path, schedule=False, release="ok r1")
+    unit = f"oxtui-{tmp_path.name}.service"
+    r = m.run(py, "-m", "oxtui", "startup", str(oxfile), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m.sh(f"mkdir -p /etc/systemd/system/{unit}.d && printf '[Service]\\nWatchdogSec=3\\n' "
+         f"> /etc/systemd/system/{unit}.d/watchdog.conf && systemctl daemon-reload && systemctl restart {unit}",
+         check=True, timeout=60)
+
+    def status() -> dict:
+        r = m.run(py, "-m", "oxtui", "status", "--json", "-c", str(oxfile))
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    before = status()
+    assert before["engine"]["version"] == OLD_VERSION
+    assert m.show(unit, "MainPID")["MainPID"] == str(before["engine_pid"])
+    workers = pids(m, oxfile)
+    states: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            states.append(m.show(unit, "ActiveState")["ActiveState"])
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        old.install_code_under_test()
+        r = m.run(py, "-m", "oxtui", "upgrade", "-c", str(oxfile), timeout=120)
+        time.sleep(1)
+    finally:
+        done.set()
+        watcher.join(30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = status()
+    assert after["engine"]["version"] == "0.2.0" and after["engine_pid"] != before["engine_pid"]
+    assert set(states) == {"active"}, f"the unit left active during the upgrade: {sorted(set(states))}"
+    assert m.show(unit, "MainPID")["MainPID"] == str(after["engine_pid"]), "the new engine is the main process"
+    assert pids(m, oxfile) == workers, "every worker kept its pid"
+    assert after["engine"]["systemd"] and after["engine"]["unit"] == unit
+    time.sleep(5)                       # WatchdogSec=3: fed by the new engine, or it would be restarted
+    props = m.show(unit, "MainPID", "NRestarts", "ActiveState")
+    assert props == {"MainPID": str(after["engine_pid"]), "NRestarts": "0", "ActiveState": "active"}, props
+    assert "took over from pid" in m.journal(unit)
+    r = m.run("systemctl", "reload", unit, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not set(pids(m, oxfile)) & set(workers), "systemctl reload replaced every worker"
+    cgroup = m.show(unit, "ControlGroup")["ControlGroup"]
+    m.run("systemctl", "stop", unit, check=True, timeout=60)
+    assert m.show(unit, "ActiveState")["ActiveState"] == "inactive", m.journal(unit)[-3000:]
+    assert m.sh(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs 2>/dev/null").stdout.split() == []
