@@ -175,3 +175,68 @@ def test_a_restart_no_worker_takes_is_ended(tmp_path, monkeypatch):
             spawner.close()
 
     asyncio.run(body())
+
+
+def test_a_burst_of_stops_restarts_none_of_them(tmp_path, engine_process):
+    """The engine revokes and signals many instances back to back while the helper reaps the first ones:
+    each end must be checked against the revokes queued by then, not only those queued when the helper
+    began reaping (one check per batch let the later instances of a burst restart)."""
+    ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 600"\ninstances = 48\n'))
+    for _ in range(2):
+        ep.wait_running("app", 48)
+        time.sleep(ARMED)
+        assert ep.cli("stop", "app").returncode == 0
+        wait_until(lambda: all(w["state"] == "stopped" for w in ep.workers("app")), 10, 0.1, what="stopped")
+        assert ep.cli("start", "app").returncode == 0
+    time.sleep(0.5)
+    assert UNWANTED not in said(ep)
+
+
+def test_the_helper_checks_each_end_against_the_revokes_queued_by_then(monkeypatch):
+    """The interleaving the burst test above hits only sometimes, forced: the helper has looked at its
+    queue, then the engine revokes and signals an instance, then the helper reaps it. The helper's own
+    code on a real child and a real socket; the hook on waitpid only decides when things happen."""
+    import json
+    import socket
+
+    from oxtui.engine import forkserver as fs
+    from oxtui.engine.commandline import request
+
+    engine_end, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    out_r, out_w = os.pipe()
+    req = request("sleep 600", str(os.getcwd()), dict(os.environ), None, None)
+    made: list[int] = []
+    try:
+        pid = fs._start(req, [out_w, out_w], os.getpid())
+        made.append(pid)
+        fs._approve({"pid": pid, "spawn": req, "min_uptime": 0.0}, [])
+        real_waitpid = os.waitpid
+        calls = []
+
+        def waitpid(_pid: int, _flags: int) -> tuple[int, int]:
+            calls.append(_pid)
+            if len(calls) > 1:
+                return 0, 0                       # nothing else has ended
+            engine_end.send(json.dumps({"cmd": "revoke", "pid": pid}).encode())   # as Worker._terminate:
+            os.kill(pid, signal.SIGTERM)                                          # revoke, then signal
+            wait_until(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 5, 0.005, what="its end")
+            return real_waitpid(pid, 0)           # only ours: the test process has other children
+
+        monkeypatch.setattr(fs.os, "waitpid", waitpid)
+        fs._reap(helper_end, os.getpid(), -1)
+        monkeypatch.undo()
+        msg = json.loads(engine_end.recv(1 << 20))
+        if msg.get("then"):
+            made.append(msg["then"]["pid"])
+        assert msg["exit"] == pid and "then" not in msg, msg
+    finally:
+        monkeypatch.undo()
+        for p in made[1:]:
+            os.kill(p, signal.SIGKILL)
+            os.waitpid(p, 0)
+        for fd in (out_r, out_w):
+            os.close(fd)
+        engine_end.close()
+        helper_end.close()
+        for table in (fs._spawned, fs._born, fs._approved, fs._sockets):
+            table.clear()

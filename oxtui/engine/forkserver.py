@@ -340,9 +340,6 @@ def _restart(pid: int, status: int, msg: dict, helper_pid: int) -> list[int]:
 
 
 def _reap(sock: socket.socket, helper_pid: int, wake_w: int) -> None:
-    # A revoke the engine sent before it signalled an instance is queued before that instance's
-    # end can be seen here: act on what is queued first, then on the ends.
-    _drain(sock, helper_pid, wake_w)
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -354,6 +351,11 @@ def _reap(sock: socket.socket, helper_pid: int, wake_w: int) -> None:
             if _spare is not None and pid == _spare[0]:
                 _take_spare()[1].close()        # the spare died unused: the next request forks
             continue                            # a re-parented grandchild: reaped, nobody to tell
+        # A revoke the engine sent before it signalled this instance is queued by now, since the
+        # signal ended it: act on what is queued before deciding on its end. Once per end, not once
+        # per batch: while this loop reaps a burst of stops, the engine is still revoking and
+        # signalling the later ones.
+        _drain(sock, helper_pid, wake_w)
         _spawned.discard(pid)
         msg = {"exit": pid, "status": status, "t": time.monotonic_ns()}
         fds = _restart(pid, status, msg, helper_pid) if pid in _approved else []
