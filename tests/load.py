@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 
 class BoundedLoad:
@@ -81,3 +82,45 @@ class Load(BoundedLoad):
             except OSError as e:
                 with self._lock:
                     self.failures.append(f"{time.time():.3f} port={port} since={since:.3f} {e!r}")
+
+
+def parse_failure(failure: str) -> tuple[float, str, float]:
+    """(when it failed, the client port, when it connected) of a failure line."""
+    words = failure.split()
+    return float(words[0]), words[1].removeprefix("port="), float(words[2].removeprefix("since="))
+
+
+def accept_owners(accept_log: Path) -> dict[str, list[tuple[float, int]]]:
+    """client port -> [(time, pid)] of every accept tests/apps/app.py logged (ACCEPT_LOG)."""
+    owners: dict[str, list[tuple[float, int]]] = {}
+    if accept_log.exists():
+        for line in accept_log.read_text().splitlines():
+            at, client_port, pid = line.split()
+            owners.setdefault(client_port, []).append((float(at), int(pid)))
+    return owners
+
+
+def owner(failure: str, owners: dict[str, list[tuple[float, int]]]) -> int | None:
+    """The instance that accepted this very connection (a client port is reused by later ones)."""
+    at, client_port, since = parse_failure(failure)
+    seen = [pid for t, pid in owners.get(client_port, []) if since - 0.05 <= t <= at + 0.05]
+    return seen[-1] if seen else None
+
+
+def explain(failures: list[str], folder: Path) -> str:
+    """The story of failed requests, for an assertion's message: which instance accepted each one,
+    and what the engine logged about that instance (its start, its end, its last lines)."""
+    if not failures:
+        return ""
+    owners = accept_owners(folder / "accepts.log")
+    out = [f"{len(failures)} failed request(s):"]
+    pids = set()
+    for f in failures[:5]:
+        pid = owner(f, owners)
+        out.append(f"  {f} (accepted by {'pid ' + str(pid) if pid else 'no instance on record'})")
+        if pid:
+            pids.add(pid)
+    logs = sorted((folder / "logs").glob("*.log")) if (folder / "logs").is_dir() else []
+    lines = [line for log in logs for line in log.read_text(errors="replace").splitlines()]
+    out += [line for line in lines if " ~ " in line or any(f"pid {pid}" in line for pid in pids)][-60:]
+    return "\n".join(out)

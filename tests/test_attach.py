@@ -8,7 +8,7 @@ import asyncio
 import psutil
 import pytest
 from conftest import app_oxfile, await_until, free_port, oxtui_cli, wait_until
-from load import Load
+from load import Load, explain
 
 from oxtui.client.connection import NoEngine
 from oxtui.client.remote import RemoteEngine
@@ -58,7 +58,7 @@ def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
                 await until(lambda: (app.client.snapshot()["processes"][0]["reload"] or {}).get("state") == "done",
                             30, "the reload")
                 load.wait_for(20)
-            assert load.failures == []
+            assert load.failures == [], explain(load.failures, tmp_path)
             assert not before & {w["pid"] for w in workers(app)}
             await pilot.press("q")
             await until(lambda: isinstance(app.screen, QuitScreen))

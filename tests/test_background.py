@@ -21,7 +21,7 @@ from conftest import (
     wait_until,
     write_oxfile,
 )
-from load import Load
+from load import Load, explain
 
 from oxtui.runtime import lock_path, socket_path
 
@@ -187,7 +187,7 @@ def test_apply_adds_removes_reloads_scales_and_leaves_the_rest_alone(tmp_path, d
     assert r.returncode == 0, r.stdout + r.stderr
     assert "added: new" in r.stdout and "removed: gone" in r.stdout
     assert "reloaded: app" in r.stdout and "scaled: more" in r.stdout and "unchanged: keep" in r.stdout
-    assert load.failures == [], load.failures[:5]
+    assert load.failures == [], explain(load.failures, tmp_path)
     assert not any(psutil.pid_exists(p) for p in gone)
     assert pids_of(oxfile, "keep") == keep, "an unchanged process is not touched"
     new_app = pids_of(oxfile, "app")
@@ -228,7 +228,7 @@ def test_apply_refuses_a_broken_file_or_release_and_changes_nothing(tmp_path, da
         r = oxtui_cli("apply", "-c", str(oxfile))
         load.wait_for(20)
     assert r.returncode == 1 and "app: reload failed, old settings kept" in r.stderr
-    assert load.failures == []
+    assert load.failures == [], explain(load.failures, tmp_path)
     assert pids_of(oxfile, "app") == before
     (tmp_path / "release.txt").write_text("ok r2")
     r = oxtui_cli("apply", "-c", str(oxfile))     # the failed change is still pending: it goes in now

@@ -15,7 +15,7 @@ import time
 
 import psutil
 from conftest import APPS, free_port, marked_pids, wait_until, write_oxfile
-from load import Load
+from load import Load, accept_owners, owner, parse_failure
 
 PY = sys.executable
 # 60 s in CI, as the issue asks; OXTUI_CHAOS_SECONDS=600 for a longer run by hand.
@@ -88,20 +88,14 @@ def test_chaos_under_load(tmp_path, engine_process):
     assert all(counts.values()), counts
 
     # only requests in flight on a SIGKILLed worker may have failed
-    owners: dict[str, list[tuple[float, int]]] = {}
-    for line in accepts.read_text().splitlines():
-        at, client_port, pid = line.split()
-        owners.setdefault(client_port, []).append((float(at), int(pid)))
+    owners = accept_owners(accepts)
     killed = {pid for _, pid in sigkills}
     unexplained, no_owner = [], []
     for f in load.failures:
-        words = f.split()
-        at, client_port, since = float(words[0]), words[1].removeprefix("port="), float(words[2].removeprefix("since="))
-        # the accept of this very connection: a client port is reused by later connections
-        seen = [pid for t, pid in owners.get(client_port, []) if since - 0.05 <= t <= at + 0.05]
-        if seen:
-            if seen[-1] not in killed:
-                unexplained.append(f"{f} (on pid {seen[-1]}, never SIGKILLed)")
+        pid, at = owner(f, owners), parse_failure(f)[0]
+        if pid is not None:
+            if pid not in killed:
+                unexplained.append(f"{f} (on pid {pid}, never SIGKILLed)")
         elif any(0 <= at - t <= KILL_BLAME_WINDOW for t, _ in sigkills):
             no_owner.append(f)
         else:

@@ -35,11 +35,11 @@ def read_stamps(path) -> dict[str, float]:
 
 
 def test_start_order_waits_for_a_late_ready_and_stop_runs_in_reverse(tmp_path, engine_process):
-    # db prints its ready line after 1.5 s; api waits for db ready, web for api ready.
-    db, api, web = (tmp_path / n for n in ("db.t", "api.t", "web.t"))
-    late = (f"{PY} -c 'import signal,sys,time\\n"
+    # db prints its ready line once the test opens its gate; api waits for db ready, web for api ready.
+    db, api, web, gate = (tmp_path / n for n in ("db.t", "api.t", "web.t", "gate"))
+    late = (f"{PY} -c 'import os,signal,sys,time\\n"
             f"def bye(*_):\\n    open(\\\"{db}\\\", \\\"a\\\").write(\\\"term %f\\\\n\\\" % time.time()); sys.exit(0)\\n"
-            f"signal.signal(signal.SIGTERM, bye)\\ntime.sleep(1.5)\\n"
+            f"signal.signal(signal.SIGTERM, bye)\\nwhile not os.path.exists(\\\"{gate}\\\"): time.sleep(0.05)\\n"
             f"open(\\\"{db}\\\", \\\"a\\\").write(\\\"start %f\\\\n\\\" % time.time())\\n"
             f"print(\\\"db ready\\\", flush=True)\\nwhile True: time.sleep(1)'")
     oxfile = write_oxfile(tmp_path, f'''
@@ -65,6 +65,7 @@ def test_start_order_waits_for_a_late_ready_and_stop_runs_in_reverse(tmp_path, e
     assert "waiting for db (ready" in p["api"]["workers"][0]["reason"]
     assert p["web"]["depends_on"] == {"api": "ready"}
     assert "waiting" in ep.cli("status").stdout
+    gate.touch()
     wait_until(lambda: all(w["state"] == "running" for n in ("web", "api", "db") for w in procs(ep)[n]["workers"]),
                20, 0.1, what="all running")
     ep.stop()

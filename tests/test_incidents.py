@@ -441,10 +441,11 @@ def test_events_json_follow_streams_a_kill_and_a_reload(tmp_path, engine_process
         min_ready = 0.1
     '''))
     w = wait_until(lambda: (w := worker(ep, "app"))["state"] == "running" and w, 10, 0.1)
-    follower = subprocess.Popen([PY, "-m", "oxtui", "events", "-f", "--json", "-n", "0", "-c", str(ep.oxfile)],
+    follower = subprocess.Popen([PY, "-m", "oxtui", "events", "-f", "--json", "-n", "1", "-c", str(ep.oxfile)],
                                 stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)
+        # the last event comes first, once the follower is subscribed: from then on it misses nothing
+        assert json.loads(follower.stdout.readline())["event"] == "start"
         os.kill(w["pid"], signal.SIGKILL)
         wait_until(lambda: worker(ep, "app")["state"] == "running" and worker(ep, "app")["pid"] not in (None, w["pid"]),
                    10, 0.1)

@@ -292,6 +292,13 @@ def test_export_systemd_needs_a_folder(tmp_path):
     assert r.returncode == 2 and "-o DIR" in r.stderr
 
 
+def _answers(port: int) -> bool:
+    try:
+        return http_get(port)[0] == 200
+    except ConnectionRefusedError:
+        return False
+
+
 def test_a_procfile_release_runs_first_and_a_web_that_binds_port_itself_does_not_crash_loop(tmp_path):
     (tmp_path / "Procfile").write_text(
         "release: sh -c 'sleep 0.5; date +%s.%N > released'\n"
@@ -312,7 +319,8 @@ def test_a_procfile_release_runs_first_and_a_web_that_binds_port_itself_does_not
     try:
         wait_until(lambda: ep.cli("status").returncode == 0, 15, 0.1)
         ep.wait_running("web", 1, timeout=20)
-        assert http_get(port)[0] == 200
+        # running means started here (no ready check): the server binds $PORT a moment later
+        wait_until(lambda: _answers(port), 20, 0.1, what=f"an answer on port {port}")
         assert ep.workers("web")[0]["restarts"] == 0, "its own bind of $PORT works: no EADDRINUSE loop"
         released = float((tmp_path / "released").read_text())
         events = [json.loads(line) for line in ep.cli("events", "--json", "-n", "100").stdout.splitlines()]

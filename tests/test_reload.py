@@ -12,7 +12,7 @@ import time
 import conftest
 import pytest
 from conftest import free_port, http_get, wait_until, write_oxfile
-from load import Load
+from load import Load, explain
 
 PY = sys.executable
 
@@ -57,7 +57,7 @@ def test_three_reloads_under_load_drop_nothing(tmp_path, engine_process):
             assert not (new & pids), "every pid must be replaced"
             pids = new
             load.wait_for(50)
-    assert load.failures == [], load.failures[:5]
+    assert load.failures == [], explain(load.failures, tmp_path)
     assert load.count > 300
     assert load.bodies[-1].startswith("r4 ")
     assert fd3_inode(next(iter(pids))) == inode, "the listening socket must be the same one"
@@ -87,7 +87,7 @@ def test_ready_instances_never_drop_below_the_target_with_a_slow_booting_release
     assert result["r"].returncode == 0, result["r"].stderr
     assert len(ready_counts) > 10, "status was sampled throughout the reload"
     assert min(ready_counts) >= 3, ready_counts
-    assert load.failures == [], load.failures[:5]
+    assert load.failures == [], explain(load.failures, tmp_path)
     assert load.bodies[-1].startswith("r2 ")
 
 
@@ -108,7 +108,7 @@ def test_bad_release_is_stopped_by_the_canary(tmp_path, engine_process, mode, re
     assert r.returncode == 1
     assert re.search(reason, r.stderr), r.stderr
     assert [w["pid"] for w in ep.wait_running("app", 3)] == pids
-    assert load.failures == []
+    assert load.failures == [], explain(load.failures, tmp_path)
     assert not [b for b in load.bodies if b.startswith("bad")], "the broken release served a live request"
     rl = ep.status()["processes"][0]["reload"]
     assert rl["state"] == "failed" and rl["slot"] == "canary" and re.search(reason, rl["reason"])
@@ -129,7 +129,7 @@ def test_bad_release_without_canary_stops_at_the_first_surge(tmp_path, engine_pr
     assert [(s["slot"], s["state"]) for s in rl["slots"]] == [(0, "failed"), (1, "failed")] and rl["slot"] == "0-1"
     assert reason.format(pid=rl["slots"][0]["new_pid"]) in r.stderr, r.stderr
     assert [w["pid"] for w in ep.wait_running("app", 3)] == pids
-    assert load.failures == []
+    assert load.failures == [], explain(load.failures, tmp_path)
     assert not [b for b in load.bodies if b.startswith("bad")]
 
 
@@ -218,7 +218,7 @@ def test_file_change_under_watch_triggers_a_rolling_reload(tmp_path, engine_proc
         (tmp_path / "src" / "code.js").write_text("2")
         wait_until(lambda: (rl := ep.status()["processes"][0]["reload"]) and rl["state"] == "done", 30, 0.1)
     assert not ({w["pid"] for w in ep.wait_running("app", 2)} & pids)
-    assert load.failures == []
+    assert load.failures == [], explain(load.failures, tmp_path)
     assert "watch: src/code.js changed; rolling reload" in ep.output()
 
 
@@ -274,7 +274,7 @@ def test_max_surge_replaces_that_many_at_once_and_never_fewer_ready(tmp_path, en
         load.wait_for(20)
     assert max(surges) == expect, surges
     assert min(ready) >= 4, ready
-    assert load.failures == []
+    assert load.failures == [], explain(load.failures, tmp_path)
     assert ep.status()["processes"][0]["reload"]["state"] == "done"
 
 

@@ -28,7 +28,7 @@ from conftest import (
     wait_until,
     write_oxfile,
 )
-from load import Load
+from load import Load, explain
 
 from oxtui.client.remote import RemoteEngine
 from oxtui.tui.app import OxtuiApp
@@ -120,7 +120,7 @@ def test_a_hang_up_keeps_every_worker_serving_in_the_same_process(tmp_path):
             tui.hang_up()
             wait_until(lambda: "the terminal hung up" in text_of(tmp_path / "logs" / "oxtui.log"), 10)
             load.wait_for(100)
-        assert load.failures == [], load.failures[:5]
+        assert load.failures == [], explain(load.failures, tmp_path)
         assert tui.proc.poll() is None, "the engine must outlive its terminal"
         snap = status(oxfile)
         assert snap["engine_pid"] == tui.proc.pid
@@ -160,7 +160,7 @@ def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
                        30, 0.1, "the reload to finish after the hang-up")
             load.wait_for(50)
         assert status(oxfile)["processes"][0]["reload"]["state"] == "done"
-        assert load.failures == [], load.failures[:5]
+        assert load.failures == [], explain(load.failures, tmp_path)
         new = running_pids(oxfile, 3)
         assert not set(new) & set(old)
         assert {b.split()[0] for b in load.bodies[-20:]} == {"r2"}
@@ -206,7 +206,7 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
             tui.press("b")
             assert tui.proc.wait(20) == 0, "the TUI process ends: the shell gets its prompt back"
             load.wait_for(100)
-        assert load.failures == [], load.failures[:5]
+        assert load.failures == [], explain(load.failures, tmp_path)
         assert b"now runs in the background as pid" in tui.output
         snap = status(oxfile)
         engine = psutil.Process(snap["engine_pid"])
