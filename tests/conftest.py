@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def gone(pid: int) -> bool:
+    """The process has ended: no such pid, or a zombie not yet reaped (it may vanish between two looks)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def marked_pids() -> list[int]:

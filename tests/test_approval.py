@@ -11,7 +11,7 @@ import signal
 import time
 
 import psutil
-from conftest import app_oxfile, free_port, procs, wait_until, write_oxfile
+from conftest import app_oxfile, await_until, free_port, gone, procs, wait_until, write_oxfile
 
 ARMED = 1.6          # an approval is sent 1 s (approval.ARM_AFTER) after a start
 UNWANTED = "restarted by the spawner helper as approved, ended: not wanted any more"
@@ -156,21 +156,28 @@ def test_a_restart_no_worker_takes_is_ended(tmp_path, monkeypatch):
 
     from oxtui.engine import spawn
     monkeypatch.setattr(spawn, "REPLACEMENT_TTL", 0.5)
+    monkeypatch.setattr(spawn, "UNWANTED_GRACE", 3.0)
+    # The restart notes the stop signal and does not stop: it is asked first (it may be serving
+    # already), then SIGKILLed once the grace is over.
+    marks = tmp_path / "marks"
+    stubborn = f"""sh -c 'trap "echo term >> {marks}" TERM; echo up >> {marks}; while :; do sleep 0.05; done'"""
 
     async def body():
         spawner = spawn.Spawner()
         try:
             first = await spawner.spawn("sleep 60", str(tmp_path), dict(os.environ))
-            assert spawner.approve(first.pid, "sleep 61", str(tmp_path), dict(os.environ), None, None, 0.0)
+            assert spawner.approve(first.pid, stubborn, str(tmp_path), dict(os.environ), None, None, 0.0)
             exited = spawner.exited(first.pid)
             os.kill(first.pid, signal.SIGKILL)
             await exited
             new = spawner.replacements[first.pid]                # nobody takes it
-            assert psutil.Process(new.pid).status() != psutil.STATUS_ZOMBIE
+            await await_until(lambda: marks.exists(), 5, what="the restart running")
             assert not spawner.quiet(), "a hand-over waits while it is there"
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.8)
             assert first.pid not in spawner.replacements and spawner.quiet()
-            assert not psutil.pid_exists(new.pid) or psutil.Process(new.pid).status() == psutil.STATUS_ZOMBIE
+            await await_until(lambda: "term" in marks.read_text(), 5, what="the stop signal first")
+            assert not gone(new.pid), "not SIGKILLed before its grace is over"
+            await await_until(lambda: gone(new.pid), 5, what="SIGKILL after the grace")
         finally:
             spawner.close()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import conftest
 import psutil
 import pytest
-from conftest import APPS, await_until, free_port, http_get, run_engine, write_oxfile
+from conftest import APPS, await_until, free_port, gone, http_get, run_engine, write_oxfile
 
 from oxtui.oxfile.config import load
 from oxtui.engine import Engine, EngineError
@@ -256,7 +256,7 @@ def test_crashed_worker_leftovers_are_killed_before_restart(tmp_path):
             grandchild = int((tmp_path / "grandchild.pid").read_text())
             (tmp_path / "grandchild.pid").unlink()
             os.kill(w.pid, signal.SIGKILL)
-            await await_until(lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie", 5)
+            await await_until(lambda: gone(grandchild), 5)
             await await_until(lambda: w.state == "running" and w.restarts == 1, 10)
 
     run_engine(body)
@@ -432,7 +432,7 @@ def test_a_daemonising_grandchild_is_ended_with_the_engine(tmp_path):
             await await_until(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text(), 10)
             daemon = int((tmp_path / "daemon.pid").read_text())
             assert os.getsid(daemon) != os.getsid(group_of(engine).workers[0].pid), "it left the group"
-        await await_until(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == "zombie", 5)
+        await await_until(lambda: gone(daemon), 5)
 
     run_engine(body)
 
@@ -615,7 +615,7 @@ def test_a_helper_that_stops_answering_is_replaced_and_the_loop_never_waits_on_i
                               what="both instances through a new helper")
             engine.logs.flush()
             assert "no answer within 5s" in (tmp_path / "logs" / "app.log").read_text()
-            assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+            assert gone(helper)
 
     run_engine(body)
 

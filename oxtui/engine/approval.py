@@ -74,6 +74,7 @@ class Approval:
 
     def discard(self, child: Child) -> None:
         """End a restart the helper made as approved that the engine does not want now."""
-        self.worker.group.spawner.end_unwanted(child)
+        cfg = self.worker.cfg
+        self.worker.group.spawner.end_unwanted(child, cfg.stop_signal, cfg.stop_timeout)
         self.worker.group.event(self.worker, f"pid {child.pid}, restarted by the spawner helper as approved, "
                                              "ended: not wanted any more")

@@ -35,6 +35,7 @@ HELPER_TIMEOUT = 5.0
 # then costs one fork after another in the helper, not a round trip to the engine per instance.
 SPAWN_WINDOW = 16
 REPLACEMENT_TTL = 10.0     # s for a worker to take the restart the helper made for it (approval.py)
+UNWANTED_GRACE = 10.0      # s an unwanted restart has to stop when no worker says otherwise (a stop_timeout)
 
 
 class SpawnError(Exception):
@@ -335,13 +336,22 @@ class Spawner:
             del self.replacements[old]
             self.end_unwanted(child)
 
-    def end_unwanted(self, child: Child) -> None:
-        """End a restart the helper made that the engine does not want: its process and its pipes; its
-        exit is then reported to nobody."""
-        kill_group(child.pid, signal.SIGKILL)
-        for fd in (child.stdout, child.stderr):
-            os.close(fd)
-        self.exited(child.pid)
+    def end_unwanted(self, child: Child, sig: int = signal.SIGTERM, grace: float | None = None) -> None:
+        """End a restart the helper made that the engine does not want, as a stop would: `sig`, then
+        SIGKILL after `grace` s. Not SIGKILL at once: it may have begun to serve on the shared socket
+        by now, and a SIGKILL drops what it has accepted. Its pipes stay open until it is gone (a
+        write to a closed pipe could end it mid-request too); its exit is then reported to nobody."""
+        kill_group(child.pid, sig)
+        fut = self.exited(child.pid)
+        grace = UNWANTED_GRACE if grace is None else grace
+        late = self._loop.call_later(grace, kill_group, child.pid, signal.SIGKILL) if self._loop else None
+
+        def gone(_: object) -> None:
+            if late is not None:
+                late.cancel()
+            for fd in (child.stdout, child.stderr):
+                os.close(fd)
+        fut.add_done_callback(gone)
 
     def _dispatch(self, pid: int, status: int, reaped: int | None = None) -> None:
         # when the helper reaped it and when the engine heard: the first steps of a restart's timeline
