@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import oxtui_cli, wait_until, write_oxfile
+from conftest import gone, oxtui_cli, wait_until, write_oxfile
 
 PY = sys.executable
 
@@ -229,6 +229,43 @@ def test_notify_protocol_ready_reload_watchdog_stopping(tmp_path):
     assert "reload" in journal and "app.0" in journal
     assert "booting" not in journal
     assert "booting" in (tmp_path / "logs" / "app.log").read_text()
+
+
+def test_the_watchdog_is_fed_while_an_upgrade_waits_for_a_slow_new_engine(tmp_path):
+    """The old engine's loop stands still while the new one starts; that start takes 3 s here (a
+    sitecustomize that sleeps when it sees --adopt), longer than the 2 s watchdog. Pings must go on
+    throughout: from the old engine while it waits, then from the new one."""
+    slow = tmp_path / "slowstart"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import sys, time\nif '--adopt' in sys.argv:\n    time.sleep(3)\n")
+    oxfile = write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 600"\n')
+    systemd = FakeSystemd(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "2000000", "NO_COLOR": "1",
+           "PYTHONPATH": str(slow)}
+    proc = subprocess.Popen([PY, "-m", "oxtui", "run", str(oxfile)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    new_pid = None
+    try:
+        wait_until(lambda: systemd.first("READY"), 30, what="READY=1")
+        began = time.monotonic()
+        r = oxtui_cli("upgrade", "-c", str(oxfile), timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        ended = time.monotonic()
+        assert ended - began > 3, "the new engine's start was slowed down"
+        new_pid = int(wait_until(lambda: systemd.first("MAINPID", after=began), 5, what="MAINPID")[1]["MAINPID"])
+        assert proc.wait(10) == 0
+        time.sleep(2.5)      # the new engine's own pings
+        pings = [t for t in systemd.times("WATCHDOG") if t > began - 1.5]
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        assert pings[-1] > ended + 1.5 and max(gaps) < 2.0, gaps
+    finally:
+        for pid in (proc.pid, new_pid):
+            if pid is not None and not gone(pid):
+                os.kill(pid, signal.SIGTERM)
+                wait_until(lambda: gone(pid), 30, what=f"engine {pid} stopped")
+        proc.wait()
+        systemd.close()
 
 
 def test_everything_to_the_journal_when_asked(tmp_path):

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import __version__
 from ..oxfile.config import ConfigError, load
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .api import EngineApi
 
 TIMEOUT = 20.0
+TICK = 0.25        # s between the old engine's watchdog pings while it waits for the new one
 # A worker that is starting goes over too (a crash loop is never quiet), once it has a process.
 HANDED_STATES = (WorkerState.RUNNING, WorkerState.STARTING, WorkerState.STOPPED, WorkerState.EXITED,
                  WorkerState.COMPLETED, WorkerState.FAILED, WorkerState.ERRORED, WorkerState.BACKOFF,
@@ -97,7 +98,10 @@ def hand_over(engine: EngineApi, background: bool = True) -> int:
         theirs.close()
         ours.settimeout(TIMEOUT)
         ours.sendall(json.dumps(state).encode() + b"\n")
-        reply = _readline(ours)
+        # The loop stands still until the new engine is ready; under systemd the watchdog is fed from
+        # here meanwhile (a slow start of the new engine must not get the unit killed mid-upgrade).
+        reply = _readline(ours, lambda: _keep_alive(engine))
+        _keep_alive(engine)     # the new engine has a whole period to send its own
         if reply != "ready":
             raise CommandError(_why_not(reply, pid, out_path if background else None))
         engine.service.send(f"MAINPID={pid}")     # systemd: the new engine is the unit's main process
@@ -115,6 +119,14 @@ def hand_over(engine: EngineApi, background: bool = True) -> int:
         ours.close()
         theirs.close()
     return pid
+
+
+def _keep_alive(engine: EngineApi) -> None:
+    """WATCHDOG=1 to the service manager, if it watches. With only what every engine since 0.2.0rc2
+    has (`service.watchdog_s`, `service.send`): an engine started before `pip install -U` imports this
+    module for the first time from the new files, when it hands over."""
+    if engine.service.watchdog_s is not None:
+        engine.service.send("WATCHDOG=1")
 
 
 # The new engine is started through a launcher that forks it and exits at once, so that it is never a
@@ -292,13 +304,23 @@ def _say(chan: socket.socket, line: str) -> None:
         pass
 
 
-def _readline(sock: socket.socket) -> str:
+def _readline(sock: socket.socket, tick: Callable[[], None] | None = None) -> str:
+    """One line from the other engine, within TIMEOUT s; `tick` is called at least every TICK s meanwhile."""
     data = b""
     deadline = time.monotonic() + TIMEOUT
+    if tick is not None:
+        sock.settimeout(TICK)
     while not data.endswith(b"\n"):
+        if tick is not None:
+            tick()
         if time.monotonic() > deadline:
             raise TimeoutError("no answer")
-        chunk = sock.recv(1 << 20)
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            if tick is None:
+                raise
+            continue
         if not chunk:
             break
         data += chunk
