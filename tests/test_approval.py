@@ -22,7 +22,14 @@ def helper_of(ep) -> psutil.Process:
 
 
 def instances(helper: psutil.Process) -> set[int]:
-    return {c.pid for c in helper.children() if c.status() != psutil.STATUS_ZOMBIE and c.name() != "oxtui-spare"}
+    found = set()
+    for c in helper.children():
+        try:
+            if c.status() != psutil.STATUS_ZOMBIE and c.name() != "oxtui-spare":
+                found.add(c.pid)
+        except psutil.NoSuchProcess:
+            pass            # reaped between the listing and the look: not an instance any more
+    return found
 
 
 def said(ep) -> str:
