@@ -28,9 +28,15 @@ class Refused(Exception):
         self.code = code
 
 
-def hosts_of(args: argparse.Namespace) -> list[Host]:
+def hosts_of(args: argparse.Namespace) -> list[Host] | None:
+    """The hosts the command names, or None once it has printed what is wrong with them (exit 2)."""
     names = [n for n in (args.host or "").split(",") if n] if getattr(args, "host", None) else None
-    return pick(names, getattr(args, "fleet_file", None))
+    try:
+        return pick(names, getattr(args, "fleet_file", None))
+    except FleetError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        return None
 
 
 def connect_all(hosts: list[Host]) -> list[tuple[Host, HostLink | None, str | None]]:
@@ -93,11 +99,8 @@ def ask(link: HostLink, oxfile: str, req: dict[str, Any], progress: Any = None) 
 
 
 def run(args: argparse.Namespace, req: dict[str, Any]) -> int:
-    try:
-        hosts = hosts_of(args)
-    except FleetError as e:
-        for line in e.errors:
-            print(line, file=sys.stderr)
+    hosts = hosts_of(args)
+    if hosts is None:
         return 2
     verb = args.verb
     linked = connect_all(hosts)

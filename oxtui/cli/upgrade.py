@@ -94,14 +94,10 @@ def upgrade_fleet(args) -> int:
     import shlex
     import subprocess
 
-    from ..fleet.fleetfile import FleetError
     from ..fleet.link import SSH_OPTIONS, explain
     from .onhosts import hosts_of
-    try:
-        hosts = hosts_of(args)
-    except FleetError as e:
-        for line in e.errors:
-            print(line, file=sys.stderr)
+    hosts = hosts_of(args)
+    if hosts is None:
         return 2
     code = 0
     for i, h in enumerate(hosts):

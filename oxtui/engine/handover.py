@@ -166,6 +166,8 @@ def _launch(argv: list[str], fds: list[int], cwd: Any, out_path: Any) -> int:
     return int(answer)
 
 
+# Like cli/daemon.py's, on purpose: an engine started before `pip install -U` imports this module from
+# the new files, and a helper newly added to a module it has loaded already would not be there for it.
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
