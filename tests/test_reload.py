@@ -91,6 +91,27 @@ def test_ready_instances_never_drop_below_the_target_with_a_slow_booting_release
     assert load.bodies[-1].startswith("r2 ")
 
 
+def test_the_canary_stops_beside_the_first_batch_and_the_reload_ends_after_it(tmp_path, engine_process):
+    """A release that takes 2 s to stop: the first batch must not wait for its canary to be gone (it
+    served only the probe, on its own port), yet the reload is done only once the canary is."""
+    port = free_port()
+    ep = engine_process(app_oxfile(tmp_path, port, instances=2))
+    ep.wait_running("app", 2)
+    release(tmp_path, "slowstop r2")
+    r = ep.cli("reload", "app")
+    assert r.returncode == 0, r.stdout + r.stderr
+    events = [json.loads(line) for line in ep.cli("events", "--json", "-n", "100").stdout.splitlines()]
+    [answered] = [e["at"] for e in events if e["text"] == "reload: canary: GET /health answered 200"]
+    [canary_end] = [e["at"] for e in events if e["event"] == "stop" and e["role"] == "canary"]
+    first_start = min(e["at"] for e in events if re.match(r"reload: slot \d: started new pid", e["text"]))
+    [done] = [e["at"] for e in events if e["event"] == "reload_done"]
+    assert canary_end - answered >= 2, "the canary kept serving 2 s after SIGTERM"
+    assert first_start < canary_end, "the first batch started while the canary was still stopping"
+    assert canary_end <= done, "the reload is done only once its canary is gone"
+    snap = ep.status()["processes"][0]
+    assert [w.get("role") for w in snap["workers"]] == [None, None], "no canary is left"
+
+
 # ready.timeout is the whole budget of a new instance (start, ready line, GET answered): wherever the
 # reason to report is not the timeout itself (a crash at boot, a 500, a crash after answering), it is
 # 8 s, so a slow Python start on a loaded machine cannot end the budget first and report "not ready"

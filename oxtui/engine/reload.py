@@ -115,7 +115,7 @@ class RollingReload(Run):
         group = self.group
         try:
             # Every old instance serves until its own replacement is ready, so at most `surge` extra
-            # instances exist and never fewer than `target` are ready.
+            # instances serve (besides the canary while it stops) and never fewer than `target` are ready.
             surge = surge_count(group.cfg.reload.max_surge, group.target)
             self.say(f"release {self.release}: replacing {group.target} instance(s), "
                      + ("one at a time" if surge == 1 else f"{surge} at a time"))
@@ -161,6 +161,7 @@ class RollingReload(Run):
         canary = group.new_worker(group.target, role="canary", listen_fd=priv.fileno())
         group.extra.append(canary)
         deadline = time.monotonic() + self.timeout
+        passed = False
         try:
             canary.start()
             self.say(f"canary: started on private port {port}, waiting for GET {path} to answer 2xx")
@@ -188,16 +189,26 @@ class RollingReload(Run):
                         await asyncio.wait_for(canary.ended.wait(), self.min_ready)
                     except TimeoutError:
                         self.say(f"canary: GET {path} answered {code}")
+                        passed = True
                         return
                     raise ReloadFailed(f"canary {self._ended_how(canary)} right after answering GET {path}")
                 if code is not None or not answered:
                     last, answered = why, code is not None
                 await asyncio.sleep(0.2)
         finally:
-            await canary.stop("reload")
-            if canary in group.extra:
-                group.extra.remove(canary)
-            priv.close()
+            if passed:
+                # It served nothing but the probe, on its own port: the first batch need not wait out
+                # its graceful stop (a drain grace of its own, often a second). It ends beside the
+                # batches, as an old instance drains, and the reload is done only once it has.
+                self._drains.append(asyncio.ensure_future(self._retire(canary, priv)))
+            else:
+                await self._retire(canary, priv)
+
+    async def _retire(self, canary: Worker, priv: socket.socket) -> None:
+        await canary.stop("reload")
+        if canary in self.group.extra:
+            self.group.extra.remove(canary)
+        priv.close()
 
     async def _replace(self, slot: int) -> None:
         group = self.group

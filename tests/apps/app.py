@@ -5,6 +5,7 @@
   "fail500"      serve, but /health answers 500
   "crashlater [S]" become ready, then exit 4 after S seconds (0.2)
   "slowok <tag>" serve normally, but only after booting for 1.5 s
+  "slowstop <tag>" serve normally, but keep serving 2 s after SIGTERM before draining
 Drains on SIGTERM: stop accepting, finish requests in flight, exit 0.
 """
 
@@ -95,6 +96,8 @@ def main():
     # the main thread executes bytecode again, which a plain wait() would never do.
     while not stop.wait(0.2):
         pass
+    if MODE == "slowstop":
+        time.sleep(2)
     server.shutdown()
     server.server_close()
     t.join()
