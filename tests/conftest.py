@@ -210,6 +210,13 @@ def engine_process():
         ep.stop()
 
 
+def default_sigint() -> None:
+    """preexec_fn for a child that a test interrupts as Ctrl-C would. A runner started in the
+    background of a non-interactive shell ignores SIGINT and its children inherit that (Python then
+    never raises KeyboardInterrupt), so without this such a run sees a hang where a user sees an exit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def oxtui_cli(*args: str, timeout: float = 60, cwd: Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "oxtui", *args], capture_output=True, text=True,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import ROOT, app_oxfile, free_port, oxtui_cli, wait_until, write_oxfile
+from conftest import ROOT, app_oxfile, default_sigint, free_port, oxtui_cli, wait_until, write_oxfile
 
 PY = sys.executable
 
@@ -82,7 +82,7 @@ def test_ctrl_c_leaves_the_reload_running_and_says_how_to_follow_it(tmp_path, en
     ep.wait_running("app", 2)
     (tmp_path / "release.txt").write_text("slowok r2")
     proc = subprocess.Popen([PY, "-m", "oxtui", "reload", "app", "-c", str(oxfile)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, preexec_fn=default_sigint)
     wait_until(lambda: (ep.status()["processes"][0]["reload"] or {}).get("state") == "running", 10, 0.05)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=10)
