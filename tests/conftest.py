@@ -210,6 +210,14 @@ def engine_process():
         ep.stop()
 
 
+# A test that drives a flat-out load generator keeps a core or more busy, and so does what it loads.
+# In one xdist group (`--dist loadgroup`) they run one at a time, each beside tests that mostly wait
+# on real processes instead of beside another one: less time in all, and no test starved of CPU.
+# Not the chaos test: it lasts 60 s whatever the load, and as one more link of this chain it would
+# make the whole run a minute longer.
+under_load = pytest.mark.xdist_group("load")
+
+
 def default_sigint() -> None:
     """preexec_fn for a child that a test interrupts as Ctrl-C would. A runner started in the
     background of a non-interactive shell ignores SIGINT and its children inherit that (Python then

@@ -7,7 +7,7 @@ import asyncio
 
 import psutil
 import pytest
-from conftest import app_oxfile, await_until, free_port, oxtui_cli, wait_until
+from conftest import app_oxfile, await_until, free_port, oxtui_cli, under_load, wait_until
 from load import Load, explain
 
 from oxtui.client.connection import NoEngine
@@ -32,6 +32,7 @@ def test_no_engine_means_nothing_to_attach_to(tmp_path):
         RemoteEngine((tmp_path / "oxfile.toml").resolve()).connect()
 
 
+@under_load
 def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
     port = free_port()
     oxfile = app_oxfile(tmp_path, port)

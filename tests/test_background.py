@@ -18,6 +18,7 @@ from conftest import (
     free_port,
     http_get,
     oxtui_cli,
+    under_load,
     wait_until,
     write_oxfile,
 )
@@ -146,6 +147,7 @@ def test_two_engines_for_one_oxfile_never_run(tmp_path, daemon):
     assert r.returncode == 1 and "already running" in r.stderr
 
 
+@under_load
 def test_apply_adds_removes_reloads_scales_and_leaves_the_rest_alone(tmp_path, daemon):
     port = free_port()
     base = f'''
@@ -199,6 +201,7 @@ def test_apply_adds_removes_reloads_scales_and_leaves_the_rest_alone(tmp_path, d
     assert [p["name"] for p in status(oxfile)["processes"]] == ["app", "keep", "more", "new"]
 
 
+@under_load
 def test_apply_refuses_a_broken_file_or_release_and_changes_nothing(tmp_path, daemon):
     port = free_port()
     oxfile = app_oxfile(tmp_path, port)

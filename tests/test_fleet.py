@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import app_oxfile, await_until, default_sigint, free_port, http_get, wait_until, write_oxfile
+from conftest import app_oxfile, await_until, default_sigint, free_port, http_get, under_load, wait_until, write_oxfile
 from load import Load, explain
 from oxtui.client.connection import Client
 from oxtui.fleet import delta
@@ -201,6 +201,7 @@ def test_a_bad_fleet_file_is_one_line_per_problem(lab, tmp_path):
 
 
 @needs_ssh
+@under_load
 def test_fleet_reload_goes_host_by_host_under_load_and_stops_at_the_first_rollback(lab, engines):
     hosts = [lab.add(f"web{i}") for i in (1, 2, 3)]
     eps = [engines(h, "shop") for h in hosts]

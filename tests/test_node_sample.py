@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import ROOT, free_port, write_oxfile
+from conftest import ROOT, free_port, under_load, write_oxfile
 from load import Load
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 
 
+@under_load
 def test_node_instances_share_the_port_and_reload_without_loss(tmp_path, engine_process):
     port = free_port()
     ep = engine_process(write_oxfile(tmp_path, f'''

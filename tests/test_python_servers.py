@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, write_oxfile
+from conftest import ROOT, free_port, under_load, write_oxfile
 from keepalive import KeepAliveLoad
 
 PY = sys.executable
@@ -61,6 +61,7 @@ def oxfile_for(tmp_path: Path, app: Path, command: str, ready: str, port: int) -
 
 
 @pytest.mark.parametrize("name,app,command,ready,may_lose", RECIPES, ids=[r[0] for r in RECIPES])
+@under_load
 def test_recipe_under_keep_alive_load_through_3_reloads(tmp_path, engine_process, name, app, command, ready,
                                                        may_lose):
     port = free_port()

@@ -11,7 +11,7 @@ import time
 
 import conftest
 import pytest
-from conftest import free_port, http_get, wait_until, write_oxfile
+from conftest import free_port, http_get, under_load, wait_until, write_oxfile
 from load import Load, explain
 
 PY = sys.executable
@@ -41,6 +41,7 @@ def fd3_inode(pid):
     return os.stat(f"/proc/{pid}/fd/3").st_ino
 
 
+@under_load
 def test_three_reloads_under_load_drop_nothing(tmp_path, engine_process):
     port = free_port()
     ep = engine_process(app_oxfile(tmp_path, port))
@@ -65,6 +66,7 @@ def test_three_reloads_under_load_drop_nothing(tmp_path, engine_process):
     assert snap["state"] == "done" and [s["state"] for s in snap["slots"]] == ["done"] * 3
 
 
+@under_load
 def test_ready_instances_never_drop_below_the_target_with_a_slow_booting_release(tmp_path, engine_process):
     """A replacement that takes 1.5 s to boot: the old instance of its slot must serve until then.
     Sampled from status throughout the reload, the number of ready instances never goes below 3."""
@@ -122,6 +124,7 @@ def test_the_canary_stops_beside_the_first_batch_and_the_reload_ends_after_it(tm
     ("fail500", r"canary did not answer 2xx on GET /health within 8s \(GET /health answered 500\)", 8),
     ("crashlater", r"canary exited with code 4 right after answering GET /health", 8),
 ])
+@under_load
 def test_bad_release_is_stopped_by_the_canary(tmp_path, engine_process, mode, reason, timeout):
     port = free_port()
     ep = engine_process(app_oxfile(tmp_path, port, ready_timeout=timeout))
@@ -140,6 +143,7 @@ def test_bad_release_is_stopped_by_the_canary(tmp_path, engine_process, mode, re
     ("crash", "slot 0: new pid {pid} exited with code 3 before it was ready", 8),
     ("noready", "slot 0: new pid {pid} not ready within 3s", 3),
 ])
+@under_load
 def test_bad_release_without_canary_stops_at_the_first_surge(tmp_path, engine_process, mode, reason, timeout):
     port = free_port()
     ep = engine_process(app_oxfile(tmp_path, port, canary=False, ready_timeout=timeout))
@@ -224,6 +228,7 @@ def test_reload_all_goes_process_by_process(tmp_path, engine_process):
     assert ep.status()["processes"][1]["reload"]["state"] == "done"
 
 
+@under_load
 def test_file_change_under_watch_triggers_a_rolling_reload(tmp_path, engine_process):
     port = free_port()
     (tmp_path / "src").mkdir()
@@ -275,6 +280,7 @@ def test_surge_counts():
 
 
 @pytest.mark.parametrize("surge,expect", [(1, 1), ("100%", 4), (None, 2)])
+@under_load
 def test_max_surge_replaces_that_many_at_once_and_never_fewer_ready(tmp_path, engine_process, surge, expect):
     port = free_port()
     table = "" if surge is None else f"max_surge = {surge!r}\n".replace("'", '"')     # None: the default

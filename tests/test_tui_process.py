@@ -25,6 +25,7 @@ from conftest import (
     await_until,
     free_port,
     oxtui_cli,
+    under_load,
     wait_until,
     write_oxfile,
 )
@@ -108,6 +109,7 @@ def running_pids(oxfile, n):
     return sorted(w["pid"] for w in ws) if len(ws) == n else None
 
 
+@under_load
 def test_a_hang_up_keeps_every_worker_serving_in_the_same_process(tmp_path):
     port = free_port()
     oxfile = app_oxfile(tmp_path, port)
@@ -140,6 +142,7 @@ def test_a_hang_up_keeps_every_worker_serving_in_the_same_process(tmp_path):
         tui.close()
 
 
+@under_load
 def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
     """The issue's promise: SSH in, run oxtui, start a reload, lose the connection, come back with
     `oxtui` and find the reload finished and every app serving, no request lost."""
@@ -188,6 +191,7 @@ def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
         tui.close()
 
 
+@under_load
 def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path):
     port = free_port()
     oxfile = app_oxfile(tmp_path, port)

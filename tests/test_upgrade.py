@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, free_port, marked_pids, oxtui_cli, wait_until, write_oxfile
+from conftest import APPS, ROOT, free_port, marked_pids, oxtui_cli, under_load, wait_until, write_oxfile
 from load import Load
 
 from installs import OLD_VERSION, Install
@@ -100,6 +100,7 @@ def web_oxfile(folder: Path, port: int, extra: str = "") -> Path:
     ''')
 
 
+@under_load
 def test_an_upgrade_keeps_every_worker_its_requests_and_the_history(old, tmp_path):
     port = free_port()
     runs = tmp_path / "runs"
