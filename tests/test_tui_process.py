@@ -154,7 +154,9 @@ def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
         with Load(port) as load:
             load.wait_for(30)
             (tmp_path / "release.txt").write_text("ok r2")
-            wait_until(lambda: b"Reload" in tui.output, 10, 0.05, "the TUI to draw its footer")
+            # "r" acts on the selected process row: before the first snapshot is drawn there is none, and
+            # the key only says "select a process first" (seen on a loaded machine), so wait for the rows
+            wait_until(lambda: all(str(pid).encode() in tui.output for pid in old), 10, 0.05, "the TUI to draw the workers")
             tui.press("r")      # the process row is selected when the TUI opens
             wait_until(lambda: (status(oxfile)["processes"][0]["reload"] or {}).get("state") == "running",
                        10, 0.05, "the reload to start")
