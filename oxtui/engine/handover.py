@@ -284,7 +284,8 @@ async def adopt(engine: EngineApi, channel_fd: int) -> dict[str, Any]:
             child = None
             if info["state"] in (WorkerState.RUNNING, WorkerState.STARTING):
                 child = Child(info["pid"], info["stdout"] if info["stdout"] is not None else -1,
-                              info["stderr"] if info["stderr"] is not None else -1, info["started"])
+                              info["stderr"] if info["stderr"] is not None else -1, info["started"],
+                              parent=group.spawner.helper_pid)
                 kept += 1
             w.adopt(info, child)
             if "history" in info:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import forkserver
+from .procgroup import kill_group
 from .commandline import request
 
 if TYPE_CHECKING:
@@ -47,42 +48,6 @@ class HelperGone(SpawnError):
     running by the time they see it, which they must not end)."""
 
 
-def kill_group(pgid: int, sig: int) -> None:
-    """Signal an instance's process group (its pgid is its pid). Just after the spawn it may not have
-    called setsid yet, so there is no such group: then the process itself gets the signal (the
-    spawner lets stop signals through from the fork on, so it is not lost)."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        try:
-            os.kill(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    except PermissionError:
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-async def end_group(pgid: int, grace: float) -> None:
-    """After an instance's main process is gone, end whatever it left in its process group: at once,
-    or after `grace` seconds (a stop gives the rest of the group its stop_timeout)."""
-    deadline = time.monotonic() + grace
-    while _group_alive(pgid):
-        if time.monotonic() >= deadline:
-            kill_group(pgid, signal.SIGKILL)
-            break
-        await asyncio.sleep(0.05)
-
-
 def _grow_pipe(fd: int) -> None:
     """A 256 KiB pipe (4x the default) lets a chatty child run ahead of the engine instead of blocking every 64 KiB."""
     try:
@@ -98,6 +63,7 @@ class Child:
     stderr: int
     started: float
     timeline: dict[str, int] | None = None   # monotonic ns: spawn asked, helper got it, forked, pid back
+    parent: int | None = None                # the helper that forked it (kill_group)
 
 
 class Spawner:
@@ -131,12 +97,16 @@ class Spawner:
 
     # ---- handing the helper to another engine process --------------------------------------------
 
+    @property
+    def helper_pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else self._adopted_pid
+
     def release(self) -> tuple[int, int] | None:
         """Stop the helper dying with this process; returns (our socket's fd, the helper's pid)."""
         if self._sock is None:
             return None
         self._set_pdeathsig(False)
-        pid = self._proc.pid if self._proc is not None else self._adopted_pid
+        pid = self.helper_pid
         assert pid is not None
         return self._sock.fileno(), pid
 
@@ -222,7 +192,8 @@ class Spawner:
         got, forked = reply.get("t") or (0, 0)
         timeline = {"spawn_asked": asked, "helper_got_request": got, "forked": forked,
                     "engine_got_pid": reply["engine_got_pid"]}
-        return Child(pid=reply["pid"], stdout=out_r, stderr=err_r, started=time.monotonic(), timeline=timeline)
+        return Child(pid=reply["pid"], stdout=out_r, stderr=err_r, started=time.monotonic(), timeline=timeline,
+                     parent=self.helper_pid)
 
     def approve(self, pid: int, command: str, cwd: str, env: dict[str, str], listen_fd: int | None,
                 run_as: RunAs | None, min_uptime: float) -> bool:
@@ -272,7 +243,7 @@ class Spawner:
         if fut.cancelled() or fut.exception() is not None or "pid" not in fut.result():
             return
         pid = fut.result()["pid"]
-        kill_group(pid, signal.SIGKILL)
+        kill_group(pid, signal.SIGKILL, self.helper_pid)
         if self._loop is not None and pid not in self._early:
             self._waiters[pid] = self._loop.create_future()
         self._early.pop(pid, None)
@@ -317,7 +288,7 @@ class Spawner:
             self.replacements[msg["exit"]] = Child(
                 pid=then["pid"], stdout=fds[0], stderr=fds[1], started=time.monotonic(),
                 timeline={"spawn_asked": msg.get("t") or 0, "helper_got_request": then["t"][0],
-                          "forked": then["t"][1], "engine_got_pid": heard})
+                          "forked": then["t"][1], "engine_got_pid": heard}, parent=self.helper_pid)
             if self._loop is not None:
                 self._loop.call_later(REPLACEMENT_TTL, self._expire, msg["exit"], then["pid"])
             fds = []
@@ -341,10 +312,11 @@ class Spawner:
         SIGKILL after `grace` s. Not SIGKILL at once: it may have begun to serve on the shared socket
         by now, and a SIGKILL drops what it has accepted. Its pipes stay open until it is gone (a
         write to a closed pipe could end it mid-request too); its exit is then reported to nobody."""
-        kill_group(child.pid, sig)
+        kill_group(child.pid, sig, child.parent)
         fut = self.exited(child.pid)
         grace = UNWANTED_GRACE if grace is None else grace
-        late = self._loop.call_later(grace, kill_group, child.pid, signal.SIGKILL) if self._loop else None
+        late = (self._loop.call_later(grace, kill_group, child.pid, signal.SIGKILL, child.parent)
+                if self._loop else None)
 
         def gone(_: object) -> None:
             if late is not None:

@@ -31,7 +31,8 @@ from .exits import oom_counters
 from .liveness import become_ready, health_loop
 from .output import Output
 from .envfiles import read_env_files
-from .spawn import Child, SpawnError, describe_status, end_group, instance_env, kill_group
+from .procgroup import end_group, kill_group
+from .spawn import Child, SpawnError, describe_status, instance_env
 
 if TYPE_CHECKING:
     from .logs import LogBatch
@@ -158,7 +159,7 @@ class Worker(ExitReport):
     def kill_group(self, sig: signal.Signals) -> None:
         if self._child is not None:
             self.approval.revoke()
-            kill_group(self._child.pid, sig)
+            kill_group(self._child.pid, sig, self._child.parent)
 
     @property
     def log_instance(self) -> int:
@@ -414,17 +415,17 @@ class Worker(ExitReport):
         self._set(WorkerState.STOPPING)
         self.approval.revoke()
         sig = self.cfg.stop_signal
-        kill_group(child.pid, sig)
+        kill_group(child.pid, sig, child.parent)
         try:
             await asyncio.wait_for(asyncio.shield(exited), self.cfg.stop_timeout)
         except TimeoutError:
             self.group.event(self, f"pid {child.pid} ignored {sig.name} for {self.cfg.stop_timeout:g}s: SIGKILL")
-            kill_group(child.pid, signal.SIGKILL)
+            kill_group(child.pid, signal.SIGKILL, child.parent)
             await exited
 
     async def _kill_now(self) -> None:
         child = self._child
         if child is not None:
             self.approval.revoke()
-            kill_group(child.pid, signal.SIGKILL)   # the spawner helper reaps it
+            kill_group(child.pid, signal.SIGKILL, child.parent)   # the spawner helper reaps it
             self._child = None
