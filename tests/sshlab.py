@@ -301,7 +301,13 @@ class SshLab:
             if h.relay is not None:
                 h.relay.close()
             h.stop()
-            # whatever still runs under this host's uid was started by this test (the uid is new)
+            # whatever still runs under this host's uid was started by this test (the uid is new). A
+            # session's sshd whose client has just left is still closing its channel (behind a 300 ms
+            # relay, several round trips): a leak is what runs on 5 s after its sshd and relay are gone.
+            try:
+                wait_until(lambda: not h.processes(), 5, 0.05)
+            except AssertionError:
+                pass
             for p in h.processes():
                 try:
                     left.append(f"{h.name}: pid {p.pid} {' '.join(p.cmdline())}")
