@@ -15,34 +15,18 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"the app did not answer on port {port} within {timeout:g}s")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reload_bench import free_port, wait_http  # noqa: E402
 
 
 def main() -> int:
@@ -71,7 +55,7 @@ dir = "logs"
         env = {**os.environ, "OXTUI_RUNTIME_DIR": tmp}
         engine = subprocess.Popen([PY, "-m", "oxtui", "run", str(oxfile)], stdout=subprocess.DEVNULL, env=env)
         try:
-            wait_http(port)
+            wait_http(port, 60)
             took = []
             for _ in range(args.reloads):
                 t0 = time.monotonic()

@@ -101,7 +101,6 @@ def hand_over(engine: EngineApi, background: bool = True) -> int:
         # The loop stands still until the new engine is ready; under systemd the watchdog is fed from
         # here meanwhile (a slow start of the new engine must not get the unit killed mid-upgrade).
         reply = _readline(ours, lambda: _keep_alive(engine))
-        _keep_alive(engine)     # the new engine has a whole period to send its own
         if reply != "ready":
             raise CommandError(_why_not(reply, pid, out_path if background else None))
         engine.service.send(f"MAINPID={pid}")     # systemd: the new engine is the unit's main process

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import forkserver
-from .procgroup import kill_group
 from .commandline import request
+from .procgroup import kill_group
 
 if TYPE_CHECKING:
     from ..oxfile.config import RunAs
