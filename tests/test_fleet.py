@@ -60,6 +60,8 @@ class HostEngine:
                    timeout, 0.1, what=f"{n} running {name} workers on {self.host.name}")
 
     def stop(self) -> None:
+        if self.host.proc is None:      # a test that failed while its host was down: bring it back to stop the engine
+            self.host.start()
         r = self.host.ssh(OXTUI, "down", "-c", str(self.oxfile))
         assert r.returncode in (0, 3), f"oxtui down on {self.host.name}: {r.stdout}{r.stderr}"
 
@@ -391,14 +393,16 @@ def test_a_host_that_drops_comes_back_and_a_stalled_host_holds_up_no_other(lab, 
 
             # web2 goes away: its row says since when and when it is tried again; web1 goes on
             web2.stop()
-            await wait(lambda: app.grid.rows_by_key.get("h:web2") and app.grid.rows_by_key["h:web2"].state == "down",
-                       "web2 shown unreachable", 20)
+            # the link is unreachable between tries and briefly connecting during one: wait for a row drawn
+            # between tries, which must say both that it is down and when it is tried again
+            await wait(lambda: app.grid.rows_by_key.get("h:web2") and app.grid.rows_by_key["h:web2"].state == "down"
+                       and app.grid.rows_by_key["h:web2"].cells[10].startswith("retry in"), "web2 shown unreachable", 20)
             assert app.grid.rows_by_key["h:web2"].cells[2] == "down"
-            assert app.grid.rows_by_key["h:web2"].cells[10].startswith(("retry in", "connecting"))
             assert not any(k.startswith("web2|") for k in app.grid.rows_by_key), "no stale rows of a lost host"
             assert "2/3 hosts up" in str(app.header.render())
             await _select(pilot, app, "h:web2")
-            assert "retrying in" in str(app.info.render()) and "unreachable since" in str(app.info.render())
+            await wait(lambda: "retrying in" in str(app.info.render()), "web2's next try in its details", 10)
+            assert "unreachable since" in str(app.info.render())
             old1 = e1.pids()
             await _select(pilot, app, f"web1|{o1}|w:app:1:")
             await pilot.press("k")
@@ -503,3 +507,20 @@ def test_figures_alone_may_wait_but_anything_else_is_news():
     assert not delta.only_metrics({"processes": {"api": {"workers": {"3:": {"cpu_percent": 2.0, "state": "exited"}}}}})
     assert not delta.only_metrics({"processes": {"api": {"workers": {"4:": {"instance": 4, "pid": 5}}}}})
     assert not delta.only_metrics({"processes": {"api": {"workers": {delta.DELETED: ["4:"]}}}})
+
+
+def test_a_host_tried_again_after_a_drop_still_reads_down():
+    from oxtui.fleet.fleetfile import Host
+    from oxtui.fleet.session import FleetHost, host_line
+    from oxtui.tui.fleet import host_row
+    h = FleetHost(Host("web2", "web2.example"))
+    assert host_row(h, []).cells[2] == "…" and host_line(h) == "connecting…", "a first connect is not a failure"
+    h.link._down("ssh: connect to host web2.example port 22: Connection refused")
+    h.link.retry_at = time.time() + 8
+    row, line = host_row(h, []), host_line(h)
+    assert (row.state, row.cells[2], row.cells[10]) == ("down", "down", "retry in 8 s")
+    assert line.startswith("unreachable since ") and "retrying in 8 s: ssh: connect to host" in line
+    h.link.state = "connecting"      # what run_forever sets while it tries again
+    row, line = host_row(h, []), host_line(h)
+    assert (row.state, row.cells[2], row.cells[10]) == ("down", "down", "connecting…")
+    assert line.startswith("unreachable since ") and ", connecting again…: ssh: connect to host" in line

@@ -159,11 +159,15 @@ def host_line(h: FleetHost, now: float | None = None) -> str:
     now = time.time() if now is None else now
     if link.state == "up":
         return "up" + (f" · {link.rtt * 1000:.0f} ms" if link.rtt is not None else "")
-    if link.state == "unreachable" and link.since is not None:
+    if link.since is None:
+        return "connecting…"
+    if link.state == "unreachable":
         left = max(0, round((link.retry_at or now) - now))
-        return (f"unreachable since {time.strftime('%H:%M:%S', time.localtime(link.since))}, retrying in {left} s"
-                + (f": {link.reason}" if link.reason else ""))
-    return "connecting…"
+        then = f"retrying in {left} s"
+    else:
+        then = "connecting again…"
+    return (f"unreachable since {time.strftime('%H:%M:%S', time.localtime(link.since))}, {then}"
+            + (f": {link.reason}" if link.reason else ""))
 
 
 def down_cells(h: FleetHost) -> tuple[str, str]:

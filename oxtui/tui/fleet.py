@@ -40,8 +40,8 @@ def host_row(h: FleetHost, snaps: list[dict[str, Any]]) -> Row:
                  f"{running}/{len(workers)} running")
     else:
         since, retry = down_cells(h)
-        cells = (f"◆ {h.name}", "", "down" if link.state == "unreachable" else "…", "", "", "", "", "", "", since,
-                 retry)
+        # a host being tried again after a drop is still down: "…" is only for a first connect
+        cells = (f"◆ {h.name}", "", "down" if link.since is not None else "…", "", "", "", "", "", "", since, retry)
     return Row(f"h:{h.name}", "host", "", None, None, cells, "up" if up else "down", host=h.name)
 
 
