@@ -16,9 +16,14 @@ from load import BoundedLoad
 
 class KeepAliveLoad(BoundedLoad):
     def __init__(self, port: int, path: str = "/", connections: int = 16, max_seconds: float = 120,
-                 max_requests: int = 2_000_000):
+                 max_requests: int = 2_000_000, pause: float = 0.0):
         super().__init__(port, path, connections, max_seconds)
         self.max_requests = max_requests
+        # Seconds each connection waits between an answer and its next request: a connection that is
+        # idle most of the time, as a browser's or a proxy's pool is, and a server that is not kept busy
+        # flat out (a reload must then close idle connections without losing the request that races
+        # the close).
+        self.pause = pause
         self.ok = 0
         self.reconnects = 0           # connections opened again after a clean Connection: close
         self.bodies: list[str] = []   # the last few, to see which release answered
@@ -65,6 +70,8 @@ class KeepAliveLoad(BoundedLoad):
                 conn = None
                 with self._lock:
                     self.reconnects += 1
+            if self.pause:
+                self._stop.wait(self.pause)
         if conn is not None:
             conn.close()
 

@@ -27,6 +27,7 @@ INSTANCES = 2
 # A server that closes idle keep-alive connections at once on SIGTERM loses at most the request in
 # flight on each connection it holds, for each instance a reload replaces: README's bound for them.
 LOSSY = CONNECTIONS * INSTANCES * 3
+PAUSE = 0.02
 
 # (id, app folder, command, ready line, most requests it may lose): README's table, with this venv's
 # paths. 0 is a promise. The servers that lose requests on their own are in the table too, labelled,
@@ -67,7 +68,7 @@ def test_recipe_under_keep_alive_load_through_3_reloads(tmp_path, engine_process
     port = free_port()
     ep = engine_process(oxfile_for(tmp_path, app, command, ready, port))
     first = {w["pid"] for w in ep.wait_running("app", INSTANCES, timeout=60)}
-    with KeepAliveLoad(port, connections=CONNECTIONS, max_seconds=150) as load:
+    with KeepAliveLoad(port, connections=CONNECTIONS, max_seconds=150, pause=PAUSE) as load:
         load.wait_for(200)
         for n in range(3):
             r = ep.cli("reload", "app", timeout=120)
