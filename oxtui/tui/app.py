@@ -145,7 +145,7 @@ class OxtuiApp(App[int]):
             self._show_reloads(snap)
         batches, dropped = self.client.take_logs()
         if batches:
-            self.logview.add_batches(batches)
+            dropped += self.logview.add_batches(batches)
         if dropped:
             self.logview.dropped += dropped
             self._update_logs_title()

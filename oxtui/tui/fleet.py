@@ -121,8 +121,8 @@ class FleetApp(OxtuiApp):
         for h, v, _ in views:
             batches, dropped = v.take_logs()
             if batches:
-                self.logview.add_batches([LogBatch(b.seq, b.ts, f"{h.name}/{b.process}", b.instance, b.stream, b.data,
-                                                   b.count) for b in batches])
+                dropped += self.logview.add_batches([LogBatch(b.seq, b.ts, f"{h.name}/{b.process}", b.instance,
+                                                              b.stream, b.data, b.count) for b in batches])
             if dropped:
                 self.logview.dropped += dropped
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from rich.segment import Segment
 from rich.style import Style
@@ -23,6 +23,12 @@ from textual.strip import Strip
 from ..protocol import STREAM_MARK, LogBatch, format_ts
 
 MAX_LINES = 20_000
+# At most this many lines are made per pull (10 a second): 25 ms of the UI's time here. A flood
+# brings up to 8 MiB (about 100,000 lines) to one pull; making lines of all of them kept the UI
+# thread busy for 0.1 s a pull, 0.4 s on a loaded machine, and a key waited behind several pulls
+# (7 s in a loaded test). Nobody reads 50,000 lines a second; the rest are counted as skipped on
+# screen and are in the log files.
+PER_PULL = 5_000
 PREFIX = 13 + 11 + 2        # "HH:MM:SS.mmm " + the source in 10 + " " + the stream mark and a space
 MAX_WIDTH = 1000
 PALETTE = ("cyan", "yellow", "green", "magenta", "blue", "bright_cyan", "bright_yellow", "bright_green",
@@ -78,11 +84,16 @@ class LogView(ScrollView, can_focus=True):
 
     # ---- feeding ------------------------------------------------------------------------------
 
-    def add_batches(self, batches: Iterable[LogBatch]) -> None:
+    def add_batches(self, batches: Iterable[LogBatch]) -> int:
+        """Add the newest PER_PULL lines; returns how many older ones were skipped (the caller counts
+        them as dropped for the screen)."""
         added = 0
-        for b in batches:
+        batches = list(batches)
+        kept = _newest(batches, PER_PULL)
+        skipped = sum(b.count for b in batches) - sum(len(lines) for _, lines in kept)
+        for b, lines in kept:
             src = b.source
-            for text in b.lines:
+            for text in lines:
                 line = LogLine(b.ts, b.process, src, b.stream, text)
                 self.all.append(line)
                 if self._wanted(line):
@@ -92,6 +103,7 @@ class LogView(ScrollView, can_focus=True):
                         self._width = min(MAX_WIDTH, len(text) + len(src) + 30)
         if added:
             self._resize()
+        return max(0, skipped)
 
     def _wanted(self, line: LogLine) -> bool:
         if self.filter is None:
@@ -283,3 +295,20 @@ class LogView(ScrollView, can_focus=True):
         if self.dropped:
             parts.append(f"{self.dropped} lines skipped on screen (in the files)")
         return " · ".join(parts)
+
+
+def _newest(batches: list[LogBatch], limit: int) -> list[tuple[LogBatch, Sequence[str]]]:
+    """The batches' last `limit` lines, oldest first, with their batch; the older batches are never
+    decoded."""
+    out: list[tuple[LogBatch, Sequence[str]]] = []
+    n = 0
+    for b in reversed(batches):
+        if n >= limit:
+            break
+        lines = b.lines
+        if n + len(lines) > limit:
+            lines = lines[len(lines) - (limit - n):]
+        out.append((b, lines))
+        n += len(lines)
+    out.reverse()
+    return out
