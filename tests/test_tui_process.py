@@ -154,7 +154,9 @@ def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
         old = wait_until(lambda: running_pids(oxfile, 3), 20, 0.1, "3 running workers")
         with Load(port) as load:
             load.wait_for(30)
-            (tmp_path / "release.txt").write_text("ok r2")
+            # Each new instance boots for 1.5 s, so the reload lasts seconds: long enough to be seen
+            # running and cut off mid-way (an "ok" release was once done in 1.9 s, before a poll).
+            (tmp_path / "release.txt").write_text("slowok r2")
             # "r" acts on the selected process row: before the first snapshot is drawn there is none, and
             # the key only says "select a process first". The pids alone are no sign of the grid (the
             # log pane prints them too): wait for the process row with its 3 instances up.
@@ -165,7 +167,8 @@ def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
                            10, 0.05, "the reload to start")
             except AssertionError as e:     # failed twice in 5 loaded full runs: say what the screen said
                 screen = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", tui.output[-6000:]).decode(errors="replace")
-                raise AssertionError(f"{e}; the TUI's last output:\n{screen}") from None
+                reload = status(oxfile)["processes"][0]["reload"]
+                raise AssertionError(f"{e} (reload now: {reload}); the TUI's last output:\n{screen}") from None
             tui.hang_up()
             wait_until(lambda: (status(oxfile)["processes"][0]["reload"] or {}).get("state") in ("done", "failed"),
                        30, 0.1, "the reload to finish after the hang-up")
