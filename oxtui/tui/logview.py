@@ -25,9 +25,9 @@ from ..protocol import STREAM_MARK, LogBatch, format_ts
 MAX_LINES = 20_000
 # At most this many lines are made per pull (10 a second): 25 ms of the UI's time here. A flood
 # brings up to 8 MiB (about 100,000 lines) to one pull; making lines of all of them kept the UI
-# thread busy for 0.1 s a pull, 0.4 s on a loaded machine, and a key waited behind several pulls
-# (7 s in a loaded test). Nobody reads 50,000 lines a second; the rest are counted as skipped on
-# screen and are in the log files.
+# thread busy for 0.1 s a pull, several times that on a loaded machine, and a key waited behind
+# several pulls (1.9 s beside two busy loops, 0.65 s with this bound). Nobody reads 50,000 lines a
+# second; the rest are counted as skipped on screen and are in the log files.
 PER_PULL = 5_000
 PREFIX = 13 + 11 + 2        # "HH:MM:SS.mmm " + the source in 10 + " " + the stream mark and a space
 MAX_WIDTH = 1000
