@@ -1,5 +1,5 @@
-"""kill_group against real processes: an instance's number, once free, may be any other process's
-or thread's, and a signal meant for the instance must not reach it."""
+"""kill_group and signal_process against real processes: an instance's number, once free, may be any
+other process's or thread's, and a signal meant for the instance must not reach it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 from conftest import gone, wait_until
 
-from oxtui.engine.procgroup import kill_group
+from oxtui.engine.procgroup import kill_group, signal_process
 
 PY = sys.executable
 # prints the id of a second thread, then sleeps: a process whose thread id is not its pid
@@ -78,3 +78,23 @@ def test_a_group_gets_the_signal_whole():
         wait_until(lambda: gone(grandchild), 10, 0.05, "the rest of the group to end")
     finally:
         _end(leader)
+
+
+def test_k_signals_the_instance_only_while_its_number_is_still_the_helper_s_child():
+    """`k` / `oxtui kill` signal the main process alone: never a number that became another process's
+    or a thread's between the instance's exit and the engine hearing of it."""
+    child = _start("import time; time.sleep(60)")           # its parent is this test, as the helper is an instance's
+    other = _start(THREADED, start_new_session=True)
+    try:
+        tid = int(other.stdout.readline())
+        assert not signal_process(child.pid, signal.SIGTERM, parent=child.pid + 1_000_000), "another's child"
+        assert not signal_process(tid, signal.SIGKILL, parent=other.pid), "a thread's id"
+        assert not signal_process(tid, signal.SIGKILL, parent=os.getpid())
+        time.sleep(0.3)
+        assert child.poll() is None and other.poll() is None
+        assert signal_process(child.pid, signal.SIGTERM, parent=os.getpid())
+        assert child.wait(10) == -signal.SIGTERM
+        assert not signal_process(child.pid, signal.SIGTERM, parent=os.getpid()), "reaped: no process by that number"
+    finally:
+        _end(child)
+        _end(other)

@@ -34,6 +34,19 @@ def kill_group(pgid: int, sig: int, parent: int | None = None) -> None:
         pass
 
 
+def signal_process(pid: int, sig: int, parent: int | None) -> bool:
+    """Signal an instance's main process alone (`k`, `oxtui kill`), only while `pid` is still a process
+    forked by `parent`: the engine hears of an exit a moment after it, and by then the number may be
+    another process's (or a thread's). False when it is not, or is gone."""
+    if parent is not None and _process_parent(pid) != parent:
+        return False
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def _process_parent(pid: int) -> int | None:
     """The parent of process `pid`, or None when `pid` is no process (gone, or a thread's id)."""
     try:

@@ -16,7 +16,6 @@ state it goes to next, while the last output drains and the exit is recorded.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections import deque
@@ -31,7 +30,7 @@ from .exits import oom_counters
 from .liveness import become_ready, health_loop
 from .output import Output
 from .envfiles import read_env_files
-from .procgroup import end_group, kill_group
+from .procgroup import end_group, kill_group, signal_process
 from .spawn import Child, SpawnError, describe_status, instance_env
 
 if TYPE_CHECKING:
@@ -147,11 +146,10 @@ class Worker(ExitReport):
             self._stop.set()
 
     def kill(self, sig: signal.Signals) -> bool:
-        if self.pid is None or self.state not in LIVE_STATES:
+        child = self._child
+        if self.pid is None or child is None or self.state not in LIVE_STATES:
             return False
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
+        if not signal_process(child.pid, sig, child.parent):
             return False
         self.group.event(self, f"sent {sig.name} to pid {self.pid}")
         return True
