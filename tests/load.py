@@ -12,10 +12,8 @@ from pathlib import Path
 class BoundedLoad:
     """Threads that send requests to 127.0.0.1 until stopped or out of time; subclasses send them."""
 
-    def __init__(self, port: int, path: str, threads: int, max_seconds: float, pause: float = 0.0):
+    def __init__(self, port: int, path: str, threads: int, max_seconds: float):
         self.port, self.path, self.max_seconds = port, path, max_seconds
-        # Seconds each thread waits between an answer and its next request (0: back to back)
-        self.pause = pause
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -54,8 +52,8 @@ class BoundedLoad:
 class Load(BoundedLoad):
     """One HTTP/1.0 request per connection."""
 
-    def __init__(self, port: int, path: str = "/", threads: int = 4, max_seconds: float = 120, pause: float = 0.0):
-        super().__init__(port, path, threads, max_seconds, pause)
+    def __init__(self, port: int, path: str = "/", threads: int = 4, max_seconds: float = 120):
+        super().__init__(port, path, threads, max_seconds)
         self.bodies: list[str] = []
 
     @property
@@ -84,8 +82,6 @@ class Load(BoundedLoad):
             except OSError as e:
                 with self._lock:
                     self.failures.append(f"{time.time():.3f} port={port} since={since:.3f} {e!r}")
-            if self.pause:
-                self._stop.wait(self.pause)
 
 
 def parse_failure(failure: str) -> tuple[float, str, float]:
