@@ -375,11 +375,14 @@ def test_every_second_ticks_once_a_second(tmp_path, engine_process):
         every = "1s"
     '''))
     time.sleep(5.5)
+    asked = time.time()
     events = [json.loads(line) for line in ep.cli("events", "--json", "-n", "200").stdout.splitlines()]
     times = [e["at"] for e in events if e["event"] == "start" and e["process"] == "quick"]
     assert len(stamps.read_text().split()) >= len(times) - 1, "every run ran"
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert 4 <= len(times) <= 6, times
+    # How many depends on when the events were read (a CLI call took over a second beside two busy
+    # loops, and 7 runs were then right): at least 4 in the 5.5 s, and still ticking when asked.
+    assert len(times) >= 4 and asked - times[-1] <= 1.3, (asked, times)
     assert all(0.7 <= g <= 1.3 for g in gaps), gaps
     assert procs(ep)["quick"]["schedule"]["next_run"] > time.time()
 
