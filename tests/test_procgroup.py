@@ -90,6 +90,7 @@ def test_k_signals_the_instance_only_while_its_number_is_still_the_helper_s_chil
         assert not signal_process(child.pid, signal.SIGTERM, parent=child.pid + 1_000_000), "another's child"
         assert not signal_process(tid, signal.SIGKILL, parent=other.pid), "a thread's id"
         assert not signal_process(tid, signal.SIGKILL, parent=os.getpid())
+        assert not signal_process(child.pid, signal.SIGTERM, parent=None), "no known parent: never by number"
         time.sleep(0.3)
         assert child.poll() is None and other.poll() is None
         assert signal_process(child.pid, signal.SIGTERM, parent=os.getpid())

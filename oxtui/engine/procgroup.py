@@ -24,21 +24,17 @@ def kill_group(pgid: int, sig: int, parent: int | None = None) -> None:
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
-        if parent is None or _process_parent(pgid) != parent:
-            return
-        try:
-            os.kill(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_process(pgid, sig, parent)
     except PermissionError:
         pass
 
 
 def signal_process(pid: int, sig: int, parent: int | None) -> bool:
-    """Signal an instance's main process alone (`k`, `oxtui kill`), only while `pid` is still a process
-    forked by `parent`: the engine hears of an exit a moment after it, and by then the number may be
-    another process's (or a thread's). False when it is not, or is gone."""
-    if parent is not None and _process_parent(pid) != parent:
+    """Signal process `pid` alone, only while it is still a process forked by `parent` (`k`, `oxtui
+    kill`, and kill_group before setsid): the engine hears of an exit a moment after it, and by then
+    the number may be another process's (or a thread's). False when it is not, is gone, or `parent`
+    is not known."""
+    if parent is None or _process_parent(pid) != parent:
         return False
     try:
         os.kill(pid, sig)
