@@ -225,6 +225,42 @@ async def _wrap():
         assert not view.wrap and view.virtual_size.height == lines
 
 
+def test_a_pull_past_its_bound_says_in_the_title_how_many_lines_it_skipped():
+    from oxtui.tui.logview import PER_PULL
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            app.client.logs = [LogBatch(200 + i, T0 + 30, "worker", 0, "out",
+                                        "\n".join(f"line {i}.{j}" for j in range(1000)).encode(), 1000)
+                               for i in range(PER_PULL // 1000 + 1)]
+            app.pull()
+            await pilot.pause()
+            assert app.logview.dropped == 1000 and app.logview.all[-1].text == "line 5.999"
+            assert "1000 lines skipped on screen (in the files)" in str(app.logs_title.render())
+    asyncio.run(body())
+
+
+def test_the_fleet_s_pull_past_its_bound_says_so_in_the_title_too(monkeypatch):
+    from oxtui.tui.logview import PER_PULL
+    app = make_fleet_app(monkeypatch)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            view = app.session.hosts[0].engines["/srv/app/oxfile.toml"]
+            for i in range(PER_PULL // 1000 + 1):
+                view._logs.add(LogBatch(200 + i, T0 + 30, "worker", 0, "out",
+                                        "\n".join(f"line {i}.{j}" for j in range(1000)).encode(), 1000))
+            app.pull()
+            await pilot.pause()
+            assert app.logview.dropped == 1000 and app.logview.all[-1].text == "line 5.999"
+            assert app.logview.all[-1].process == "web1/worker"
+            assert "1000 lines skipped on screen (in the files)" in str(app.logs_title.render())
+    asyncio.run(body())
+
+
 def test_wrapped_rows_lose_no_character_beside_the_scrollbar():
     """At 80x24 with more lines than fit (a vertical scrollbar), each wrapped row holds what is visible."""
     asyncio.run(_wrap_narrow())

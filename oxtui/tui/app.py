@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ..client.link import CanDetach, CanHandOver, EngineClient
-from ..protocol import LIVE_STATES, ProcessSnapshot, Reply, Snapshot, WorkerState
+from ..protocol import LIVE_STATES, LogBatch, ProcessSnapshot, Reply, Snapshot, WorkerState
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logview import LogView
@@ -137,15 +137,16 @@ class OxtuiApp(App[int]):
         snap = self.client.snapshot()
         if snap is not None and snap is not self._snapshot:
             self._snapshot = snap
-            self._set(self.header, self._stopping_text(snap) + header_text(snap, self.host, self._loadavg(),
-                                                                           attached=self.client.attached,
-                                                                           width=self.size.width))
+            self._set(self.header, self._stopping_text(snap) + header_text(
+                snap, self.host, self._loadavg(), attached=self.client.attached, width=self.size.width))
             self._show_rows()
             self._show_info()
             self._show_reloads(snap)
-        batches, dropped = self.client.take_logs()
-        if batches:
-            dropped += self.logview.add_batches(batches)
+        self._add_logs(*self.client.take_logs())
+
+    def _add_logs(self, batches: list[LogBatch], dropped: int) -> None:
+        """Batches to the pane; lines the client dropped or the pane skipped are counted in its title."""
+        dropped += self.logview.add_batches(batches)
         if dropped:
             self.logview.dropped += dropped
             self._update_logs_title()

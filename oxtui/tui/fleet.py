@@ -120,11 +120,8 @@ class FleetApp(OxtuiApp):
             self._show_reload_lines(lines)
         for h, v, _ in views:
             batches, dropped = v.take_logs()
-            if batches:
-                dropped += self.logview.add_batches([LogBatch(b.seq, b.ts, f"{h.name}/{b.process}", b.instance,
-                                                              b.stream, b.data, b.count) for b in batches])
-            if dropped:
-                self.logview.dropped += dropped
+            self._add_logs([LogBatch(b.seq, b.ts, f"{h.name}/{b.process}", b.instance, b.stream, b.data, b.count)
+                            for b in batches], dropped)
 
     def _show_rows(self) -> None:
         rows: list[Row] = []
