@@ -70,6 +70,7 @@ async def main() -> None:
         engine.shutdown()
         engine.join(30)
     shots.append(await attached())
+    shots.append(await flood())
     shots.append(await fleet())
     if shutil.which("rsvg-convert"):
         for svg in shots:
@@ -95,6 +96,40 @@ async def attached() -> str:
     finally:
         subprocess.run([*cli, "down", "-c", str(oxfile)], check=True, cwd=ROOT)
     return shot
+
+
+FLOOD = """
+[processes.worker]
+command = "python3 worker.py"
+instances = 2
+[processes.chatty]
+command = "python3 chatty.py"
+"""
+CHATTY = "import sys\nwhile True:\n    sys.stdout.write('debug: cache miss for key 42\\n' * 1000)\n"
+
+
+async def flood() -> str:
+    """The sample worker beside a process printing flat out: `+` is answered during the flood, and the
+    logs title counts the lines the pane skipped (they are in the files)."""
+    import tempfile
+    folder = Path(tempfile.mkdtemp(prefix="oxtui-flood-"))
+    shutil.copy(ROOT / "sample_apps" / "worker.py", folder / "worker.py")
+    (folder / "chatty.py").write_text(CHATTY)
+    (folder / "oxfile.toml").write_text(FLOOD)
+    engine = EmbeddedEngine(load(folder / "oxfile.toml"))
+    engine.start()
+    app = OxtuiApp(engine, "flood/oxfile.toml")
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: app.logview.dropped > 0)
+            app.simulate_key("plus")            # the worker row is selected: as a terminal sends it
+            await until(pilot, lambda: "w:worker:2:" in app.grid.rows_by_key)
+            await pilot.pause(1)
+            return app.save_screenshot("flood.svg", str(OUT))
+    finally:
+        engine.shutdown()
+        engine.join(30)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def fleet() -> str:
