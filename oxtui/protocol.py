@@ -153,6 +153,17 @@ class NotifyStatus(TypedDict):
     last_failure: str | None         # "12:04:31 webhook https://... failed 3 times (timed out); crash of web not sent"
 
 
+class Recovered(TypedDict):
+    """This engine replaced one that died, started by the keeper (engine/recovery.py)."""
+    at: float                        # when this engine had adopted every worker
+    from_pid: int                    # the engine that died
+    cause: str                       # "SIGKILL", "SIGSEGV", "exit code 1", "unknown" (its parent reaped it first)
+    died_at: float
+    attempts: int                    # engines the keeper started until one adopted (1: the first did)
+    kept: int                        # workers adopted with their pids
+    ended_meanwhile: int             # workers that ended while no engine ran (restarted as after a crash)
+
+
 class EngineInfo(TypedDict):
     started_at: float
     uptime_s: float
@@ -166,6 +177,8 @@ class EngineInfo(TypedDict):
     unit: str | None
     oxfile_changed: bool
     notify: NotifyStatus | None      # None without [notify]
+    recovered: Recovered | None      # None unless this engine replaced one that died
+    keeper_pid: int | None           # the process that holds the workers (engine/forkserver.py)
 
 
 class Snapshot(TypedDict):

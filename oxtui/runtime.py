@@ -71,6 +71,11 @@ def lock_path(oxfile: Path) -> Path:
     return runtime_dir() / f"{key_for(oxfile)}.lock"
 
 
+def journal_path(oxfile: Path, kind: str) -> Path:
+    """The engine's history on disk (engine/journal.py): kind "state" or "events"."""
+    return runtime_dir() / f"{key_for(oxfile)}.{kind}"
+
+
 def all_dirs() -> list[Path]:
     """Every runtime folder this user may look into: its own, and for root every user's."""
     mine = base_dir()

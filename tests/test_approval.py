@@ -245,7 +245,8 @@ def test_the_helper_checks_each_end_against_the_revokes_queued_by_then(monkeypat
             return real_waitpid(pid, 0)           # only ours: the test process has other children
 
         monkeypatch.setattr(fs.os, "waitpid", waitpid)
-        fs._reap(helper_end, os.getpid(), -1)
+        monkeypatch.setattr(fs, "_sock", helper_end)
+        fs._reap(os.getpid(), -1)
         monkeypatch.undo()
         msg = json.loads(engine_end.recv(1 << 20))
         if msg.get("then"):

@@ -103,7 +103,9 @@ def test_up_reports_an_engine_that_cannot_start(tmp_path, daemon):
     assert "the engine exited (code 1)" in r.stderr and "listen" in r.stderr and str(port) in r.stderr
 
 
-def test_a_sigkilled_engine_leaves_no_worker_and_a_stale_socket_is_replaced(tmp_path, daemon):
+def test_an_engine_killed_with_its_keeper_leaves_no_worker_and_a_stale_socket_is_replaced(tmp_path, daemon):
+    """SIGKILL to the engine's whole process group takes its keeper too (a lone engine's death is
+    survived: tests/test_keeper.py): then no worker may be left, and the next `up` starts afresh."""
     oxfile = write_oxfile(tmp_path, '''
         [processes.app]
         command = "sleep 600"
@@ -112,9 +114,10 @@ def test_a_sigkilled_engine_leaves_no_worker_and_a_stale_socket_is_replaced(tmp_
     assert daemon(oxfile).returncode == 0
     snap = status(oxfile)
     workers = pids_of(oxfile, "app")
-    os.kill(snap["engine_pid"], signal.SIGKILL)
+    assert os.getpgid(snap["engine"]["keeper_pid"]) == snap["engine_pid"], "the keeper is in the engine's group"
+    os.killpg(snap["engine_pid"], signal.SIGKILL)
     wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                               for p in workers), 10, what="the workers to die with the engine")
+                               for p in workers), 10, what="the workers to die with the keeper")
     assert socket_path(oxfile).exists(), "a SIGKILLed engine cannot remove its socket"
     assert lock_path(oxfile).read_text() == f"{snap['engine_pid']}\n{oxfile}\n"   # for `oxtui ls`
     r = oxtui_cli("status", "-c", str(oxfile))

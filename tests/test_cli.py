@@ -155,14 +155,15 @@ def test_sigint_stops_gracefully_and_exits_0(tmp_path, engine_process):
     assert r.returncode == 3
 
 
-def test_sigkill_of_the_engine_leaves_no_worker(tmp_path, engine_process):
+def test_sigkill_of_the_engine_and_its_keeper_leaves_no_worker(tmp_path, engine_process):
+    """(A SIGKILL of the engine alone is survived: tests/test_keeper.py.)"""
     port = free_port()
     ep = engine_process(oxfile(tmp_path, port, instances=3))
     pids = [w["pid"] for w in ep.wait_running("app", 3)] + [w["pid"] for w in ep.workers("bg")]
     assert len(pids) == 4
-    ep.proc.kill()
+    os.killpg(ep.proc.pid, signal.SIGKILL)      # its session and group: the keeper is in it
     ep.proc.wait()
-    wait_until(lambda: not marked_pids(), 5, what="workers to die with the engine")
+    wait_until(lambda: not marked_pids(), 5, what="workers to die with the keeper")
     # the control socket of the dead engine is stale; a new engine takes over
     r = ep.cli("status")
     assert r.returncode == 3

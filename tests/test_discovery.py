@@ -110,8 +110,9 @@ def test_the_only_engine_is_the_default_and_several_are_listed(tmp_path, engine_
     assert listed[str(a)]["processes"] == [{"name": "app", "instances": 1, "oxfile_instances": 1, "running": 1}]
     text = oxtui_cli("ls", cwd=nowhere).stdout
     assert str(a) in text and "app 1/1" in text
-    # A SIGKILLed engine leaves a socket nobody answers on: cleaned, never listed as live.
-    ep_a.proc.send_signal(signal.SIGKILL)
+    # An engine SIGKILLed with its keeper (its whole process group) leaves a socket nobody answers on:
+    # cleaned, never listed as live.
+    os.killpg(ep_a.proc.pid, signal.SIGKILL)
     ep_a.proc.wait()
     assert socket_path(a).exists()
     assert [e["oxfile"] for e in cli_json("ls", "--json", cwd=nowhere)] == [str(b)]

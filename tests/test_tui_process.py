@@ -8,16 +8,10 @@ failed request, and a later `oxtui` attaches to the same engine.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import re
-import select
 import signal
-import struct
-import subprocess
-import sys
-import termios
 import threading
 
 import psutil
@@ -31,63 +25,11 @@ from conftest import (
     write_oxfile,
 )
 from load import Load, explain
+from ptytui import PtyTUI
 
 from oxtui.client.remote import RemoteEngine
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import QuitScreen
-
-# Make the pty the controlling terminal of the new session (as a login shell's is), then become oxtui.
-CTTY = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-        "os.execv(sys.executable, [sys.executable, '-m', 'oxtui', *sys.argv[1:]])")
-
-
-class PtyTUI:
-    """`oxtui OXFILE` on a pty; a thread reads the screen so the app never blocks on output."""
-
-    def __init__(self, oxfile):
-        self.master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
-        self.proc = subprocess.Popen([sys.executable, "-c", CTTY, str(oxfile)], stdin=slave, stdout=slave,
-                                     stderr=slave, env={**os.environ, "TERM": "xterm-256color"},
-                                     start_new_session=True)
-        os.close(slave)
-        self.output = b""
-        self._hangup = threading.Event()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        # Only this thread touches the master, and never blocks in read: a read in progress would
-        # keep the terminal open after close().
-        try:
-            while not self._hangup.is_set():
-                if select.select([self.master], [], [], 0.05)[0]:
-                    try:
-                        data = os.read(self.master, 65536)
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    self.output = (self.output + data)[-200_000:]
-        finally:
-            os.close(self.master)
-            self._closed.set()
-
-    def press(self, keys: str) -> None:
-        os.write(self.master, keys.encode())
-
-    def hang_up(self) -> None:
-        """What sshd does when the connection drops."""
-        self._hangup.set()
-        assert self._closed.wait(5)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self._closed.is_set():
-            self.hang_up()
 
 
 def text_of(path):
@@ -254,7 +196,7 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
         tui.close()
 
 
-def test_after_the_move_a_sigkilled_engine_still_leaves_no_worker(tmp_path):
+def test_after_the_move_a_sigkilled_engine_is_replaced_by_its_keeper(tmp_path):
     oxfile = write_oxfile(tmp_path, '''
         [processes.app]
         command = "sleep 600"
@@ -268,11 +210,15 @@ def test_after_the_move_a_sigkilled_engine_still_leaves_no_worker(tmp_path):
         wait_until(lambda: b"in the background" in tui.output, 10, 0.05, "the quit choices")
         tui.press("b")
         assert tui.proc.wait(20) == 0
-        engine = status(oxfile)["engine_pid"]
+        moved = status(oxfile)
         assert running_pids(oxfile, 2) == pids
-        os.kill(engine, signal.SIGKILL)
-        wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                                   for p in pids), 10, 0.05, "the workers to die with the engine")
-        assert oxtui_cli("status", "-c", str(oxfile)).returncode == 3
+        # the background engine told the keeper who it is: a SIGKILL of it is survived as well
+        os.kill(moved["engine_pid"], signal.SIGKILL)
+        after = wait_until(lambda: (s := status(oxfile)) and s["engine_pid"] != moved["engine_pid"] and s, 15, 0.05,
+                           "a new engine")
+        assert after["engine"]["recovered"]["from_pid"] == moved["engine_pid"]
+        assert running_pids(oxfile, 2) == pids
+        assert oxtui_cli("down", "-c", str(oxfile)).returncode == 0
+        assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
     finally:
         tui.close()

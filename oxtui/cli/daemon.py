@@ -79,7 +79,12 @@ def up(config: Config, only: set[str] | None = None) -> int:
 def down(oxfile: Path) -> int:
     try:
         with Client(oxfile, timeout=None) as c:
-            pid = c.call({"cmd": "status"})["engine_pid"]
+            try:
+                pid = c.call({"cmd": "status"})["engine_pid"]
+            except ControlError as e:
+                if e.keeper_pid is None:
+                    raise
+                pid = e.keeper_pid          # no engine could start: the keeper stops everything itself
             c.call({"cmd": "shutdown"})
             for _ in c.replies():   # the engine closes its socket once every worker has stopped
                 pass

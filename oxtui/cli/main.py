@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "run":
             from .run import run
             config = _load_or_exit(oxfile)
-            return run(config, background=args.background, adopt=args.adopt, only=_only(args, config))
+            return run(config, background=args.background, adopt=args.adopt, only=_only(args, config),
+                       recover=args.recover)
         if args.verb == "up":
             from .daemon import up
             config = _load_or_exit(oxfile)
@@ -210,20 +211,44 @@ def _embedded_tui(engine, config) -> int:
     from ..tui.app import OxtuiApp
     app = OxtuiApp(engine, config.path)
     signal.signal(signal.SIGHUP, lambda *_: _keep_serving_headless(app, engine))
+    failed = False
     try:
         app.run()
     finally:
+        if engine.handed_over is None and not app.stopping and not engine.finished.is_set():
+            # The UI ended without q then s: an exception in a widget, or in Textual. Only a stop asked
+            # for stops the apps, so the engine goes to the background exactly as q then b moves it.
+            failed = True
+            _ui_failed(app, engine)
         if engine.handed_over is not None:
             # Everything belongs to the background engine now; this process only has to go.
             if app.exit_message:
                 print(f"oxtui: {app.exit_message}", file=sys.stderr, flush=True)
-            os._exit(0)
-        # However the app ended (q, an exception, the engine stopped from outside), nothing is left running.
+            os._exit(1 if failed else 0)
+        # q then s, or the engine stopped from outside: nothing is left running.
         engine.shutdown()
         engine.join(config.longest_stop + 15)
     if app.exit_message:
         print(f"oxtui: {app.exit_message}", file=sys.stderr)
     return 0
+
+
+def _ui_failed(app, engine) -> None:
+    """Hand the engine over after a failure of the UI (Textual has printed the traceback by now). When
+    the hand-over cannot be made, this process exits without a word to the keeper, which then starts
+    a new engine that adopts every worker (engine/recovery.py): either way no app stops."""
+    path = shlex.quote(str(engine.config.path))
+    why = f"{type(app._exception).__name__}: {app._exception}" if getattr(app, "_exception", None) else "it ended"
+    engine.note(f"the UI failed ({why}); handing every worker to a background engine")
+    pid, error = engine.to_background()
+    if pid is not None:
+        app.exit_message = (f"the UI failed ({why}); every worker keeps running in the background engine "
+                            f"(pid {pid}): `oxtui {path}` attaches, `oxtui down {path}` stops it")
+        return
+    print(f"oxtui: the UI failed ({why}) and the engine could not be handed over ({error}); every worker "
+          f"keeps running: the keeper starts a new engine in a moment; `oxtui {path}` attaches", file=sys.stderr,
+          flush=True)
+    os._exit(70)
 
 
 def _keep_serving_headless(app, engine) -> None:

@@ -50,6 +50,7 @@ def build_parser() -> Parser:
                    "the others wait for `oxtui start NAME`")
     s.add_argument("--background", action="store_true", help=argparse.SUPPRESS)   # how `up` starts it
     s.add_argument("--adopt", type=int, default=None, help=argparse.SUPPRESS)     # a TUI's engine moving out
+    s.add_argument("--recover", type=int, default=None, help=argparse.SUPPRESS)   # the keeper's new engine
     s = sub.add_parser("up", help="start the engine in the background; returns once every process is up")
     oxfile_args(s)
     s.add_argument("--only", metavar="NAME[,NAME]", help="start only these processes (and what they depend on)")

@@ -28,11 +28,13 @@ def prints_everything(mode: str, environ: Mapping[str, str]) -> bool:
     return mode == "all" or (mode == "auto" and not under_systemd(environ))
 
 
-def run(config: Config, background: bool = False, adopt: int | None = None, only: set[str] | None = None) -> int:
-    return asyncio.run(_run(config, background, adopt, only))
+def run(config: Config, background: bool = False, adopt: int | None = None, only: set[str] | None = None,
+        recover: int | None = None) -> int:
+    return asyncio.run(_run(config, background, adopt, only, recover))
 
 
-async def _run(config: Config, background: bool, adopt: int | None, only: set[str] | None) -> int:
+async def _run(config: Config, background: bool, adopt: int | None, only: set[str] | None,
+               recover: int | None = None) -> int:
     engine = Engine(config)
     engine.background = background
     printer = Printer(sys.stdout)
@@ -44,11 +46,13 @@ async def _run(config: Config, background: bool, adopt: int | None, only: set[st
     try:
         if adopt is not None:
             await engine.adopt(adopt)     # an embedded engine moving to the background (handover.py)
+        elif recover is not None:
+            await engine.recover(recover)     # the keeper's new engine after one died (recovery.py)
         else:
             await engine.start(only)
     except (EngineError, OSError, ValueError, KeyError) as e:
         printer.close()
-        if adopt is not None:
+        if adopt is not None or recover is not None:
             print(f"oxtui: {config.path}: cannot take over the engine: {e}", file=sys.stderr, flush=True)
         else:
             print(f"oxtui: {e}", file=sys.stderr, flush=True)
@@ -86,6 +90,8 @@ async def _run(config: Config, background: bool, adopt: int | None, only: set[st
     where = "in the background" if background else "in the foreground"
     if adopt is not None:
         where += ", taken over from the engine before it"
+    elif recover is not None:
+        where += ", started by the keeper after the engine before it died"
     engine.logs.emit("oxtui", None, "event", [f"engine pid {_pid()} running {config.path} {where}; "
                                               f"logs in {engine.logs.dir}"])
     try:

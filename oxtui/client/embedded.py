@@ -97,6 +97,31 @@ class EmbeddedEngine:
 
         self._loop.call_soon_threadsafe(go)
 
+    def to_background(self, limit: float = 15.0) -> tuple[int | None, str | None]:
+        """From the UI thread, after the UI itself failed: hand the engine and every worker to a background
+        process, as q then b does, waiting up to `limit` s for a moment when nothing is half done.
+        Returns (its pid, None), or (None, why not). This engine never acts again once it succeeded."""
+        if self._loop is None or self.engine is None or self.finished.is_set():
+            return None, "the engine is not running"
+        engine, done = self.engine, threading.Event()
+        result: dict[str, Any] = {}
+
+        async def wait_then_go() -> None:
+            try:
+                await engine.until_it_can_hand_over(None, limit)
+                result["pid"] = self.handed_over = engine.hand_over()
+            except CommandError as e:
+                result["error"] = str(e)
+                done.set()
+                return
+            done.set()
+            threading.Event().wait()      # as in hand_over: this loop stands still until the process exits
+
+        asyncio.run_coroutine_threadsafe(wait_then_go(), self._loop)
+        if not done.wait(limit + 30):
+            return None, "the engine did not answer"
+        return result.get("pid"), result.get("error")
+
     def note(self, text: str) -> None:
         """An engine event line, from any thread (logged to oxtui.log like the engine's own)."""
         if self._loop is not None and self.engine is not None and not self.finished.is_set():

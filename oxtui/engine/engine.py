@@ -11,24 +11,27 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import __version__
 from ..observers.notify import Notifications
 from ..observers.sdnotify import READY_GRACE, Notifier, systemd_unit, under_systemd
 from ..oxfile.config import Config, ProcessConfig, digest
 from ..protocol import LIVE_STATES, Event, Snapshot
+from ..runtime import ENGINE_OUT
 from .errors import CommandError, UsageError
 from .events import EventHub
 from .group import ProcessGroup
+from .journal import Journal
 from .lock import Locked, OxfileLock
 from .logs import LogHub
+from .recovery import journal_state
 from .sampling import Sampling
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
-
-FLUSH_INTERVAL = 0.2
 
 
 class EngineError(Exception):
@@ -53,7 +56,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._applying = False
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self.logs.on_pending = self._flush_soon
         self.stopped = asyncio.Event()
         self.background = False            # `oxtui run --background` (`oxtui up`): no terminal, no journal
@@ -63,6 +66,8 @@ class Engine:
         self._disk_key: tuple | None = None
         self._disk_changed = False
         self._settling = False
+        self.recovered: dict[str, Any] | None = None     # this engine replaced one that died (recovery.py)
+        self.journal = Journal(config.path, lambda: journal_state(self))
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -130,8 +135,52 @@ class Engine:
         self.spawner.approvals = why is None      # it runs this program: it takes approved restarts
         self._run_loops(adopted=True)
 
+    async def recover(self, keeper_fd: int) -> None:
+        """Start by adopting the workers of an engine that died, from its keeper (recovery.py)."""
+        from .recovery import recover
+        try:
+            await recover(self, keeper_fd)
+        except BaseException:
+            self._lock.forget()      # the keeper's lock: it stays held there for the next try
+            raise
+        self._run_loops(adopted=True)
+        self.spawner.tell({"cmd": "adopted"})
+
+    def _arm_keeper(self) -> None:
+        """The keeper (forkserver.py) holds what a new engine needs, and knows how to start one."""
+        sp = self.spawner
+        sp.ensure()
+        sp.hold("lock", self._lock.fd)
+        if self._control is not None:
+            sp.hold("control", self._control.listener_fd())
+        for g in self.groups.values():
+            self.socket_changed(g)
+            for w in g.all_workers():       # adopted ones: a keeper from before the upgrade has no copies
+                info = w.handover_info()
+                if info is not None and info["pid"] is not None and info["stdout"] is not None and info["stdout"] >= 0:
+                    sp.tell({"cmd": "pipes", "pid": info["pid"], "tag": w.keeper_tag()},
+                            [info["stdout"], info["stderr"]])
+        systemd = self.service.active
+        if systemd and sp.helper_pid is not None:
+            # The keeper is the unit's main process: an engine that dies leaves the unit active, and
+            # the keeper speaks for the watchdog while the engine beats (forkserver._watchdog).
+            self.service.main_pid = sp.helper_pid
+            self.service.beat = lambda: sp.tell({"cmd": "beat"})
+        argv = [sys.executable, "-P", "-m", "oxtui", "run", *([] if systemd else ["--background"]),
+                str(self.config.path)]
+        sp.tell({"cmd": "identity", "pid": os.getpid(), "argv": argv, "cwd": str(self.config.path.parent),
+                 "out": None if systemd else str(self.logs.dir / ENGINE_OUT), "systemd": systemd,
+                 "watchdog_usec": int(self.service.watchdog_s * 1e6) if systemd and self.service.watchdog_s else 0})
+
+    def socket_changed(self, group: ProcessGroup) -> None:
+        """A group's listening socket was bound or closed: the keeper holds it or lets it go."""
+        self.spawner.hold(f"listen:{group.name}", group.listen_fd)
+
     def _run_loops(self, adopted: bool = False) -> None:
         loop = asyncio.get_running_loop()
+        self._arm_keeper()
+        self.journal.open(list(self.events.history))
+        self.events.subscribers.append(self._journal_event)
         self._tasks = [loop.create_task(self.sampling.run(), name="metrics")]
         for g in self.groups.values():
             g.start_watch()
@@ -175,12 +224,18 @@ class Engine:
                 said = str(e)
                 await asyncio.sleep(0.1)
 
+    def _journal_event(self, ev: Event) -> None:
+        self.journal.event(ev)
+        self.journal.compact(list(self.events.history))
+        self.journal.changed()
+
     async def shutdown(self) -> None:
         """Stop every worker gracefully, then close sockets, logs and the control socket."""
         if self._stopping:
             await self.stopped.wait()
             return
         self._stopping = True
+        self.spawner.bye()              # a stop asked for: the keeper must not bring anything back
         self.service.stopping()
         self.notifications.close()
         if self.exporter is not None:
@@ -201,6 +256,7 @@ class Engine:
                 if g.sock is not None:
                     g.sock.close()
             self.spawner.close()
+            self.journal.close(remove=True)
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
             self.logs.close()
@@ -219,6 +275,8 @@ class Engine:
         """A group for cfg, its log file open; not started."""
         self.logs.open(cfg.name)
         group = self.groups[cfg.name] = ProcessGroup(self, cfg, sock)
+        if sock is not None and self._tasks:      # an apply added it (at start, _arm_keeper holds them all)
+            self.socket_changed(group)
         return group
 
     async def remove_group(self, name: str) -> None:
@@ -264,7 +322,9 @@ class Engine:
     def control(self) -> Any:
         return self._control
 
-    def changed(self) -> None:
+    def changed(self, sampled: bool = False) -> None:
+        if not sampled:
+            self.journal.changed()
         if not self._settling and any(g.deps_pending for g in self.groups.values()):
             try:
                 asyncio.get_running_loop().call_soon(self._settle)
@@ -308,7 +368,7 @@ class Engine:
     def _sampled(self) -> None:
         if self.exporter is not None:
             self.exporter.update(self.snapshot())
-        self.changed()
+        self.changed(sampled=True)
 
     def _start_metrics(self) -> None:
         from ..openssl import allow
@@ -331,8 +391,11 @@ class Engine:
         return self.exporter is not None or any(g.cfg.max_memory is not None for g in self.groups.values())
 
     def _flush_soon(self) -> None:
+        # Written at the end of this pass of the loop, not after a pause: what the engine has read from
+        # a pipe is gone from it, so a SIGKILL (the keeper then starts a new engine) must find it on
+        # disk. One write per file per busy pass: a flood's chunks are large, a quiet app's are rare.
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush_now)
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
         self._flush_handle = None
@@ -401,12 +464,14 @@ class Engine:
     def reload_all_in_background(self) -> None:
         """SIGHUP to a service: reload every process, one after another, without anyone waiting."""
         self.log("SIGHUP: rolling reload of every process (the reload signal of a service with no terminal)")
+        self.reload_in_background(list(self.groups.values()))
 
+    def reload_in_background(self, groups: list[ProcessGroup]) -> None:
         async def go() -> None:
             try:
-                await self.reload(list(self.groups.values()), None)
+                await self.reload(groups, None)
             except CommandError as e:
-                self.logs.emit("oxtui", None, "event", [f"reload on SIGHUP refused: {e}"])
+                self.logs.emit("oxtui", None, "event", [f"reload refused: {e}"])
         asyncio.get_running_loop().create_task(go())
 
     # ---- status ---------------------------------------------------------------------------
@@ -435,7 +500,8 @@ class Engine:
             "engine_pid": os.getpid(),
             "engine": {"started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 3),
                        "cpu_percent": usage.cpu_percent, "cpu_seconds": usage.cpu_seconds,
-                       "rss_bytes": usage.rss_bytes, "version": __version__,
+                       "rss_bytes": usage.rss_bytes, "version": __version__, "recovered": self.recovered,
+                       "keeper_pid": self.spawner.helper_pid,
                        "log_dir": str(self.logs.dir), "viewers": self.sampling.viewers,
                        "systemd": under_systemd(os.environ), "unit": self._unit(),
                        "oxfile_changed": self.oxfile_changed(),

@@ -37,6 +37,8 @@ class GroupHost(Protocol):
     base_env: dict[str, str]
     groups: Mapping[str, ProcessGroup]     # the others: depends_on reads their workers
 
+    def socket_changed(self, group: ProcessGroup) -> None: ...
+
     @property
     def stopping(self) -> bool: ...
     def changed(self) -> None: ...
@@ -206,12 +208,14 @@ class ProcessGroup:
             except ListenError as e:
                 raise CommandError(f"{self.name}: cannot listen on {self.cfg.listen_str} again ({e}); "
                                    "free the port, then start it") from None
+            self.engine.socket_changed(self)
             self.event(None, f"listening on {self.cfg.listen_str} again")
 
     def _release_socket(self) -> None:
         if self.sock is not None and self.cfg.listen is not None:
             self.sock.close()
             self.sock = None
+            self.engine.socket_changed(self)     # the keeper's copy too, or the port would stay open
             self.event(None, f"nothing serves {self.cfg.listen_str}: port closed, new connections are refused")
 
     async def close(self) -> None:
@@ -222,6 +226,7 @@ class ProcessGroup:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self.engine.socket_changed(self)
 
     async def restart(self) -> None:
         self.refuse_during_reload("restart")

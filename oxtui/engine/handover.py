@@ -103,7 +103,9 @@ def hand_over(engine: EngineApi, background: bool = True) -> int:
         reply = _readline(ours, lambda: _keep_alive(engine))
         if reply != "ready":
             raise CommandError(_why_not(reply, pid, out_path if background else None))
-        engine.service.send(f"MAINPID={pid}")     # systemd: the new engine is the unit's main process
+        # (when the keeper is the main process, it stays so; getattr: an engine older than the keeper)
+        if getattr(engine.service, "main_pid", None) is None:
+            engine.service.send(f"MAINPID={pid}")     # systemd: the new engine is the unit's main process
         ours.sendall(b"go\n")
     except (OSError, CommandError) as e:
         reason = str(e)
@@ -254,14 +256,7 @@ async def adopt(engine: EngineApi, channel_fd: int) -> dict[str, Any]:
         except (OSError, ValueError, KeyError) as e:
             _say(chan, f"error: {e}")
             raise
-        engine.adopt_lock(state["lock"])
-        engine.logs.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        cfgs = {p.name: p for p in engine.config.processes}
-        for g in state["groups"]:
-            sock = socket.socket(fileno=g["sock"]) if g["sock"] is not None else None
-            group = engine.add_group(cfgs[g["name"]], sock)
-            group.target, group.release = g["target"], g["release"]
-        engine.started_at = state["started_at"]
+        prepare(engine, state)
         chan.sendall(b"ready\n")
         go = _readline(chan)     # "" when the old engine is already gone: carry on all the same
         if go not in ("go", ""):
@@ -269,10 +264,35 @@ async def adopt(engine: EngineApi, channel_fd: int) -> dict[str, Any]:
     finally:
         chan.close()
     # From here on the old engine is frozen: read the helper and the pipes, serve the socket.
+    kept = await carry_on(engine, state)
+    engine.logs.emit("oxtui", None, "event", [f"took over from pid {state['from_pid']} (oxtui "
+                                              f"{state.get('version', '0.1.0')}): {kept} worker(s) kept running, "
+                                              "none restarted"])
+    return {"pid": state["from_pid"], "version": state.get("version", "0.1.0")}
+
+
+def prepare(engine: EngineApi, state: dict[str, Any]) -> None:
+    """The lock, the log folder and the groups with their sockets; no worker yet."""
+    engine.adopt_lock(state["lock"])
+    engine.logs.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cfgs = {p.name: p for p in engine.config.processes}
+    for g in state["groups"]:
+        sock = socket.socket(fileno=g["sock"]) if g["sock"] is not None else None
+        group = engine.add_group(cfgs[g["name"]], sock)
+        group.target, group.release = g["target"], g["release"]
+    engine.started_at = state["started_at"]
+
+
+async def carry_on(engine: EngineApi, state: dict[str, Any]) -> int:
+    """History, the helper, every worker and the control socket; returns how many workers kept running.
+    Exits that happened while no engine listened (state "ended": pid -> wait status) are handed to
+    the spawner first, so each such worker records its exit and restarts as after any crash."""
     if "history" in state:
         carry.restore_engine(engine, state["history"])
     if state["helper"] is not None:
-        engine.spawner.adopt(state["helper"]["fd"], state["helper"]["pid"])
+        engine.spawner.adopt(state["helper"]["fd"], state["helper"]["pid"], state["helper"].get("approvals", False))
+    for pid, status in state.get("ended", {}).items():
+        engine.spawner.ended_meanwhile(int(pid), status)
     kept = 0
     for g in state["groups"]:
         group = engine.groups[g["name"]]
@@ -292,11 +312,9 @@ async def adopt(engine: EngineApi, channel_fd: int) -> dict[str, Any]:
         # instances that wait for their depends_on start when it holds, as they would have there
         group.deps_pending = any(w.state == WorkerState.WAITING and not (w.reason or "").startswith("scheduled")
                                  for w in group.workers.values())
-    await engine.serve_control(socket.socket(fileno=state["control"]))
-    engine.logs.emit("oxtui", None, "event", [f"took over from pid {state['from_pid']} (oxtui "
-                                              f"{state.get('version', '0.1.0')}): {kept} worker(s) kept running, "
-                                              "none restarted"])
-    return {"pid": state["from_pid"], "version": state.get("version", "0.1.0")}
+    if state["control"] is not None:
+        await engine.serve_control(socket.socket(fileno=state["control"]))
+    return kept
 
 
 def _say(chan: socket.socket, line: str) -> None:

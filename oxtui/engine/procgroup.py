@@ -43,6 +43,11 @@ def signal_process(pid: int, sig: int, parent: int | None) -> bool:
     return True
 
 
+def still_child_of(pid: int, parent: int | None) -> bool:
+    """Process `pid` still exists (a zombie counts: not yet reaped) as `parent`'s child."""
+    return parent is not None and _process_parent(pid) == parent
+
+
 def _process_parent(pid: int) -> int | None:
     """The parent of process `pid`, or None when `pid` is no process (gone, or a thread's id)."""
     try:

@@ -1,8 +1,10 @@
-"""Start one instance: own session, stdout/stderr pipes, the socket as fd 3, dies with the engine.
+"""Start one instance: own session, stdout/stderr pipes, the socket as fd 3, dies with the keeper.
 
 The fork itself happens in the spawner helper (forkserver.py), which can set PR_SET_PDEATHSIG,
 place fd 3 and LISTEN_PID safely because it has no threads. This module makes the pipes and talks to
 the helper (commandline.py decides the argv); exits come back from the helper as wait statuses.
+The helper is also the keeper: it holds copies of what a new engine needs (hold, identity, the
+read ends sent with each spawn) and starts one when this engine dies without saying "bye".
 """
 
 from __future__ import annotations
@@ -83,6 +85,33 @@ class Spawner:
         self.approvals = True       # the helper takes approve/revoke (false for an older one we adopted)
         self.exit_times: dict[int, tuple[int, int]] = {}   # pid -> (helper reaped it, engine heard), ns
 
+    def ensure(self) -> None:
+        """Start the helper now (it holds the lock and sockets from the start, not from the first spawn)."""
+        if self._sock is None:
+            self._start_helper()
+
+    # ---- the keeper: what it holds for a new engine ----------------------------------------------
+
+    def hold(self, key: str, fd: int | None) -> None:
+        """The keeper keeps a copy of fd under key (replacing the one it had), or lets it go (None):
+        a port closed on purpose must close in the keeper too, so clients are refused at once."""
+        if fd is None:
+            self._tell({"cmd": "drop", "key": key})
+        else:
+            self._tell({"cmd": "hold", "key": key}, [fd])
+
+    def tell(self, msg: dict, fds: list[int] | None = None) -> None:
+        """identity, pipes, bye, adopted, beat (forkserver.py's protocol)."""
+        self._tell(msg, fds)
+
+    def _tell(self, msg: dict, fds: list[int] | None = None) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._send(self._sock, json.dumps(msg).encode(), fds or [])
+        except (OSError, SpawnError):
+            pass        # the helper is gone: _readable sees it and deals with it
+
     def _start_helper(self) -> socket.socket:
         self.approvals = True
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -125,12 +154,13 @@ class Spawner:
         self._sock.send(json.dumps({"id": self._next_id, "cmd": "pdeathsig", "on": on}).encode())
         self._wait_reply(self._sock, self._next_id)
 
-    def adopt(self, fd: int, pid: int) -> None:
+    def adopt(self, fd: int, pid: int, approvals: bool = False) -> None:
         """Take over the helper of the engine we replace (its socket was inherited as `fd`).
-        It is not our child: it exits when our end closes, and its new parent reaps it."""
+        It is not our child: it exits when our end closes, and its new parent reaps it.
+        `approvals`: it runs this program already (a keeper that started us after a crash)."""
         self._sock = socket.socket(fileno=fd)
         self._adopted_pid = pid
-        self.approvals = False          # until we know it runs our program (Engine.adopt)
+        self.approvals = approvals      # else: until we know it runs our program (Engine.adopt)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._readable)
 
@@ -149,9 +179,10 @@ class Spawner:
         return reply.get("error")
 
     async def spawn(self, command: str, cwd: str, env: dict[str, str], listen_fd: int | None = None,
-                    run_as: RunAs | None = None) -> Child:
+                    run_as: RunAs | None = None, tag: dict | None = None) -> Child:
         """Start the instance; raises SpawnError when the helper cannot fork it. Up to SPAWN_WINDOW
-        spawns are in flight at once; their answers come back through _readable."""
+        spawns are in flight at once; their answers come back through _readable. `tag` ({"group",
+        "slot", "role"}) tells a new engine which worker it is, should this engine die."""
         async with self._window:
             sock = self._sock or self._start_helper()
             assert self._loop is not None
@@ -161,8 +192,9 @@ class Spawner:
             self._next_id += 1
             rid = self._next_id
             asked = time.monotonic_ns()
-            req = {"id": rid, **request(command, cwd, env, listen_fd, run_as)}
-            fds = [out_w, err_w] + ([listen_fd] if listen_fd is not None else [])
+            req = {"id": rid, **request(command, cwd, env, listen_fd, run_as), "tag": tag, "keep": 2}
+            # the read ends go last: the keeper holds copies of them, the instance never sees them
+            fds = [out_w, err_w] + ([listen_fd] if listen_fd is not None else []) + [out_r, err_r]
             fut: asyncio.Future[dict] = self._loop.create_future()
             self._replies[rid] = fut
             try:
@@ -384,6 +416,14 @@ class Spawner:
         else:
             self._waiters[pid] = fut
         return fut
+
+    def ended_meanwhile(self, pid: int, status: int) -> None:
+        """An instance that ended while no engine listened (the keeper kept its wait status)."""
+        self._dispatch(pid, status)
+
+    def bye(self) -> None:
+        """A stop was asked for: from now on the keeper stops with this engine instead of replacing it."""
+        self._tell({"cmd": "bye"})
 
     def close(self) -> None:
         """After every instance has stopped."""

@@ -30,7 +30,7 @@ from .exits import oom_counters
 from .liveness import become_ready, health_loop
 from .output import Output
 from .envfiles import read_env_files
-from .procgroup import end_group, kill_group, signal_process
+from .procgroup import end_group, kill_group, signal_process, still_child_of
 from .spawn import Child, SpawnError, describe_status, instance_env
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ class WorkerHost(Protocol):
     def record_exit(self, who: Worker, record: ExitRecord) -> None: ...
 
 
+LOST_EXIT_CHECK = 5.0  # s after a stop's SIGKILL between looks at whether the process is gone unreported
+KILLED_STATUS = 0x09   # the wait status of a SIGKILLed process
 HISTORY = 20           # readiness and health changes kept per worker (the details screen)
 
 
@@ -248,6 +250,11 @@ class Worker(ExitReport):
         else:
             self.state = info["state"]     # stopped, exited or errored: left as they were
 
+    def keeper_tag(self) -> dict:
+        """What the keeper knows of this worker's process: whose it is, and how a stop ends it."""
+        return {"group": self.cfg.name, "slot": self.slot, "role": self.role,
+                "stop_signal": int(self.cfg.stop_signal), "stop_timeout": self.cfg.stop_timeout}
+
     def handover_info(self) -> dict | None:
         """What a new engine needs to carry on with this worker; None when its process has just
         ended and this engine has not caught up yet (the hand-over must wait)."""
@@ -345,7 +352,8 @@ class Worker(ExitReport):
             # stopped (which counts as settled for READY=1, `oxtui up` and the reload's checks)
             self._set(WorkerState.STARTING)
             try:
-                child = await spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd, self.cfg.run_as)
+                child = await spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd, self.cfg.run_as,
+                                            tag=self.keeper_tag())
             except (SpawnError, OSError) as e:
                 self.exit_code, self.exit_signal, self.pid = 127, None, None
                 self.group.event(self, f"cannot start: {e}")
@@ -419,7 +427,17 @@ class Worker(ExitReport):
         except TimeoutError:
             self.group.event(self, f"pid {child.pid} ignored {sig.name} for {self.cfg.stop_timeout:g}s: SIGKILL")
             kill_group(child.pid, signal.SIGKILL, child.parent)
-            await exited
+            # Its end comes from the keeper. Should that report never come (it went to an engine that
+            # died before reading it), a stop must still end: a pid that is no longer the keeper's
+            # child has ended, whatever was said about it.
+            while not exited.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), LOST_EXIT_CHECK)
+                except TimeoutError:
+                    if not still_child_of(child.pid, child.parent):
+                        self.group.event(self, f"pid {child.pid} is gone and its end was never reported: "
+                                               "taken as killed")
+                        self.group.spawner.ended_meanwhile(child.pid, KILLED_STATUS)
 
     async def _kill_now(self) -> None:
         child = self._child

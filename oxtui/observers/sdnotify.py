@@ -20,7 +20,7 @@ import asyncio
 import os
 import socket
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 from ..protocol import EngineFeed, ProcessSnapshot, Snapshot, WorkerState, slot_workers
 
@@ -73,6 +73,10 @@ class Notifier:
         self._status = ""
         self._status_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by the engine when its keeper is the unit's main process (engine/forkserver.py): READY=1
+        # names it as MAINPID, and once it is, the watchdog is fed through it (beat) while this engine lives.
+        self.main_pid: int | None = None
+        self.beat: Callable[[], None] | None = None
 
     @property
     def active(self) -> bool:
@@ -110,7 +114,10 @@ class Notifier:
     async def _watchdog(self) -> None:
         assert self.watchdog_s is not None
         while True:
-            self.send("WATCHDOG=1")
+            if self.beat is not None and self.ready_sent:
+                self.beat()
+            else:
+                self.send("WATCHDOG=1")
             await asyncio.sleep(self.watchdog_s / 2)
 
     async def _follow(self, feed: EngineFeed, ready_deadline: float) -> None:
@@ -136,7 +143,7 @@ class Notifier:
                 self.ready_sent = True
                 self._status = summary(snap)
                 self._status_at = time.monotonic()
-                self.send("READY=1", f"MAINPID={os.getpid()}", f"STATUS={self._status}")
+                self.send("READY=1", f"MAINPID={self.main_pid or os.getpid()}", f"STATUS={self._status}")
             return
         reloading = any(asked_reload(p) for p in snap["processes"])
         if reloading != self._reloading:

@@ -7,6 +7,8 @@ same row key, so the selection never jumps.
 
 from __future__ import annotations
 
+import os
+
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
@@ -202,6 +204,13 @@ class WorkerGrid(DataTable):
         super().watch_scroll_y(old, new)
         if int(old) != int(new):
             self.post_message(self.Scrolled())
+
+    def on_key(self, event) -> None:
+        # A test-only hook (tests/test_keeper.py): a failure inside a widget of a running TUI, driven as a
+        # person would drive it, so the test proves that no exception in the UI stops an app.
+        key = os.environ.get("OXTUI_TEST_RAISE_ON_KEY")
+        if key and event.key == key:
+            raise RuntimeError(f"test-only failure on key {key!r} (OXTUI_TEST_RAISE_ON_KEY)")
 
     def on_resize(self) -> None:
         if self.rows_by_key and self._wanted_columns() != self._columns:

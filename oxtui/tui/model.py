@@ -232,15 +232,25 @@ def header_text(snapshot: Snapshot | None, host: str, load: tuple[float, ...] | 
     usage = f"engine {eng.get('cpu_percent', 0):.1f}% CPU {human_bytes(eng.get('rss_bytes'))}"
     if width < 110:
         mode = f"attached to pid {snapshot.get('engine_pid')}" if attached else "embedded"
-        return f"{host} · {running}/{len(workers)} running{unsaved_text(snapshot, short=True)} · {usage} · {mode}, up {up}"
+        return (f"{host} · {running}/{len(workers)} running{recovered_text(snapshot, short=True)}"
+                f"{unsaved_text(snapshot, short=True)} · {usage} · {mode}, up {up}")
     load_text = " ".join(f"{x:.2f}" for x in load) if load else "-"
     if attached:
         since = time.strftime("%d %b %H:%M", time.localtime(eng["started_at"])) if eng.get("started_at") else "?"
         mode = f"attached to pid {snapshot.get('engine_pid')}, up {up} since {since}"
     else:
         mode = f"engine embedded, up {up}"
-    return (f"{host} · {running}/{len(workers)} workers running{unsaved_text(snapshot)} · {mode} · {usage} · "
-            f"load {load_text} · CPU% = of one core")
+    return (f"{host} · {running}/{len(workers)} workers running{recovered_text(snapshot)}{unsaved_text(snapshot)} · "
+            f"{mode} · {usage} · load {load_text} · CPU% = of one core")
+
+
+def recovered_text(snapshot: Snapshot, short: bool = False) -> str:
+    """" · recovered from a crash at 12:04 (SIGKILL)": this engine replaced one that died (the keeper)."""
+    rec = snapshot.get("engine", {}).get("recovered")
+    if not rec:
+        return ""
+    at = time.strftime("%H:%M", time.localtime(rec.get("died_at") or rec["at"]))
+    return f" · recovered {at} ({rec['cause']})" if short else f" · recovered from a crash at {at} ({rec['cause']})"
 
 
 def unsaved_text(snapshot: Snapshot, short: bool = False) -> str:
