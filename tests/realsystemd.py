@@ -1,5 +1,5 @@
 """A real systemd for the tests: the machine's own systemd as PID 1 of a throwaway container
-(../shared/tools/real-systemd.sh: Linux namespaces, an overlay root over /, its own cgroup2, a private
+(tests/systemd/machine.sh, in the repository: Linux namespaces, an overlay root over /, its own cgroup2, a private
 network with only 127.0.0.1). The project and the test's folder are bound in at their own paths, so
 the oxtui under test and the oxfiles are the same inside as outside; what the container writes
 elsewhere (/etc, /home, /var) stays in its overlay and goes with it.
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOL = Path(os.environ.get("OXTUI_REAL_SYSTEMD") or ROOT.parent / "shared" / "tools" / "real-systemd.sh")
+TOOL = Path(os.environ.get("OXTUI_REAL_SYSTEMD") or ROOT / "tests" / "systemd" / "machine.sh")
 PY = os.path.abspath(sys.executable)     # the venv's python: the same path inside (the project is bound in)
 
 
@@ -47,7 +47,7 @@ class Machine:
         r = subprocess.run(["/bin/bash", str(TOOL), *args], capture_output=True, text=True, env=self.env,
                            timeout=timeout, cwd=ROOT)
         if r.returncode != 0:
-            raise AssertionError(f"real-systemd.sh {' '.join(args)} failed: {r.stdout}{r.stderr}")
+            raise AssertionError(f"machine.sh {' '.join(args)} failed: {r.stdout}{r.stderr}")
         return r
 
     def start(self) -> None:

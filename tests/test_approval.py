@@ -231,7 +231,7 @@ def test_the_helper_checks_each_end_against_the_revokes_queued_by_then(monkeypat
     try:
         pid = fs._start(req, [out_w, out_w], os.getpid())
         made.append(pid)
-        fs._approve({"pid": pid, "spawn": req, "min_uptime": 0.0}, [])
+        fs.APPROVED.approve({"pid": pid, "spawn": req, "min_uptime": 0.0}, [], fs._spawned)
         real_waitpid = os.waitpid
         calls = []
 
@@ -261,5 +261,5 @@ def test_the_helper_checks_each_end_against_the_revokes_queued_by_then(monkeypat
             os.close(fd)
         engine_end.close()
         helper_end.close()
-        for table in (fs._spawned, fs._born, fs._approved, fs._sockets):
+        for table in (fs._spawned, fs._born, fs.APPROVED.approved, fs.APPROVED.sockets):
             table.clear()

@@ -24,3 +24,32 @@ def test_no_module_is_over_450_lines():
     big = {str(p.relative_to(ROOT)): n for p in (ROOT / "oxtui").rglob("*.py")
            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"split these by meaning: {big}"
+
+
+# The spawner helper and keeper run as `python -I -S engine/forkserver.py` (no site, no package): they
+# may import the standard library and each other, nothing else. A third-party import would fail only
+# there, in the process whose death ends every app.
+HELPER = ("forkserver", "forkchild", "keeper", "spare", "approved")
+
+
+def test_the_helper_s_modules_import_only_the_standard_library_and_each_other():
+    import ast
+    engine = Path(__file__).resolve().parent.parent / "oxtui" / "engine"
+    bad = []
+    for name in HELPER:
+        tree = ast.parse((engine / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):      # `from .x` is a sibling; `from ..x` is not
+                mods = [(node.module or "").split(".")[0]] if node.level <= 1 else ["oxtui (from ..)"]
+            else:
+                continue
+            bad += [f"{name}.py: {m}" for m in mods
+                    if m not in sys.stdlib_module_names and m not in HELPER and m != "__future__"]
+    assert not bad, f"the helper must import only the standard library: {bad}"
+    # and it runs for real that way: the script starts with no site and no package
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.argv = ['x']; "
+                        f"sys.path.insert(0, {str(engine)!r}); import forkserver, keeper, spare, approved"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import gone, oxtui_cli, wait_until, write_oxfile
 
@@ -166,6 +167,15 @@ time.sleep(600)
 '''
 
 
+def _status(oxfile: Path) -> dict | None:
+    from oxtui.client.connection import Client
+    try:
+        with Client(oxfile.resolve(), timeout=5) as c:
+            return c.call({"cmd": "status"})
+    except Exception:
+        return None
+
+
 def test_notify_protocol_ready_reload_watchdog_stopping(tmp_path):
     (tmp_path / "slow.py").write_text(SLOW_READY)
     oxfile = write_oxfile(tmp_path, f'''
@@ -187,24 +197,28 @@ def test_notify_protocol_ready_reload_watchdog_stopping(tmp_path):
         marks = list(tmp_path.glob("ready-at-*"))
         assert len(marks) == 1, "READY=1 came before the worker said it was ready"
         assert float(marks[0].read_text()) <= t_ready
-        assert ready["MAINPID"] == str(proc.pid)
+        keeper = next(c.pid for c in psutil.Process(proc.pid).children() if "forkserver" in " ".join(c.cmdline()))
+        assert ready["MAINPID"] == str(keeper), "the keeper, which outlives engines, is the main process"
         assert ready["STATUS"] == "app 1/1 ready"
         worker_pid = int(marks[0].name.rsplit("-", 1)[1])
         environ = Path(f"/proc/{worker_pid}/environ").read_bytes().split(b"\0")
         assert not [v for v in environ if v.split(b"=")[0] in (b"NOTIFY_SOCKET", b"WATCHDOG_USEC", b"WATCHDOG_PID")]
 
-        # The watchdog: pinged well within WATCHDOG_USEC from the engine's own loop ...
+        # The watchdog: pinged well within WATCHDOG_USEC, by the keeper while the engine's loop beats ...
         wait_until(lambda: len(systemd.times("WATCHDOG")) >= 4, 10, what="watchdog pings")
-        pings = systemd.times("WATCHDOG")
-        assert max(b - a for a, b in zip(pings, pings[1:])) < 2.0
-        # ... and silent while that loop cannot run (a hung engine gets restarted by systemd).
+        # ... and an engine whose loop cannot run (SIGSTOP) stops beating: the keeper kills it within 3/4
+        # of WATCHDOG_USEC and a new engine adopts the worker, while systemd's pings never pause.
         os.kill(proc.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
-        time.sleep(2.5)
-        assert not [t for t in systemd.times("WATCHDOG") if t > stopped_at + 0.2]
-        os.kill(proc.pid, signal.SIGCONT)
-        wait_until(lambda: [t for t in systemd.times("WATCHDOG") if t > stopped_at + 2.5], 5,
-                   what="pings again after SIGCONT")
+        snap = wait_until(lambda: (s := _status(oxfile)) and s["engine_pid"] != proc.pid and s, 15,
+                          what="a new engine in place of the stopped one")
+        assert snap["engine"]["recovered"]["cause"] == "SIGKILL" and snap["engine"]["keeper_pid"] == keeper
+        assert proc.wait(5) == -signal.SIGKILL
+        wait_until(lambda: [t for t in systemd.times("WATCHDOG") if t > stopped_at + 3], 10, what="pings go on")
+        pings = systemd.times("WATCHDOG")
+        assert max(b - a for a, b in zip(pings, pings[1:])) < 2.0, "systemd would have seen a hole"
+        assert [w["pid"] for w in snap["processes"][0]["workers"]] == [worker_pid], "the worker kept its pid"
+        assert "has not answered for" in (tmp_path / "journal.out").read_text()
 
         # A rolling reload: RELOADING=1 (with its timestamp), then READY=1 once it is over.
         before = time.monotonic()
@@ -214,9 +228,11 @@ def test_notify_protocol_ready_reload_watchdog_stopping(tmp_path):
         assert int(rl["MONOTONIC_USEC"]) > 0
         wait_until(lambda: systemd.first("READY", "1", after=t_rl), 10, what="READY=1 after the reload")
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        # systemctl stop (KillMode=mixed): SIGTERM to the main process, the keeper, which passes it on
+        os.kill(keeper, signal.SIGTERM)
+        wait_until(lambda: not psutil.pid_exists(keeper), 30, what="the keeper to stop everything and exit")
         assert systemd.first("STOPPING", "1")
+        assert not psutil.pid_exists(worker_pid) and not psutil.pid_exists(snap["engine_pid"])
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)

@@ -1,6 +1,7 @@
 """`oxtui startup` under a real systemd (tests/realsystemd.py): the unit it writes, driven by systemd
-itself through boot, status, reload under load, an engine crash, the watchdog, stop, reboots and
-removal, as a system unit and as a --user unit of a lingering user.
+itself through boot, status, reload under load, an engine crash and a hung engine (both survived by
+the keeper, the unit's main process), a killed keeper, stop, reboots and removal, as a system unit and
+as a --user unit of a lingering user.
 
 Everything runs inside the machine's own network (127.0.0.1 is the container's), so the ports are
 fixed and the load generator runs in there too (tests/loadrun.py).
@@ -128,31 +129,59 @@ def test_a_system_unit_through_boot_reload_crash_watchdog_stop_and_removal(machi
     assert "web: release 2: replacing" not in journal, "ExecReload's client repeats the engine's steps"
     assert "reload: done: 2 instance(s) replaced" in journal
 
-    # SIGKILL of the engine: systemd starts a new one, and nothing of the old one is left
-    main = int(m.show(unit, "MainPID")["MainPID"])
-    assert main > 1
+    # SIGKILL of the engine under load: the keeper, the unit's main process, starts a new engine that
+    # adopts every worker; the unit never leaves active and systemd restarts nothing
+    def engine_pid() -> int:
+        r = oxtui(m, "status", "--json", "-c", str(oxfile))
+        return json.loads(r.stdout)["engine_pid"] if r.returncode == 0 else 0
+    keeper = int(m.show(unit, "MainPID")["MainPID"])
+    engine = engine_pid()
+    assert keeper > 1 and engine > 1 and keeper != engine, "the keeper is the main process, not the engine"
     workers = pids(m, oxfile)
-    m.run("kill", "-9", str(main), check=True)
-    m.wait(lambda: (p := m.show(unit, "MainPID", "ActiveState", "StatusText"))["MainPID"] not in ("0", str(main))
-           and p["ActiveState"] == "active" and p["StatusText"].startswith("web 2/2 ready"), 40, "a new engine")
-    assert not [pid for pid in workers if alive(m, pid)], "a worker of the killed engine is still alive"
-    assert m.show(unit, "NRestarts")["NRestarts"] == "1"
+    stop = tmp_path / "stop-load-2"
+    load = m.popen(PY, str(ROOT / "tests" / "loadrun.py"), str(PORT), str(stop), "60")
+    states: list[str] = []
+    try:
+        time.sleep(1.0)
+        m.run("kill", "-9", str(engine), check=True)
+        m.wait(lambda: states.append(m.show(unit, "ActiveState")["ActiveState"]) or engine_pid() not in (0, engine),
+               20, "a new engine")
+        time.sleep(1.0)
+    finally:
+        stop.touch()
+        out, err = load.communicate(timeout=60)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["failures"] == [] and result["ok"] > 100, (result["ok"], result["failures"][:5], err)
+    assert set(states) == {"active"}, states
+    assert pids(m, oxfile) == workers, "every worker kept its pid"
+    props = m.show(unit, "MainPID", "NRestarts", "ActiveState")
+    assert props == {"MainPID": str(keeper), "NRestarts": "0", "ActiveState": "active"}, props
+    assert f"the engine (pid {engine}) died (SIGKILL)" in m.journal(unit)
 
-    # the watchdog: an engine whose loop is stuck (SIGSTOP) is killed and started again
+    # the watchdog: an engine whose loop is stuck (SIGSTOP) stops beating; the keeper, which feeds
+    # systemd's watchdog only while the engine beats, kills it and starts a new one: no app restarts
     m.sh(f"mkdir -p /etc/systemd/system/{unit}.d && printf '[Service]\\nWatchdogSec=3\\n' "
          f"> /etc/systemd/system/{unit}.d/watchdog.conf && systemctl daemon-reload", check=True)
     m.run("systemctl", "restart", unit, check=True, timeout=60)
     assert m.show(unit, "WatchdogUSec")["WatchdogUSec"] == "3s"
-    stuck = int(m.show(unit, "MainPID")["MainPID"])
-    assert stuck > 1
-    time.sleep(5)            # a healthy engine keeps feeding it: not restarted
-    assert m.show(unit, "MainPID")["MainPID"] == str(stuck)
+    keeper, stuck = int(m.show(unit, "MainPID")["MainPID"]), engine_pid()
+    workers = pids(m, oxfile)
+    time.sleep(5)            # a healthy engine beats: nothing happens
+    assert engine_pid() == stuck and m.show(unit, "MainPID")["MainPID"] == str(keeper)
     m.run("kill", "-STOP", str(stuck), check=True)
-    m.wait(lambda: m.show(unit, "MainPID")["MainPID"] not in ("0", str(stuck)), 30, "the watchdog's restart")
-    assert "Watchdog timeout" in m.journal(unit)
+    m.wait(lambda: engine_pid() not in (0, stuck), 30, "the keeper to replace the stuck engine")
+    assert "has not answered for" in m.journal(unit) and "Watchdog timeout" not in m.journal(unit)
     m.wait(lambda: not alive(m, stuck), 20, "the stuck engine gone")
-    m.wait(lambda: m.show(unit, "StatusText")["StatusText"].startswith("web 2/2 ready"), 30, "serving again")
-    assert get(m) == 200
+    assert pids(m, oxfile) == workers and get(m) == 200
+    props = m.show(unit, "MainPID", "NRestarts", "ActiveState")
+    assert props == {"MainPID": str(keeper), "NRestarts": "0", "ActiveState": "active"}, props
+
+    # SIGKILL of the keeper itself: its workers die with it (no orphan), and systemd starts it all again
+    m.run("kill", "-9", str(keeper), check=True)
+    m.wait(lambda: (p := m.show(unit, "MainPID", "ActiveState", "StatusText"))["MainPID"] not in ("0", str(keeper))
+           and p["ActiveState"] == "active" and p["StatusText"].startswith("web 2/2 ready"), 40, "a new engine")
+    assert not [pid for pid in workers if alive(m, pid)], "a worker of the killed keeper is still alive"
+    assert m.show(unit, "NRestarts")["NRestarts"] == "1"
 
     # systemctl stop: nothing left in the unit's cgroup
     cgroup = m.show(unit, "ControlGroup")["ControlGroup"]
@@ -383,12 +412,13 @@ def test_an_upgrade_under_systemd_keeps_the_unit_active_and_the_new_engine_is_it
     after = status()
     assert after["engine"]["version"] == "0.2.0" and after["engine_pid"] != before["engine_pid"]
     assert set(states) == {"active"}, f"the unit left active during the upgrade: {sorted(set(states))}"
-    assert m.show(unit, "MainPID")["MainPID"] == str(after["engine_pid"]), "the new engine is the main process"
+    # the keeper (which outlives engines) is the main process from the upgrade on
+    assert m.show(unit, "MainPID")["MainPID"] == str(after["engine"]["keeper_pid"]), "the keeper is the main process"
     assert pids(m, oxfile) == workers, "every worker kept its pid"
     assert after["engine"]["systemd"] and after["engine"]["unit"] == unit
-    time.sleep(5)                       # WatchdogSec=3: fed by the new engine, or it would be restarted
+    time.sleep(5)                       # WatchdogSec=3: fed through the keeper, or it would be restarted
     props = m.show(unit, "MainPID", "NRestarts", "ActiveState")
-    assert props == {"MainPID": str(after["engine_pid"]), "NRestarts": "0", "ActiveState": "active"}, props
+    assert props == {"MainPID": str(after["engine"]["keeper_pid"]), "NRestarts": "0", "ActiveState": "active"}, props
     assert "took over from pid" in m.journal(unit)
     r = m.run("systemctl", "reload", unit, timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr

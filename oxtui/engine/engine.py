@@ -11,24 +11,24 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
 from ..observers.notify import Notifications
-from ..observers.sdnotify import READY_GRACE, Notifier, systemd_unit, under_systemd
-from ..oxfile.config import Config, ProcessConfig, digest
+from ..observers.sdnotify import READY_GRACE, Notifier
+from ..oxfile.config import Config, ProcessConfig
 from ..protocol import LIVE_STATES, Event, Snapshot
-from ..runtime import ENGINE_OUT
 from .errors import CommandError, UsageError
 from .events import EventHub
 from .group import ProcessGroup
 from .journal import Journal
+from .keeperlink import KeeperLink
 from .lock import Locked, OxfileLock
 from .logs import LogHub
 from .recovery import journal_state
+from .snapshots import DiskCheck, engine_snapshot
 from .sampling import Sampling
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
@@ -63,8 +63,8 @@ class Engine:
         self.embedded = False              # inside a TUI: that TUI moves it (q then b), not `oxtui upgrade`
         self.spawner = Spawner()
         self.service = Notifier(os.environ)
-        self._disk_key: tuple | None = None
-        self._disk_changed = False
+        self.keeper = KeeperLink(self.spawner, self.service)
+        self.disk = DiskCheck()
         self._settling = False
         self.recovered: dict[str, Any] | None = None     # this engine replaced one that died (recovery.py)
         self.journal = Journal(config.path, lambda: journal_state(self))
@@ -144,49 +144,24 @@ class Engine:
             self._lock.forget()      # the keeper's lock: it stays held there for the next try
             raise
         self._run_loops(adopted=True)
-        self.spawner.tell({"cmd": "adopted"})
-
-    def _arm_keeper(self) -> None:
-        """The keeper (forkserver.py) holds what a new engine needs, and knows how to start one."""
-        sp = self.spawner
-        sp.ensure()
-        sp.hold("lock", self._lock.fd)
-        if self._control is not None:
-            sp.hold("control", self._control.listener_fd())
-        for g in self.groups.values():
-            self.socket_changed(g)
-            for w in g.all_workers():       # adopted ones: a keeper from before the upgrade has no copies
-                info = w.handover_info()
-                if info is not None and info["pid"] is not None and info["stdout"] is not None and info["stdout"] >= 0:
-                    sp.tell({"cmd": "pipes", "pid": info["pid"], "tag": w.keeper_tag()},
-                            [info["stdout"], info["stderr"]])
-        systemd = self.service.active
-        if systemd and sp.helper_pid is not None:
-            # The keeper is the unit's main process: an engine that dies leaves the unit active, and
-            # the keeper speaks for the watchdog while the engine beats (forkserver._watchdog).
-            self.service.main_pid = sp.helper_pid
-            self.service.beat = lambda: sp.tell({"cmd": "beat"})
-        argv = [sys.executable, "-P", "-m", "oxtui", "run", *([] if systemd else ["--background"]),
-                str(self.config.path)]
-        sp.tell({"cmd": "identity", "pid": os.getpid(), "argv": argv, "cwd": str(self.config.path.parent),
-                 "out": None if systemd else str(self.logs.dir / ENGINE_OUT), "systemd": systemd,
-                 "watchdog_usec": int(self.service.watchdog_s * 1e6) if systemd and self.service.watchdog_s else 0})
+        self.keeper.adopted()
 
     def socket_changed(self, group: ProcessGroup) -> None:
         """A group's listening socket was bound or closed: the keeper holds it or lets it go."""
-        self.spawner.hold(f"listen:{group.name}", group.listen_fd)
+        self.keeper.hold(f"listen:{group.name}", group.listen_fd)
 
     def _run_loops(self, adopted: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        self._arm_keeper()
         self.journal.open(list(self.events.history))
-        self.events.subscribers.append(self._journal_event)
+        self.events.subscribers.append(lambda ev: self.journal.record(ev, self.events.history))
         self._tasks = [loop.create_task(self.sampling.run(), name="metrics")]
         for g in self.groups.values():
             g.start_watch()
             g.start_schedule()
         # taken over from an engine that had told systemd READY=1 already (it made us the main process)
         self.service.start(self, _ready_deadline(self.config), ready_sent=adopted)
+        # (after service.start: it must know whether READY=1 went out already)
+        self.keeper.arm(self, self._lock.fd, recovered=self.recovered is not None)
         self.notifications.start()
         if self.config.metrics.listen is not None:
             self._start_metrics()
@@ -207,27 +182,8 @@ class Engine:
 
     async def until_it_can_hand_over(self, progress: Callable[[str], None] | None, limit: float) -> None:
         """Wait for a moment when nothing is half done (a reload, a worker starting); at most `limit` s."""
-        from .handover import check
-        deadline = time.monotonic() + limit
-        said = None
-        while True:
-            try:
-                check(self)
-                return
-            except CommandError as e:
-                waiting = "try again" in str(e)
-                if not waiting or time.monotonic() > deadline:
-                    raise CommandError(str(e).replace("; try again when it is done", "").replace(
-                        "; try again in a moment", "") + (f" (waited {limit:g}s)" if waiting else "")) from None
-                if progress is not None and str(e) != said:
-                    progress(f"waiting: {str(e).split(';')[0]}")
-                said = str(e)
-                await asyncio.sleep(0.1)
-
-    def _journal_event(self, ev: Event) -> None:
-        self.journal.event(ev)
-        self.journal.compact(list(self.events.history))
-        self.journal.changed()
+        from .handover import until_quiet
+        await until_quiet(self, progress, limit)
 
     async def shutdown(self) -> None:
         """Stop every worker gracefully, then close sockets, logs and the control socket."""
@@ -235,7 +191,7 @@ class Engine:
             await self.stopped.wait()
             return
         self._stopping = True
-        self.spawner.bye()              # a stop asked for: the keeper must not bring anything back
+        self.keeper.bye()               # a stop asked for: the keeper must not bring anything back
         self.service.stopping()
         self.notifications.close()
         if self.exporter is not None:
@@ -476,38 +432,12 @@ class Engine:
 
     # ---- status ---------------------------------------------------------------------------
 
-    def _unit(self) -> str | None:
-        if not hasattr(self, "_unit_name"):
-            self._unit_name = systemd_unit() if under_systemd(os.environ) else None
-        return self._unit_name
-
     def oxfile_changed(self) -> bool:
         """The oxfile on disk is not what the engine read (edited since, and not applied)."""
-        try:
-            st = self.config.path.stat()
-            key = (st.st_ino, st.st_size, st.st_mtime_ns, self.config.digest)
-            if key != self._disk_key:       # hash again only when the file was touched (snapshots run at 10 Hz)
-                self._disk_key = key
-                self._disk_changed = digest(self.config.path.read_bytes()) != self.config.digest
-        except OSError:
-            return True
-        return self._disk_changed
+        return self.disk.changed(self.config)
 
     def snapshot(self) -> Snapshot:
-        usage = self.sampling.usage
-        return {
-            "oxfile": str(self.config.path),
-            "engine_pid": os.getpid(),
-            "engine": {"started_at": self.started_at, "uptime_s": round(time.time() - self.started_at, 3),
-                       "cpu_percent": usage.cpu_percent, "cpu_seconds": usage.cpu_seconds,
-                       "rss_bytes": usage.rss_bytes, "version": __version__, "recovered": self.recovered,
-                       "keeper_pid": self.spawner.helper_pid,
-                       "log_dir": str(self.logs.dir), "viewers": self.sampling.viewers,
-                       "systemd": under_systemd(os.environ), "unit": self._unit(),
-                       "oxfile_changed": self.oxfile_changed(),
-                       "notify": self.notifications.status() if self.config.notifies else None},
-            "processes": [g.snapshot() for g in self.groups.values()],
-        }
+        return engine_snapshot(self)
 
 
 def _ready_deadline(config: Config) -> float:

@@ -11,7 +11,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Callable, Mapping, Protocol
 
 from ..oxfile.config import ProcessConfig
-from ..protocol import LIVE_STATES, ExitRecord, ProcessSnapshot, ScheduleSnapshot, WorkerSnapshot, WorkerState
+from ..protocol import ExitRecord, ProcessSnapshot, WorkerState
 from .deps import verdict
 from .envfiles import EnvNames
 from .errors import CommandError, UsageError
@@ -20,6 +20,7 @@ from .reload import Carried, RollingReload, TaskRun
 from .schedule import Scheduler
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
+from .snapshots import process_snapshot
 from .watch import WatchSpec, watch_loop
 from .worker import Worker
 
@@ -70,7 +71,7 @@ class ProcessGroup:
         self.reload_results: Counter[str] = Counter()   # rolling reloads: "done" / "failed"
         self.last_reload_seconds: float | None = None
         self._blocked_said: str | None = None
-        self._env_names = EnvNames()
+        self.env_names = EnvNames()
         self.log = engine.logs.open(cfg.name)
 
     # ---- what workers use (worker.WorkerHost: the whole of it) -------------------------------
@@ -399,57 +400,4 @@ class ProcessGroup:
     # ---- status ---------------------------------------------------------------------------
 
     def snapshot(self) -> ProcessSnapshot:
-        now = time.monotonic()
-        workers = [self._worker_snapshot(w, now) for _, w in sorted(self.workers.items())]
-        workers += [self._worker_snapshot(w, now) for w in self.extra]
-        return {
-            "name": self.name,
-            "instances": self.target,
-            "oxfile_instances": self.cfg.instances,
-            "listen": self.cfg.listen_str,
-            "reload": self.reload.snapshot() if self.reload is not None else None,
-            "log_file": str(self.log.file.path),
-            "command": self.cfg.command,
-            "release": self.release,
-            "cwd": str(self.cfg.cwd),
-            "user": self.cfg.run_as.user if self.cfg.run_as else None,
-            "env_names": self._env_names.of(self.cfg.env, self.cfg.env_files),
-            "exits": list(self.exits),
-            "depends_on": dict(self.cfg.depends_on),
-            "schedule": self._schedule_snapshot(),
-            "task": self.cfg.is_task,
-            "counters": {"exits": dict(self.exit_causes), "reloads": dict(self.reload_results),
-                         "last_reload_s": self.last_reload_seconds, "log_lines": self.log.lines_total},
-            "workers": workers,
-        }
-
-    def _schedule_snapshot(self) -> ScheduleSnapshot | None:
-        sched = self.cfg.schedule
-        if sched is None:
-            return None
-        return {"cron": sched.cron, "every": sched.every, "timezone": sched.timezone, "text": sched.text,
-                "next_run": self.schedule.next_run if self.schedule else None,
-                "last_run": dict(self.schedule.last_run) if self.schedule and self.schedule.last_run else None}
-
-    @staticmethod
-    def _worker_snapshot(w: Worker, now: float) -> WorkerSnapshot:
-        up = w.uptime()
-        return {
-            "instance": w.slot,
-            "pid": w.pid if w.state in LIVE_STATES else None,
-            "state": w.state,
-            "restarts": w.restarts,
-            "uptime_s": round(up, 3) if up is not None else None,
-            "cpu_percent": w.cpu_percent,
-            "rss_bytes": w.rss_bytes,
-            "exit_code": w.exit_code,
-            "exit_signal": w.exit_signal,
-            "ready": w.ready.is_set(),
-            "health": w.health,
-            "reason": w.reason,
-            "role": w.role,
-            "release": w.release,
-            "last_exit": w.last_exit,
-            "checks": list(w.checks),       # the entries are never changed once made: shared, not copied
-            "cpu_seconds": round(w.cpu_seconds, 2),
-        }
+        return process_snapshot(self)

@@ -24,6 +24,7 @@ engine and a newer one must always understand each other on them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -54,20 +55,31 @@ HANDED_STATES = (WorkerState.RUNNING, WorkerState.STARTING, WorkerState.STOPPED,
 NOT_INHERITED = ("WATCHDOG_PID",)
 
 
+class NotNow(CommandError):
+    """Not now, but soon: something is half done (a reload, an apply, a worker starting or stopping).
+    (Defined here, not in errors.py: an engine started before `pip install -U` imports this module from
+    the new files while its errors.py is the old one.)"""
+
+    def __init__(self, what: str, soon: bool = False):
+        super().__init__(f"{what}; try again {'in a moment' if soon else 'when it is done'}")
+        self.what = what
+
+
 def check(engine: EngineApi) -> None:
-    """Raise CommandError (nothing changed) unless the engine can be handed over now."""
+    """Raise CommandError (nothing changed) unless the engine can be handed over now; NotNow when
+    waiting a little would do."""
     if engine.stopping:
         raise CommandError("the engine is stopping")
     if engine.applying:
-        raise CommandError("an apply is running; try again when it is done")
+        raise NotNow("an apply is running")
     for g in engine.groups.values():
         if g.reload is not None and g.reload.active:
             what = "its run" if g.cfg.is_task else "a rolling reload"
-            raise CommandError(f"{g.name}: {what} is in progress; try again when it is done")
+            raise NotNow(f"{g.name}: {what} is in progress")
         busy = [w.label for w in g.all_workers() if w.role is not None or w.state not in HANDED_STATES
                 or (w.state == WorkerState.STARTING and w.pid is None)]
         if busy:
-            raise CommandError(f"{', '.join(busy)} starting or stopping; try again in a moment")
+            raise NotNow(f"{', '.join(busy)} starting or stopping", soon=True)
     try:
         on_disk = load(engine.config.path)
     except ConfigError as e:
@@ -75,6 +87,23 @@ def check(engine: EngineApi) -> None:
     if on_disk.processes != engine.config.processes or on_disk.logs != engine.config.logs:
         raise CommandError(f"{engine.config.path} changed since the engine read it; apply it first (a), "
                            "or undo the change")
+
+
+async def until_quiet(engine: EngineApi, progress: Callable[[str], None] | None, limit: float) -> None:
+    """Wait for a moment when nothing is half done (a reload, a worker starting); at most `limit` s."""
+    deadline = time.monotonic() + limit
+    said = None
+    while True:
+        try:
+            check(engine)
+            return
+        except NotNow as e:
+            if time.monotonic() > deadline:
+                raise CommandError(f"{e.what} (waited {limit:g}s)") from None
+            if progress is not None and e.what != said:
+                progress(f"waiting: {e.what}")
+            said = e.what
+            await asyncio.sleep(0.1)
 
 
 def hand_over(engine: EngineApi, background: bool = True) -> int:
@@ -127,6 +156,9 @@ def _keep_alive(engine: EngineApi) -> None:
     has (`service.watchdog_s`, `service.send`): an engine started before `pip install -U` imports this
     module for the first time from the new files, when it hands over."""
     if engine.service.watchdog_s is not None:
+        beat = getattr(engine.service, "beat", None)    # the keeper watches this engine's beats
+        if beat is not None:
+            beat()
         engine.service.send("WATCHDOG=1")
 
 
@@ -223,7 +255,7 @@ def describe(engine: EngineApi, helper: tuple[int, int] | None) -> tuple[dict[st
     for g in engine.groups.values():
         workers = [w.handover_info() for w in g.workers.values()]
         if None in workers or not engine.spawner.quiet():
-            raise CommandError("a worker has just exited; try again in a moment")
+            raise NotNow("a worker has just exited", soon=True)
         for w, info in zip(g.workers.values(), workers):
             info["stdout"], info["stderr"] = fd(info["stdout"]), fd(info["stderr"])
             info["history"] = carry.worker_history(w)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,13 @@ class Journal:
         """Start a new events file holding `history` (what this engine knows already)."""
         self._rewrite_events(history)
 
+    def record(self, ev: dict[str, Any], history: Iterable[dict[str, Any]]) -> None:
+        """An event as it is published (`history`: the hub's, for when the file is rewritten)."""
+        self.event(ev)
+        if self._event_lines >= 2 * HISTORY:
+            self._rewrite_events(list(history))
+        self.changed()
+
     def event(self, ev: dict[str, Any]) -> None:
         if self._events_fd is None:
             return
@@ -57,10 +64,6 @@ class Journal:
             return
         self.bytes += len(line)
         self._event_lines += 1
-
-    def compact(self, history: list[dict[str, Any]]) -> None:
-        if self._event_lines >= 2 * HISTORY:
-            self._rewrite_events(history)
 
     def _rewrite_events(self, history: list[dict[str, Any]]) -> None:
         tmp = self.events_path.with_suffix(".events-new")

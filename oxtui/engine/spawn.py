@@ -90,15 +90,7 @@ class Spawner:
         if self._sock is None:
             self._start_helper()
 
-    # ---- the keeper: what it holds for a new engine ----------------------------------------------
-
-    def hold(self, key: str, fd: int | None) -> None:
-        """The keeper keeps a copy of fd under key (replacing the one it had), or lets it go (None):
-        a port closed on purpose must close in the keeper too, so clients are refused at once."""
-        if fd is None:
-            self._tell({"cmd": "drop", "key": key})
-        else:
-            self._tell({"cmd": "hold", "key": key}, [fd])
+    # ---- the keeper's messages (keeperlink.py says what) --------------------------------------------
 
     def tell(self, msg: dict, fds: list[int] | None = None) -> None:
         """identity, pipes, bye, adopted, beat (forkserver.py's protocol)."""
@@ -420,10 +412,6 @@ class Spawner:
     def ended_meanwhile(self, pid: int, status: int) -> None:
         """An instance that ended while no engine listened (the keeper kept its wait status)."""
         self._dispatch(pid, status)
-
-    def bye(self) -> None:
-        """A stop was asked for: from now on the keeper stops with this engine instead of replacing it."""
-        self._tell({"cmd": "bye"})
 
     def close(self) -> None:
         """After every instance has stopped."""

@@ -73,16 +73,29 @@ class Notifier:
         self._status = ""
         self._status_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
-        # Set by the engine when its keeper is the unit's main process (engine/forkserver.py): READY=1
-        # names it as MAINPID, and once it is, the watchdog is fed through it (beat) while this engine lives.
+        # Set by the engine when its keeper is to be the unit's main process (engine/forkserver.py):
+        # READY=1 names it as MAINPID; from then on every message goes through it (relay), since only the
+        # main process may speak under NotifyAccess=main, and the watchdog is fed by the keeper while
+        # this engine beats (an engine that stops beating is replaced, the unit stays active).
         self.main_pid: int | None = None
         self.beat: Callable[[], None] | None = None
+        self.relay: Callable[[str], None] | None = None
+        self.became_main: Callable[[], None] | None = None     # tells the keeper it is main now
 
     @property
     def active(self) -> bool:
         return self.address is not None
 
     def send(self, *fields: str) -> None:
+        if self.address is None:
+            return
+        if self.relay is not None and self.ready_sent:
+            self.relay("\n".join(fields))
+        else:
+            self.send_direct(*fields)
+
+    def send_direct(self, *fields: str) -> None:
+        """From this process itself (the main process, or NotifyAccess=all)."""
         if self.address is None:
             return
         try:
@@ -114,10 +127,11 @@ class Notifier:
     async def _watchdog(self) -> None:
         assert self.watchdog_s is not None
         while True:
-            if self.beat is not None and self.ready_sent:
-                self.beat()
-            else:
-                self.send("WATCHDOG=1")
+            if self.beat is not None:
+                self.beat()                 # the keeper watches the engine from its first beat on
+            if self.relay is None or not self.ready_sent:
+                self.send_direct("WATCHDOG=1")      # until the keeper is the main process
+
             await asyncio.sleep(self.watchdog_s / 2)
 
     async def _follow(self, feed: EngineFeed, ready_deadline: float) -> None:
@@ -143,7 +157,10 @@ class Notifier:
                 self.ready_sent = True
                 self._status = summary(snap)
                 self._status_at = time.monotonic()
-                self.send("READY=1", f"MAINPID={self.main_pid or os.getpid()}", f"STATUS={self._status}")
+                # from the engine itself, the main process until this very message names the keeper
+                self.send_direct("READY=1", f"MAINPID={self.main_pid or os.getpid()}", f"STATUS={self._status}")
+                if self.became_main is not None:
+                    self.became_main()
             return
         reloading = any(asked_reload(p) for p in snap["processes"])
         if reloading != self._reloading:
