@@ -365,6 +365,10 @@ def test_a_sigkilled_keeper_takes_every_worker_with_it(tmp_path, brought_down):
     # the engine notices, starts a new keeper and the workers again
     after = wait_until(lambda: all_running(oxfile, {"app": 2}), 15, 0.1, what="new workers")
     assert after["engine_pid"] == snap["engine_pid"] and after["engine"]["keeper_pid"] != snap["engine"]["keeper_pid"]
+    # and the new helper was made a keeper: the engine's own death is survived again
+    os.kill(after["engine_pid"], signal.SIGKILL)
+    again = replaced(oxfile, after["engine_pid"])
+    assert pids(again, "app") == pids(after, "app") and again["engine"]["keeper_pid"] == after["engine"]["keeper_pid"]
 
 
 def test_a_stop_asked_for_is_never_undone_by_the_keeper(tmp_path):

@@ -60,6 +60,7 @@ class Keeper:
         self.lost: dict | None = None                  # {"from_pid", "cause", "at", "attempts", "last"}
         self.relaunch_at: float | None = None          # CLOCK_MONOTONIC s of the next start of an engine
         self.beat = {"last": 0.0, "usec": 0, "main": False, "sent": 0.0}
+        self.ooms = oom_kills()                        # the kernel's OOM kills so far (/proc/vmstat)
 
     @property
     def replaces_engines(self) -> bool:
@@ -86,6 +87,7 @@ class Keeper:
             self.tags[req["pid"]] = req.get("tag") or {}
         elif cmd == "identity":                 # (also from an engine that took over by a hand-over)
             self.identity, self.engine_pid = req, req.get("pid", self.engine_pid)
+            self.ooms = oom_kills()
             if req.get("watchdog_usec"):
                 self.beat.update(usec=int(req["watchdog_usec"]), last=time.monotonic())
         elif cmd == "beat":
@@ -173,7 +175,10 @@ class Keeper:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
-                return "unknown"
+                # Reaped by its parent (init, or systemd) before we could look: a catchable signal or an
+                # exception would have been said first, so it was SIGKILL or a crash in C.
+                oom = oom_kills() > self.ooms
+                return "no word: the kernel's OOM killer ran" if oom else "no word: SIGKILL or a crash"
             if fields[0] in ("Z", "X") and len(fields) > 49:
                 return status_text(int(fields[49]))     # field 52, exit_code: the wait status
             time.sleep(0.005)
@@ -350,6 +355,17 @@ def status_text(status: int) -> str:
         except ValueError:
             return f"signal {os.WTERMSIG(status)}"
     return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def oom_kills() -> int:
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def notify(message: bytes) -> None:

@@ -84,6 +84,7 @@ class Spawner:
         self.replacements: dict[int, Child] = {}  # pid -> what the helper started at once when it ended (approve)
         self.approvals = True       # the helper takes approve/revoke (false for an older one we adopted)
         self.exit_times: dict[int, tuple[int, int]] = {}   # pid -> (helper reaped it, engine heard), ns
+        self.on_new_helper: list = []   # called once a helper started to replace a dead one (re-arm the keeper)
 
     def ensure(self) -> None:
         """Start the helper now (it holds the lock and sockets from the start, not from the first spawn)."""
@@ -114,6 +115,9 @@ class Spawner:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(ours.fileno(), self._readable)
         self._sock = ours
+        if self._replaced:
+            for fn in self.on_new_helper:
+                fn()
         return ours
 
     # ---- handing the helper to another engine process --------------------------------------------
@@ -360,9 +364,12 @@ class Spawner:
         elif not fut.done():
             fut.set_result(status)
 
+    _replaced = False
+
     def _helper_gone(self) -> None:
         """The helper died or stopped answering: end it (its instances die with it, by PDEATHSIG),
         report them killed, and start a new helper at the next spawn."""
+        self._replaced = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
         elif self._adopted_pid is not None:
