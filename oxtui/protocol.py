@@ -178,7 +178,8 @@ class EngineInfo(TypedDict):
     oxfile_changed: bool
     notify: NotifyStatus | None      # None without [notify]
     recovered: Recovered | None      # None unless this engine replaced one that died
-    keeper_pid: int | None           # the process that holds the workers (engine/forkserver.py)
+    keeper_pid: int | None           # the process that holds the workers (engine/keeper.py)
+    journal: dict[str, int]          # what keeping history on disk cost so far: {"writes", "bytes"}
 
 
 class Snapshot(TypedDict):

@@ -48,6 +48,16 @@ def start_timeout(config: Config) -> int:
     return int(max(startup, reload)) + START_MARGIN
 
 
+def systemd_version() -> int:
+    """The installed systemd's version (0 when it cannot be told): ExitType= needs 250."""
+    import subprocess
+    try:
+        out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True, timeout=10).stdout
+        return int(out.split()[1])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return 0
+
+
 def unit_dir(user_unit: bool) -> Path:
     if user_unit:
         base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -74,7 +84,12 @@ def unit_text(config: Config, user: str | None, user_unit: bool) -> str:
         "",
         "[Service]",
         "Type=notify",
-        "NotifyAccess=main",
+        # The keeper (engine/keeper.py) outlives the engine: with ExitType=cgroup the unit stays active
+        # while its cgroup holds the workers, and the new engine the keeper starts names itself MAINPID=
+        # (NotifyAccess=all: it is the keeper's child, not systemd's). Without it (systemd < 250), an
+        # engine's death ends the unit as before.
+        "NotifyAccess=all",
+        *(["ExitType=cgroup"] if systemd_version() >= 250 else []),
         f"ExecStart={run}",
         f"ExecReload={reload}",
         "KillMode=mixed",

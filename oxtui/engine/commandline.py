@@ -1,4 +1,5 @@
-"""An instance's command line: the argv it is exec'd with, and what the spawner helper is sent.
+"""An instance's command line: the argv it is exec'd with, its environment, and what the spawner helper
+is sent.
 
 A command is exec'd directly when it is a plain word list (the PID shown is the program's own and no
 shell start is paid); anything with shell syntax runs as `/bin/sh -c 'exec ...'`.
@@ -81,3 +82,23 @@ def request(command: str, cwd: str, env: dict[str, str], listen_fd: int | None, 
     if run_as is not None:
         req.update(uid=run_as.uid, gid=run_as.gid, groups=list(run_as.groups))
     return req
+
+
+# The engine's own service variables: an instance that saw NOTIFY_SOCKET would speak for the engine
+# (gunicorn sends its own READY=1), JOURNAL_STREAM describes the engine's stdout, not the instance's pipe.
+ENGINE_ONLY = ("LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+
+
+def instance_env(base: dict[str, str], name: str, slot: int, extra: tuple[tuple[str, str], ...],
+                 listen: tuple[str, int] | None) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if not k.startswith(ENGINE_ONLY)}
+    env.update(extra)
+    env["OXTUI_PROCESS"] = name
+    env["OXTUI_INSTANCE"] = str(slot)
+    env["NODE_APP_INSTANCE"] = str(slot)
+    env["PYTHONUNBUFFERED"] = "1"
+    if listen is not None:
+        env["LISTEN_FDS"] = "1"
+        env["LISTEN_FDNAMES"] = name
+        env["HOST"], env["PORT"] = listen[0], str(listen[1])
+    return env

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +64,7 @@ class Engine:
         self.spawner = Spawner()
         self.service = Notifier(os.environ)
         self.keeper = KeeperLink(self.spawner, self.service)
-        self.spawner.on_new_helper.append(self._keeper_died)
+        self.spawner.on_new_helper.append(lambda: self.keeper.replaced(self, self._lock.fd))
         self.disk = DiskCheck()
         self._settling = False
         self.recovered: dict[str, Any] | None = None     # this engine replaced one that died (recovery.py)
@@ -147,21 +146,6 @@ class Engine:
             raise
         self._run_loops(adopted=True)
         self.keeper.adopted()
-
-    def _keeper_died(self) -> None:
-        """The keeper died (its workers with it) and a new helper runs: make it the keeper. Under
-        systemd the dead keeper was the unit's main process, which systemd does not see die (it is
-        not its child): this engine exits, the cgroup empties, and systemd restarts the unit."""
-        if self.service.active:
-            self.log("the keeper died, and every worker with it; under systemd the unit restarts as a whole")
-
-            def leave() -> None:
-                self.logs.flush()
-                sys.stdout.flush()
-                os._exit(1)
-            asyncio.get_running_loop().call_soon(leave)
-            return
-        self.keeper.arm(self, self._lock.fd, recovered=False)
 
     def socket_changed(self, group: ProcessGroup) -> None:
         """A group's listening socket was bound or closed: the keeper holds it or lets it go."""

@@ -113,9 +113,6 @@ def serve(sock: socket.socket, engine_pid: int) -> None:
                 except BlockingIOError:
                     pass
                 _reap(helper_pid, wake_w)
-                if _stop_signal["got"] and _sock is None:
-                    _stop_without_engine()          # systemctl stop while no engine runs: the keeper stops
-                    return
             elif _sock is None and fd == KEEP.held.get("control"):
                 if KEEP.answer_in_its_stead(_spawned, _stop_without_engine):
                     return                      # `oxtui down` while no engine could start: all stopped
@@ -136,7 +133,6 @@ def serve(sock: socket.socket, engine_pid: int) -> None:
 
 
 _sock: socket.socket | None = None
-_stop_signal = {"got": False}
 
 
 def _poll_timeout_ms() -> int | None:
@@ -342,19 +338,8 @@ def _launch_engine(poller: select.poll) -> None:
     ours.send(json.dumps({"recover": inventory}).encode())
 
 
-def _on_stop_signal(*_: object) -> None:
-    """SIGTERM to the keeper as the unit's main process (systemctl stop, KillMode=mixed): the engine
-    stops everything gracefully; with no engine running, the keeper does it (the wakeup fd acts)."""
-    _stop_signal["got"] = True
-    if _sock is not None and KEEP.engine_pid is not None and KEEP.lost is None:
-        try:
-            os.kill(KEEP.engine_pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-
 def _stop_without_engine() -> None:
-    """`systemctl stop` or `oxtui down` while no engine runs: the keeper ends every instance itself."""
+    """`oxtui down` while no engine could start: the keeper ends every instance itself."""
     SPARE.drop()
     KEEP.stop_all(_spawned)
     stop_orphans()
@@ -377,11 +362,9 @@ def main() -> None:
     # No PDEATHSIG: the keeper outlives the engine (see above). The instances still die with the keeper.
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     # Ctrl-C in the engine's terminal, a hang-up, or a SIGTERM sent to the engine's whole process group
-    # (`timeout`, `kill -- -PGID`) are the engine's business: it stops the instances gracefully. Only
-    # as systemd's main process (identity "systemd") does the keeper act on SIGTERM: it passes it on.
-    for sig in (signal.SIGINT, signal.SIGHUP):
+    # (`timeout`, `kill -- -PGID`) are the engine's business: it stops the instances gracefully.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *a: _on_stop_signal() if (KEEP.identity or {}).get("systemd") else None)
     serve(sock, engine_pid)
 
 

@@ -132,9 +132,7 @@ def hand_over(engine: EngineApi, background: bool = True) -> int:
         reply = _readline(ours, lambda: _keep_alive(engine))
         if reply != "ready":
             raise CommandError(_why_not(reply, pid, out_path if background else None))
-        # (when the keeper is the main process, it stays so; getattr: an engine older than the keeper)
-        if getattr(engine.service, "main_pid", None) is None:
-            engine.service.send(f"MAINPID={pid}")     # systemd: the new engine is the unit's main process
+        engine.service.send(f"MAINPID={pid}")     # systemd: the new engine is the unit's main process
         ours.sendall(b"go\n")
     except (OSError, CommandError) as e:
         reason = str(e)

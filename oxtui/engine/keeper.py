@@ -13,9 +13,9 @@ and "bye" when a stop is asked for.
                                      (EOF before "adopted": back off 0.5, 1, 2 ... 30 s, then again)
 
 While it backs off, the keeper answers the control socket in the engine's stead (`oxtui status` says
-what failed and when the next try is; `oxtui down` is obeyed). Under systemd the keeper is the unit's
-main process: it passes on what the engine tells systemd, and feeds the watchdog only while the engine
-beats; an engine silent for 3/4 of WatchdogSec is hung, and is SIGKILLed and replaced.
+what failed and when the next try is; `oxtui down` is obeyed). Under systemd it watches the engine's
+beats: an engine silent for 3/4 of WatchdogSec is hung, and is SIGKILLed and replaced before systemd's
+watchdog would fail the unit (keeperlink.py says why the engine, not the keeper, is MAINPID).
 
 Its messages, on the helper's socket (forkserver.py's protocol), one JSON message per packet:
   engine -> keeper: a spawn request's "tag" ({"group", "slot", "role"}) and "keep": n: its last n fds
@@ -25,9 +25,7 @@ Its messages, on the helper's socket (forkserver.py's protocol), one JSON messag
   engine -> keeper: {"cmd": "identity", "pid", "argv", "cwd", "out"}: how to start a new engine
   engine -> keeper: {"cmd": "bye"} (a stop asked for: the end closing next means stop everything)
   keeper -> engine: {"recover": inventory}, first on a new engine's socket; engine -> keeper: {"cmd": "adopted"}
-  engine -> keeper: {"cmd": "beat"} (systemd's watchdog: the keeper pings systemd while the engine beats)
-  engine -> keeper: {"cmd": "notify", "text"}: sent on to $NOTIFY_SOCKET by the keeper, the unit's main process
-  engine -> keeper: {"cmd": "main"}: systemd knows the keeper as the main process now (it feeds the watchdog)
+  engine -> keeper: {"cmd": "beat"} (under systemd's watchdog: the engine's loop still runs)
 
 This runs inside the helper (`python -I -S`): the standard library only, and nothing that allocates
 much (the helper's spare is forked from it).
@@ -43,7 +41,7 @@ import time
 from typing import Callable
 
 RELAUNCH_MAX = 30.0
-KEEPER_MESSAGES = ("hold", "drop", "pipes", "identity", "beat", "main", "notify", "bye", "adopted")
+KEEPER_MESSAGES = ("hold", "drop", "pipes", "identity", "beat", "bye", "adopted")
 
 
 class Keeper:
@@ -59,7 +57,7 @@ class Keeper:
         self.engine_status: dict[int, int] = {}        # engines this keeper started and reaped -> wait status
         self.lost: dict | None = None                  # {"from_pid", "cause", "at", "attempts", "last"}
         self.relaunch_at: float | None = None          # CLOCK_MONOTONIC s of the next start of an engine
-        self.beat = {"last": 0.0, "usec": 0, "main": False, "sent": 0.0}
+        self.beat = {"last": 0.0, "usec": 0, "sent": 0.0}
         self.ooms = oom_kills()                        # the kernel's OOM kills so far (/proc/vmstat)
 
     @property
@@ -92,10 +90,6 @@ class Keeper:
                 self.beat.update(usec=int(req["watchdog_usec"]), last=time.monotonic())
         elif cmd == "beat":
             self.beat["last"] = time.monotonic()
-        elif cmd == "main":                     # systemd knows the keeper as the unit's main process now
-            self.beat["main"] = True
-        elif cmd == "notify":                   # the engine's READY/STATUS/RELOADING, said by the main process
-            notify(req["text"].encode())
         elif cmd == "bye":
             self.stop_asked = True
         elif cmd == "adopted":
@@ -229,14 +223,16 @@ class Keeper:
     # ---- systemd's watchdog ---------------------------------------------------------------------------
 
     def watchdog(self, engine_connected: bool) -> None:
-        """WATCHDOG=1 while the engine beats (or while the keeper itself brings up a new one). An engine
-        silent for 3/4 of WatchdogSec is hung: SIGKILL, and a new engine takes over, no app restarted."""
+        """An engine silent for 3/4 of WatchdogSec is hung: SIGKILL, and a new engine takes over with no app
+        restarted, before systemd's watchdog fails the unit. While the keeper brings the new one up, it
+        pings systemd itself (NotifyAccess=all), so the watchdog sees no hole."""
         usec = self.beat["usec"]
         if not usec:
             return
         now = time.monotonic()
         silent = now - (self.beat["last"] or now)
-        if engine_connected and self.lost is None and silent > usec * 0.75 / 1e6 and self.engine_pid is not None:
+        if engine_connected and self.lost is None and not self.stop_asked and silent > usec * 0.75 / 1e6 \
+                and self.engine_pid is not None:
             self.say(f"oxtui keeper: the engine (pid {self.engine_pid}) has not answered for {silent:.1f} s "
                      "(WatchdogSec): SIGKILL, a new engine takes over")
             try:
@@ -245,8 +241,7 @@ class Keeper:
                 pass
             self.beat["last"] = now
             return
-        if self.beat["main"] and now - self.beat["sent"] >= usec / 2e6 and \
-                (silent <= usec * 0.75 / 1e6 or self.lost is not None):
+        if self.lost is not None and now - self.beat["sent"] >= usec / 4e6:
             notify(b"WATCHDOG=1")
             self.beat["sent"] = now
 
@@ -335,7 +330,7 @@ class Keeper:
     def carried(self) -> tuple[dict, list[int]]:
         return ({"held": self.held, "pipes": {str(k): v for k, v in self.pipes.items()},
                  "tags": {str(k): v for k, v in self.tags.items()}, "identity": self.identity,
-                 "bye": self.stop_asked, "main": self.beat["main"]},
+                 "bye": self.stop_asked},
                 [*self.held.values(), *(fd for p in self.pipes.values() for fd in p)])
 
     def restore(self, resume: dict) -> list[int]:
@@ -344,7 +339,7 @@ class Keeper:
         self.tags.update({int(k): v for k, v in (resume.get("tags") or {}).items()})
         if resume.get("identity"):
             self.handle({"cmd": "identity", **resume["identity"]}, [], set())
-        self.stop_asked, self.beat["main"] = bool(resume.get("bye")), bool(resume.get("main"))
+        self.stop_asked = bool(resume.get("bye"))
         return [*self.held.values(), *(fd for p in self.pipes.values() for fd in p)]
 
 

@@ -1,17 +1,20 @@
 """The engine's side of its keeper (keeper.py, inside the spawner helper): what the engine tells it so
 that a new engine can take over should this one die. The descriptors to hold (the lock, the control
 socket, each listening socket; an adopted worker's pipes), how to start a new engine (identity), that a
-stop was asked for (bye); and under systemd, the keeper as the unit's main process: it passes on what
-the engine says to systemd and feeds the watchdog while the engine beats.
+stop was asked for (bye); and under systemd, the engine's beats, so that the keeper can replace a hung
+engine before systemd's watchdog fails the whole unit.
 
-Why the keeper and not the engine is systemd's MAINPID: the unit must stay active when the engine dies,
-and only the process that outlives every engine can be its main process that way on every systemd
-(ExitType=cgroup, the other way, needs systemd 250; Ubuntu 22.04 has 249). A SIGKILLed keeper takes
-the workers with it, and systemd then restarts the whole unit: the one failure that is not survived.
+Why the engine, not the keeper, is systemd's MAINPID: systemd waits properly only for its own child
+(made the main process, the keeper is "not our child": a user manager then SIGKILLs the whole unit at
+`systemctl --user stop`, with no graceful stop). So the engine stays MAINPID, the unit has
+ExitType=cgroup (systemd 250+: it stays active while its cgroup holds the workers), and a new engine
+started by the keeper names itself with MAINPID=. On an older systemd an engine's death ends the unit
+as before. A SIGKILLed keeper takes the workers with it, and the unit restarts as a whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -43,22 +46,33 @@ class KeeperLink:
                     sp.tell({"cmd": "pipes", "pid": info["pid"], "tag": w.keeper_tag()},
                             [info["stdout"], info["stderr"]])
         systemd = self.service.active
-        if systemd and sp.helper_pid is not None:
-            self.service.main_pid = sp.helper_pid        # named with READY=1 (sdnotify.py)
+        if systemd:
+            # The keeper watches this engine's beats: silent for 3/4 of WatchdogSec, it is hung, and the
+            # keeper replaces it before systemd's watchdog would fail the whole unit.
             self.service.beat = lambda: sp.tell({"cmd": "beat"})
-            self.service.relay = lambda text: sp.tell({"cmd": "notify", "text": text})
-            self.service.became_main = lambda: sp.tell({"cmd": "main"})
-            if self.service.ready_sent:
-                if not recovered:
-                    # taken over (an upgrade made this engine the main process): the keeper is from now on
-                    self.service.send_direct(f"MAINPID={sp.helper_pid}")
-                sp.tell({"cmd": "main"})
+            if recovered:
+                self.service.send_direct(f"MAINPID={os.getpid()}")     # (ExitType=cgroup kept the unit up)
         path = engine.config.path
         argv = [sys.executable, "-P", "-m", "oxtui", "run", *([] if systemd else ["--background"]), str(path)]
         watchdog = int(self.service.watchdog_s * 1e6) if systemd and self.service.watchdog_s else 0
         sp.tell({"cmd": "identity", "pid": os.getpid(), "argv": argv, "cwd": str(path.parent),
                  "out": None if systemd else str(engine.logs.dir / ENGINE_OUT), "systemd": systemd,
                  "watchdog_usec": watchdog})
+
+    def replaced(self, engine: EngineApi, lock_fd: int | None) -> None:
+        """The keeper died (its workers with it) and a new helper runs: make it the keeper. Under
+        systemd this engine exits instead, so that the unit restarts as a whole (Restart=on-failure),
+        as a person reading `systemctl status` would expect of an event that killed every app."""
+        if self.service.active:
+            engine.log("the keeper died, and every worker with it; under systemd the unit restarts as a whole")
+
+            def leave() -> None:
+                engine.logs.flush()
+                sys.stdout.flush()
+                os._exit(1)
+            asyncio.get_running_loop().call_soon(leave)
+            return
+        self.arm(engine, lock_fd, recovered=False)
 
     def hold(self, key: str, fd: int | None) -> None:
         """The keeper keeps a copy of fd under key (replacing the one it had), or lets it go (None):

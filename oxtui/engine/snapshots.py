@@ -53,6 +53,7 @@ def engine_snapshot(engine: Any) -> Snapshot:
                    "cpu_percent": usage.cpu_percent, "cpu_seconds": usage.cpu_seconds,
                    "rss_bytes": usage.rss_bytes, "version": __version__, "recovered": engine.recovered,
                    "keeper_pid": engine.spawner.helper_pid,
+                   "journal": {"writes": engine.journal.writes, "bytes": engine.journal.bytes},
                    "log_dir": str(engine.logs.dir), "viewers": engine.sampling.viewers,
                    "systemd": under_systemd(os.environ), "unit": engine.disk.unit(),
                    "oxfile_changed": engine.disk.changed(engine.config),

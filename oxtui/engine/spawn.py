@@ -426,26 +426,6 @@ class Spawner:
         self._early.clear()
 
 
-# The engine's own service variables: an instance that saw NOTIFY_SOCKET would speak for the engine
-# (gunicorn sends its own READY=1), JOURNAL_STREAM describes the engine's stdout, not the instance's pipe.
-ENGINE_ONLY = ("LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
-
-
-def instance_env(base: dict[str, str], name: str, slot: int, extra: tuple[tuple[str, str], ...],
-                 listen: tuple[str, int] | None) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if not k.startswith(ENGINE_ONLY)}
-    env.update(extra)
-    env["OXTUI_PROCESS"] = name
-    env["OXTUI_INSTANCE"] = str(slot)
-    env["NODE_APP_INSTANCE"] = str(slot)
-    env["PYTHONUNBUFFERED"] = "1"
-    if listen is not None:
-        env["LISTEN_FDS"] = "1"
-        env["LISTEN_FDNAMES"] = name
-        env["HOST"], env["PORT"] = listen[0], str(listen[1])
-    return env
-
-
 def describe_status(status: int) -> tuple[int | None, str | None]:
     """waitpid status -> (exit code, signal name)."""
     if os.WIFSIGNALED(status):

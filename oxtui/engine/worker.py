@@ -31,7 +31,8 @@ from .liveness import become_ready, health_loop
 from .output import Output
 from .envfiles import read_env_files
 from .procgroup import end_group, kill_group, signal_process, still_child_of
-from .spawn import Child, SpawnError, describe_status, instance_env
+from .commandline import instance_env
+from .spawn import Child, SpawnError, describe_status
 
 if TYPE_CHECKING:
     from .logs import LogBatch

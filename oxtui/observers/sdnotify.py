@@ -10,7 +10,7 @@
 The messages are datagrams to $NOTIFY_SOCKET (a path, or an abstract name written with a leading
 '@'); no library is needed. WATCHDOG=1 is sent by a task of the engine's loop on purpose: a loop
 that hangs stops the pings, and systemd restarts the engine. With no NOTIFY_SOCKET every call is a
-no-op. The variables are read once here and never reach an instance (see engine/spawn.instance_env).
+no-op. The variables are read once here and never reach an instance (see engine/commandline.instance_env).
 Everything else is read from the engine's snapshot (protocol.py), never from the engine itself.
 """
 
@@ -73,14 +73,9 @@ class Notifier:
         self._status = ""
         self._status_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
-        # Set by the engine when its keeper is to be the unit's main process (engine/forkserver.py):
-        # READY=1 names it as MAINPID; from then on every message goes through it (relay), since only the
-        # main process may speak under NotifyAccess=main, and the watchdog is fed by the keeper while
-        # this engine beats (an engine that stops beating is replaced, the unit stays active).
-        self.main_pid: int | None = None
+        # Set by the engine: its keeper watches these beats (engine/keeper.py), and replaces an engine
+        # that stops beating before the watchdog below would fail the whole unit.
         self.beat: Callable[[], None] | None = None
-        self.relay: Callable[[str], None] | None = None
-        self.became_main: Callable[[], None] | None = None     # tells the keeper it is main now
 
     @property
     def active(self) -> bool:
@@ -89,13 +84,9 @@ class Notifier:
     def send(self, *fields: str) -> None:
         if self.address is None:
             return
-        if self.relay is not None and self.ready_sent:
-            self.relay("\n".join(fields))
-        else:
-            self.send_direct(*fields)
+        self.send_direct(*fields)
 
     def send_direct(self, *fields: str) -> None:
-        """From this process itself (the main process, or NotifyAccess=all)."""
         if self.address is None:
             return
         try:
@@ -128,9 +119,8 @@ class Notifier:
         assert self.watchdog_s is not None
         while True:
             if self.beat is not None:
-                self.beat()                 # the keeper watches the engine from its first beat on
-            if self.relay is None or not self.ready_sent:
-                self.send_direct("WATCHDOG=1")      # until the keeper is the main process
+                self.beat()
+            self.send("WATCHDOG=1")
 
             await asyncio.sleep(self.watchdog_s / 2)
 
@@ -157,10 +147,7 @@ class Notifier:
                 self.ready_sent = True
                 self._status = summary(snap)
                 self._status_at = time.monotonic()
-                # from the engine itself, the main process until this very message names the keeper
-                self.send_direct("READY=1", f"MAINPID={self.main_pid or os.getpid()}", f"STATUS={self._status}")
-                if self.became_main is not None:
-                    self.became_main()
+                self.send("READY=1", f"MAINPID={os.getpid()}", f"STATUS={self._status}")
             return
         reloading = any(asked_reload(p) for p in snap["processes"])
         if reloading != self._reloading:
