@@ -429,7 +429,9 @@ def test_a_daemonising_grandchild_is_ended_with_the_engine(tmp_path):
 
     async def body():
         async with engine_at(path) as engine:
-            await await_until(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text(), 10)
+            # (under load the grandchild can write its file before the engine has heard the worker's pid)
+            await await_until(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text()
+                              and group_of(engine).workers[0].pid, 10)
             daemon = int((tmp_path / "daemon.pid").read_text())
             assert os.getsid(daemon) != os.getsid(group_of(engine).workers[0].pid), "it left the group"
         await await_until(lambda: gone(daemon), 5)

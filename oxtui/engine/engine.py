@@ -56,7 +56,6 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._applying = False
-        self._flush_handle: asyncio.Handle | None = None
         self.logs.on_pending = self._flush_soon
         self.stopped = asyncio.Event()
         self.background = False            # `oxtui run --background` (`oxtui up`): no terminal, no journal
@@ -214,8 +213,6 @@ class Engine:
                     g.sock.close()
             self.spawner.close()
             self.journal.close(remove=True)
-            if self._flush_handle is not None:
-                self._flush_handle.cancel()
             self.logs.close()
             self._lock.release()
             self.stopped.set()
@@ -348,14 +345,13 @@ class Engine:
         return self.exporter is not None or any(g.cfg.max_memory is not None for g in self.groups.values())
 
     def _flush_soon(self) -> None:
-        # Written at the end of this pass of the loop, not after a pause: what the engine has read from
-        # a pipe is gone from it, so a SIGKILL (the keeper then starts a new engine) must find it on
-        # disk. One write per file per busy pass: a flood's chunks are large, a quiet app's are rare.
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_now)
+        # Written as soon as it is read, not after a pause nor at the end of the loop's pass: what the
+        # engine has read from a pipe is gone from it, so a SIGKILL (the keeper then starts a new engine)
+        # must find it on disk, and inside a TUI the UI thread may hold the GIL between a read and the
+        # next callback. One write per read: a flood's reads are large, a quiet app's are rare.
+        self._flush_now()
 
     def _flush_now(self) -> None:
-        self._flush_handle = None
         self.logs.flush()
 
     # ---- commands -------------------------------------------------------------------------

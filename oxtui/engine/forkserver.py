@@ -154,6 +154,8 @@ def _on_request(sock: socket.socket, req: dict, fds: list[int], helper_pid: int,
         APPROVED.revoke(req["pid"])
     elif cmd in KEEPER_MESSAGES:
         KEEP.handle(req, fds, _spawned)
+        if "id" in req:                         # the engine waits for it (a port closed: closed here too)
+            sock.send(json.dumps({"id": req["id"], "ok": True}).encode())
     elif "argv" in req:
         _spawn(sock, req, fds, helper_pid)
     else:

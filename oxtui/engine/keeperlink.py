@@ -78,7 +78,7 @@ class KeeperLink:
         """The keeper keeps a copy of fd under key (replacing the one it had), or lets it go (None):
         a port closed on purpose must close in the keeper too, so clients are refused at once."""
         if fd is None:
-            self.spawner.tell({"cmd": "drop", "key": key})
+            self.spawner.ask({"cmd": "drop", "key": key})     # closed there before the caller is answered
         else:
             self.spawner.tell({"cmd": "hold", "key": key}, [fd])
 

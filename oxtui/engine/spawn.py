@@ -93,6 +93,17 @@ class Spawner:
 
     # ---- the keeper's messages (keeperlink.py says what) --------------------------------------------
 
+    def ask(self, msg: dict) -> None:
+        """Like tell, and wait until the helper has acted on it (at most HELPER_TIMEOUT s)."""
+        if self._sock is None:
+            return
+        self._next_id += 1
+        try:
+            self._send(self._sock, json.dumps({**msg, "id": self._next_id}).encode(), [])
+            self._wait_reply(self._sock, self._next_id)
+        except (OSError, SpawnError):
+            pass        # the helper is gone: _readable sees it and deals with it
+
     def tell(self, msg: dict, fds: list[int] | None = None) -> None:
         """identity, pipes, bye, adopted, beat (forkserver.py's protocol)."""
         self._tell(msg, fds)
