@@ -649,3 +649,31 @@ def test_a_worker_without_a_process_is_never_running_and_its_last_words_are_reco
             assert w.last_exit["code"] == 3
 
     run_engine(body)
+
+
+def test_a_stop_ends_even_when_the_exit_report_never_comes(tmp_path, monkeypatch):
+    """The keeper reports an instance's end to the engine it knows; a report sent to an engine that died
+    before reading it is lost, and the engine that took over must not wait for it for ever at a stop:
+    once the pid is no longer the keeper's child it counts as killed (worker.LOST_EXIT_CHECK)."""
+    from oxtui.engine import worker as worker_mod
+    monkeypatch.setattr(worker_mod, "LOST_EXIT_CHECK", 0.2)
+    path = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 600"
+        stop_timeout = 0.3
+    ''')
+
+    async def body():
+        async with engine_at(path) as engine:
+            w = await await_until(lambda: (w := group_of(engine).workers[0]).pid and w, 10)
+            pid = w.pid
+            spawner = engine.spawner
+            real = spawner._handle          # the keeper's report of this pid's end goes nowhere
+            monkeypatch.setattr(spawner, "_handle", lambda msg, fds: None if msg.get("exit") == pid else real(msg, fds))
+            began = time.monotonic()
+            await asyncio.wait_for(group_of(engine).stop(), 10)
+            assert time.monotonic() - began < 5
+            assert gone(pid) and w.exit_signal == "SIGKILL"
+            assert "its end was never reported: taken as killed" in (tmp_path / "logs" / "app.log").read_text()
+
+    run_engine(body)
