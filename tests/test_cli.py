@@ -315,3 +315,46 @@ def test_start_a_program_without_an_oxfile(tmp_path):
         assert r.returncode == 2 and "has a [processes.server] already" in r.stderr
     finally:
         oxtui_cli("down", cwd=tmp_path)
+
+
+def test_scale_refuses_what_check_refuses_and_the_engine_stays_answerable(tmp_path, engine_process):
+    path = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 600"
+        instances = 2
+    ''')
+    ep = engine_process(path)
+    ep.wait_running("app", 2)
+    for ask in (["999999"], ["+999999"]):
+        r = ep.cli("scale", "app", *ask)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "do not fit in the kernel's pid space" in r.stderr and "lower instances" in r.stderr, r.stderr
+    # the same words as `oxtui check` says of that count in the file
+    (tmp_path / "big").mkdir()
+    big = write_oxfile(tmp_path / "big", "[processes.app]\ncommand = 'sleep 600'\ninstances = 999999\n")
+    check = oxtui_cli("check", str(big))
+    assert check.returncode == 2 and "do not fit in the kernel's pid space" in check.stderr, check.stderr
+    assert len(ep.workers("app")) == 2, "nothing was started"
+    r = ep.cli("scale", "app", "3")
+    assert r.returncode == 0, r.stderr
+    ep.wait_running("app", 3)
+
+
+def test_events_n_prints_up_to_n_events_newest_last(tmp_path, engine_process):
+    ep = engine_process(write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 600"
+        instances = 3
+    '''))
+    ep.wait_running("app", 3)
+
+    def events(*args: str) -> list[dict]:
+        r = ep.cli("events", "--json", *args)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines()]
+    every = events("-n", "1000")
+    assert 3 <= len(every) < 50
+    assert events() == every, "the default (50) prints them all when there are fewer"
+    assert events("-n", str(len(every) + 1)) == every, "one more than there are: all of them"
+    assert events("-n", "2") == every[-2:], "the newest, newest last"
+    assert events("-n", "0") == []

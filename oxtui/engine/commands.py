@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..oxfile.config import parse_signal, usable_cpus
+from ..oxfile.limits import check_counts
 from .errors import UsageError
 from .logquery import LogQuery
 
@@ -43,6 +44,13 @@ async def scale(engine: EngineApi, req: dict[str, Any], progress: Progress) -> A
         n = _whole(req, "n", 'scale needs a whole number of instances, e.g. 4, +1, -1, or "max"')
         if req.get("relative"):
             n = group.target + n
+    # refused as `oxtui check` refuses the same count in the file (exit 2, the same words): a count the
+    # kernel's pid space or the user's process limit cannot hold would fork until the machine chokes
+    errors: list[str] = []
+    check_counts(errors, [], str(engine.config.path),
+                 [(g.name, n if g is group else g.target) for g in engine.groups.values()])
+    if errors and n > group.target:
+        raise UsageError(errors[0])
     before, after = await group.scale(n)
     return {"name": group.name, "before": before, "instances": after}
 
@@ -117,7 +125,8 @@ async def events(engine: EngineApi, req: dict[str, Any], progress: Progress) -> 
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise UsageError("events -n needs a number of events >= 0")
     recent = engine.events.recent(name)
-    return {"events": recent[len(recent) - n:] if n else [], "seq": engine.events.seq}
+    # up to n, newest last (a slice from len - n went negative, and wrapped, when n > len)
+    return {"events": recent[max(0, len(recent) - n):] if n else [], "seq": engine.events.seq}
 
 
 async def apply(engine: EngineApi, req: dict[str, Any], progress: Progress) -> Any:
