@@ -309,21 +309,7 @@ class Keeper:
             except OSError:
                 pass
             deadline = max(deadline, time.monotonic() + tag.get("stop_timeout", 10.0))
-        while live and time.monotonic() < deadline:
-            for pid in list(live):
-                try:
-                    if os.waitpid(pid, os.WNOHANG)[0]:
-                        live.discard(pid)
-                except ChildProcessError:
-                    live.discard(pid)
-            time.sleep(0.02)
-        for pid in list(live):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-            live.discard(pid)
+        end_children(live, deadline, groups=True)
 
     # ---- across an upgrade (the helper exec's the new program in place) -------------------------------
 
@@ -401,18 +387,24 @@ def stop_orphans(grace: float = 2.0) -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + grace
-    while orphans and time.monotonic() < deadline:
-        for pid in list(orphans):
+    end_children(set(orphans), time.monotonic() + grace, groups=False)
+
+
+def end_children(pids: set[int], deadline: float, groups: bool) -> None:
+    """Reap these children as they end until `deadline`, then SIGKILL what is left (each one's whole
+    process group with `groups`) and reap it; `pids` is emptied."""
+    while pids and time.monotonic() < deadline:
+        for pid in list(pids):
             try:
                 if os.waitpid(pid, os.WNOHANG)[0]:
-                    orphans.remove(pid)
+                    pids.discard(pid)
             except ChildProcessError:
-                orphans.remove(pid)
+                pids.discard(pid)
         time.sleep(0.02)
-    for pid in orphans:
+    for pid in list(pids):
         try:
-            os.kill(pid, signal.SIGKILL)
+            (os.killpg if groups else os.kill)(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
+        except OSError:
             pass
+        pids.discard(pid)
