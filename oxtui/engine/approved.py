@@ -40,7 +40,8 @@ class Approved:
         for pid in list(self.approved):
             self.revoke(pid)
 
-    def restart(self, pid: int, born: int | None, start: Callable[[dict, list[int]], int]) -> tuple[int, int, int] | None:
+    def restart(self, pid: int, born: int | None,
+                start: Callable[[dict, list[int]], int]) -> tuple[int, int, int] | None:
         """The approved restart of instance `pid`, which has just ended: (the new pid, its stdout and
         stderr read ends), or None when the approval does not cover this end (it ended too soon)."""
         req, listen, min_uptime = self.approved.pop(pid)

@@ -88,7 +88,8 @@ async def recover(engine: EngineApi, fd: int) -> dict[str, Any]:
               "died_at": inv["at"], "attempts": inv["attempts"], "kept": kept, "ended_meanwhile": ended}
     engine.recovered = record
     text = (f"recovered: the engine (pid {inv['from_pid']}) died ({inv['cause']}); this engine adopted {kept} "
-            f"worker(s) with their pids and sockets" + (f", {ended} that ended meanwhile are restarted" if ended else "")
+            "worker(s) with their pids and sockets"
+            + (f", {ended} that ended meanwhile are restarted" if ended else "")
             + ("" if saved is not None else "; no journal was found, so counters and events start again")
             + (f" (started {inv['attempts']} times)" if inv["attempts"] > 1 else ""))
     engine.log(text)
