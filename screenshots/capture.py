@@ -1,6 +1,7 @@
 """Pictures of the real app on the sample apps (real engine, real children), for README.
 
     .venv/bin/python screenshots/capture.py     # writes screenshots/*.svg and, with rsvg-convert, *.png
+    .venv/bin/python screenshots/capture.py recovered    # only that one
 """
 
 from __future__ import annotations
@@ -70,12 +71,43 @@ async def main() -> None:
         engine.shutdown()
         engine.join(30)
     shots.append(await attached())
+    shots.append(await recovered())
     shots.append(await flood())
     shots.append(await fleet())
     if shutil.which("rsvg-convert"):
         for svg in shots:
             subprocess.run(["rsvg-convert", "-w", "1400", svg, "-o", svg[:-4] + ".png"], check=True)
     print("\n".join(shots))
+
+
+async def recovered() -> str:
+    """The engine of `oxtui up` SIGKILLed: a TUI attached to the engine its keeper started in its place."""
+    import json
+    import os
+    import signal
+    import time
+    oxfile = ROOT / "sample_apps" / "oxfile.toml"
+    cli = [sys.executable, "-m", "oxtui"]
+    subprocess.run([*cli, "up", str(oxfile)], check=True, cwd=ROOT)
+    try:
+        old = json.loads(subprocess.run([*cli, "status", "--json", "-c", str(oxfile)], check=True, cwd=ROOT,
+                                        capture_output=True, text=True).stdout)["engine_pid"]
+        os.kill(old, signal.SIGKILL)
+        for _ in range(100):
+            r = subprocess.run([*cli, "status", "--json", "-c", str(oxfile)], cwd=ROOT, capture_output=True, text=True)
+            if r.returncode == 0 and json.loads(r.stdout)["engine_pid"] != old:
+                break
+            time.sleep(0.1)
+        remote = RemoteEngine(oxfile.resolve())
+        remote.connect()
+        app = OxtuiApp(remote, "sample_apps/oxfile.toml")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause(4)
+            shot = app.save_screenshot("recovered.svg", str(OUT))
+            remote.detach()
+    finally:
+        subprocess.run([*cli, "down", "-c", str(oxfile)], check=True, cwd=ROOT)
+    return shot
 
 
 async def attached() -> str:
@@ -181,5 +213,12 @@ async def fleet() -> str:
         assert not left, left
 
 
+async def only(name: str) -> None:
+    shot = await {"recovered": recovered, "attached": attached, "flood": flood, "fleet": fleet}[name]()
+    if shutil.which("rsvg-convert"):
+        subprocess.run(["rsvg-convert", "-w", "1400", shot, "-o", shot[:-4] + ".png"], check=True)
+    print(shot)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(only(sys.argv[1]) if len(sys.argv) > 1 else main())
