@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,13 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
-from oxtui.client.connection import Client  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from oxtui.client.connection import status_of  # noqa: E402
+from reload_bench import free_port  # noqa: E402
 
 
 def cli(*args: str, cwd: Path, tree: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,11 +44,7 @@ def cli(*args: str, cwd: Path, tree: str | None = None) -> subprocess.CompletedP
 
 
 def status(oxfile: Path) -> dict | None:
-    try:
-        with Client(oxfile, timeout=2) as c:
-            return c.call({"cmd": "status"})
-    except Exception:
-        return None
+    return status_of(oxfile, timeout=2)
 
 
 class KeepAlive:

@@ -8,6 +8,7 @@ worker (engine/recovery.py) from what it holds and from the journal (engine/jour
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from keepalive import KeepAliveLoad
 from load import Load, explain
 from ptytui import PtyTUI
 
-from oxtui.client.connection import Client
+from oxtui.client.connection import status_of
 
 PY = sys.executable
 
@@ -64,11 +65,7 @@ def node_api(port: int) -> str:
 
 def status(oxfile: Path) -> dict | None:
     """The snapshot from the control socket, or None while no engine answers it."""
-    try:
-        with Client(oxfile.resolve(), timeout=5) as c:
-            return c.call({"cmd": "status"})
-    except Exception:
-        return None
+    return status_of(oxfile.resolve())
 
 
 def pids(snap: dict, name: str) -> list[int]:
@@ -97,7 +94,7 @@ def events(oxfile: Path) -> list[dict]:
 
 def printed(log: Path) -> list[tuple[int, float]]:
     """The counter's lines in the file: (number, when it was printed)."""
-    return [(int(i), float(t)) for i, t in re.findall(r"\| n (\d+) ([\d.]+)$", log.read_text(errors="replace"), re.M)]
+    return [(int(i), float(t)) for i, t in re.findall(r"\| n (\d+) ([\d.]+)$", log.read_text(errors="replace"), re.MULTILINE)]
 
 
 def numbers_in(log: Path) -> list[int]:
@@ -107,7 +104,7 @@ def numbers_in(log: Path) -> list[int]:
 def assert_contiguous(numbers: list[int]) -> None:
     """Every number once and in order from the first on: no line lost, none written twice."""
     assert numbers, "no numbered line in the log"
-    gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
+    gaps = [(a, b) for a, b in itertools.pairwise(numbers) if b != a + 1]
     assert not gaps, f"lines lost or repeated around {gaps[:5]} (of {len(numbers)} lines)"
 
 
@@ -121,7 +118,7 @@ def assert_nothing_lost_while_no_engine_ran(log: Path, killed_at: float) -> None
     lines = printed(log)
     numbers = [i for i, _ in lines]
     assert numbers and numbers == sorted(set(numbers)), "lines written twice or out of order"
-    for (a, ta), (b, tb) in zip(lines, lines[1:]):
+    for (a, ta), (b, tb) in itertools.pairwise(lines):
         if b != a + 1:
             lost = b - a - 1
             assert lost <= 3 and killed_at - IN_FLIGHT <= ta <= killed_at + 0.05, \
@@ -275,7 +272,7 @@ def test_sigkill_in_the_middle_of_a_rolling_reload_runs_it_again_to_the_end(tmp_
 
 def test_sigkill_of_oxtui_run_in_the_foreground_hands_the_workers_to_a_background_engine(tmp_path):
     oxfile = oxfile_with_counter(tmp_path, free_port())
-    out = open(tmp_path / "run.out", "wb")
+    out = open(tmp_path / "run.out", "wb")  # noqa: SIM115 - the engine writes it for the whole test
     engine = subprocess.Popen([PY, "-m", "oxtui", "run", str(oxfile)], stdout=out, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True)
     try:

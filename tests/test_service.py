@@ -4,6 +4,7 @@ socket (this test acts as systemd), and the journal getting engine events rather
 from __future__ import annotations
 
 import configparser
+import itertools
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import gone, oxtui_cli, wait_until, write_oxfile
+
+from oxtui.client.connection import status_of
 
 PY = sys.executable
 
@@ -167,15 +170,6 @@ time.sleep(600)
 '''
 
 
-def _status(oxfile: Path) -> dict | None:
-    from oxtui.client.connection import Client
-    try:
-        with Client(oxfile.resolve(), timeout=5) as c:
-            return c.call({"cmd": "status"})
-    except Exception:
-        return None
-
-
 def test_notify_protocol_ready_reload_watchdog_stopping(tmp_path):
     (tmp_path / "slow.py").write_text(SLOW_READY)
     oxfile = write_oxfile(tmp_path, f'''
@@ -211,14 +205,14 @@ def test_notify_protocol_ready_reload_watchdog_stopping(tmp_path):
         # systemd never goes WATCHDOG_USEC without a ping (it would fail the unit, every app with it).
         os.kill(proc.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
-        snap = wait_until(lambda: (s := _status(oxfile)) and s["engine_pid"] != proc.pid and s, 15,
+        snap = wait_until(lambda: (s := status_of(oxfile.resolve())) and s["engine_pid"] != proc.pid and s, 15,
                           what="a new engine in place of the stopped one")
         assert snap["engine"]["recovered"]["cause"] == "SIGKILL" and snap["engine"]["keeper_pid"] == keeper
         wait_until(lambda: systemd.first("MAINPID", str(snap["engine_pid"])), 5, what="MAINPID of the new engine")
         assert proc.wait(5) == -signal.SIGKILL
         wait_until(lambda: [t for t in systemd.times("WATCHDOG") if t > stopped_at + 3], 10, what="pings go on")
         pings = systemd.times("WATCHDOG")
-        assert max(b - a for a, b in zip(pings, pings[1:])) < 2.0, "systemd would have seen a hole"
+        assert max(b - a for a, b in itertools.pairwise(pings)) < 2.0, "systemd would have seen a hole"
         assert [w["pid"] for w in snap["processes"][0]["workers"]] == [worker_pid], "the worker kept its pid"
         assert "has not answered for" in (tmp_path / "journal.out").read_text()
 

@@ -288,3 +288,33 @@ def test_an_upgrade_waits_for_the_answers_being_read_and_not_for_a_reader_that_n
         assert third not in (first, second)
     finally:
         oxtui_cli("down", "-c", str(oxfile))
+
+
+def test_after_an_upgrade_from_an_engine_without_a_keeper_its_death_is_survived(old, tmp_path):
+    """0.2.0rc2's helper held no pipes: after the upgrade the new engine hands them to the helper (now a
+    keeper), or a SIGKILL of that engine would leave the workers' output with no reader at all."""
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.count]
+        command = "{sys.executable} {APPS / 'counter.py'} 0.01"
+    ''')
+    try:
+        r = old.oxtui("up", str(oxfile))
+        assert r.returncode == 0, r.stderr
+        old.install_code_under_test()
+        r = old.oxtui("upgrade", "-c", str(oxfile))
+        assert r.returncode == 0, r.stdout + r.stderr
+        before = old.status(oxfile)
+        pid = running(before, "count")[0]
+        import os
+        import signal
+        os.kill(before["engine_pid"], signal.SIGKILL)
+        after = wait_until(lambda: (r := old.oxtui("status", "--json", "-c", str(oxfile))).returncode == 0
+                           and (s := json.loads(r.stdout))["engine_pid"] != before["engine_pid"] and s, 15, 0.1,
+                           what="a new engine in place of the killed one")
+        assert running(after, "count") == {0: pid}, "the worker kept its pid"
+        log = tmp_path / "logs" / "count.log"
+        seen = log.read_text().count("| n ")
+        wait_until(lambda: log.read_text().count("| n ") > seen + 20, 10, 0.1,
+                   what="the worker's output read by the new engine")
+    finally:
+        old.oxtui("down", "-c", str(oxfile))

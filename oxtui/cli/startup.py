@@ -52,7 +52,8 @@ def systemd_version() -> int:
     """The installed systemd's version (0 when it cannot be told): ExitType= needs 250."""
     import subprocess
     try:
-        out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
         return int(out.split()[1])
     except (OSError, ValueError, IndexError, subprocess.SubprocessError):
         return 0

@@ -13,7 +13,7 @@ import fcntl
 import os
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Approved:

@@ -56,7 +56,11 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._applying = False
-        self.logs.on_pending = self._flush_soon
+        # Lines are written as soon as they are read, not after a pause nor at the end of the loop's pass:
+        # what the engine has read from a pipe is gone from it, so a SIGKILL (the keeper then starts a new
+        # engine) must find it on disk, and inside a TUI the UI thread may hold the GIL between a read and
+        # the next callback. One write per read: a flood's reads are large, a quiet app's are rare.
+        self.logs.on_pending = self.logs.flush
         self.stopped = asyncio.Event()
         self.background = False            # `oxtui run --background` (`oxtui up`): no terminal, no journal
         self.embedded = False              # inside a TUI: that TUI moves it (q then b), not `oxtui upgrade`
@@ -343,16 +347,6 @@ class Engine:
 
     def _metrics_needed(self) -> bool:
         return self.exporter is not None or any(g.cfg.max_memory is not None for g in self.groups.values())
-
-    def _flush_soon(self) -> None:
-        # Written as soon as it is read, not after a pause nor at the end of the loop's pass: what the
-        # engine has read from a pipe is gone from it, so a SIGKILL (the keeper then starts a new engine)
-        # must find it on disk, and inside a TUI the UI thread may hold the GIL between a read and the
-        # next callback. One write per read: a flood's reads are large, a quiet app's are rare.
-        self._flush_now()
-
-    def _flush_now(self) -> None:
-        self.logs.flush()
 
     # ---- commands -------------------------------------------------------------------------
 

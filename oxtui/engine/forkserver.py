@@ -53,16 +53,32 @@ import time
 # The child's side (fork, set-up, exec) is a file of its own beside this one; run as a script, the
 # helper has no package to import it from, so it appends its own folder (after the standard library).
 if __package__:
-    from .forkchild import (CANNOT_START_EXIT, ORPHANED_EXIT, PR_SET_CHILD_SUBREAPER, PR_SET_NAME,
-                            PR_SET_PDEATHSIG, become_instance, fork, prctl)
     from .approved import Approved
+    from .forkchild import (
+        CANNOT_START_EXIT,
+        ORPHANED_EXIT,
+        PR_SET_CHILD_SUBREAPER,
+        PR_SET_NAME,
+        PR_SET_PDEATHSIG,
+        become_instance,
+        fork,
+        prctl,
+    )
     from .keeper import KEEPER_MESSAGES, Keeper, stop_orphans
     from .spare import Spare
 else:
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-    from forkchild import (CANNOT_START_EXIT, ORPHANED_EXIT, PR_SET_CHILD_SUBREAPER,  # type: ignore[no-redef]
-                           PR_SET_NAME, PR_SET_PDEATHSIG, become_instance, fork, prctl)
     from approved import Approved  # type: ignore[no-redef]
+    from forkchild import (  # type: ignore[no-redef]
+        CANNOT_START_EXIT,
+        ORPHANED_EXIT,
+        PR_SET_CHILD_SUBREAPER,
+        PR_SET_NAME,
+        PR_SET_PDEATHSIG,
+        become_instance,
+        fork,
+        prctl,
+    )
     from keeper import KEEPER_MESSAGES, Keeper, stop_orphans  # type: ignore[no-redef]
     from spare import Spare  # type: ignore[no-redef]
 

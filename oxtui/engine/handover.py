@@ -295,9 +295,9 @@ async def adopt(engine: EngineApi, channel_fd: int) -> dict[str, Any]:
         chan.close()
     # From here on the old engine is frozen: read the helper and the pipes, serve the socket.
     kept = await carry_on(engine, state)
-    engine.logs.emit("oxtui", None, "event", [f"took over from pid {state['from_pid']} (oxtui "
-                                              f"{state.get('version', '0.1.0')}): {kept} worker(s) kept running, "
-                                              "none restarted"])
+    engine.logs.emit("oxtui", None, "event", [(f"took over from pid {state['from_pid']} (oxtui "
+                                               f"{state.get('version', '0.1.0')}): {kept} worker(s) kept running, "
+                                               "none restarted")])
     return {"pid": state["from_pid"], "version": state.get("version", "0.1.0")}
 
 

@@ -30,7 +30,6 @@ from ..runtime import journal_path
 from .events import HISTORY
 
 
-
 class Journal:
     def __init__(self, oxfile: Path, build: Callable[[], dict[str, Any] | None]):
         self.state_path = journal_path(oxfile, "state")

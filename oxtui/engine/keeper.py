@@ -38,7 +38,7 @@ import os
 import signal
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 RELAUNCH_MAX = 30.0
 KEEPER_MESSAGES = ("hold", "drop", "pipes", "identity", "beat", "bye", "adopted")

@@ -40,7 +40,8 @@ class KeeperLink:
             self.hold("control", engine.control.listener_fd())
         for g in engine.groups.values():
             self.hold(f"listen:{g.name}", g.listen_fd)
-            for w in g.all_workers():       # adopted ones: a keeper from before an upgrade has no copies
+            # adopted ones: a keeper from before an upgrade has no copies (one that started us has them all)
+            for w in ([] if recovered else g.all_workers()):
                 info = w.handover_info()
                 if info is not None and info["pid"] is not None and (info["stdout"] or -1) >= 0:
                     sp.tell({"cmd": "pipes", "pid": info["pid"], "tag": w.keeper_tag()},
@@ -51,7 +52,7 @@ class KeeperLink:
             # keeper replaces it before systemd's watchdog would fail the whole unit.
             self.service.beat = lambda: sp.tell({"cmd": "beat"})
             if recovered:
-                self.service.send_direct(f"MAINPID={os.getpid()}")     # (ExitType=cgroup kept the unit up)
+                self.service.send(f"MAINPID={os.getpid()}")     # (ExitType=cgroup kept the unit up)
         path = engine.config.path
         argv = [sys.executable, "-P", "-m", "oxtui", "run", *([] if systemd else ["--background"]), str(path)]
         watchdog = int(self.service.watchdog_s * 1e6) if systemd and self.service.watchdog_s else 0

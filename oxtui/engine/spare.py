@@ -15,8 +15,7 @@ import socket
 if __package__:
     from .forkchild import CANNOT_START_EXIT, ORPHANED_EXIT, PR_SET_NAME, PR_SET_PDEATHSIG, become_instance, fork, prctl
 else:
-    from forkchild import (CANNOT_START_EXIT, ORPHANED_EXIT, PR_SET_NAME,  # type: ignore[no-redef]
-                           PR_SET_PDEATHSIG, become_instance, fork, prctl)
+    from forkchild import CANNOT_START_EXIT, ORPHANED_EXIT, PR_SET_NAME, PR_SET_PDEATHSIG, become_instance, fork, prctl  # type: ignore[no-redef]
 
 SPARE_IDLE_MS = 5          # quiet time before a new spare is forked: never during a burst of spawns
 MAX_MSG = 1 << 20
@@ -94,5 +93,5 @@ def _be_spare(conn: socket.socket, helper_pid: int) -> None:
         if not msg:
             os._exit(0)                         # the helper dropped us (shutting down)
         become_instance(json.loads(msg), fds, helper_pid)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - in the forked child: whatever happens, never return to the helper's code
         os._exit(CANNOT_START_EXIT)

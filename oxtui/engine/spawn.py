@@ -85,6 +85,7 @@ class Spawner:
         self.approvals = True       # the helper takes approve/revoke (false for an older one we adopted)
         self.exit_times: dict[int, tuple[int, int]] = {}   # pid -> (helper reaped it, engine heard), ns
         self.on_new_helper: list = []   # called once a helper started to replace a dead one (re-arm the keeper)
+        self._replaced = False          # a helper died: the next one started replaces it
 
     def ensure(self) -> None:
         """Start the helper now (it holds the lock and sockets from the start, not from the first spawn)."""
@@ -374,8 +375,6 @@ class Spawner:
             self._early[pid] = status          # it ended before anyone asked
         elif not fut.done():
             fut.set_result(status)
-
-    _replaced = False
 
     def _helper_gone(self) -> None:
         """The helper died or stopped answering: end it (its instances die with it, by PDEATHSIG),

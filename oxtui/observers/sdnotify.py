@@ -20,7 +20,7 @@ import asyncio
 import os
 import socket
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from ..protocol import EngineFeed, ProcessSnapshot, Snapshot, WorkerState, slot_workers
 
@@ -82,11 +82,6 @@ class Notifier:
         return self.address is not None
 
     def send(self, *fields: str) -> None:
-        if self.address is None:
-            return
-        self.send_direct(*fields)
-
-    def send_direct(self, *fields: str) -> None:
         if self.address is None:
             return
         try:
