@@ -118,7 +118,9 @@ def test_verbs_reach_each_host_and_name_the_unreachable_ones(lab, engines, tmp_p
     r = fleet_cli(lab, "status", "--json", "--fleet")
     assert r.returncode == 1, r.stderr
     got = {s["host"]: s for s in json.loads(r.stdout)}
-    assert set(got) == {"web1", "web2"}
+    assert set(got) == {"web1", "web2", "locked", "stranger"}, "a script must see the hosts that are down too"
+    assert "Permission denied" in got["locked"]["error"] and "processes" not in got["locked"]
+    assert "Host key verification failed" in got["stranger"]["error"]
     for name, ep in (("web1", e1), ("web2", e2)):
         pids = {w["instance"]: w["pid"] for w in got[name]["processes"][0]["workers"]}
         assert pids == ep.pids(), f"{name}'s status must be its own engine's"
@@ -142,7 +144,23 @@ def test_verbs_reach_each_host_and_name_the_unreachable_ones(lab, engines, tmp_p
 
     wait_until(lambda: "ready r1" in fleet_cli(lab, "logs", "app", "-n", "20", "-H", "web1").stdout, 10, 0.2)
     r = fleet_cli(lab, "logs", "app", "-n", "20", "-H", "web1")
-    assert all(line.startswith("web1: ") for line in r.stdout.strip().splitlines()), r.stdout
+    assert r.stdout and all(line.split()[2].startswith("web1/app.") for line in r.stdout.splitlines()), r.stdout
+    assert fleet_cli(lab, "scale", "app", "3", "-H", "web1").returncode == 0    # web1's news after web2's
+    e1.wait_running("app", 3)
+    wait_until(lambda: "app.2" in fleet_cli(lab, "logs", "app", "-n", "20", "-H", "web1").stdout, 10, 0.2)
+    # Several hosts' lines and events: one list in time order, each named HOST/process.N as followed ones are.
+    for verb in ("logs", "events"):
+        r = fleet_cli(lab, verb, "app", "-n", "20", "-H", "web1,web2")
+        assert r.returncode == 0, r.stderr
+        rows = r.stdout.splitlines()
+        assert {row.split()[2].split("/")[0] for row in rows} == {"web1", "web2"}, r.stdout
+        assert [row[:23] for row in rows] == sorted(row[:23] for row in rows), f"{verb} not in time order:\n{r.stdout}"
+    r = fleet_cli(lab, "events", "--fleet")
+    assert r.returncode == 1 and "web1/app.0" in r.stdout and "web2/app.0" in r.stdout, r.stdout + r.stderr
+    r = fleet_cli(lab, "events", "-H", "web1", "--json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert events and {e["host"] for e in events} == {"web1"} and all("event" in e for e in events)
 
     follow = subprocess.Popen([sys.executable, "-m", "oxtui", "logs", "app", "-f", "-n", "5", "--fleet",
                                "--fleet-file", str(lab.fleet)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -206,6 +224,7 @@ def test_a_bad_fleet_file_is_one_line_per_problem(lab, tmp_path):
 @needs_ssh
 @under_load
 def test_fleet_reload_goes_host_by_host_under_load_and_stops_at_the_first_rollback(lab, engines):
+    lab.add("web0", password_only=True)        # down from the start: named and skipped, never a reason to wait
     hosts = [lab.add(f"web{i}") for i in (1, 2, 3)]
     eps = [engines(h, "shop") for h in hosts]
     before = [ep.pids() for ep in eps]
@@ -224,7 +243,7 @@ def test_fleet_reload_goes_host_by_host_under_load_and_stops_at_the_first_rollba
         for load in loads:
             load.stop()
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "new release on: web1; old release on: web2, web3 (stopped at web2)" in r.stdout, r.stdout
+    assert "new release on: web1; old release on: web2, web3 (stopped at web2); not reached: web0" in r.stdout, r.stdout
     assert "web2: app: rolled back" in r.stderr, r.stderr
     assert r.stdout.index("web1: rolling reload") < r.stdout.index("web2: rolling reload"), "one host after the other"
     assert "web3: rolling reload" not in r.stdout, "nothing is tried after the host that rolled back"

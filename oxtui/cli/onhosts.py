@@ -3,8 +3,13 @@ restart, stop, start; `reload NAME --fleet` is a rolling deploy across hosts.
 
 Each host's engine is the one `-c OXFILE` names (a path on that host), else the one that runs NAME,
 else the host's only engine. A host that cannot be reached is one line naming it and why (exit 1);
-the others are still done. `reload` goes host after host and stops at the first that rolls back,
-saying which hosts run the new release and which the old.
+the others are still done (`status --json` gives it an entry with its `error`, so a script sees it).
+`reload` goes host after host and stops at the first that rolls back or is lost during its reload,
+saying which hosts run the new release and which the old; a host unreachable from the start is named
+and skipped (one host down must not hold a fix back from the others), and the exit code is 1.
+
+One prefix for every merged output: a host's lines read `HOST/process.N` where one host's read
+`process.N` (logs and events, followed or not, merged in time order); a verb's own lines read `HOST: `.
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ def run(args: argparse.Namespace, req: dict[str, Any]) -> int:
             print(f"oxtui {verb}: {h.name}: unreachable: {why}", file=sys.stderr)
             code = 1
     up = [(h, link) for h, link, _ in linked if link is not None]
+    down = [{"host": h.name, "error": f"unreachable: {why}"} for h, _link, why in linked if why is not None]
     try:
         if verb == "ls":
             return max(code, _ls(up, args.json))
@@ -125,19 +131,24 @@ def run(args: argparse.Namespace, req: dict[str, Any]) -> int:
             except (Refused, LinkDown) as e:
                 print(f"oxtui {verb}: {e}", file=sys.stderr)
                 code = max(code, getattr(e, "code", 1))
+                down.append({"host": h.name, "error": str(e).removeprefix(f"{h.name}: ")})
                 continue
             results.append({"host": h.name, "oxfile": oxfile, "result": result})
-        _print(args, results)
+        _print(args, results, down)
         return code
     finally:
         for _h, link in up:
             link.close()
 
 
-def _print(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+def _print(args: argparse.Namespace, results: list[dict[str, Any]], down: list[dict[str, str]]) -> None:
     from .report import report
     if args.verb == "status" and args.json:
-        print(json.dumps([{**r["result"], "host": r["host"]} for r in results], indent=2))
+        print(json.dumps([{**r["result"], "host": r["host"]} for r in results] + down, indent=2))
+        return
+    key = "events" if args.verb == "events" else "lines"
+    if args.verb in ("logs", "events") and all(key in r["result"] for r in results):     # not `logs --flush`
+        _print_merged(args, results)
         return
     for r in results:
         out = io.StringIO()
@@ -148,6 +159,28 @@ def _print(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
             print(f"== {r['host']} ==\n{text}", end="")
         else:
             sys.stdout.write("".join(f"{r['host']}: {line}\n" for line in text.splitlines()))
+
+
+def _merged_line(args: argparse.Namespace, fmt: Any, host: str, item: Any) -> tuple[float, str]:
+    """(time, text) of one log line (a list) or event (a dict) of a host, in the fleet's one format."""
+    from .report import event_line, log_json
+    if isinstance(item, dict):
+        text = json.dumps({**item, "host": host}) if args.json else event_line(item, host)
+        return item["at"], text + "\n"
+    _seq, ts, source, stream, line = item
+    if args.json:
+        return ts, json.dumps({**log_json(ts, source, stream, line), "host": host}) + "\n"
+    return ts, fmt.lines(f"{host}/{source}", stream, ts, [line])
+
+
+def _print_merged(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """Every host's recent lines or events as one list in time order (a host's own order kept)."""
+    from .printer import Formatter, use_colour
+    fmt = Formatter(use_colour(sys.stdout), timestamps=True)
+    key = "events" if args.verb == "events" else "lines"
+    out = [_merged_line(args, fmt, r["host"], item) for r in results for item in r["result"][key]]
+    out.sort(key=lambda pair: pair[0])     # stable: equal times keep each host's own order
+    sys.stdout.write("".join(text for _ts, text in out))
 
 
 def _ls(up: list[tuple[Host, HostLink]], as_json: bool) -> int:
@@ -195,7 +228,6 @@ def _deploy(up: list[tuple[Host, HostLink]], args: argparse.Namespace, req: dict
 def _follow(up: list[tuple[Host, HostLink]], args: argparse.Namespace, req: dict[str, Any]) -> int:
     """Every host's stream at once, each line with its host, until Ctrl-C."""
     from .printer import Formatter, use_colour
-    from .report import event_line
     fmt = Formatter(use_colour(sys.stdout), timestamps=True)
     lock = threading.Lock()
     done = threading.Event()
@@ -204,17 +236,12 @@ def _follow(up: list[tuple[Host, HostLink]], args: argparse.Namespace, req: dict
     def on(host: str, m: dict[str, Any]) -> None:
         reply = m.get("msg") or {}
         lines: list[str] = []
-        if "log" in reply:
-            _seq, ts, source, stream, line = reply["log"]
-            lines.append(fmt.lines(f"{host}/{source}", stream, ts, [line]))
-        elif "event" in reply:
-            ev = reply["event"]
-            lines.append((json.dumps({**ev, "host": host}) if args.json else f"{host} {event_line(ev)}") + "\n")
+        if "log" in reply or "event" in reply:
+            lines.append(_merged_line(args, fmt, host, reply.get("log") or reply["event"])[1])
         elif reply.get("ok") and "result" in reply:
-            for _seq, ts, source, stream, line in reply["result"].get("lines", []):
-                lines.append(fmt.lines(f"{host}/{source}", stream, ts, [line]))
-            for ev in reply["result"].get("events", []):
-                lines.append((json.dumps({**ev, "host": host}) if args.json else f"{host} {event_line(ev)}") + "\n")
+            items = reply["result"].get("lines", []) + reply["result"].get("events", [])
+            lines.extend(text for _ts, text in sorted((_merged_line(args, fmt, host, i) for i in items),
+                                                      key=lambda pair: pair[0]))
         elif reply.get("ok") is False:
             lines.append(f"{host}: {reply.get('error')}\n")
         if m.get("end"):

@@ -68,10 +68,7 @@ def follow_logs(client: Any, req: dict[str, Any], as_json: bool = False) -> int:
 
     def show(ts: float, source: str, stream: str, line: str) -> None:
         if as_json:
-            process, _, instance = source.partition(".")
-            sys.stdout.write(json.dumps({"at": ts, "process": process, "instance": int(instance)
-                                         if instance.isdigit() else (-1 if instance == "canary" else None),
-                                         "stream": stream, "line": line}) + "\n")
+            sys.stdout.write(json.dumps(log_json(ts, source, stream, line)) + "\n")
         else:
             sys.stdout.write(fmt.lines(source, stream, ts, [line]))
 
@@ -94,11 +91,19 @@ def follow_logs(client: Any, req: dict[str, Any], as_json: bool = False) -> int:
     return 0
 
 
-def event_line(ev: dict[str, Any]) -> str:
-    """One event for people: "13:02:11.204 web.1 crash pid 4242: exited (crash: code 1)"."""
+def log_json(ts: float, source: str, stream: str, line: str) -> dict[str, Any]:
+    """One log line as `logs --json` prints it."""
+    process, _, instance = source.partition(".")
+    return {"at": ts, "process": process, "instance": int(instance) if instance.isdigit()
+            else (-1 if instance == "canary" else None), "stream": stream, "line": line}
+
+
+def event_line(ev: dict[str, Any], host: str | None = None) -> str:
+    """One event for people: "13:02:11.204 web.1 crash pid 4242: exited (crash: code 1)"; a fleet's
+    events name the host as its logs do: "web1/web.1"."""
     from ..protocol import format_ts
-    who = ev["process"] + ("" if ev.get("instance") is None else
-                           f".{'canary' if ev['instance'] < 0 else ev['instance']}")
+    who = (f"{host}/" if host else "") + ev["process"] + ("" if ev.get("instance") is None else
+                                                          f".{'canary' if ev['instance'] < 0 else ev['instance']}")
     pid = f" pid {ev['pid']}" if ev.get("pid") else ""
     return f"{format_ts(ev['at'])} {who:<12} {ev['event']:<13}{pid}: {ev.get('text', '')}"
 
