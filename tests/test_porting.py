@@ -266,12 +266,14 @@ def test_systemd_units_verify_and_say_the_oxfile(tmp_path):
     r = oxtui_cli("export", "systemd", str(oxfile), "-o", str(out))
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["cleanup.target", "cleanup.timer", "cleanup@.service", "flaky.target", "flaky@.service",
+    assert names == ["cleanup.target", "cleanup@.service", "cleanup@.timer", "flaky.target", "flaky@.service",
                      "migrate.target", "migrate@.service", "web.socket", "web.target", "web@.service",
                      "worker.target", "worker@.service"]
     assert "After=migrate.target" in (out / "web@.service").read_text()
     assert "Type=oneshot" in (out / "migrate@.service").read_text()
-    assert "OnUnitActiveSec=30s" in (out / "cleanup.timer").read_text()
+    timer = (out / "cleanup@.timer").read_text()
+    assert "OnUnitActiveSec=30s" in timer and "Unit=cleanup@%i.service" in timer and "AccuracySec=100ms" in timer
+    assert "Wants=cleanup@0.timer" in (out / "cleanup.target").read_text()
     web = (out / "web@.service").read_text()
     assert "Sockets=web.socket" in web and "Restart=always" in web and "TimeoutStopSec=10" in web
     assert "MemoryMax=268435456" in web and "StartLimitBurst=10" in web and "KillSignal=SIGTERM" in web
@@ -280,7 +282,8 @@ def test_systemd_units_verify_and_say_the_oxfile(tmp_path):
     # systemd-analyze verifies instances of a template: link web@0.service -> web@.service
     for unit in ("web", "worker", "flaky", "migrate", "cleanup"):
         (out / f"{unit}@0.service").symlink_to(out / f"{unit}@.service")
-    files = [str(p) for p in sorted(out.iterdir()) if not p.name.endswith("@.service")]
+    (out / "cleanup@0.timer").symlink_to(out / "cleanup@.timer")
+    files = [str(p) for p in sorted(out.iterdir()) if not p.name.endswith(("@.service", "@.timer"))]
     tool = shutil.which("systemd-analyze")
     assert tool, "systemd-analyze is missing: .ci/run installs it"
     v = subprocess.run([tool, "verify", *files], capture_output=True, text=True, timeout=60)

@@ -432,3 +432,40 @@ def test_an_upgrade_under_systemd_keeps_the_unit_active_and_the_new_engine_is_it
     m.run("systemctl", "stop", unit, check=True, timeout=60)
     assert m.show(unit, "ActiveState")["ActiveState"] == "inactive", m.journal(unit)[-3000:]
     assert m.sh(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs 2>/dev/null").stdout.split() == []
+
+
+def test_exported_schedules_tick_again_and_again(machine, tmp_path):
+    """An exported `every` runs at every tick under systemd: a task's timer starts its oneshot
+    instance again and again (it ran once when the timer pointed at a target that stays active), and a
+    long-running process's timer restarts it."""
+    m = machine
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.tick]
+        command = "sh -c 'date +%s.%N >> {tmp_path}/ticks'"
+        restart = "never"
+        [processes.tick.schedule]
+        every = "2s"
+        [processes.long]
+        command = "sh -c 'echo $$ >> {tmp_path}/longs; exec sleep 600'"
+        [processes.long.schedule]
+        every = "3s"
+    ''')
+    units = tmp_path / "units"
+    r = oxtui(m, "export", "systemd", str(oxfile), "-o", str(units))
+    assert r.returncode == 0, r.stderr
+    m.sh(f"cp {units}/* /etc/systemd/system/ && systemctl daemon-reload", check=True)
+    try:
+        r = m.run("systemctl", "start", "tick.target", "long.target", timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        def count(name: str) -> int:
+            f = tmp_path / name
+            return len(f.read_text().split()) if f.exists() else 0
+        m.wait(lambda: count("ticks") >= 3 and count("longs") >= 3, 20,
+               "three runs of the 2 s task and two restarts of the 3 s process")
+        assert m.show("tick.target", "ActiveState")["ActiveState"] == "active"
+        times = [float(t) for t in (tmp_path / "ticks").read_text().split()]
+        assert all(1.5 < b - a < 3.5 for a, b in zip(times, times[1:])), f"not every 2 s: {times}"
+    finally:
+        m.run("systemctl", "stop", "tick@0.timer", "long-tick.timer", "tick.target", "long.target",
+              "long@0.service", check=False, timeout=60)

@@ -88,36 +88,66 @@ def units_for(p: ProcessConfig, oxfile: Path, user: str | None, path_env: str) -
         "",
     ]
     out[f"{n}@.service"] = "\n".join(service)
-    if p.schedule is not None and p.schedule.every is not None:
-        # every: a timer per process that starts the target again (only a oneshot ends between runs)
-        out[f"{n}.timer"] = "\n".join([
+    ticks = p.schedule is not None and p.schedule.every is not None
+    if ticks and p.is_task:
+        # One timer per instance (NAME@.timer starts NAME@%i.service): a timer must start a unit that
+        # ends between runs. Pointed at the target, as before, it ran once: a target stays active, and
+        # starting an active unit does nothing. AccuracySec: systemd's default of a minute would run an
+        # `every = "5s"` task about once a minute. A tick while the last run goes on is merged into it,
+        # as oxtui skips it.
+        out[f"{n}@.timer"] = _timer(p, oxfile, f"{n}@%i.service", f"instance %i: {p.schedule.text}")
+    elif ticks:
+        # A long-running process: oxtui reloads it at each tick. systemd has no rolling reload, so its
+        # timer restarts every instance through a oneshot (starting a running service would do nothing).
+        out[f"{n}-tick.timer"] = _timer(p, oxfile, f"{n}-tick.service", f"restart at each tick, {p.schedule.text}")
+        out[f"{n}-tick.service"] = "\n".join([
             f"# Made by `oxtui export systemd` from {oxfile}: [processes.{p.name}.schedule] every.",
             "[Unit]",
-            f"Description={n}: {p.schedule.text}",
+            f"Description={n}: restart every instance ({p.schedule.text})",
             "",
-            "[Timer]",
-            f"OnActiveSec={p.schedule.every:g}s",
-            f"OnUnitActiveSec={p.schedule.every:g}s",
-            f"Unit={n}.target",
-            "",
-            "[Install]",
-            "WantedBy=timers.target",
+            "[Service]",
+            "Type=oneshot",
+            "ExecStart=/bin/systemctl restart " + " ".join(f"{n}@{i}.service" for i in range(p.instances)),
             "",
         ])
     wants = " ".join(f"{n}@{i}.service" for i in range(p.instances))
+    if ticks and p.is_task:         # a scheduled task first runs at its first tick, as in oxtui
+        order = [f"Wants={' '.join(f'{n}@{i}.timer' for i in range(p.instances))}"] if p.instances else []
+    else:
+        # after its instances: a task's target is reached once they have run (a oneshot is "started" then),
+        # and a task that must succeed for others fails its target when it fails
+        order = [f"After={wants}", f"{'Requires' if p.is_task else 'Wants'}={wants}"] if wants else []
+        order += [f"Wants={n}-tick.timer"] if ticks else []
     out[f"{n}.target"] = "\n".join([
         f"# Made by `oxtui export systemd` from {oxfile}: {p.instances} instance(s) of {n}.",
         "[Unit]",
         f"Description={n}: {p.instances} instance(s)",
-        # after its instances: a task's target is reached once they have run (a oneshot is "started" then),
-        # and a task that must succeed for others fails its target when it fails
-        *([f"After={wants}", f"{'Requires' if p.is_task else 'Wants'}={wants}"] if wants else []),
+        *order,
         "",
         "[Install]",
         "WantedBy=multi-user.target",
         "",
     ])
     return out
+
+
+def _timer(p: ProcessConfig, oxfile: Path, unit: str, what: str) -> str:
+    every = f"{p.schedule.every:g}s" if p.schedule is not None else ""
+    return "\n".join([
+        f"# Made by `oxtui export systemd` from {oxfile}: [processes.{p.name}.schedule] every.",
+        "[Unit]",
+        f"Description={_name(p.name)} {what}",
+        "",
+        "[Timer]",
+        f"OnActiveSec={every}",
+        f"OnUnitActiveSec={every}",
+        "AccuracySec=100ms",
+        f"Unit={unit}",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+        "",
+    ])
 
 
 def export_systemd(config: Config) -> tuple[dict[str, str], list[str]]:
@@ -143,7 +173,8 @@ def export_systemd(config: Config) -> tuple[dict[str, str], list[str]]:
             warn.append(f"{p.name}: cron {p.schedule.cron!r} is not carried over: write it as a .timer with "
                         "OnCalendar= (systemd's calendar syntax differs from cron's)")
         if p.schedule is not None and not p.is_task:
-            warn.append(f"{p.name}: a schedule on a long-running process reloads it in oxtui; its timer restarts it")
+            warn.append(f"{p.name}: a schedule on a long-running process reloads it in oxtui, one instance at a time; "
+                        f"{_name(p.name)}-tick.timer restarts every instance at once")
         if p.backoff_max != p.backoff:
             warn.append(f"{p.name}: backoff grows in oxtui; systemd waits RestartSec={max(p.backoff, 0.1):g} every time")
     return files, warn
