@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -41,10 +42,46 @@ def oxfile(tmp_path, port, instances=2):
 def test_no_engine_means_exit_3(tmp_path):
     path = write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 1"\n')
     for args in (("status",), ("status", "--json"), ("scale", "app", "2"), ("reload", "app"), ("kill", "app", "0"),
-                 ("stop", "all"), ("start", "all"), ("restart", "app"), ("logs",)):
+                 ("stop", "all"), ("start", "all"), ("restart", "app"), ("logs", "-f")):
         r = oxtui_cli(*args, "-c", str(path))
         assert r.returncode == 3, (args, r.stdout, r.stderr)
         assert "no engine is running for" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_logs_after_the_engine_stopped_are_read_from_its_files(tmp_path, engine_process):
+    """`oxtui logs` with no engine: the lines it wrote are still in the files, in the same form."""
+    port = free_port()
+    ep = engine_process(oxfile(tmp_path, port))
+    ep.wait_running("app", 2)
+    wait_until(lambda: ep.cli("logs", "bg", "-n", "3").stdout.count("tick") == 3, 10, 0.1, "three ticks")
+    assert ep.cli("kill", "app", "1", "--signal", "SIGKILL").returncode == 0
+    wait_until(lambda: ep.workers("app")[1]["restarts"] == 1, 10, 0.1, "app.1 restarted")
+    live = {args: ep.cli("logs", *args).stdout for args in (("app", "-n", "400"), ("app.1", "-n", "400"),
+                                                            ("-n", "4"), ("app", "--stderr", "-n", "400"))}
+    assert ep.stop() == 0
+    for args, was in live.items():
+        r = ep.cli("logs", *args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "no engine is running" in r.stderr and str(tmp_path / "logs") in r.stderr
+        if args[0] == "-n":            # every process and the engine's own lines, in time order
+            rows = r.stdout.splitlines()
+            assert len(rows) == 4 and "oxtui" in rows[0] and "stopping every process gracefully" in rows[0], rows
+            assert all("stopped" in row for row in rows[1:]), rows
+            continue
+        if "--stderr" in args:         # app writes nothing on stderr: the file's " | " lines are left out
+            assert was == r.stdout == "" and " | " in live[("app", "-n", "400")]
+            continue
+        assert r.stdout.startswith(was), "\n".join(difflib.unified_diff(was.splitlines(), r.stdout.splitlines()))
+        assert r.stdout.count("\n") >= was.count("\n") and was.count("\n") > 0
+    assert all(line.split()[2] == "app.1" for line in live[("app.1", "-n", "400")].splitlines())
+    r = ep.cli("logs", "bg", "-n", "2", "--json")
+    assert r.returncode == 0
+    assert [(o["line"][:3], o["process"], o["instance"], o["stream"]) for o in map(json.loads, r.stdout.splitlines())] \
+        == [("tic", "bg", 0, "out"), ("pid", "bg", 0, "event")]
+    r = ep.cli("logs", "nope")
+    assert r.returncode == 2 and "no process named 'nope'" in r.stderr
+    r = ep.cli("logs", "bg", "-f", "-n", "2")
+    assert r.returncode == 3 and r.stdout.count("tick") == 1 and "not following" in r.stderr
 
 
 def test_status_json_shape(tmp_path, engine_process):
@@ -96,6 +133,9 @@ def test_scale_kill_stop_start_restart_logs(tmp_path, engine_process):
     assert r.returncode == 2 and "signal name" in r.stderr     # bad usage: exit 2, before the engine is asked
     r = ep.cli("kill", "nope", "0")
     assert r.returncode == 2 and "no process named 'nope'" in r.stderr
+    for args in (("events", "nope"), ("events", "nope", "-f"), ("logs", "nope"), ("logs", "nope", "-f")):
+        r = ep.cli(*args)     # an unknown name is bad usage, whichever way the answer comes
+        assert r.returncode == 2 and "no process named 'nope'" in r.stderr, (args, r.returncode, r.stderr)
     r = ep.cli("reload", "aap")
     assert r.returncode == 2 and "did you mean 'app'?" in r.stderr
 

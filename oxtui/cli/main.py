@@ -335,6 +335,8 @@ def control(args: argparse.Namespace, oxfile: Path) -> int:
                 if args.verb in ("reload", "apply") and not getattr(args, "quiet", False) else None
             result = c.call(req, progress)
     except NoEngine as e:
+        if args.verb == "logs" and req["cmd"] == "logs":
+            return _logs_from_files(args, req, oxfile)
         print(f"oxtui: {e}", file=sys.stderr)
         return 3
     except ControlError as e:
@@ -344,6 +346,30 @@ def control(args: argparse.Namespace, oxfile: Path) -> int:
         print(f"oxtui {args.verb}: lost the engine's control socket ({e})", file=sys.stderr)
         return 1
     return report(args, result)
+
+
+def _logs_from_files(args: argparse.Namespace, req: dict[str, Any], oxfile: Path) -> int:
+    """No engine runs: the lines it wrote are still in its files. `-f` prints them, then says that
+    nothing new can come (exit 3, as every verb that needs an engine)."""
+    import json
+    from .logfiles import NoSuchProcess, read
+    from .report import log_json
+    config = _load_or_exit(oxfile)
+    try:
+        lines = read(config, req.get("name"), req["n"], req.get("streams"), req.get("since"))
+    except NoSuchProcess as e:
+        print(f"oxtui logs: {e}", file=sys.stderr)
+        return 2
+    print(f"oxtui logs: no engine is running for {config.path}; these lines are from the files in "
+          f"{config.logs.dir}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write("".join(json.dumps(log_json(*line[1:])) + "\n" for line in lines))
+    else:
+        report(args, {"lines": lines})
+    if args.follow:
+        print(f"oxtui logs: not following: no engine is running; `{hint('up', oxfile)}` starts it", file=sys.stderr)
+        return 3
+    return 0
 
 
 def _left_reload(oxfile: Path) -> None:

@@ -119,7 +119,7 @@ def follow_events(client: Any, req: dict[str, Any], as_json: bool) -> int:
             show(msg["event"])
         elif msg.get("ok") is False:
             print(f"oxtui events: {msg['error']}", file=sys.stderr)
-            return 1
+            return 2 if msg.get("usage") else 1
         elif msg.get("ok"):
             for ev in msg["result"]["events"]:
                 show(ev)

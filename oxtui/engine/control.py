@@ -180,7 +180,7 @@ class ControlServer:
         try:
             first = await self.engine.execute({**req, "follow": False})
         except CommandError as e:
-            await _send(writer, error(str(e)))
+            await _send(writer, error(str(e), usage=isinstance(e, UsageError)))
             return
         with LogFeed(self.engine.logs, LogQuery.of(self.engine, {**req, "since": None})) as feed:
             await _send(writer, ok(first))
@@ -196,7 +196,7 @@ class ControlServer:
         try:
             first = await self.engine.execute({**req, "follow": False})
         except CommandError as e:
-            await _send(writer, error(str(e)))
+            await _send(writer, error(str(e), usage=isinstance(e, UsageError)))
             return
         name = req.get("name")
         queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=10_000)
