@@ -351,10 +351,36 @@ def test_start_a_program_without_an_oxfile(tmp_path):
         assert r.returncode == 0 and "added: jobs" in r.stdout, r.stdout + r.stderr
         assert "[processes.jobs]" in (tmp_path / "oxfile.toml").read_text()
         assert oxtui_cli("check", cwd=tmp_path).returncode == 0
-        r = oxtui_cli("start", "server.js", cwd=tmp_path)
-        assert r.returncode == 2 and "has a [processes.server] already" in r.stderr
+        r = oxtui_cli("start", "server.js", cwd=tmp_path)       # the same program again: started, not refused
+        assert r.returncode == 0 and "is there already" in r.stdout, r.stdout + r.stderr
+        assert oxtui_cli("down", cwd=tmp_path).returncode == 0
+        # what it says to do when the engine is down works: the same start brings the engine up
+        r = oxtui_cli("start", "server.js", "-i", "3", cwd=tmp_path)
+        assert r.returncode == 2 and "has a different [processes.server]" in r.stderr, r.stderr
+        assert f"`oxtui up {tmp_path / 'oxfile.toml'}` starts it" in r.stderr
+        r = oxtui_cli("up", str(tmp_path / "oxfile.toml"), timeout=60)
+        assert r.returncode == 0 and http_get(port)[0] == 200, r.stdout + r.stderr
+        assert oxtui_cli("down", cwd=tmp_path).returncode == 0
+        r = oxtui_cli("start", "server.js", "-i", "2", "--listen", f"127.0.0.1:{port}", cwd=tmp_path, timeout=60)
+        assert r.returncode == 0 and http_get(port)[0] == 200, r.stdout + r.stderr
     finally:
         oxtui_cli("down", cwd=tmp_path)
+
+
+def test_start_listen_on_a_bare_port_is_every_interface_and_says_so(tmp_path):
+    """`--listen :3000` means what `server.listen(3000)` means, 0.0.0.0, with a warning and the safer address;
+    the broken oxfile beside it keeps anything from starting (tests bind 127.0.0.1 only)."""
+    from oxtui.cli.quickstart import _listen
+    assert _listen(":3000") == _listen("3000") == "0.0.0.0:3000"
+    assert _listen("127.0.0.1:3000") == "127.0.0.1:3000" and _listen("[::1]:3000") == "[::1]:3000"
+    (tmp_path / "app.js").write_text("")
+    (tmp_path / "oxfile.toml").write_text("[processes.x]\n")
+    r = oxtui_cli("start", "app.js", "--listen", ":3000", cwd=tmp_path)
+    assert r.returncode == 2 and "nothing was added" in r.stderr
+    assert "warning: --listen :3000 listens on every interface (0.0.0.0:3000)" in r.stderr
+    assert "use --listen 127.0.0.1:3000" in r.stderr
+    r = oxtui_cli("start", "app.js", "--listen", "127.0.0.1:3000", cwd=tmp_path)
+    assert r.returncode == 2 and "warning" not in r.stderr
 
 
 def test_scale_refuses_what_check_refuses_and_the_engine_stays_answerable(tmp_path, engine_process):

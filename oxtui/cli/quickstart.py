@@ -54,6 +54,12 @@ def quickstart(args: argparse.Namespace, oxfile: Path) -> int:
         except ValueError as e:
             print(f"oxtui start: --listen {e}", file=sys.stderr)
             return 2
+        host, port = parse_address(str(table["listen"]))
+        if host in ("0.0.0.0", "::"):
+            # as `server.listen(3000)` does, and what a PM2 user means; but never without saying so
+            print(f"warning: --listen {args.listen} listens on every interface ({table['listen']}): reachable from "
+                  f"the internet unless a firewall stops it; behind a proxy (nginx, Caddy) use --listen "
+                  f"127.0.0.1:{port}", file=sys.stderr)
     if oxfile.exists():
         try:
             load(oxfile)
@@ -65,9 +71,7 @@ def quickstart(args: argparse.Namespace, oxfile: Path) -> int:
         doc = tomlkit.parse(oxfile.read_text())
         procs = doc.setdefault("processes", tomlkit.table(is_super_table=True))
         if name in procs:
-            print(f"oxtui start: {oxfile} has a [processes.{name}] already; `oxtui start {name}` starts it, "
-                  "--name gives the new one another name", file=sys.stderr)
-            return 2
+            return _already_there(oxfile, name, procs[name], table)
     else:
         doc = tomlkit.document()
         doc.add(tomlkit.comment(f"Written by `oxtui start {' '.join(sys.argv[2:])}`; edit it, `oxtui check` it, "
@@ -100,3 +104,22 @@ def quickstart(args: argparse.Namespace, oxfile: Path) -> int:
         print(f"oxtui start: {e}", file=sys.stderr)
         return 1
     return report(argparse.Namespace(verb="apply"), result)
+
+
+def _already_there(oxfile: Path, name: str, have: object, table: object) -> int:
+    """`oxtui start app.js -i 4` again: the same program is started (by `up` when no engine runs, by
+    the engine when one does); another program of that name is refused, saying what starts the one there."""
+    from ..client.connection import status_of
+    running = status_of(oxfile) is not None
+    same = all(have.get(key) == value for key, value in table.items())       # type: ignore[attr-defined]
+    if not same:
+        starts = f"`oxtui start {name} -c {oxfile}` starts it" if running else f"`oxtui up {oxfile}` starts it"
+        print(f"oxtui start: {oxfile} has a different [processes.{name}] already; {starts}, --name gives the new "
+              "one another name", file=sys.stderr)
+        return 2
+    print(f"{oxfile}: [processes.{name}] is there already")
+    if not running:
+        from .daemon import up
+        return up(load(oxfile))
+    from .main import control
+    return control(argparse.Namespace(verb="start", name=name, config=str(oxfile)), oxfile)
