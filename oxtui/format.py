@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -141,3 +142,30 @@ def older(version: str | None) -> bool:
         return None if m is None else (*(float(x) for x in m.groups()[:3]), float(m.group(4) or "inf"))
     ours, theirs = key(__version__), key(version or "")
     return ours is not None and theirs is not None and theirs < ours
+
+
+# A line that says what went wrong: "OSError: [Errno 98] Address already in use" (Python's last line),
+# "Error: listen EADDRINUSE: address already in use 127.0.0.1:3101" (Node's, which ends its report
+# with its version instead), "npm ERR! ...", "fatal: ...", "panic: ...".
+_EXPLAINS = re.compile(r"^\s*(?:[\w.]*(?:Error|Exception)\b[^:]*:|npm ERR!|(?:fatal|FATAL|panic|ERROR|error)\b)")
+_NOISE = re.compile(r"^\s*(?:at\s|Node\.js v\d|\^+$|\}$|\w+: .*,$)")   # frames, banners, an error's fields
+BINDS_THE_PORT = re.compile(r"EADDRINUSE|Address already in use|Errno 98\b")
+
+
+def explaining_line(tail: list[str]) -> str:
+    """Of a process's last lines, the one that explains its exit: the last error line, else the last
+    line that is not a stack frame or a runtime's version banner, else ""."""
+    lines = [line.strip() for line in tail if line.strip()]
+    for pattern in (_EXPLAINS, BINDS_THE_PORT):
+        for line in reversed(lines):
+            if pattern.search(line) and not _NOISE.match(line):
+                return line
+    quiet = [line for line in lines if not _NOISE.match(line)]
+    return quiet[-1] if quiet else (lines[-1] if lines else "")
+
+
+def fd3_hint(listen: str | None) -> str:
+    """What to tell a process given `listen` that binds the port itself (EADDRINUSE, or an app such
+    as Express 5 that swallows the error and exits 0)."""
+    return (f"the app binds {listen} itself, which oxtui holds for it: serve the socket oxtui passes as "
+            "fd 3 instead (Node: server.listen({fd: 3}); uvicorn --fd 3; gunicorn takes it by itself)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -79,6 +80,30 @@ def test_up_returns_when_everything_is_up_and_down_leaves_nothing(tmp_path, daem
     assert oxtui_cli("status", "-c", str(oxfile)).returncode == 3
     assert oxtui_cli("down", "-c", str(oxfile)).returncode == 3
     assert "stopped (code 0)" in (tmp_path / "logs" / "app.log").read_text()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+@pytest.mark.parametrize("mode", ["crash", "quiet"])
+def test_up_names_the_error_line_and_fd_3_when_an_app_binds_its_port_itself(tmp_path, daemon, mode):
+    """Node's report ends with its version; the line that explains is "Error: listen EADDRINUSE". An app
+    that swallows that error and exits 0 gets the same advice: serve fd 3."""
+    port = free_port()
+    oxfile = write_oxfile(tmp_path, f"""
+        [processes.api]
+        command = "node {APPS / 'binds_port.js'} {port} {mode}"
+        instances = 2
+        listen = "127.0.0.1:{port}"
+        max_restarts = 2
+    """)
+    r = daemon(oxfile)
+    assert r.returncode == 1, r.stdout + r.stderr
+    line = next(line for line in r.stderr.splitlines() if "while starting" in line)
+    assert "Node.js v" not in line, line
+    if mode == "crash":
+        assert "exited with code 1 while starting: Error: listen EADDRINUSE" in line, line
+    else:
+        assert "exited with code 0" in line, line
+    assert f"the app binds 127.0.0.1:{port} itself" in line and "server.listen({fd: 3})" in line, line
 
 
 def test_up_fails_with_the_reason_when_a_process_cannot_start(tmp_path, daemon):
@@ -348,3 +373,16 @@ def test_variables_in_the_oxfile_come_from_the_environment(tmp_path):
     r = oxtui_cli("check", str(oxfile), env={"GREETING": "hi", "APP_PORT": str(port)})
     assert r.returncode == 2
     assert "[processes.app] env: ${DB_URL} is not set in the environment oxtui runs in" in r.stderr
+
+
+def test_the_line_that_explains_an_exit_is_picked_from_its_last_words():
+    from oxtui.format import explaining_line
+    python = ["Traceback (most recent call last):", '  File "app.py", line 3, in <module>',
+              "    socket.create_server(('127.0.0.1', 22))", "PermissionError: [Errno 13] Permission denied"]
+    assert explaining_line(python) == "PermissionError: [Errno 13] Permission denied"
+    npm = ["> shop@1.0.0 start", "> node missing.js", "npm ERR! code ENOENT", "npm ERR! A complete log is in /x.log",
+           "", "Node.js v20.20.2"]
+    assert explaining_line(npm) == "npm ERR! A complete log is in /x.log"
+    assert explaining_line(["starting on 3000", "done", "Node.js v20.20.2"]) == "done"
+    assert explaining_line(["   at Module._compile (node:internal)"]) == "at Module._compile (node:internal)"
+    assert explaining_line([]) == ""

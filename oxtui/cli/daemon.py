@@ -16,7 +16,7 @@ from typing import Iterator
 
 from ..client.connection import Client, ControlError, NoEngine, status_of
 from ..oxfile.config import Config
-from ..format import hint
+from ..format import BINDS_THE_PORT, explaining_line, fd3_hint, hint
 from ..protocol import Snapshot, WorkerSnapshot, WorkerState, last_exit_text, running_count, slot_workers
 from ..runtime import ENGINE_OUT, open_private
 
@@ -126,6 +126,7 @@ def failures(snap: Snapshot) -> list[str]:
     last line the first of them printed ("api.0-99 (100 instances) exited with code 1: OSError: [Errno
     98] Address already in use"): a release that cannot boot should fail `up` (and `startup`) at once."""
     hits: dict[tuple[str, str, str], list[int]] = {}
+    listens = {p["name"]: p.get("listen") for p in snap["processes"]}
     for name, w in _workers(snap):
         blocked = w["state"] == WorkerState.WAITING and (w.get("reason") or "").startswith("blocked")
         if blocked or w["state"] in (WorkerState.BACKOFF, WorkerState.ERRORED, WorkerState.FAILED) or \
@@ -133,9 +134,10 @@ def failures(snap: Snapshot) -> list[str]:
             last = last_exit_text(w)
             why = w.get("reason") or (f"exited with {last}" if last else w["state"])
             record = w.get("last_exit") or {}
-            tail = [line.strip() for line in record.get("tail") or [] if line.strip()]
-            said = record.get("note") or (tail[-1] if tail else "")     # the exit's reason, or its last words
+            said = record.get("note") or explaining_line(record.get("tail") or [])   # its reason, or its error
             said = "" if said in why else said
+            if listens.get(name) and (BINDS_THE_PORT.search(said) or record.get("code") == 0):
+                said = f"{said}: {fd3_hint(listens[name])}" if said else fd3_hint(listens[name])
             hits.setdefault((name, why, said), []).append(w["instance"])
     out = []
     for (name, why, said), slots in hits.items():
