@@ -169,3 +169,29 @@ def fd3_hint(listen: str | None) -> str:
     as Express 5 that swallows the error and exits 0)."""
     return (f"the app binds {listen} itself, which oxtui holds for it: serve the socket oxtui passes as "
             "fd 3 instead (Node: server.listen({fd: 3}); uvicorn --fd 3; gunicorn takes it by itself)")
+
+
+def count_text(p: dict, up_word: str = "running") -> str:
+    """How many of a process run, in a word a person reads right: "2/2 running" for a server; for a task
+    (which ends by design) "done", "failed", "1/1 running", "next 12:30:00" (a schedule not run yet),
+    "waiting" (for its depends_on), never "0/1" as if it were an outage."""
+    from .protocol import WorkerState, slot_workers
+    workers = slot_workers(p)    # type: ignore[arg-type]
+    n = p["instances"]
+    states = [w["state"] for w in workers]
+    live = sum(1 for s in states if s in (WorkerState.STARTING, WorkerState.RUNNING))
+    if not p.get("task"):
+        return f"{sum(1 for s in states if s == WorkerState.RUNNING)}/{n} {up_word}"
+    sched = p.get("schedule")
+    later = f"next {clock(sched['next_run'])}" if sched and sched.get("next_run") else ""
+    if live:
+        return f"{live}/{n} running"
+    if any(s in (WorkerState.FAILED, WorkerState.ERRORED, WorkerState.BACKOFF) for s in states):
+        return "failed" + (f", {later}" if later else "")
+    if n and states.count(WorkerState.COMPLETED) == n:
+        return "done" + (f", {later}" if later else "")
+    if later:
+        return later
+    if any(s == WorkerState.WAITING for s in states):
+        return "waiting"
+    return f"{states.count(WorkerState.COMPLETED)}/{n} done"

@@ -107,7 +107,8 @@ def test_the_only_engine_is_the_default_and_several_are_listed(tmp_path, engine_
     listed = {e["oxfile"]: e for e in cli_json("ls", "--json", cwd=nowhere)}
     assert set(listed) == {str(a), str(b)}
     assert listed[str(b)]["pid"] == ep_b.proc.pid and listed[str(b)]["systemd"] is False
-    assert listed[str(a)]["processes"] == [{"name": "app", "instances": 1, "oxfile_instances": 1, "running": 1}]
+    assert listed[str(a)]["processes"] == [{"name": "app", "instances": 1, "oxfile_instances": 1, "running": 1,
+                                            "task": False, "summary": "1/1"}]
     text = oxtui_cli("ls", cwd=nowhere).stdout
     assert str(a) in text and "app 1/1" in text
     # An engine SIGKILLed with its keeper (its whole process group) leaves a socket nobody answers on:

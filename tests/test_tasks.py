@@ -109,3 +109,47 @@ def test_check_warns_about_a_program_it_cannot_find_but_passes(tmp_path):
     assert "'./run.sh' is not an executable file in" in r.stderr
     assert "[processes.c]" not in r.stderr
     assert "[processes.d] command: 'prog' is not found" in r.stderr
+
+
+def test_a_finished_or_waiting_task_never_reads_as_an_outage(tmp_path):
+    """`up`, `ls` and the TUI's rows say "done" for a task that ended well, "next HH:MM:SS" for a schedule
+    not yet run and "failed" for one that failed: never "0/1", the look of a server that is down."""
+    from oxtui.format import count_text
+    from oxtui.tui.model import History, build_rows
+    path = write_oxfile(tmp_path, '''
+        [processes.migrate]
+        command = "true"
+        restart = "never"
+        [processes.broken]
+        command = "false"
+        restart = "never"
+        [processes.cleanup]
+        command = "true"
+        restart = "never"
+        [processes.cleanup.schedule]
+        every = "1h"
+        [processes.web]
+        command = "sleep 600"
+        depends_on = { migrate = "completed_successfully" }
+    ''')
+    try:
+        r = oxtui_cli("up", str(path), timeout=60)
+        assert r.returncode == 1 and "broken.0 exited with code 1 while starting" in r.stderr, r.stdout + r.stderr
+        wait_until(lambda: '"running"' in oxtui_cli("status", "--json", "-c", str(path)).stdout, 10, 0.1, "web up")
+        r = oxtui_cli("ls")
+        row = next(line for line in r.stdout.splitlines() if str(path) in line)
+        assert "migrate done" in row and "broken failed" in row and "web 1/1" in row, row
+        assert "cleanup next " in row and "0/1" not in row, row
+        snap = json.loads(oxtui_cli("status", "--json", "-c", str(path)).stdout)
+        by = {p["name"]: p for p in snap["processes"]}
+        assert count_text(by["migrate"]) == "done" and count_text(by["web"]) == "1/1 running"
+        assert count_text(by["broken"]) == "failed" and count_text(by["cleanup"]).startswith("next ")
+        cells = {row.process: row.cells[2] for row in build_rows(snap, History()) if row.kind == "process"}
+        assert cells == {"migrate": "done", "broken": "failed", "cleanup": count_text(by["cleanup"]), "web": "1/1 up"}
+        assert oxtui_cli("down", "-c", str(path)).returncode == 0
+        path.write_text(path.read_text().replace('command = "false"', 'command = "true"'))
+        r = oxtui_cli("up", str(path), timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "migrate done, broken done, cleanup next " in r.stdout and "web 1/1 running" in r.stdout, r.stdout
+    finally:
+        oxtui_cli("down", "-c", str(path))

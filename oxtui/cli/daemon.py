@@ -16,8 +16,8 @@ from typing import Iterator
 
 from ..client.connection import Client, ControlError, NoEngine, status_of
 from ..oxfile.config import Config
-from ..format import BINDS_THE_PORT, explaining_line, fd3_hint, hint
-from ..protocol import Snapshot, WorkerSnapshot, WorkerState, last_exit_text, running_count, slot_workers
+from ..format import BINDS_THE_PORT, count_text, explaining_line, fd3_hint, hint
+from ..protocol import Snapshot, WorkerSnapshot, WorkerState, last_exit_text, slot_workers
 from ..runtime import ENGINE_OUT, open_private
 
 STARTUP_GRACE = 15.0      # on top of the longest ready.timeout
@@ -165,7 +165,7 @@ def _all_up(snap: Snapshot) -> bool:
 
 
 def _counts(snap: Snapshot) -> list[str]:
-    return [f"{p['name']} {running_count(p)}/{p['instances']} running" for p in snap["processes"]]
+    return [f"{p['name']} {count_text(p)}" for p in snap["processes"]]
 
 
 def _alive(pid: int) -> bool:

@@ -24,7 +24,7 @@ def ls(as_json: bool) -> int:
             continue
         procs = []
         for p in e["processes"]:
-            text = f"{p['name']} {p['running']}/{p['instances']}"
+            text = f"{p['name']} {p.get('summary') or str(p['running']) + '/' + str(p['instances'])}"
             if p["oxfile_instances"] != p["instances"]:
                 text += f" (oxfile {p['oxfile_instances']})"
             procs.append(text)

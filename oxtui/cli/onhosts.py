@@ -192,7 +192,8 @@ def _ls(up: list[tuple[Host, HostLink]], as_json: bool) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for e in rows:
-        procs = ", ".join(f"{p['name']} {p['running']}/{p['instances']}" for p in e["processes"])
+        procs = ", ".join(f"{p['name']} {p.get('summary') or str(p['running']) + '/' + str(p['instances'])}"
+                          for p in e["processes"])
         print(f"{e['host']:<12} {e['oxfile']}  pid {e['pid']}  oxtui {e.get('version', '?')}  {procs}")
     if not rows:
         print("no engine is running on these hosts")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .connection import Client, ControlError, NoEngine
-from ..format import older
+from ..format import count_text, older
 from ..protocol import running_count
 from ..runtime import all_dirs, lock_is_held, read_lock
 
@@ -67,7 +67,8 @@ def _ask(sock: Path, timeout: float) -> dict[str, Any] | None:
         "socket": str(sock), "owner": _owner(sock),
         "processes": [{"name": p["name"], "instances": p["instances"],
                        "oxfile_instances": p.get("oxfile_instances", p["instances"]),
-                       "running": running_count(p)}
+                       "running": running_count(p), "task": bool(p.get("task")),
+                       "summary": count_text(p, "").strip()}
                       for p in snap["processes"]],
     }
 

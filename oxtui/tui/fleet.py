@@ -19,7 +19,7 @@ from typing import Any
 
 from ..client.link import EngineClient
 from ..fleet.session import BridgedEngine, FleetHost, FleetSession, down_cells, engine_label, host_line
-from ..format import human_bytes, human_duration
+from ..format import count_text, human_bytes, human_duration
 from ..protocol import LogBatch, WorkerState
 from .app import OxtuiApp
 from .keys import bindings
@@ -188,8 +188,7 @@ class FleetApp(OxtuiApp):
                 if snap is None:
                     continue
                 mark = "▶ " if v.oxfile == row.engine else "  "
-                procs = ", ".join(f"{p['name']} {sum(1 for w in p['workers'] if w['state'] == WorkerState.RUNNING)}"
-                                  f"/{p['instances']}" for p in snap["processes"])
+                procs = ", ".join(f"{p['name']} {count_text(p, '').strip()}" for p in snap["processes"])
                 lines.append(f"{mark}{escape(v.oxfile)}: engine pid {snap['engine_pid']}, oxtui "
                              f"{snap['engine'].get('version', '?')}; {escape(procs)}")
             return "\n".join(lines)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..format import (
     clock,
+    count_text,
     depends_text,
     human_bytes,
     human_duration,
@@ -153,16 +154,11 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
     live: set[str] = set()
     for p in in_start_order(snapshot.get("processes", [])):
         name = p["name"]
-        running = running_count(p)
         listen = p.get("listen") or ""
         if listen.startswith(("127.0.0.1:", "0.0.0.0:")):
             listen = listen.split(":", 1)[0].replace("127.0.0.1", "lo").replace("0.0.0.0", "any") + ":" \
                 + listen.split(":", 1)[1]
-        if p.get("task"):
-            done = sum(1 for w in p["workers"] if w["state"] == WorkerState.COMPLETED)
-            count = f"{done}/{p['instances']} done"
-        else:
-            count = f"{running}/{p['instances']} up"
+        count = count_text(p, "up")
         group_cells = (f"▼ {name}", "", count, "", "", "", "", "", "", listen,
                        reload_summary(p.get("reload")))
         rows.append(Row(f"p:{name}", "process", name, None, None, group_cells))
@@ -306,7 +302,7 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
         if w.get("reason"):
             out.append(f"[dim]why:[/dim] {escape(w['reason'])}")
     else:
-        out.append(f"[b]{p['name']}[/b] · {running_count(p)}/{p['instances']} running · release {p.get('release', 1)}"
+        out.append(f"[b]{p['name']}[/b] · {count_text(p)} · release {p.get('release', 1)}"
                    + (" · a task" if p.get("task") else ""))
     rows = [("command", p.get("command", "")), ("cwd", p.get("cwd") or "-"),
             ("user", p.get("user") or "the engine's own"),
