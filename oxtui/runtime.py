@@ -67,6 +67,16 @@ def socket_path(oxfile: Path) -> Path:
     return runtime_dir() / f"{key_for(oxfile)}.sock"
 
 
+def socket_paths(oxfile: Path) -> list[Path]:
+    """Where the engine of this oxfile can be reached: this user's folder; for root, when none is there,
+    every other user's folder that holds a socket for it (`oxtui ls` lists those engines, and root's
+    verbs must reach them: an engine of `oxtui up` run by web1, or of a `User=` unit)."""
+    mine = socket_path(oxfile)
+    if os.getuid() != 0 or mine.exists() or os.environ.get("OXTUI_RUNTIME_DIR"):
+        return [mine]
+    return [mine] + [sock for d in all_dirs() if d != mine.parent and (sock := d / mine.name).exists()]
+
+
 def lock_path(oxfile: Path) -> Path:
     return runtime_dir() / f"{key_for(oxfile)}.lock"
 

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -535,3 +536,30 @@ def test_a_host_tried_again_after_a_drop_still_reads_down():
     row, line = host_row(h, []), host_line(h)
     assert (row.state, row.cells[2], row.cells[10]) == ("down", "down", "connecting…")
     assert line.startswith("unreachable since ") and ", connecting again…: ssh: connect to host" in line
+
+
+@needs_ssh
+def test_root_reaches_the_engines_of_other_users_that_ls_lists(lab, engines):
+    """As root, `ls` lists another user's engine; `status`, `scale` and `upgrade` with -c reach it (its socket
+    is in that user's folder, which root may read), as README says."""
+    host = lab.add("web1")
+    ep = engines(host, "shop")
+    env = {k: v for k, v in os.environ.items() if k != "OXTUI_RUNTIME_DIR"}     # root's own folder: /run/oxtui
+
+    def as_root(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "oxtui", *args], env=env, capture_output=True, text=True,
+                              timeout=90, stdin=subprocess.DEVNULL)
+    listed = [e for e in json.loads(as_root("ls", "--json").stdout) if e["oxfile"] == str(ep.oxfile)]
+    assert len(listed) == 1 and listed[0]["answering"], listed
+    r = as_root("status", "--json", "-c", str(ep.oxfile))
+    assert r.returncode == 0, r.stderr
+    snap = json.loads(r.stdout)
+    assert {w["instance"]: w["pid"] for w in snap["processes"][0]["workers"]} == ep.pids()
+    r = as_root("scale", "app", "3", "-c", str(ep.oxfile))
+    assert r.returncode == 0, r.stderr
+    ep.wait_running("app", 3)
+    before = ep.pids()
+    r = as_root("upgrade", "-c", str(ep.oxfile))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ep.status()["engine_pid"] != snap["engine_pid"] and ep.pids() == before, "upgraded, every app kept"
+    assert psutil.Process(ep.status()["engine_pid"]).uids().real == host.uid, "the engine stays the user's"

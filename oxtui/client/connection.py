@@ -8,7 +8,7 @@ from pathlib import Path
 from shlex import quote
 from typing import Any, Callable, Iterator
 
-from ..runtime import socket_path
+from ..runtime import socket_paths
 
 
 class NoEngine(Exception):
@@ -26,14 +26,18 @@ class ControlError(Exception):
 
 class Client:
     def __init__(self, oxfile: Path | None, timeout: float | None = 30.0, path: Path | None = None):
-        self.path = path if path is not None else socket_path(oxfile)
+        assert path is not None or oxfile is not None
+        paths = [path] if path is not None else socket_paths(oxfile)    # type: ignore[arg-type]
         self.oxfile = oxfile
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(str(self.path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            self.sock.close()
+        for self.path in paths:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(str(self.path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+        else:
             if oxfile is not None and not oxfile.exists():
                 raise NoEngine(f"no engine is running for {oxfile}, and there is no such file; check the path "
                                "(`oxtui ls` lists the running engines)") from None
