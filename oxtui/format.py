@@ -130,18 +130,26 @@ def in_start_order(processes: list) -> list:
     return sorted(processes, key=lambda p: lv.get(p["name"], 0))
 
 
+FIRST_TO_HAND_OVER = "0.2.0rc2"     # the first release whose engine can be upgraded without an app restarted
+
+
+def _version_key(v: str) -> tuple[float, ...] | None:
+    """Versions are X.Y.Z with an optional rcN, which comes before X.Y.Z itself."""
+    m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:rc(\d+))?", v)
+    return None if m is None else (*(float(x) for x in m.groups()[:3]), float(m.group(4) or "inf"))
+
+
 def older(version: str | None) -> bool:
-    """An engine's version is older than the oxtui installed here (it can be upgraded in place).
-    Versions are X.Y.Z with an optional rcN, which comes before X.Y.Z itself."""
-    import re
-
+    """An engine's version is older than the oxtui installed here."""
     from . import __version__
-
-    def key(v: str) -> tuple[float, ...] | None:
-        m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:rc(\d+))?", v)
-        return None if m is None else (*(float(x) for x in m.groups()[:3]), float(m.group(4) or "inf"))
-    ours, theirs = key(__version__), key(version or "")
+    ours, theirs = _version_key(__version__), _version_key(version or "")
     return ours is not None and theirs is not None and theirs < ours
+
+
+def hands_over(version: str | None) -> bool:
+    """An engine of this version can move to another version without restarting an app (`upgrade`)."""
+    theirs, first = _version_key(version or ""), _version_key(FIRST_TO_HAND_OVER)
+    return theirs is not None and first is not None and theirs >= first
 
 
 # A line that says what went wrong: "OSError: [Errno 98] Address already in use" (Python's last line),

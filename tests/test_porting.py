@@ -23,7 +23,8 @@ APPS = [
      "env": {"NODE_ENV": "development", "LOG": "info"}, "env_production": {"NODE_ENV": "production"},
      "kill_timeout": 3000, "max_memory_restart": "300M", "wait_ready": True, "listen_timeout": 8000,
      "cron_restart": "0 3 * * *", "frobnicate": 1},
-    {"name": "worker", "script": "worker.py", "autorestart": False, "max_restarts": 5, "restart_delay": 2000},
+    {"name": "worker", "script": "worker.py", "autorestart": False, "max_restarts": 5, "restart_delay": 2000,
+     "cron_restart": "*/5 * * * *"},
     {"name": "tick", "script": "/bin/sh", "args": ["-c", "echo tick; sleep 100"], "interpreter": "none",
      "watch": ["src"], "ignore_watch": ["node_modules"], "out_file": "/var/log/tick.log"},
 ]
@@ -64,6 +65,9 @@ def test_pm2_ecosystem_maps_every_key_and_passes_check(tmp_path, kind):
     assert tick["watch"] == ["src"] and tick["ignore"] == ["node_modules"]
     assert "# from kill_timeout: 3000 ms" in text and "# from max_memory_restart: '300M'" in text
     assert api["schedule"] == {"cron": "0 3 * * *"}, "cron_restart is a schedule: a rolling reload at each tick"
+    assert worker["schedule"] == {"cron": "*/5 * * * *"}
+    schedule_notes = [line for line in text.splitlines() if "from cron_restart" in line]
+    assert "rolling reload" in schedule_notes[0] and "a fresh run at each tick" in schedule_notes[1], schedule_notes
     for said in ("frobnicate has no oxtui meaning", "out_file not carried over", "server.listen({fd: 3})", "wait_ready"):
         assert said in r.stderr, said
     assert "no schedules" not in r.stderr and "cron_restart" not in r.stderr

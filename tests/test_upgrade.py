@@ -223,6 +223,14 @@ def test_a_broken_install_leaves_the_old_engine_running(old, tmp_path):
         old.oxtui("down", "-c", str(oxfile))
 
 
+def test_which_versions_hand_over_agrees_with_the_releases_tested():
+    from oxtui.format import FIRST_TO_HAND_OVER, hands_over, older
+    assert FIRST_TO_HAND_OVER == OLD_VERSION, "the oldest release the upgrade tests run is the first that hands over"
+    assert hands_over("0.2.0rc2") and hands_over("0.2.0") and hands_over("0.3.1")
+    assert not hands_over("0.1.0") and not hands_over("0.2.0rc1") and not hands_over(None)
+    assert older("0.1.0") and older("0.2.0rc2") and not older("0.2.0")
+
+
 def test_versions_and_an_older_engine_in_status_and_ls(old, tmp_path):
     oxfile = write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\n')
     try:

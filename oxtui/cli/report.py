@@ -8,7 +8,18 @@ import sys
 from typing import Any
 
 from .. import __version__
-from ..format import depends_text, hint, human_bytes, human_duration, in_start_order, last_exit, older, schedule_text
+from ..format import (
+    FIRST_TO_HAND_OVER,
+    depends_text,
+    hands_over,
+    hint,
+    human_bytes,
+    human_duration,
+    in_start_order,
+    last_exit,
+    older,
+    schedule_text,
+)
 from ..protocol import Snapshot
 
 
@@ -135,9 +146,13 @@ def print_status(snap: Snapshot) -> None:
     print(f"engine pid {snap['engine_pid']}  oxtui {version}  up {human_duration(eng.get('uptime_s'))}  "
           f"cpu {eng.get('cpu_percent', 0):.1f}%  mem {human_bytes(eng.get('rss_bytes'))}  {snap['oxfile']}"
           + (f"  (systemd: {eng.get('unit') or 'yes'})" if eng.get("systemd") else ""))
-    if older(version):
+    if older(version) and hands_over(version):
         print(f"note: the engine runs oxtui {version}, older than the installed {__version__}; "
               f"`{hint('upgrade', snap['oxfile'])}` moves it to {__version__} without restarting an app")
+    elif older(version):
+        print(f"note: the engine runs oxtui {version}, which cannot hand over ({FIRST_TO_HAND_OVER} is the first "
+              f"that can); restart it once to move to {__version__}: `{hint('down', snap['oxfile'])} && "
+              f"{hint('up', snap['oxfile'])}` (that restarts its apps)")
     notify = eng.get("notify")
     if notify and notify["failed"]:
         print(f"notify: {notify['failed']} message(s) not delivered, {notify['sent']} delivered; the last failure: "

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..client.connection import Client, ControlError, NoEngine
-from ..format import hint
+from ..format import FIRST_TO_HAND_OVER, hint
 
 NEW_ENGINE_WAIT = 30.0
 
@@ -43,8 +43,8 @@ def upgrade_one(oxfile: Path) -> bool:
             result = c.call({"cmd": "upgrade"}, lambda text: print(f"{oxfile}: {text}", flush=True))
     except ControlError as e:
         if "unknown command" in str(e):
-            print(f"oxtui upgrade: {oxfile}: its engine runs oxtui {old_version}, which cannot hand over (0.2.0 is "
-                  f"the first that can); restart it once to the new version: `{hint('down', oxfile)} && "
+            print(f"oxtui upgrade: {oxfile}: its engine runs oxtui {old_version}, which cannot hand over "
+                  f"({FIRST_TO_HAND_OVER} is the first that can); restart it once to the new version: `{hint('down', oxfile)} && "
                   f"{hint('up', oxfile)}` (that restarts its apps)", file=sys.stderr)
         else:
             print(f"oxtui upgrade: {oxfile}: {e}", file=sys.stderr)

@@ -244,8 +244,11 @@ def convert_app(app: dict[str, Any], env_name: str | None, listen: str | None, s
                         "(PM2's process.send('ready') has no meaning outside PM2)")
 
     if app.get("cron_restart"):
-        t.schedule = [("cron", str(app["cron_restart"]),
-                       "from cron_restart: a rolling reload at each tick (no instance is down meanwhile)")]
+        # autorestart: false makes it a task (restart_on_exit = false): a tick runs it afresh, where a
+        # long-running app is reloaded one instance at a time
+        what = "a fresh run at each tick" if app.get("autorestart") is False else \
+            "a rolling reload at each tick (no instance is down meanwhile)"
+        t.schedule = [("cron", str(app["cron_restart"]), f"from cron_restart: {what}")]
     _per_instance(t, app, env, who, warn)
 
     for key in app:
