@@ -405,6 +405,18 @@ def test_scale_refuses_what_check_refuses_and_the_engine_stays_answerable(tmp_pa
     assert r.returncode == 0, r.stderr
     ep.wait_running("app", 3)
 
+    # A large scale stays answerable, and a scale back down mid-burst is obeyed at once: the instances
+    # not forked yet are never forked (before, every one of them was forked, then stopped).
+    burst = 3000
+    assert ep.cli("scale", "app", str(burst)).returncode == 0
+    wait_until(lambda: sum(w["state"] == "running" for w in ep.workers("app")) >= 50, 30, 0.05, "the burst under way")
+    r = ep.cli("scale", "app", "2")
+    assert r.returncode == 0 and f"app: {burst} -> 2" in r.stdout, r.stderr
+    app = ep.status()["processes"][0]
+    assert [(w["instance"], w["state"]) for w in app["workers"]] == [(0, "running"), (1, "running")]
+    forked = 2 + sum(app["counters"]["exits"].values())     # every instance forked has ended by now, but 0-1
+    assert forked < burst - 500, f"{forked} of {burst} forked: the scale down waited for the burst"
+
 
 def test_events_n_prints_up_to_n_events_newest_last(tmp_path, engine_process):
     ep = engine_process(write_oxfile(tmp_path, '''

@@ -93,6 +93,7 @@ class Worker(ExitReport):
         self._restart_reason: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._child: Child | None = None
+        self._spawning: asyncio.Task[Child] | None = None     # a spawn asked of the helper, not answered yet
         self._exited: asyncio.Future[int] | None = None
         self.approval = Approval(self)
 
@@ -137,6 +138,11 @@ class Worker(ExitReport):
             self._stop_cause = cause
         self._want = False
         self._stop.set()
+        if self._spawning is not None:
+            # Not forked yet (it waits for the spawn window, or the helper has not answered): a scale
+            # from 5,000 back to 2 is obeyed at once, not after 4,998 forks and kills. A fork the helper
+            # makes meanwhile is ended when its answer comes (Spawner._end_abandoned).
+            self._spawning.cancel()
         if self._task is not None:
             await asyncio.shield(self._task)
 
@@ -352,14 +358,23 @@ class Worker(ExitReport):
             # starting from now, not once the helper has answered: a waiting spawn must never look
             # stopped (which counts as settled for READY=1, `oxtui up` and the reload's checks)
             self._set(WorkerState.STARTING)
+            self._spawning = loop.create_task(spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd,
+                                                            self.cfg.run_as, tag=self.keeper_tag()))
             try:
-                child = await spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd, self.cfg.run_as,
-                                            tag=self.keeper_tag())
+                child = await self._spawning
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._want or (task is not None and task.cancelling()):
+                    raise                   # this worker's own task is being cancelled, not only its spawn
+                self.ended.set()            # stopped before it had a process: nothing ran, nothing to stop
+                return 0.0, "stop"
             except (SpawnError, OSError) as e:
                 self.exit_code, self.exit_signal, self.pid = 127, None, None
                 self.group.event(self, f"cannot start: {e}")
                 self.ended.set()
                 return 0.0, None
+            finally:
+                self._spawning = None
         else:
             child = adopted
         self._child = child
