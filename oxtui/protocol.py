@@ -132,7 +132,7 @@ class ProcessSnapshot(TypedDict):
     oxfile_instances: int            # what the oxfile says
     listen: str | None
     reload: ReloadSnapshot | None
-    log_file: str
+    log_file: str | None             # None with [logs] files = false
     command: str
     release: int
     cwd: str
@@ -143,6 +143,7 @@ class ProcessSnapshot(TypedDict):
     schedule: ScheduleSnapshot | None
     task: bool                       # runs to an end (restart = "never" or "on-failure")
     counters: ProcessCounters
+    log_error: dict[str, Any] | None     # lines its file could not take: since, error, text, lines_not_written, file
     workers: list[WorkerSnapshot]
 
 
@@ -180,6 +181,7 @@ class EngineInfo(TypedDict):
     recovered: Recovered | None      # None unless this engine replaced one that died
     keeper_pid: int | None           # the process that holds the workers (engine/keeper.py)
     journal: dict[str, int]          # what keeping history on disk cost so far: {"writes", "bytes"}
+    journald: dict[str, int] | None  # worker lines sent to the journal: {"sent", "dropped"}; None when off
 
 
 class Snapshot(TypedDict):
@@ -258,14 +260,15 @@ class LogBatch:
     logs`, a readiness regex), so capture itself never walks the lines in Python.
     """
 
-    __slots__ = ("seq", "ts", "process", "instance", "stream", "data", "count", "_lines")
+    __slots__ = ("seq", "ts", "process", "instance", "stream", "data", "count", "_lines", "pid")
 
     def __init__(self, seq: int, ts: float, process: str, instance: int | None, stream: str, data: bytes,
-                 count: int, lines: tuple[str, ...] | None = None):
+                 count: int, lines: tuple[str, ...] | None = None, pid: int | None = None):
         self.seq, self.ts, self.process, self.instance, self.stream = seq, ts, process, instance, stream
         self.data = data          # complete lines joined by b"\n", no trailing newline
         self.count = count        # number of lines
         self._lines = lines
+        self.pid = pid            # the process that printed it (the engine's side only: never on the wire)
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -308,3 +311,15 @@ def format_ts(ts: float) -> str:
     if _ts_cache[0] != sec:
         _ts_cache = (sec, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec)))
     return f"{_ts_cache[1]}.{int((ts - sec) * 1000):03d}"
+
+
+def json_object(line: str | bytes) -> dict[str, Any] | None:
+    """The fields of a log line that is one JSON object (an app's structured log), else None."""
+    text = line.strip()
+    if not (text[:1] in ("{", b"{") and text[-1:] in ("}", b"}")):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -94,6 +94,8 @@ def test_up_names_the_error_line_and_fd_3_when_an_app_binds_its_port_itself(tmp_
         instances = 2
         listen = "127.0.0.1:{port}"
         max_restarts = 2
+        [processes.api.ready]
+        log = "^listening"          # never printed: no instance counts as up before it has failed
     """)
     r = daemon(oxfile)
     assert r.returncode == 1, r.stdout + r.stderr

@@ -121,5 +121,12 @@ def _already_there(oxfile: Path, name: str, have: object, table: object) -> int:
     if not running:
         from .daemon import up
         return up(load(oxfile))
-    from .main import control
-    return control(argparse.Namespace(verb="start", name=name, config=str(oxfile)), oxfile)
+    from ..client.connection import Client, ControlError
+    try:
+        with Client(oxfile, timeout=None) as c:
+            c.call({"cmd": "start", "name": name})
+    except ControlError as e:
+        print(f"oxtui start: {e}", file=sys.stderr)
+        return 1
+    print(f"start: {name}")
+    return 0

@@ -20,7 +20,7 @@ from ..format import (
     older,
     schedule_text,
 )
-from ..protocol import Snapshot
+from ..protocol import Snapshot, json_object
 
 
 def report(args: argparse.Namespace, result: Any) -> int:
@@ -103,10 +103,16 @@ def follow_logs(client: Any, req: dict[str, Any], as_json: bool = False) -> int:
 
 
 def log_json(ts: float, source: str, stream: str, line: str) -> dict[str, Any]:
-    """One log line as `logs --json` prints it."""
+    """One log line as `logs --json` prints it; a line that is a JSON object itself (an app's structured
+    log) keeps its fields under "json", for a collector to read without parsing `line` again."""
     process, _, instance = source.partition(".")
-    return {"at": ts, "process": process, "instance": int(instance) if instance.isdigit()
-            else (-1 if instance == "canary" else None), "stream": stream, "line": line}
+    out = {"at": ts, "process": process, "instance": int(instance) if instance.isdigit()
+           else (-1 if instance == "canary" else None), "stream": stream, "line": line}
+    fields = json_object(line)
+    if fields is not None:
+        out["json"] = fields
+    return out
+
 
 
 def event_line(ev: dict[str, Any], host: str | None = None) -> str:

@@ -24,12 +24,14 @@ from .errors import CommandError, UsageError
 from .events import EventHub
 from .group import ProcessGroup
 from .journal import Journal
+from .journald import journald_for
 from .keeperlink import KeeperLink
 from .lock import Locked, OxfileLock
+from .logfile import LogTrouble
 from .logs import LogHub
 from .recovery import journal_state
-from .snapshots import DiskCheck, engine_snapshot
 from .sampling import Sampling
+from .snapshots import DiskCheck, engine_snapshot
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
 
@@ -41,7 +43,7 @@ class EngineError(Exception):
 class Engine:
     def __init__(self, config: Config, *, control: bool = True):
         self.config = config
-        self.logs = LogHub(config.logs.dir, config.logs.max_size, config.logs.keep, config.logs.buffer_lines)
+        self.logs = LogHub(config.logs)
         self.events = EventHub()
         self.notifications = Notifications(self, lambda name: self.config.notify_for(name), str(config.path.parent))
         self.exporter: Any = None
@@ -61,6 +63,7 @@ class Engine:
         # engine) must find it on disk, and inside a TUI the UI thread may hold the GIL between a read and
         # the next callback. One write per read: a flood's reads are large, a quiet app's are rare.
         self.logs.on_pending = self.logs.flush
+        self.logs.on_trouble = self._log_trouble
         self.stopped = asyncio.Event()
         self.background = False            # `oxtui run --background` (`oxtui up`): no terminal, no journal
         self.embedded = False              # inside a TUI: that TUI moves it (q then b), not `oxtui upgrade`
@@ -97,10 +100,11 @@ class Engine:
             try:
                 self.logs.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 for p in self.config.processes:
-                    self.logs.open(p.name)
+                    self.logs.open(p.name, check=True)
             except OSError as e:
                 raise EngineError(f"{self.config.path}: [logs] dir: cannot write {self.logs.dir} ({e.strerror}); "
                                   "set [logs] dir to a writable folder") from None
+            self.logs.journal = self.logs.journal or journald_for(self.config.logs, self.log)
             if self._control_enabled:
                 from .control import ControlServer
                 self._control = ControlServer(self, self.config.path)
@@ -261,6 +265,14 @@ class Engine:
 
     def log(self, text: str) -> None:
         self.logs.emit("oxtui", None, "event", [text])
+
+    def _log_trouble(self, kind: str, name: str, t: LogTrouble) -> None:
+        """A log file that cannot be written, or can again: an event (webhooks get it too), the engine's
+        own log, and status (log_error). Capture goes on all along: no worker ever waits for a disk."""
+        text = t.describe(kind)
+        self.publish("logs", name, text, state=kind, error=t.error, file=str(t.path), lines_not_written=t.lines)
+        self.log(f"{name}: {text}")
+        self.changed()
 
     # ---- change notification --------------------------------------------------------------
 

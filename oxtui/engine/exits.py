@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from ..protocol import WorkerState
+
 
 
 def _cgroup_oom_file(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> str | None:
@@ -101,3 +103,22 @@ def cannot_run(code: int | None, tail: list[str], program: str) -> str | None:
     if code == 126 and any("ermission denied" in line for line in tail[-3:]):
         return f"cannot run {program}: permission denied (make it executable: chmod +x {program})"
     return None
+
+
+def restarts_after(mode: str, code: int | None, sig: str | None) -> bool:
+    """Whether an exit on its own is followed by a start, by the process's `restart` mode."""
+    if mode == "always":
+        return True
+    return mode == "on-failure" and (code != 0 or sig is not None)
+
+
+def state_after_exit(mode: str, role: str | None, code: int | None, sig: str | None, why: str | None) -> str:
+    """Where a worker whose process is gone stands while its last output drains: never `running`.
+    `why` is not None for a stop or a restart oxtui asked for; a `role` is a reload's surge or canary."""
+    if why is not None:
+        return WorkerState.STOPPING
+    if role is not None:
+        return WorkerState.EXITED             # a failed release: never retried
+    if not restarts_after(mode, code, sig):
+        return WorkerState.COMPLETED if code == 0 and sig is None else WorkerState.FAILED
+    return WorkerState.BACKOFF                # to be restarted (or parked as errored)

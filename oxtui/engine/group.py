@@ -93,7 +93,7 @@ class ProcessGroup:
         self.changed()
 
     def output(self, who: Worker, stream: str, blob: bytes) -> LogBatch:
-        return self.engine.logs.emit_bytes(self.name, who.log_instance, stream, blob)
+        return self.engine.logs.emit_bytes(self.name, who.log_instance, stream, blob, who.pid)
 
     def changed(self) -> None:
         self.engine.changed()

@@ -1,5 +1,6 @@
-"""Log capture: split pipe chunks into lines, timestamp at capture, write rotating files, and keep
-a bounded ring of recent lines per process for `oxtui logs` and the UI.
+"""Log capture: split pipe chunks into lines, timestamp at capture, write each process's file
+(logfile.py) and the journal (journald.py), and keep a bounded ring of recent lines per process for
+`oxtui logs` and the UI.
 
 Work is per chunk, not per line: a chunk read from a pipe becomes one LogBatch whose lines share
 the capture time, and the file write is one bytes.replace. That keeps up with a child printing flat out.
@@ -7,13 +8,20 @@ the capture time, and the file write is one bytes.replace. That keeps up with a 
 
 from __future__ import annotations
 
-import os
+import asyncio
+import contextlib
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from pathlib import Path
-from typing import Callable, Iterable
 
+from ..oxfile.model import LogsConfig
 from ..protocol import MAX_LINE, STREAM_MARK, LogBatch, format_ts, split_blob  # noqa: F401 (re-exported)
+from .logfile import LogFile, LogTrouble
+
+if TYPE_CHECKING:
+    from .journald import Journald
 
 RING_MAX_BYTES = 8 * 1024 * 1024
 
@@ -52,109 +60,12 @@ class LineSplitter:
         return tail or None
 
 
-class RotatingFile:
-    """Append-only log file rotated by size: api.log, api.log.1 ... api.log.{keep}.
-
-    Takes a chunk as a few pieces (prefix, body, newline) and hands them to the kernel with one
-    writev: no concatenation copies of a 256 KiB chunk. Small chunks wait in a short list for the
-    next large one or the engine's flush tick.
-    """
-
-    SMALL = 64 * 1024
-
-    def __init__(self, path: Path, max_size: int, keep: int):
-        self.path, self.max_size, self.keep = path, max_size, keep
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self.error: str | None = None
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._pending)
-
-    def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    def write(self, parts: list[bytes]) -> None:
-        if self._fd < 0:
-            return
-        n = sum(map(len, parts))
-        try:
-            if self._size + self._pending_size + n > self.max_size and self._size + self._pending_size:
-                self._flush()
-                self._rotate()
-            self._pending.extend(parts)
-            self._pending_size += n
-            if self._pending_size >= self.SMALL or len(self._pending) > 500:
-                self._flush()
-        except OSError as e:
-            # A full disk must not take supervision down; the ring buffer still has the lines.
-            self.error = f"{self.path}: {e.strerror}"
-            self._pending, self._pending_size = [], 0
-
-    def _flush(self) -> None:
-        parts, self._pending, self._pending_size = self._pending, [], 0
-        while parts:
-            written = os.writev(self._fd, parts)
-            self._size += written
-            # A short write (rare on regular files): keep what is left, in order.
-            while parts and written >= len(parts[0]):
-                written -= len(parts[0])
-                parts.pop(0)
-            if parts and written:
-                parts[0] = parts[0][written:]
-
-    def _rotate(self) -> None:
-        os.close(self._fd)
-        for i in range(self.keep - 1, 0, -1):
-            src = self.path.with_name(f"{self.path.name}.{i}")
-            if src.exists():
-                os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._fd = self._open()
-        self._size = 0
-
-    def empty(self) -> int:
-        """Empty the file and remove its rotated ones (`oxtui logs --flush`); returns the bytes freed."""
-        freed = 0
-        if self._fd >= 0:
-            self._pending, self._pending_size = [], 0
-            freed = os.fstat(self._fd).st_size
-            os.ftruncate(self._fd, 0)       # O_APPEND: the next write lands at the new end, the start
-            self._size = 0
-        for i in range(1, self.keep + 1):
-            rotated = self.path.with_name(f"{self.path.name}.{i}")
-            try:
-                freed += rotated.stat().st_size
-                rotated.unlink()
-            except OSError:
-                pass
-        return freed
-
-    def flush(self) -> None:
-        if self._fd >= 0 and self._pending:
-            try:
-                self._flush()
-            except OSError as e:
-                self.error = f"{self.path}: {e.strerror}"
-                self._pending, self._pending_size = [], 0
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            self.flush()
-            os.close(self._fd)
-            self._fd = -1
-
-
 class ProcessLog:
     """One process's log file and ring of recent batches."""
 
-    def __init__(self, name: str, path: Path, max_size: int, keep: int, max_lines: int):
+    def __init__(self, name: str, file: LogFile | None, max_lines: int):
         self.name = name
-        self.file = RotatingFile(path, max_size, keep)
+        self.file = file            # None with [logs] files = false
         self.ring: deque[LogBatch] = deque()
         self.max_lines = max_lines
         self._lines = 0
@@ -162,9 +73,10 @@ class ProcessLog:
         self.lines_total = 0        # every line the instances printed (Prometheus' oxtui_log_lines_total)
 
     def add(self, batch: LogBatch) -> None:
-        prefix = f"{format_ts(batch.ts)} {batch.source} {STREAM_MARK[batch.stream]} ".encode()
-        # Raw bytes to the file: one C-level replace per chunk, the child's bytes kept as they were.
-        self.file.write([prefix, batch.data.replace(b"\n", b"\n" + prefix), b"\n"])
+        if self.file is not None:
+            prefix = f"{format_ts(batch.ts)} {batch.source} {STREAM_MARK[batch.stream]} ".encode()
+            # Raw bytes to the file: one C-level replace per chunk, the child's bytes kept as they were.
+            self.file.write([prefix, batch.data.replace(b"\n", b"\n" + prefix), b"\n"], batch.count, batch.ts)
         self.keep(batch)
 
     def forget(self) -> None:
@@ -186,10 +98,15 @@ class ProcessLog:
 class LogHub:
     """All processes' logs: one sequence of batches, rings per process, subscribers for live views."""
 
-    def __init__(self, log_dir: Path, max_size: int, keep: int, max_lines: int):
-        self.dir = log_dir
-        self.max_size, self.keep, self.max_lines = max_size, keep, max_lines
+    def __init__(self, cfg: LogsConfig):
+        self.cfg = cfg
+        self.dir = cfg.dir
         self.logs: dict[str, ProcessLog] = {}
+        # A file that cannot be written, or can again: ("start" | "ongoing" | "end", process, trouble).
+        # The engine makes it an event; the trouble itself is read from `trouble()` for status.
+        self.on_trouble: Callable[[str, str, LogTrouble], None] | None = None
+        self._retry: asyncio.Task[None] | None = None
+        self.journal: Journald | None = None        # every worker line to the journal too, when on
         self.seq = 0
         self.subscribers: list[Callable[[LogBatch], None]] = []
         # Called when a file keeps small writes back: the engine flushes them shortly after, so an
@@ -199,11 +116,29 @@ class LogHub:
     def path_for(self, name: str) -> Path:
         return self.dir / f"{name}.log"
 
-    def open(self, name: str) -> ProcessLog:
+    def open(self, name: str, check: bool = False) -> ProcessLog:
+        """This process's log; with `check`, OSError when its file cannot be opened (the engine's start
+        refuses a log folder it cannot write; later on, a file that fails is a trouble, not an error)."""
         log = self.logs.get(name)
         if log is None:
-            log = self.logs[name] = ProcessLog(name, self.path_for(name), self.max_size, self.keep, self.max_lines)
+            cfg = self.cfg
+            file = LogFile(self.path_for(name), cfg.max_size, cfg.keep, cfg.max_age, cfg.compress,
+                           lambda kind, trouble: self._trouble(kind, name, trouble)) if cfg.files else None
+            log = self.logs[name] = ProcessLog(name, file, cfg.buffer_lines)
+        if check and log.file is not None and log.file.trouble is not None:
+            raise OSError(0, log.file.trouble.text)
         return log
+
+    def _trouble(self, kind: str, name: str, trouble: LogTrouble) -> None:
+        if kind != "end" and (self._retry is None or self._retry.done()):
+            with contextlib.suppress(RuntimeError):      # not on the loop yet: the next line tries again
+                self._retry = asyncio.get_running_loop().create_task(self.retry(), name="log retry")
+        if self.on_trouble is not None:
+            self.on_trouble(kind, name, trouble)
+
+    def trouble(self, name: str) -> LogTrouble | None:
+        log = self.logs.get(name)
+        return log.file.trouble if log is not None and log.file is not None else None
 
     def emit(self, process: str, instance: int | None, stream: str, lines: list[str] | tuple[str, ...],
              ts: float | None = None) -> LogBatch:
@@ -212,9 +147,10 @@ class LogHub:
         return self._add(LogBatch(0, time.time() if ts is None else ts, process, instance, stream,
                                   "\n".join(lines).encode("utf-8", "replace"), len(lines), lines))
 
-    def emit_bytes(self, process: str, instance: int | None, stream: str, blob: bytes) -> LogBatch:
+    def emit_bytes(self, process: str, instance: int | None, stream: str, blob: bytes,
+                   pid: int | None = None) -> LogBatch:
         """Output of an instance: complete lines as read from its pipe."""
-        return self._add(LogBatch(0, time.time(), process, instance, stream, blob, blob.count(b"\n") + 1))
+        return self._add(LogBatch(0, time.time(), process, instance, stream, blob, blob.count(b"\n") + 1, pid=pid))
 
     def _add(self, batch: LogBatch) -> LogBatch:
         self.seq += 1
@@ -223,7 +159,9 @@ class LogHub:
         log.add(batch)
         if batch.stream != "event":
             log.lines_total += batch.count
-        if log.file.pending and self.on_pending is not None:
+            if self.journal is not None:
+                self.journal(batch)
+        if log.file is not None and log.file.pending and self.on_pending is not None:
             self.on_pending()
         for fn in list(self.subscribers):
             fn(batch)
@@ -238,7 +176,17 @@ class LogHub:
 
     def flush(self) -> None:
         for log in self.logs.values():
-            log.file.flush()
+            if log.file is not None:
+                log.file.flush()
+
+    async def retry(self) -> None:
+        """Once a second while a file is in trouble, and only then (an idle engine has no timer): tried
+        again even when no line comes, so a disk that has room again ends the trouble, and says so."""
+        while any(self.trouble(name) for name in self.logs):
+            await asyncio.sleep(1.0)
+            for log in list(self.logs.values()):
+                if log.file is not None and log.file.trouble is not None:
+                    log.file.retry()
 
     def flush_logs(self, names: list[str]) -> int:
         """Empty these processes' log files and recent lines; returns the bytes freed on disk."""
@@ -246,10 +194,13 @@ class LogHub:
         for name in names:
             log = self.logs.get(name)
             if log is not None:
-                freed += log.file.empty()
+                freed += log.file.empty() if log.file is not None else 0
                 log.forget()
         return freed
 
     def close(self) -> None:
         for log in self.logs.values():
-            log.file.close()
+            if log.file is not None:
+                log.file.close()
+        if self.journal is not None:
+            self.journal.close()

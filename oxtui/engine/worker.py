@@ -26,7 +26,7 @@ from ..protocol import LIVE_STATES, ExitRecord, Health, WorkerState
 from .approval import Approval
 from .exitreport import ExitReport
 from .backoff import RestartPolicy
-from .exits import oom_counters
+from .exits import oom_counters, restarts_after, state_after_exit
 from .liveness import become_ready, health_loop
 from .output import Output
 from .envfiles import read_env_files
@@ -323,20 +323,7 @@ class Worker(ExitReport):
                 self.approval.discard(adopted)      # an approved restart that was not run: a stop crossed it
 
     def _restarts_after_exit(self) -> bool:
-        mode = self.cfg.restart
-        if mode == "always":
-            return True
-        return mode == "on-failure" and (self.exit_code != 0 or self.exit_signal is not None)
-
-    def _state_after_exit(self, why: str | None) -> str:
-        """Where a worker whose process is gone stands while its last output drains: never `running`."""
-        if why is not None:
-            return WorkerState.STOPPING       # a stop or a restart oxtui asked for
-        if self.role is not None:
-            return WorkerState.EXITED
-        if not self._restarts_after_exit():
-            return WorkerState.COMPLETED if self.exit_code == 0 and self.exit_signal is None else WorkerState.FAILED
-        return WorkerState.BACKOFF            # exited, to be restarted (or parked as errored)
+        return restarts_after(self.cfg.restart, self.exit_code, self.exit_signal)
 
     async def _run_once(self, adopted: Child | None = None, adopted_ready: bool = True,
                         restarted: bool = False) -> tuple[float, str | None]:
@@ -423,7 +410,7 @@ class Worker(ExitReport):
         self.exit_code, self.exit_signal = describe_status(exited.result())
         self.pid = None
         self.cpu_percent = self.rss_bytes = None    # a process that is gone uses nothing: "-", not its last sample
-        self._set(self._state_after_exit(why))
+        self._set(state_after_exit(self.cfg.restart, self.role, self.exit_code, self.exit_signal, why))
         await end_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
         self._child = None
         # What it wrote before it died (a traceback) belongs in the exit record and before the exit event.

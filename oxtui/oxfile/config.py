@@ -250,7 +250,19 @@ def _logs(errors: list[str], file: str, base: Path, oxfile: Path, raw: Any) -> L
         keep=t.get("keep"),
         buffer_lines=t.get("buffer_lines"),
         stdout=t.get("stdout"),
+        max_age=t.get("max_age"),
+        compress=t.get("compress"),
+        journald=t.get("journald"),
+        files=_files(t),
     )
+
+
+def _files(t: Table) -> bool:
+    files = t.get("files")
+    if files is False and t.get("journald") is not True:
+        t.error("files", "= false keeps no log at all unless journald = true; set journald = true, or keep the files")
+        return True
+    return files
 
 
 def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> ProcessConfig | None:

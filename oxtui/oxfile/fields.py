@@ -51,8 +51,9 @@ PROCESS: dict[str, Field] = {
     "disabled": Field("bool", "not started with the engine (`oxtui start NAME` starts it)", False),
 }
 
-NOTIFY_EVENTS = ("crash", "errored", "oom", "max_memory", "health", "reload_done", "reload_failed", "start", "stop")
-NOTIFY_DEFAULT = ["crash", "errored", "oom", "max_memory", "health", "reload_failed"]
+NOTIFY_EVENTS = ("crash", "errored", "oom", "max_memory", "health", "reload_done", "reload_failed", "start", "stop",
+                 "logs")
+NOTIFY_DEFAULT = ["crash", "errored", "oom", "max_memory", "health", "reload_failed", "logs"]
 
 NOTIFY: dict[str, Field] = {
     "webhook": Field("str", 'a URL that gets each event as a JSON POST (with a Slack/Discord "text"/"content")'),
@@ -104,6 +105,10 @@ LOGS: dict[str, Field] = {
     "buffer_lines": Field("posint", "recent lines kept in memory per process for the UI and `oxtui logs`", 10_000),
     "stdout": Field("stdout", 'what `oxtui run` prints: "all", "events", or "auto" (events only under systemd)',
                     "auto"),
+    "max_age": Field("every", 'also rotate a log file once its first line is this old: "1d" makes a file a day'),
+    "compress": Field("bool", "gzip rotated files (api.log.1.gz ...), off the engine's loop", False),
+    "journald": Field("bool", "send every line to the journal as an entry of its own (default: under systemd)"),
+    "files": Field("bool", "write the log files (false: the journal only; needs journald)", True),
 }
 
 # The fleet file's [hosts.NAME] (fleet/fleetfile.py): read by the same Table, so its errors read alike.

@@ -119,6 +119,10 @@ class LogsConfig:
     keep: int = 5
     buffer_lines: int = 10_000
     stdout: str = "auto"     # what `oxtui run` prints: "all", "events" (engine events only), or "auto"
+    max_age: float | None = None      # seconds: rotate a file once its first line is this old
+    compress: bool = False            # gzip rotated files
+    journald: bool | None = None      # None: when running under systemd
+    files: bool = True
 
 
 @dataclass(frozen=True)
