@@ -469,3 +469,42 @@ def test_exported_schedules_tick_again_and_again(machine, tmp_path):
     finally:
         m.run("systemctl", "stop", "tick@0.timer", "long-tick.timer", "tick.target", "long.target",
               "long@0.service", check=False, timeout=60)
+
+
+def test_every_worker_line_is_a_journal_entry_with_its_process_instance_and_pid(machine, tmp_path):
+    """Under systemd, `journalctl -u UNIT` shows the apps' lines as entries of their own (journald's native
+    protocol): OXTUI_PROCESS/INSTANCE/PID/STREAM, stderr at priority 3, a JSON line at its own level."""
+    m = machine
+    (tmp_path / "say.sh").write_text('echo "out $OXTUI_INSTANCE"\necho "err $OXTUI_INSTANCE" >&2\n'
+                                     'echo \'{"level":"error","msg":"json says error"}\'\n'
+                                     'printf "two\\nlines\\n"\nexec sleep 600\n')
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.web]
+        command = "sh {tmp_path / 'say.sh'}"
+        instances = 2
+    ''')
+    unit = f"oxtui-{tmp_path.name}.service"
+    r = oxtui(m, "startup", str(oxfile))
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        status = json.loads(oxtui(m, "status", "--json", "-c", str(oxfile)).stdout)
+        web = {w["instance"]: w["pid"] for w in status["processes"][0]["workers"]}
+
+        def entries(*match: str) -> list[dict]:
+            r = m.run("journalctl", "-u", unit, "-o", "json", "--no-pager", *match)
+            return [json.loads(line) for line in r.stdout.splitlines()]
+        m.wait(lambda: len(entries("OXTUI_PROCESS=web")) >= 10, 20, "ten entries of web's lines")
+        got = {(e["OXTUI_INSTANCE"], e["MESSAGE"]): e for e in entries("OXTUI_PROCESS=web")}
+        for i in (0, 1):
+            out, err = got[(str(i), f"out {i}")], got[(str(i), f"err {i}")]
+            assert (out["PRIORITY"], out["OXTUI_STREAM"], err["PRIORITY"], err["OXTUI_STREAM"]) == \
+                ("6", "stdout", "3", "stderr")
+            assert out["OXTUI_PID"] == out["SYSLOG_PID"] == str(web[i]), (out, web)
+            assert out["SYSLOG_IDENTIFIER"] == "web" and out["_SYSTEMD_UNIT"] == unit
+            assert got[(str(i), '{"level":"error","msg":"json says error"}')]["PRIORITY"] == "3"
+            assert (str(i), "two") in got and (str(i), "lines") in got, "a line is an entry"
+        errors = {e["MESSAGE"] for e in entries("-p", "err", "OXTUI_PROCESS=web")}
+        assert errors == {"err 0", "err 1", '{"level":"error","msg":"json says error"}'}, errors
+        assert json.loads(oxtui(m, "status", "--json", "-c", str(oxfile)).stdout)["engine"]["journald"]["dropped"] == 0
+    finally:
+        oxtui(m, "startup", "--remove", str(oxfile))

@@ -8,7 +8,9 @@ What the disk may do to it, and what this does back:
   `[oxtui] N lines not written (No space left on device) from 10:06:20 to 10:06:28`.
 - the file is moved away or deleted (logrotate's `create`, an `rm -rf logs/`): noticed within a
   second of the next line (the path no longer names the file written to), and a new file is opened
-  at the path, the folder made again if need be. Nothing goes into the moved file after that.
+  at the path, the folder made again if need be. Nothing goes into the moved file after that; what
+  went into a deleted one since the last look (kept in memory for that second, up to RECENT_MAX
+  bytes) is written again into the new file, so an `rm` loses nothing either.
 - the file is truncated in place (logrotate's `copytruncate`): O_APPEND puts the next line at the
   new end, and the size kept for rotation is taken again from the file.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from ..protocol import format_ts
 
+RECENT_MAX = 8 * 1024 * 1024   # bytes written since the last look, kept to be written again after an `rm`
 RECHECK = 1.0           # seconds between looks at the path (moved, deleted, truncated) and retries of a failed write
 REPORT_EVERY = 60.0     # a trouble that lasts is reported again at most this often
 
@@ -90,6 +93,8 @@ class LogFile:
         self._checked = time.monotonic()
         self._gzip: threading.Thread | None = None
         self._mid_line = False            # a failed write may have left half a line at the end
+        self._recent: list[bytes] = []    # written since the last look: lost with a deleted file
+        self._recent_size = 0
         try:
             self._open()
         except OSError as e:
@@ -136,6 +141,9 @@ class LogFile:
     def _flush(self) -> None:
         parts = self._pending
         self._pending, self._pending_size = [], 0       # the lines' count and times stay for _failed
+        if self._recent_size < RECENT_MAX:             # references, not copies
+            self._recent.extend(parts)
+            self._recent_size += sum(map(len, parts))
         while parts:
             try:
                 written = os.writev(self._fd, parts)
@@ -198,13 +206,22 @@ class LogFile:
             moved = (st.st_dev, st.st_ino) != self._ino
         except OSError:
             moved = True          # deleted, or its folder
+        recent, self._recent, self._recent_size = self._recent, [], 0
         try:
             if moved:
                 self.flush()      # what was captured before the move goes where it was headed
+                deleted = os.fstat(self._fd).st_nlink == 0
+                if deleted:
+                    recent = recent + self._recent      # with what flush() just wrote there
                 os.close(self._fd)
                 self._fd = -1
                 self._open()
                 self._born = ts
+                if deleted and recent:
+                    # No name reaches that file any more: what it got since the last look goes again
+                    # into the new one (a moved file keeps its lines: they are not written twice).
+                    self._recent, self._recent_size = [], 0
+                    self._write_all(b"".join(recent))
             else:
                 # truncated in place (copytruncate, `: > api.log`): the size counted for rotation restarts
                 self._size = min(self._size, os.fstat(self._fd).st_size)
@@ -228,7 +245,7 @@ class LogFile:
                     os.close(self._fd)
                     self._fd = -1
                 self._open()
-            marker = (b"\n" if self._mid_line else b"") + t.marker()
+            marker = (b" [cut]\n" if self._mid_line else b"") + t.marker()     # a line cut by the failure says so
             self._write_all(marker)
         except OSError:
             return
