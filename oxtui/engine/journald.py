@@ -12,18 +12,22 @@ FIELD, a newline, its length as 64-bit little endian, the bytes, a newline; an e
 datagram goes in a sealed memfd whose descriptor is the datagram's only content. No library: the
 `systemd` Python binding needs libsystemd's headers to build, for what is forty lines here.
 
-Never blocking: the socket is non-blocking, and an entry journald cannot take at once (its queue is
-full, it is restarting) is counted as dropped (status `engine.journald`), never waited for.
+Never blocking: the socket is non-blocking. An entry journald cannot take at once (its socket's queue
+of 512 datagrams is full during a burst) waits in a backlog sent as soon as the socket is writable
+again; only past BACKLOG_MAX bytes (journald gone, or far behind) are entries dropped, and counted
+(status `engine.journald`). Never waited for.
 """
 
 from __future__ import annotations
 
 import array
+import asyncio
+import contextlib
 import errno
 import os
 import socket
 import struct
-
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from ..oxfile.model import LogsConfig
 
 SOCKET = "/run/systemd/journal/socket"
+BACKLOG_MAX = 16 * 1024 * 1024
 STREAMS = {"out": (b"stdout", b"6"), "err": (b"stderr", b"3")}
 # A JSON line's own level: syslog names, the usual aliases, and pino's/bunyan's numbers.
 LEVELS = {"emerg": 0, "emergency": 0, "panic": 0, "alert": 1, "crit": 2, "critical": 2, "fatal": 2, "err": 3,
@@ -65,6 +70,9 @@ class Journald:
 
     def __init__(self, path: str = SOCKET):
         self.sent = self.dropped = 0
+        self._backlog: deque[bytes] = deque()
+        self._backlog_size = 0
+        self._waiting = False
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:
             self.sock.connect(path)
@@ -73,7 +81,7 @@ class Journald:
             raise
 
     def status(self) -> dict[str, int]:
-        return {"sent": self.sent, "dropped": self.dropped}
+        return {"sent": self.sent, "dropped": self.dropped, "waiting": len(self._backlog)}
 
     def __call__(self, batch: LogBatch) -> None:
         kind = STREAMS.get(batch.stream)
@@ -94,14 +102,53 @@ class Journald:
             self._send(entry)
 
     def _send(self, entry: bytes) -> None:
+        if self._backlog:                 # in order: behind what waits already
+            self._queue(entry)
+            return
         try:
             self.sock.send(entry)
             self.sent += 1
+        except BlockingIOError:
+            self._queue(entry)
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
                 self._send_large(entry)
-            else:             # EAGAIN: journald is behind; never wait for it
+            else:                         # journald gone (ECONNREFUSED): counted, never retried
                 self.dropped += 1
+
+    def _queue(self, entry: bytes) -> None:
+        if self._backlog_size + len(entry) > BACKLOG_MAX:
+            self.dropped += 1
+            return
+        self._backlog.append(entry)
+        self._backlog_size += len(entry)
+        if not self._waiting:
+            try:
+                asyncio.get_running_loop().add_writer(self.sock.fileno(), self._drain)
+                self._waiting = True
+            except RuntimeError:          # no loop (a test's direct call): the next entry tries again
+                pass
+
+    def _drain(self) -> None:
+        """The socket is writable: send what waits, until it is empty or the socket is full again."""
+        while self._backlog:
+            entry = self._backlog[0]
+            try:
+                self.sock.send(entry)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno == errno.EMSGSIZE:
+                    self._send_large(entry)
+                    self.sent -= 1        # counted below
+                else:
+                    self.dropped += 1
+                    self.sent -= 1
+            self._backlog.popleft()
+            self._backlog_size -= len(entry)
+            self.sent += 1
+        asyncio.get_running_loop().remove_writer(self.sock.fileno())
+        self._waiting = False
 
     def _send_large(self, entry: bytes) -> None:
         """An entry over the datagram limit: in a sealed memfd, passed as the datagram's only content."""
@@ -119,6 +166,9 @@ class Journald:
             os.close(fd)
 
     def close(self) -> None:
+        if self._waiting:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_writer(self.sock.fileno())
         self.sock.close()
 
 
