@@ -153,3 +153,19 @@ def test_a_read_only_folder_is_the_kernel_s_erofs_counted_until_it_is_writable_a
         assert numbers(d / "app.log") == list(range(25, 30))
     finally:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_logs_with_no_engine_reads_rotated_and_gzipped_files_too(tmp_path):
+    from oxtui.cli.logfiles import read
+    from oxtui.oxfile.config import load
+    (tmp_path / "oxfile.toml").write_text('[logs]\ndir = "logs"\ncompress = true\nkeep = 3\n'
+                                          '[processes.app]\ncommand = "true"\n')
+    cfg = load(tmp_path / "oxfile.toml")
+    f = LogFile(cfg.logs.dir / "app.log", 10**9, 3, max_age=10.0, compress=True)
+    t0 = time.time()
+    for i in range(30):
+        put(f, i, t0 + i)
+    f.close()
+    assert sorted(p.name for p in cfg.logs.dir.iterdir()) == ["app.log", "app.log.1.gz", "app.log.2.gz"]
+    got = read(cfg, "app", 25)
+    assert [int(line[4].split()[1]) for line in got] == list(range(5, 30)), "newest last, across the files"

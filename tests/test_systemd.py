@@ -479,6 +479,9 @@ def test_every_worker_line_is_a_journal_entry_with_its_process_instance_and_pid(
                                      'echo \'{"level":"error","msg":"json says error"}\'\n'
                                      'printf "two\\nlines\\n"\nexec sleep 600\n')
     oxfile = write_oxfile(tmp_path, f'''
+        [logs]
+        files = false                   # the journal only: `oxtui logs` reads it back once the engine is gone
+        journald = true
         [processes.web]
         command = "sh {tmp_path / 'say.sh'}"
         instances = 2
@@ -506,5 +509,12 @@ def test_every_worker_line_is_a_journal_entry_with_its_process_instance_and_pid(
         errors = {e["MESSAGE"] for e in entries("-p", "err", "OXTUI_PROCESS=web")}
         assert errors == {"err 0", "err 1", '{"level":"error","msg":"json says error"}'}, errors
         assert json.loads(oxtui(m, "status", "--json", "-c", str(oxfile)).stdout)["engine"]["journald"]["dropped"] == 0
+        assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").glob("web.log*")), "no file"
     finally:
         oxtui(m, "startup", "--remove", str(oxfile))
+    r = oxtui(m, "logs", "web.1", "-n", "50", "-c", str(oxfile))
+    assert r.returncode == 0 and "the journal" in r.stderr, r.stderr
+    assert sorted(line.split(None, 4)[-1] for line in r.stdout.splitlines()) == \
+        sorted(["out 1", "err 1", '{"level":"error","msg":"json says error"}', "two", "lines"]), r.stdout
+    r = oxtui(m, "logs", "web", "--stderr", "-c", str(oxfile))
+    assert sorted(line.split(None, 4)[-1] for line in r.stdout.splitlines()) == ["err 0", "err 1"], r.stdout

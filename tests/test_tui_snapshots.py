@@ -463,3 +463,14 @@ def make_fleet_app(monkeypatch) -> Any:
 
 def test_fleet(snap_compare, monkeypatch):
     assert snap_compare(make_fleet_app(monkeypatch), terminal_size=(120, 36))
+
+
+def test_the_header_says_which_logs_are_not_written_while_it_lasts():
+    from oxtui.tui.model import header_text
+    snap = snapshot()
+    assert "logs" not in header_text(snap, "web1")
+    snap["processes"][0]["log_error"] = {"since": 1.0, "error": "ENOSPC", "text": "No space left on device",
+                                         "lines_not_written": 3320, "file": "/x/web.log"}
+    name = snap["processes"][0]["name"]
+    assert f"logs not written: {name} (ENOSPC, 3320 lines)" in header_text(snap, "web1")
+    assert "logs: ENOSPC" in header_text(snap, "web1", width=80)

@@ -1,15 +1,19 @@
 """`oxtui logs` with no engine running: the lines are read back from the log files the engine wrote
-(`[logs] dir`, NAME.log and its rotated NAME.log.1 ...), so the output of a crash that ended with
-`oxtui down`, or before a reboot, is still one command away. The files hold the same lines as the
-engine's ring, each as "YYYY-MM-DD HH:MM:SS.mmm SOURCE MARK TEXT" (engine/logs.py writes them)."""
+(`[logs] dir`, NAME.log and its rotated NAME.log.1 or NAME.log.1.gz ...), so the output of a crash that
+ended with `oxtui down`, or before a reboot, is still one command away. The files hold the same lines
+as the engine's ring, each as "YYYY-MM-DD HH:MM:SS.mmm SOURCE MARK TEXT" (engine/logs.py writes them).
+With `[logs] files = false` they are read from the journal instead (`journalctl OXTUI_OXFILE=...`)."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..oxfile.config import Config
 from ..protocol import STREAM_MARK
@@ -27,9 +31,16 @@ class NoSuchProcess(Exception):
 
 def _lines_backwards(path: Path) -> Iterator[bytes]:
     """A file's lines, last first, read a block at a time from its end (a 10 MB file costs no more
-    than the lines asked for)."""
+    than the lines asked for); a gzipped one whole."""
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as z:
+                yield from reversed([line for line in z.read().split(b"\n") if line])
+        except (OSError, EOFError):
+            pass
+        return
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")    # noqa: SIM115 (closed by the with below; a missing file is no lines)
     except OSError:
         return
     with f:
@@ -71,12 +82,14 @@ def read(config: Config, name: str | None, n: int, streams: list[str] | None = N
         if m is None or m.group(1) not in names:
             raise NoSuchProcess(f"no process named {name!r} in {config.path} (processes: {', '.join(names)}, or all)")
         name, instance = m.group(1), m.group(2)
+    if not config.logs.files:
+        return _from_journal(config, name, instance, n, streams, since)
     files = names + ["oxtui"] if name in (None, "all") else [name]
     found: list[Line] = []
     for process in files:
         mine: list[Line] = []
-        paths = [config.logs.dir / f"{process}.log"] + [config.logs.dir / f"{process}.log.{i}"
-                                                        for i in range(1, config.logs.keep + 1)]
+        paths = [config.logs.dir / f"{process}.log"] + [config.logs.dir / f"{process}.log.{i}{gz}"
+                                                        for i in range(1, config.logs.keep + 1) for gz in ("", ".gz")]
         for line in (line for path in paths for line in map(_parse, _lines_backwards(path)) if line):
             if len(mine) >= n or (since is not None and line[1] < since):
                 break
@@ -86,3 +99,28 @@ def read(config: Config, name: str | None, n: int, streams: list[str] | None = N
         found.extend(reversed(mine))
     found.sort(key=lambda line: line[1])     # stable: a file's own order is kept for equal times
     return found[len(found) - n:] if n else []
+
+
+def _from_journal(config: Config, name: str | None, instance: str | None, n: int, streams: list[str] | None,
+                  since: float | None) -> list[Line]:
+    """The workers' lines the engine sent to the journal (engine/journald.py), newest last."""
+    match = [f"OXTUI_OXFILE={config.path}"] + ([f"OXTUI_PROCESS={name}"] if name not in (None, "all") else []) \
+        + ([f"OXTUI_INSTANCE={instance}"] if instance is not None else []) \
+        + ([f"OXTUI_STREAM={'stderr' if streams == ['err'] else 'stdout'}"] if streams and len(streams) == 1 else [])
+    cmd = ["journalctl", "--no-pager", "-o", "json", "-n", str(n), *match] \
+        + (["--since", f"@{int(since)}"] if since is not None else [])
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise NoSuchProcess(f"[logs] files = false: the lines are in the journal, and journalctl failed ({e})") from None
+    out: list[Line] = []
+    for row in r.stdout.splitlines():
+        try:
+            e = json.loads(row)
+            message = e["MESSAGE"]
+            text = bytes(message).decode("utf-8", "replace") if isinstance(message, list) else message
+            out.append((0, int(e["__REALTIME_TIMESTAMP"]) / 1e6, f"{e['OXTUI_PROCESS']}.{e['OXTUI_INSTANCE']}",
+                        "err" if e.get("OXTUI_STREAM") == "stderr" else "out", text))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out[len(out) - n:] if n else []

@@ -360,8 +360,8 @@ def _logs_from_files(args: argparse.Namespace, req: dict[str, Any], oxfile: Path
     except NoSuchProcess as e:
         print(f"oxtui logs: {e}", file=sys.stderr)
         return 2
-    print(f"oxtui logs: no engine is running for {config.path}; these lines are from the files in "
-          f"{config.logs.dir}", file=sys.stderr)
+    where = f"the files in {config.logs.dir}" if config.logs.files else "the journal ([logs] files = false)"
+    print(f"oxtui logs: no engine is running for {config.path}; these lines are from {where}", file=sys.stderr)
     if args.json:
         sys.stdout.write("".join(json.dumps(log_json(*line[1:])) + "\n" for line in lines))
     else:

@@ -104,7 +104,7 @@ class Engine:
             except OSError as e:
                 raise EngineError(f"{self.config.path}: [logs] dir: cannot write {self.logs.dir} ({e.strerror}); "
                                   "set [logs] dir to a writable folder") from None
-            self.logs.journal = self.logs.journal or journald_for(self.config.logs, self.log)
+            self.logs.journal = self.logs.journal or journald_for(self.config.logs, str(self.config.path), self.log)
             if self._control_enabled:
                 from .control import ControlServer
                 self._control = ControlServer(self, self.config.path)

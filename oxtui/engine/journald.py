@@ -3,7 +3,8 @@
 Under systemd (or with `[logs] journald = true`) a VPS user's first command is `journalctl -u UNIT
 -f`: each stdout/stderr line becomes one datagram to /run/systemd/journal/socket with MESSAGE,
 PRIORITY (6 stdout, 3 stderr, or the level of a JSON line), SYSLOG_IDENTIFIER (the process name),
-SYSLOG_PID and OXTUI_PID (the worker's pid), OXTUI_PROCESS, OXTUI_INSTANCE and OXTUI_STREAM. journald
+SYSLOG_PID and OXTUI_PID (the worker's pid), OXTUI_PROCESS, OXTUI_INSTANCE, OXTUI_STREAM and OXTUI_OXFILE
+(which engine: `oxtui logs` reads them back by it when `[logs] files = false`). journald
 adds the engine's own fields (_PID, _SYSTEMD_UNIT from its cgroup), so `journalctl -u UNIT
 OXTUI_PROCESS=web` and `-p err` select as expected.
 
@@ -68,7 +69,8 @@ def field(name: bytes, value: bytes) -> bytes:
 class Journald:
     """Sends log batches to the journal (a LogHub's `journal`)."""
 
-    def __init__(self, path: str = SOCKET):
+    def __init__(self, oxfile: str, path: str = SOCKET):
+        self.oxfile = oxfile.encode()
         self.sent = self.dropped = 0
         self._backlog: deque[bytes] = deque()
         self._backlog_size = 0
@@ -91,7 +93,7 @@ class Journald:
         pid = batch.pid
         name = batch.process.encode()
         instance = b"canary" if batch.instance is not None and batch.instance < 0 else str(batch.instance).encode()
-        common = (field(b"SYSLOG_IDENTIFIER", name) + field(b"OXTUI_PROCESS", name)
+        common = (field(b"SYSLOG_IDENTIFIER", name) + field(b"OXTUI_PROCESS", name) + field(b"OXTUI_OXFILE", self.oxfile)
                   + field(b"OXTUI_INSTANCE", instance) + field(b"OXTUI_STREAM", stream))
         if pid is not None:
             common += field(b"SYSLOG_PID", str(pid).encode()) + field(b"OXTUI_PID", str(pid).encode())
@@ -172,7 +174,7 @@ class Journald:
         self.sock.close()
 
 
-def journald_for(cfg: LogsConfig, log: Callable[[str], None]) -> Journald | None:
+def journald_for(cfg: LogsConfig, oxfile: str, log: Callable[[str], None]) -> Journald | None:
     """The journal sink, under systemd unless `[logs] journald = false`, or when asked; None when off
     or out of reach (said in the engine's log)."""
     from ..observers.sdnotify import under_systemd
@@ -182,7 +184,7 @@ def journald_for(cfg: LogsConfig, log: Callable[[str], None]) -> Journald | None
     if not want:
         return None
     try:
-        return Journald()
+        return Journald(oxfile)
     except OSError as e:
         log(f"[logs] journald: cannot reach {SOCKET} ({e.strerror}); the workers' lines go to "
             + ("the log files only" if cfg.files else "nowhere but `oxtui logs` (files = false)"))

@@ -229,14 +229,15 @@ def header_text(snapshot: Snapshot | None, host: str, load: tuple[float, ...] | 
     if width < 110:
         mode = f"attached to pid {snapshot.get('engine_pid')}" if attached else "embedded"
         return (f"{host} · {running}/{len(workers)} running{recovered_text(snapshot, short=True)}"
-                f"{unsaved_text(snapshot, short=True)} · {usage} · {mode}, up {up}")
+                f"{log_error_text(snapshot, short=True)}{unsaved_text(snapshot, short=True)} · {usage} · {mode}, up {up}")
     load_text = " ".join(f"{x:.2f}" for x in load) if load else "-"
     if attached:
         since = time.strftime("%d %b %H:%M", time.localtime(eng["started_at"])) if eng.get("started_at") else "?"
         mode = f"attached to pid {snapshot.get('engine_pid')}, up {up} since {since}"
     else:
         mode = f"engine embedded, up {up}"
-    return (f"{host} · {running}/{len(workers)} workers running{recovered_text(snapshot)}{unsaved_text(snapshot)} · "
+    return (f"{host} · {running}/{len(workers)} workers running{recovered_text(snapshot)}{log_error_text(snapshot)}"
+            f"{unsaved_text(snapshot)} · "
             f"{mode} · {usage} · load {load_text} · CPU% = of one core")
 
 
@@ -247,6 +248,16 @@ def recovered_text(snapshot: Snapshot, short: bool = False) -> str:
         return ""
     at = time.strftime("%H:%M", time.localtime(rec.get("died_at") or rec["at"]))
     return f" · recovered {at} ({rec['cause']})" if short else f" · recovered from a crash at {at} ({rec['cause']})"
+
+
+def log_error_text(snapshot: Snapshot, short: bool = False) -> str:
+    """" · logs not written: web (ENOSPC, 3320 lines)": a log file that cannot be written, as it lasts."""
+    bad = [(p["name"], p["log_error"]) for p in snapshot.get("processes", []) if p.get("log_error")]
+    if not bad:
+        return ""
+    if short:
+        return f" · logs: {bad[0][1]['error']}"
+    return " · logs not written: " + ", ".join(f"{n} ({e['error']}, {e['lines_not_written']} lines)" for n, e in bad)
 
 
 def unsaved_text(snapshot: Snapshot, short: bool = False) -> str:
