@@ -4,6 +4,8 @@ rotation by size and by age, gzip of rotated files. Against a real engine: tests
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import os
 import re
@@ -169,3 +171,62 @@ def test_logs_with_no_engine_reads_rotated_and_gzipped_files_too(tmp_path):
     assert sorted(p.name for p in cfg.logs.dir.iterdir()) == ["app.log", "app.log.1.gz", "app.log.2.gz"]
     got = read(cfg, "app", 25)
     assert [int(line[4].split()[1]) for line in got] == list(range(5, 30)), "newest last, across the files"
+
+
+async def test_a_trouble_ends_by_itself_when_the_disk_is_back_though_no_line_comes(tmp_path):
+    """The hub tries a file in trouble again each second, lines or not: status and the event say it
+    ended without waiting for the app's next line."""
+    from oxtui.engine.logs import LogHub
+    from oxtui.oxfile.model import LogsConfig
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "app.log"
+    path.symlink_to("/dev/full")
+    hub = LogHub(LogsConfig(dir=tmp_path / "logs"))
+    said: list[str] = []
+    hub.on_trouble = lambda kind, name, t: said.append(f"{kind} {name} {t.lines}")
+    hub.on_pending = hub.flush
+    hub.emit_bytes("app", 0, "out", b"one\ntwo")
+    assert said == ["start app 2"] and hub.trouble("app") is not None
+    path.unlink()
+    deadline = time.monotonic() + 5
+    while hub.trouble("app") is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert said == ["start app 2", "end app 2"] and hub.trouble("app") is None
+    assert "[oxtui] 2 lines not written (No space left on device)" in path.read_text()
+    hub.close()
+
+
+async def test_journal_entries_the_socket_cannot_take_wait_and_go_in_order(tmp_path):
+    """A datagram socket whose reader stops reading (as journald behind, its queue of 512 full): entries
+    wait in the backlog, then go when the socket is writable again, all of them, in order."""
+    import socket as so
+
+    from oxtui.engine.journald import Journald
+    from oxtui.protocol import LogBatch
+    server = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    server.bind(str(tmp_path / "journal.sock"))
+    sink = Journald("/x/oxfile.toml", str(tmp_path / "journal.sock"))
+    got: list[int] = []
+
+    def send(numbers: range) -> None:
+        for i in numbers:
+            sink(LogBatch(0, time.time(), "web", 0, "out", f"line {i}".encode(), 1, pid=42))
+    send(range(1500))
+    assert sink.status()["waiting"] > 0 and sink.dropped == 0
+    server.setblocking(False)
+    with contextlib.suppress(BlockingIOError):     # room in the socket again, before the loop drains the backlog
+        while True:                                 # (its queue: net.unix.max_dgram_qlen, 10 to 512 datagrams)
+            got.append(int(re.search(rb"MESSAGE=line (\d+)\n", server.recv(65536)).group(1)))
+    assert got
+    send(range(1500, 3000))        # behind what waits, never ahead of it
+    deadline = time.monotonic() + 10
+    while len(got) < 3000 and time.monotonic() < deadline:
+        try:
+            entry = server.recv(65536)
+            got.append(int(re.search(rb"MESSAGE=line (\d+)\n", entry).group(1)))
+            assert b"OXTUI_PID=42\n" in entry and b"PRIORITY=6\n" in entry and b"OXTUI_STREAM=stdout\n" in entry
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+    assert got == list(range(3000)) and sink.sent == 3000 and sink.status()["waiting"] == 0
+    sink.close()
+    server.close()

