@@ -76,7 +76,8 @@ class WorkerSnapshot(TypedDict):
     health: Health | None
     reason: str | None
     role: Literal["surge", "canary"] | None
-    release: int
+    generation: int                  # the rolling reload it was started by (1 = the first start)
+    release: str | None              # the deploy's release it runs from (releases/NAME), or None
     last_exit: ExitRecord | None     # survives restarts
     checks: list[list]               # [[at, "pid 42 ready after 1.2s" | "health FAIL 1/3: ..."], ...] the last 20
     cpu_seconds: float               # CPU time of every process this slot has had (a counter)
@@ -179,6 +180,8 @@ class EngineInfo(TypedDict):
     oxfile_changed: bool
     notify: NotifyStatus | None      # None without [notify]
     recovered: Recovered | None      # None unless this engine replaced one that died
+    deploy: dict[str, Any] | None    # the deploy or rollback running or last ended: kind, target, state, release,
+                                     # step, tail (the build's last lines), started_at, finished_at, reason
     keeper_pid: int | None           # the process that holds the workers (engine/keeper.py)
     journal: dict[str, int]          # what keeping history on disk cost so far: {"writes", "bytes"}
     journald: dict[str, int] | None  # worker lines sent to the journal: {"sent", "dropped"}; None when off

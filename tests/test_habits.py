@@ -176,7 +176,7 @@ def test_bash_completes_verbs_and_the_running_engines_process_names(tmp_path, en
             'COMP_WORDS=(oxtui reload ""); COMP_CWORD=2; _shtab_oxtui oxtui "" reload; echo "${COMPREPLY[*]}"\n')
     r = subprocess.run(["bash", "-c", body], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                        env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"})
-    assert r.stdout.splitlines() == ["reload", "web worker all"], (r.stdout, r.stderr)
+    assert r.stdout.splitlines() == ["reload releases", "web worker all"], (r.stdout, r.stderr)
 
 
 # ---- the JSON Schema -----------------------------------------------------------------------------

@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             _load_or_exit(oxfile)    # refuse a broken file here, with exit code 2
         if args.verb == "check":
             return check(oxfile)
+        if args.verb in ("deploy", "rollback", "releases"):
+            from .deploy import deploy
+            return deploy(args, _load_or_exit(oxfile))
         return control(args, oxfile)
     except UsageError as e:
         print(e, file=sys.stderr)
@@ -399,6 +402,9 @@ def request_for(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as e:
             raise UsageError(f"oxtui kill: --signal {e}") from None
         return {"cmd": "kill", "name": args.name, "instance": args.instance, "signal": sig.name}
+    if verb in ("deploy", "rollback"):
+        from .deploy import request
+        return request(args)
     if verb == "events":
         if args.lines < 0:
             raise UsageError(f"oxtui events: -n must be a number of events >= 0 (got {args.lines})")

@@ -8,9 +8,11 @@ from pathlib import Path
 from .. import __version__
 
 VERBS = ("run", "up", "down", "apply", "check", "status", "scale", "reload", "restart", "kill", "stop", "start", "logs",
-         "events", "ls", "save", "startup", "upgrade", "fleet", "completion", "schema", "import", "export")
+         "events", "ls", "save", "startup", "upgrade", "fleet", "completion", "schema", "import", "export",
+         "deploy", "rollback", "releases")
 # verbs that also reach other hosts (-H HOST[,HOST] or --fleet, through SSH: cli/onhosts.py)
-FLEET_VERBS = ("status", "logs", "events", "scale", "reload", "restart", "stop", "start", "ls", "upgrade")
+FLEET_VERBS = ("status", "logs", "events", "scale", "reload", "restart", "stop", "start", "ls", "upgrade",
+               "deploy", "rollback")
 
 
 def fleet_args(sp: argparse.ArgumentParser) -> None:
@@ -112,6 +114,18 @@ def build_parser() -> Parser:
             s.add_argument("-q", "--quiet", action="store_true",
                            help="print only a failure (the engine logs every step; systemd's ExecReload uses it)")
         oxfile_args(s, positional=False)
+    s = sub.add_parser("deploy", help="a new release from [deploy] source: fetch, build beside the live one, switch "
+                       "current, rolling reload; rolled back as a whole if the reload is")
+    s.add_argument("ref", nargs="?", default=None, metavar="REF", help="a branch, tag or commit (default: [deploy] "
+                   "ref, else the source's default branch)")
+    oxfile_args(s, positional=False)
+    s = sub.add_parser("rollback", help="back to the release live before the current one (or RELEASE), with a "
+                       "rolling reload")
+    s.add_argument("release", nargs="?", default=None, metavar="RELEASE", help="a name `oxtui releases` lists")
+    oxfile_args(s, positional=False)
+    s = sub.add_parser("releases", help="the releases on disk, newest first, and which is live")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    oxfile_args(s)
     s = sub.add_parser("kill", help="signal one worker; the engine restarts it as after a crash")
     s.add_argument("name")
     s.add_argument("instance", type=int)

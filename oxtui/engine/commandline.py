@@ -90,7 +90,9 @@ ENGINE_ONLY = ("LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOU
 
 
 def instance_env(base: dict[str, str], name: str, slot: int, extra: tuple[tuple[str, str], ...],
-                 listen: tuple[str, int] | None) -> dict[str, str]:
+                 listen: tuple[str, int] | None, user: tuple[str, str] | None = None,
+                 canary: bool = False) -> dict[str, str]:
+    """An instance's environment; `user` (name, home) when it runs as another user."""
     env = {k: v for k, v in base.items() if not k.startswith(ENGINE_ONLY)}
     env.update(extra)
     env["OXTUI_PROCESS"] = name
@@ -101,4 +103,8 @@ def instance_env(base: dict[str, str], name: str, slot: int, extra: tuple[tuple[
         env["LISTEN_FDS"] = "1"
         env["LISTEN_FDNAMES"] = name
         env["HOST"], env["PORT"] = listen[0], str(listen[1])
+    if user is not None:
+        env.update(HOME=user[1], USER=user[0], LOGNAME=user[0])
+    if canary:
+        env["OXTUI_CANARY"] = "1"
     return env

@@ -143,8 +143,13 @@ async def shutdown(engine: EngineApi, req: dict[str, Any], progress: Progress) -
     return {"stopping": True}
 
 
+async def deploy(engine: EngineApi, req: dict[str, Any], progress: Progress) -> Any:
+    from .deploying import deploy
+    return await deploy(engine, req, progress)
+
+
 COMMANDS: dict[str, Handler] = {
     "status": status, "scale": scale, "reload": reload, "restart": restart, "stop": stop, "start": start,
     "kill": kill, "logs": logs, "flush": flush, "events": events, "apply": apply, "save": save,
-    "shutdown": shutdown,
+    "shutdown": shutdown, "deploy": deploy, "rollback": deploy,
 }

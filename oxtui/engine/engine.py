@@ -24,6 +24,7 @@ from .errors import CommandError, UsageError
 from .events import EventHub
 from .group import ProcessGroup
 from .journal import Journal
+from .deploying import undeployed
 from .journald import journald_for
 from .keeperlink import KeeperLink
 from .lock import Locked, OxfileLock
@@ -74,6 +75,7 @@ class Engine:
         self.disk = DiskCheck()
         self._settling = False
         self.recovered: dict[str, Any] | None = None     # this engine replaced one that died (recovery.py)
+        self.deploying: Any = None         # the deploy or rollback running or last ended (deploying.py)
         self.journal = Journal(config.path, lambda: journal_state(self))
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -89,6 +91,9 @@ class Engine:
             self._lock.take()
         except Locked as e:
             raise EngineError(str(e)) from None
+        if (why := undeployed(self.config)) is not None:
+            self._lock.release()
+            raise EngineError(why)
         socks: dict[str, socket.socket] = {}
         try:
             for p in self.config.processes:
@@ -267,8 +272,7 @@ class Engine:
         self.logs.emit("oxtui", None, "event", [text])
 
     def _log_trouble(self, kind: str, name: str, t: LogTrouble) -> None:
-        """A log file that cannot be written, or can again: an event (webhooks get it too), the engine's
-        own log, and status (log_error). Capture goes on all along: no worker ever waits for a disk."""
+        """A log file that cannot be written, or can again: an event, the engine's log, status (log_error)."""
         text = t.describe(kind)
         self.publish("logs", name, text, state=kind, error=t.error, file=str(t.path), lines_not_written=t.lines)
         self.log(f"{name}: {text}")
@@ -343,12 +347,8 @@ class Engine:
     def _start_metrics(self) -> None:
         from ..openssl import allow
         allow()            # prometheus_client imports ssl (openssl.py)
-        from ..observers.prometheus import Exporter
-        try:
-            self.exporter = Exporter(self.snapshot(), *self.config.metrics.listen)
-        except OSError as e:
-            self.logs.emit("oxtui", None, "event", [f"[metrics] listen: cannot serve on "
-                                                    f"{self.config.metrics.listen}: {e.strerror}; no /metrics"])
+        from ..observers.prometheus import serve
+        self.exporter = serve(self)
 
     def looked_at(self, viewer: int = 0) -> None:
         """Someone wants fresh metrics (a status request, or a UI arriving or leaving: +1/-1)."""

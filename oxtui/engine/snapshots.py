@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..observers.sdnotify import systemd_unit, under_systemd
+from ..releases import release_of
 from ..oxfile.config import Config, digest
 from ..protocol import LIVE_STATES, ProcessSnapshot, ScheduleSnapshot, Snapshot, WorkerSnapshot
 
@@ -56,6 +57,7 @@ def engine_snapshot(engine: Any) -> Snapshot:
                    "journal": {"writes": engine.journal.writes, "bytes": engine.journal.bytes},
                    "log_dir": str(engine.logs.dir), "viewers": engine.sampling.viewers,
                    "journald": engine.logs.journal.status() if engine.logs.journal is not None else None,
+                   "deploy": engine.deploying.snapshot() if engine.deploying is not None else None,
                    "systemd": under_systemd(os.environ), "unit": engine.disk.unit(),
                    "oxfile_changed": engine.disk.changed(engine.config),
                    "notify": engine.notifications.status() if engine.config.notifies else None},
@@ -66,8 +68,10 @@ def engine_snapshot(engine: Any) -> Snapshot:
 def process_snapshot(self: Any) -> ProcessSnapshot:
     """One `[processes.X]` group as status --json shows it."""
     now = time.monotonic()
-    workers = [_worker_snapshot(w, now) for _, w in sorted(self.workers.items())]
-    workers += [_worker_snapshot(w, now) for w in self.extra]
+    deploy = self.engine.config.deploy
+    root = deploy.root if deploy is not None else None
+    workers = [_worker_snapshot(w, now, root) for _, w in sorted(self.workers.items())]
+    workers += [_worker_snapshot(w, now, root) for w in self.extra]
     return {
         "name": self.name,
         "instances": self.target,
@@ -98,7 +102,18 @@ def _schedule_snapshot(self: Any) -> ScheduleSnapshot | None:
             "next_run": self.schedule.next_run if self.schedule else None,
             "last_run": dict(self.schedule.last_run) if self.schedule and self.schedule.last_run else None}
 
-def _worker_snapshot(w: Any, now: float) -> WorkerSnapshot:
+def _release(w: Any, root: Any) -> str | None:
+    """The deploy's release this instance runs from (releases/NAME/...), by the folder it was started in;
+    for one adopted from another engine, read once from /proc."""
+    if w.cwd is None and w.pid is not None and w.state in LIVE_STATES:
+        try:
+            w.cwd = os.readlink(f"/proc/{w.pid}/cwd")
+        except OSError:
+            return None
+    return release_of(w.cwd, root) if w.cwd else None
+
+
+def _worker_snapshot(w: Any, now: float, deploy_root: Any = None) -> WorkerSnapshot:
     up = w.uptime()
     return {
         "instance": w.slot,
@@ -114,7 +129,8 @@ def _worker_snapshot(w: Any, now: float) -> WorkerSnapshot:
         "health": w.health,
         "reason": w.reason,
         "role": w.role,
-        "release": w.release,
+        "generation": w.release,
+        "release": _release(w, deploy_root) if deploy_root is not None else None,
         "last_exit": w.last_exit,
         "checks": list(w.checks),       # the entries are never changed once made: shared, not copied
         "cpu_seconds": round(w.cpu_seconds, 2),

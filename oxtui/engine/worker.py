@@ -16,6 +16,7 @@ state it goes to next, while the last output drains and the exit is recorded.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections import deque
@@ -94,6 +95,7 @@ class Worker(ExitReport):
         self._task: asyncio.Task[None] | None = None
         self._child: Child | None = None
         self._spawning: asyncio.Task[Child] | None = None     # a spawn asked of the helper, not answered yet
+        self.cwd: str | None = None       # where its process was started (None: adopted, read from /proc)
         self._exited: asyncio.Future[int] | None = None
         self.approval = Approval(self)
 
@@ -195,13 +197,9 @@ class Worker(ExitReport):
         from_files = read_env_files(self.cfg.env_files)
         # Their values are secrets: an exit record's last lines (status, events, webhooks) never carry them.
         self.out.secrets = sorted({v for _, v in from_files if len(v) >= 6}, key=len, reverse=True)
-        env = instance_env(self.group.base_env, self.cfg.name, self.slot, from_files + self.cfg.env, self.cfg.listen)
         run_as = self.cfg.run_as
-        if run_as is not None:
-            env.update(HOME=run_as.home, USER=run_as.user, LOGNAME=run_as.user)
-        if self.role == "canary":
-            env["OXTUI_CANARY"] = "1"
-        return env
+        return instance_env(self.group.base_env, self.cfg.name, self.slot, from_files + self.cfg.env, self.cfg.listen,
+                            (run_as.user, run_as.home) if run_as else None, self.role == "canary")
 
     # ---- what liveness.py uses ------------------------------------------------------------
 
@@ -345,7 +343,9 @@ class Worker(ExitReport):
             # starting from now, not once the helper has answered: a waiting spawn must never look
             # stopped (which counts as settled for READY=1, `oxtui up` and the reload's checks)
             self._set(WorkerState.STARTING)
-            self._spawning = loop.create_task(spawner.spawn(self.cfg.command, str(self.cfg.cwd), env, listen_fd,
+            # resolved once, here: status tells which release it runs from (a switched `current` moves no process)
+            self.cwd = os.path.realpath(self.cfg.cwd)
+            self._spawning = loop.create_task(spawner.spawn(self.cfg.command, self.cwd, env, listen_fd,
                                                             self.cfg.run_as, tag=self.keeper_tag()))
             try:
                 child = await self._spawning

@@ -73,3 +73,12 @@ class Exporter(Collector):
         yield CounterMetricFamily("oxtui_engine_cpu_seconds", "CPU time of the engine", value=e["cpu_seconds"])
         yield GaugeMetricFamily("oxtui_engine_rss_bytes", "resident memory of the engine", value=e["rss_bytes"])
         yield GaugeMetricFamily("oxtui_engine_start_time_seconds", "when the engine started", value=e["started_at"])
+
+
+def serve(engine: Any) -> Exporter | None:
+    """/metrics on [metrics] listen; None, said in the engine's log, when that address cannot be served."""
+    try:
+        return Exporter(engine.snapshot(), *engine.config.metrics.listen)
+    except OSError as e:
+        engine.log(f"[metrics] listen: cannot serve on {engine.config.metrics.listen}: {e.strerror}; no /metrics")
+        return None

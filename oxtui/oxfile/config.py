@@ -21,6 +21,7 @@ from .interpolate import interpolate
 from .model import (  # noqa: F401 (the oxfile's public types, imported from here)
     Config,
     ConfigError,
+    DeployConfig,
     HealthConfig,
     LogsConfig,
     MetricsConfig,
@@ -66,7 +67,7 @@ def _digest_files(paths: list[Path]) -> str:
 
 PROCESS_KEYS = set(fields.PROCESS)
 READY_KEYS = set(fields.READY)
-TOP_KEYS = {"processes", "logs", "notify", "metrics"}
+TOP_KEYS = {"processes", "logs", "notify", "metrics", "deploy"}
 
 
 def default_log_dir(oxfile: Path) -> Path:
@@ -104,7 +105,7 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
         if key not in TOP_KEYS:
             kind = "table" if isinstance(data[key], dict) else "key"
             errors.append(f"{file}: unknown top-level {kind} {key!r}; allowed: [processes.NAME] tables, [logs], "
-                          "[notify] and [metrics]")
+                          "[notify], [metrics] and [deploy]")
     procs_raw = data.get("processes", {})
     processes: list[ProcessConfig] = []
     if not isinstance(procs_raw, dict):
@@ -113,7 +114,7 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
     elif not procs_raw:
         errors.append(f"{file}: no processes defined; add a [processes.NAME] table with a command")
     for name, table in procs_raw.items():
-        proc = _process(errors, file, base, name, table)
+        proc = _process(errors, file, base, name, table, deploying="deploy" in data)
         if proc is not None:
             processes.append(proc)
     seen: dict[tuple[str, int], str] = {}
@@ -130,12 +131,33 @@ def from_dict(data: dict[str, Any], oxfile: Path, file: str | None = None) -> Co
                                                        procs_raw[p.name]["notify"], notify))
                  if "notify" in procs_raw.get(p.name, {}) else p for p in processes]
     metrics = _metrics(errors, file, data.get("metrics", {}))
+    deploy = _deploy(errors, file, base, data["deploy"]) if "deploy" in data else None
     warnings: list[str] = []
     limits.check_counts(errors, warnings, file, [(p.name, p.instances) for p in processes])
     if errors:
         raise ConfigError(errors)
     return Config(path=oxfile, processes=tuple(processes), logs=logs, notify=notify, metrics=metrics,
-                  warnings=tuple(warnings))
+                  deploy=deploy, warnings=tuple(warnings))
+
+
+def under_current(cwd: Path, base: Path) -> bool:
+    """cwd is the deploy's `current` link or a folder under it."""
+    return cwd == base / "current" or (base / "current") in cwd.parents
+
+
+def _deploy(errors: list[str], file: str, base: Path, raw: Any) -> DeployConfig:
+    t = Table(errors, file, "deploy", raw, fields.DEPLOY)
+    if "source" not in t.data:
+        t.error("source", 'is required: the git repository to deploy from, e.g. source = "git@github.com:me/shop.git"')
+    shared = tuple(t.get("shared"))
+    for path in shared:
+        if path.startswith("/") or ".." in Path(path).parts or not path.strip("/"):
+            t.error("shared", f"{path!r} must be a path inside the release, like \".env\" or \"public/uploads\"")
+    source = t.get("source") or ""
+    if source and not ("://" in source or ":" in source.split("/")[0]) and not source.startswith("/"):
+        source = str(base / source)      # a path relative to the oxfile
+    return DeployConfig(root=base, source=source, ref=t.get("ref"), build=t.get("build"), shared=shared,
+                        keep=t.get("keep"))
 
 
 def _check_graph(errors: list[str], file: str, processes: list[ProcessConfig]) -> None:
@@ -265,7 +287,8 @@ def _files(t: Table) -> bool:
     return files
 
 
-def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> ProcessConfig | None:
+def _process(errors: list[str], file: str, base: Path, name: str, raw: Any,
+             deploying: bool = False) -> ProcessConfig | None:
     # A name TOML had to quote is shown quoted, so an error stays on one line.
     where = f"processes.{name}" if NAME_RE.match(name) else f"processes.{json.dumps(name)}"
     if not NAME_RE.match(name):
@@ -286,9 +309,16 @@ def _process(errors: list[str], file: str, base: Path, name: str, raw: Any) -> P
         instances_spec = 1
 
     cwd_s = t.get("cwd")
-    cwd = (base / cwd_s).resolve() if cwd_s else base
+    # Symlinks are kept: `cwd = "current"` must follow the deploy's link at each start, not the release
+    # it named when the oxfile was read (an instance started after a deploy runs the new release).
+    cwd = Path(os.path.normpath(base / cwd_s)) if cwd_s else base
     if cwd_s and not cwd.is_dir():
-        t.error("cwd", f"folder {str(cwd)!r} does not exist; create it or fix the path (relative to the oxfile)")
+        if not under_current(cwd, base):
+            t.error("cwd", f"folder {str(cwd)!r} does not exist; create it or fix the path (relative to the oxfile)")
+        elif not deploying:
+            t.error("cwd", f"{str(cwd)!r} does not exist: add a [deploy] table, then `oxtui deploy` makes the "
+                    "first release")
+        # with [deploy], before the first deploy: `oxtui deploy` makes it (the engine refuses to start till then)
 
     env: list[tuple[str, str]] = []
     env_raw = t.get("env")

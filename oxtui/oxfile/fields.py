@@ -111,6 +111,16 @@ LOGS: dict[str, Field] = {
     "files": Field("bool", "write the log files (false: the journal only; needs journald)", True),
 }
 
+DEPLOY: dict[str, Field] = {
+    "source": Field("str", "the git repository to deploy from: a URL git can clone, or a path"),
+    "ref": Field("str", "what a bare `oxtui deploy` takes: a branch, tag or commit (default: the source's default "
+                 "branch)"),
+    "build": Field("str", "a shell command run in the new release before any instance starts there, e.g. "
+                   '"npm ci && npm run build"'),
+    "shared": Field("strlist", 'paths linked from shared/ into every release, e.g. [".env", "uploads"]', []),
+    "keep": Field("posint", "releases kept on disk (never the live one nor the one before it)", 5),
+}
+
 # The fleet file's [hosts.NAME] (fleet/fleetfile.py): read by the same Table, so its errors read alike.
 FLEET_HOST: dict[str, Field] = {
     "ssh": Field("str", "the SSH destination, as `ssh` takes it: user@host, or a Host alias of ~/.ssh/config"),
@@ -120,7 +130,7 @@ FLEET_HOST: dict[str, Field] = {
 
 TABLES: dict[str, dict[str, Field]] = {"process": PROCESS, "ready": READY, "health": HEALTH, "logs": LOGS,
                                        "schedule": SCHEDULE, "reload": RELOAD, "notify": NOTIFY,
-                                       "metrics": METRICS}
+                                       "metrics": METRICS, "deploy": DEPLOY}
 STDOUT_MODES = ("auto", "all", "events")
 RESTART_MODES = ("always", "on-failure", "never")
 CONDITIONS = ("started", "ready", "healthy", "completed", "completed_successfully")

@@ -144,12 +144,28 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """[deploy]: releases from git beside the oxfile (oxtui/releases.py)."""
+    root: Path                   # the oxfile's folder: releases/, current, shared/ and repo/ live here
+    source: str
+    ref: str | None = None
+    build: str | None = None
+    shared: tuple[str, ...] = ()
+    keep: int = 5
+
+    @property
+    def current(self) -> Path:
+        return self.root / "current"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     processes: tuple[ProcessConfig, ...]
     logs: LogsConfig = field(default_factory=lambda: LogsConfig(dir=Path(".")))
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    deploy: DeployConfig | None = None
     digest: str = ""      # sha256 of the bytes read: `save` refuses to overwrite a file changed since
     warnings: tuple[str, ...] = ()    # what `check` reports without failing (a deploy may still fix it)
 

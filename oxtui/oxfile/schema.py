@@ -94,6 +94,8 @@ def schema() -> dict[str, Any]:
     notify["properties"]["webhook"]["pattern"] = "^https?://"
     process = _table(fields.PROCESS, {"ready": ready, "health": health, "schedule": schedule,
                                       "reload": _table(fields.RELOAD), "notify": notify})
+    deploy = _table(fields.DEPLOY)
+    deploy["required"] = ["source"]
     process["required"] = ["command"]
     process["not"] = {"required": ["restart", "restart_on_exit"]}     # one name for one setting
     # the canary is reached through the shared socket: ready.http needs listen
@@ -114,6 +116,7 @@ def schema() -> dict[str, Any]:
             "logs": _table(fields.LOGS),
             "notify": notify,
             "metrics": _table(fields.METRICS),
+            "deploy": deploy,
         },
     }
 

@@ -309,7 +309,8 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
     if instance is not None and workers:
         w = workers[0]
         out.append(f"[b]{p['name']}.{instance}[/b] · {w['state']} · pid {w['pid'] or '-'} · up "
-                   f"{human_duration(w.get('uptime_s'))} · {w['restarts']} restart(s) · release {w['release']}")
+                   f"{human_duration(w.get('uptime_s'))} · {w['restarts']} restart(s) · "
+                   + (f"release {w['release']}" if w.get("release") else f"generation {w.get('generation', 1)}"))
         if w.get("reason"):
             out.append(f"[dim]why:[/dim] {escape(w['reason'])}")
     else:

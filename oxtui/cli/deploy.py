@@ -1,0 +1,100 @@
+"""`oxtui deploy [REF]`, `oxtui rollback [RELEASE]`, `oxtui releases [--json]`.
+
+With an engine running, deploy and rollback are its verbs (engine/deploying.py): the build's lines and
+each reload step stream here as they happen. With none, this process makes the release and switches
+`current` itself (oxtui/releases.py) and says that the next `up`, `run` or `oxtui` starts it.
+Exit codes: 0 live, 1 the build failed or the reload rolled back (nothing of the new release left
+running), 2 bad usage or config (no [deploy] table), as every verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from ..format import hint
+from ..oxfile.model import Config
+from ..releases import DeployError, Releases
+
+
+def deploy(args: argparse.Namespace, config: Config) -> int:
+    if config.deploy is None:
+        print(f"oxtui {args.verb}: {config.path} has no [deploy] table; add one with source = \"<git repository>\" "
+              "(README: Deploying)", file=sys.stderr)
+        return 2
+    store = Releases(config.deploy)
+    if args.verb == "releases":
+        return releases(store, args.json)
+    from ..client.connection import Client, ControlError, NoEngine
+    req = request(args)
+    # Ctrl-C leaves this command, not the deploy: it goes on in the engine (as `oxtui reload`).
+    signal.signal(signal.SIGINT, lambda *_: _left(config))
+    try:
+        with Client(config.path, timeout=None) as c:
+            result = c.call(req, lambda text: print(text, flush=True))
+    except NoEngine:
+        return _without_engine(args, config, store)
+    except ControlError as e:
+        print(f"oxtui {args.verb}: {e}", file=sys.stderr)
+        return 2 if e.usage else 1
+    except (OSError, ValueError) as e:
+        print(f"oxtui {args.verb}: lost the engine's control socket ({e})", file=sys.stderr)
+        return 1
+    print(f"{result['release']} is live" + (f" (was {result['before']})" if result.get("before") else ""))
+    return 0
+
+
+def request(args: argparse.Namespace) -> dict[str, str | None]:
+    """The engine's request for `deploy` or `rollback` (here and over SSH: cli/onhosts.py)."""
+    if args.verb == "rollback":
+        return {"cmd": "rollback", "release": args.release}
+    return {"cmd": "deploy", "ref": args.ref}
+
+
+def _without_engine(args: argparse.Namespace, config: Config, store: Releases) -> int:
+    """No engine runs: make the release (or pick the rollback's) and switch `current`; nothing to reload."""
+    def say(line: str) -> None:
+        print(line, flush=True)
+    try:
+        with store.lock():
+            if args.verb == "rollback":
+                name = args.release or store.previous()
+                if name is None:
+                    raise DeployError("no release to roll back to: none was live before the current one")
+                store.check_target(name)
+            else:
+                name = store.prepare(args.ref, say).name
+            before = store.switch(name)
+            say(f"current -> releases/{name}" + (f" (was {before})" if before else ""))
+            store.prune(say)
+    except DeployError as e:
+        print(f"oxtui {args.verb}: {e}", file=sys.stderr)
+        return 1
+    print(f"{name} is live; no engine is running, so nothing was reloaded: `{hint('up', config.path)}` (or "
+          f"`oxtui run`, or `oxtui` for the TUI) starts it")
+    return 0
+
+
+def releases(store: Releases, as_json: bool) -> int:
+    found = store.all()
+    if as_json:
+        print(json.dumps([{"name": r.name, "ref": r.ref, "sha": r.sha, "subject": r.subject, "at": r.at,
+                           "build": r.build, "live": r.live} for r in found], indent=2))
+        return 0
+    if not found:
+        print(f"no release yet in {store.dir}: `oxtui deploy` makes the first")
+        return 0
+    for r in found:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.at)) if r.at else "?"
+        mark = "live " if r.live else "     "
+        print(f"{mark}{r.name}  {when}  {r.ref:<12} {r.sha[:7]}  build {r.build:<7} {r.subject}")
+    return 0
+
+
+def _left(config: Config) -> None:
+    print(f"\noxtui: stopped watching; the deploy carries on in the engine. Follow it with "
+          f"`{hint('status', config.path)}` or `{hint('logs', config.path, '-f')}`", file=sys.stderr)
+    raise SystemExit(130)
