@@ -46,6 +46,7 @@ class Release:
     subject: str               # the commit's first line
     at: float                  # when it was made (epoch seconds)
     build: str                 # "ok", "failed", or "running"
+    rolled_back: bool = False  # it went live and its reload rolled back: never a rollback's target
     live: bool = False
 
 
@@ -71,7 +72,8 @@ class Releases:
     def record(self, name: str) -> Release | None:
         try:
             data = json.loads((self.dir / f"{name}.json").read_text())
-            return Release(**{k: data[k] for k in ("name", "ref", "sha", "subject", "at", "build")})
+            return Release(**{k: data[k] for k in ("name", "ref", "sha", "subject", "at", "build")},
+                           rolled_back=bool(data.get("rolled_back")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -92,10 +94,18 @@ class Releases:
         live = self.live()
         for entry in reversed(self._history()):
             name = entry.get("release")
-            if name and name != live and (self.dir / name).is_dir() and (self.record(name) or Release(
-                    name, "", "", "", 0, "ok")).build == "ok":
-                return name
+            r = self.record(name) if name else None
+            if name != live and r is not None and (self.dir / r.name).is_dir() and r.build == "ok" \
+                    and not r.rolled_back:
+                return r.name
         return None
+
+    def rolled_back(self, name: str) -> None:
+        """NAME went live and its reload rolled back: `releases` says so, and no rollback goes to it."""
+        r = self.record(name)
+        if r is not None:
+            r.rolled_back = True
+            self._write(r)
 
     def _history(self) -> list[dict]:
         try:
@@ -244,6 +254,8 @@ class Releases:
             raise DeployError(f"no release {name!r} in {self.dir} (the newest: {names})")
         if r.build != "ok":
             raise DeployError(f"release {name} did not build ({r.build}); it cannot go live")
+        if r.rolled_back:
+            raise DeployError(f"release {name} rolled back when it went live; deploy a fixed one instead")
 
     def prune(self, say: Say) -> list[str]:
         """Remove releases beyond `keep`, oldest first, never the live one nor the one before it."""

@@ -82,7 +82,7 @@ def releases(store: Releases, as_json: bool) -> int:
     found = store.all()
     if as_json:
         print(json.dumps([{"name": r.name, "ref": r.ref, "sha": r.sha, "subject": r.subject, "at": r.at,
-                           "build": r.build, "live": r.live} for r in found], indent=2))
+                           "build": r.build, "live": r.live, "rolled_back": r.rolled_back} for r in found], indent=2))
         return 0
     if not found:
         print(f"no release yet in {store.dir}: `oxtui deploy` makes the first")
@@ -90,7 +90,8 @@ def releases(store: Releases, as_json: bool) -> int:
     for r in found:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.at)) if r.at else "?"
         mark = "live " if r.live else "     "
-        print(f"{mark}{r.name}  {when}  {r.ref:<12} {r.sha[:7]}  build {r.build:<7} {r.subject}")
+        print(f"{mark}{r.name}  {when}  {r.ref:<12} {r.sha[:7]}  build {r.build:<7}"
+              + (" rolled back" if r.rolled_back else "") + f"  {r.subject}")
     return 0
 
 

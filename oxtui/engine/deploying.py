@@ -119,6 +119,7 @@ async def _go_live(engine: EngineApi, store: Releases, name: str, say: Any, prog
         return {"release": name, "before": before, "processes": result["processes"]}
     bad = next(r for r in result["processes"] if not r["ok"])
     moved = [engine.groups[r["name"]] for r in result["processes"] if r["ok"] and r["name"] != bad["name"]]
+    store.rolled_back(name)
     if before is not None:
         store.switch(before)
         say(f"current -> releases/{before} again: {bad['name']} rolled back")
