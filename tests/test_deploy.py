@@ -58,9 +58,14 @@ def site(tmp_path: Path, port: int, source: Path, extra: str = "") -> Path:
         shared = ["data"]
         keep = 3
         {extra}
+        [processes.side]                # reloaded before web: what must go back when web rolls back
+        command = "{sys.executable} -c 'import time; time.sleep(600)'"
+        cwd = "current"
+        reload = {{ min_ready = 0.1 }}
         [processes.web]
         command = "{sys.executable} app.py"
         cwd = "current"
+        depends_on = {{ side = "started" }}
         instances = 2
         listen = "127.0.0.1:{port}"
         [processes.web.ready]
@@ -78,8 +83,8 @@ def live(oxfile: Path) -> str:
     return os.readlink(oxfile.parent / "current")
 
 
-def tags(ep) -> set[str]:
-    return {w["release"] for w in ep.workers("web") if w["role"] is None}
+def tags(ep, name: str = "web") -> set[str]:
+    return {w["release"] for w in ep.workers(name) if w["role"] is None}
 
 
 def serving(port: int) -> set[str]:
@@ -121,6 +126,7 @@ def test_deploy_rollback_and_failures_under_load(tmp_path, engine_process):
         assert r.returncode == 1 and "web: rolled back" in r.stderr and f"back on {v2}" in r.stderr, r.stderr
         assert Path(live(oxfile)).name == v2 and tags(ep) == {v2} and serving(port) == {"v2"}
         assert {w["pid"] for w in ep.workers("web")} == pids, "the old instances kept serving"
+        wait_until(lambda: tags(ep, "side") == {v2}, 30, 0.1, "side back on v2: nothing of v3 is left running")
 
         r = cli(oxfile, "deploy", "v4")                # the build fails: nothing is touched
         assert r.returncode == 1 and "build failed (exit 1)" in r.stderr and "npm ERR! missing script" in r.stderr
@@ -185,6 +191,18 @@ def test_a_source_that_cannot_be_reached_and_a_missing_shared_path_are_one_line_
     assert f"{oxfile.parent / 'shared' / '.env'} does not exist" in r.stderr and "Traceback" not in r.stderr
     r = cli(oxfile, "releases")
     assert r.returncode == 0 and "no release yet" in r.stdout
+    # with no engine, the lock is what keeps two deploys apart
+    (oxfile.parent / "shared" / ".env").write_text("")
+    (oxfile.parent / "shared" / "data" / "slow").write_text("")
+    first = subprocess.Popen([sys.executable, "-m", "oxtui", "deploy", "v1", "-c", str(oxfile)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: list((oxfile.parent / "releases").glob("2*/build.sh")), 30, 0.05, "the first building")
+        r = cli(oxfile, "deploy", "v2")
+        assert r.returncode == 1 and "another deploy or rollback is running (pid" in r.stderr, r.stderr
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and "no engine is running" in out, out + err
     (tmp_path / "plain").mkdir()
     plain = write_oxfile(tmp_path / "plain", '[processes.a]\ncommand = "true"\n')
     r = cli(plain, "deploy")
