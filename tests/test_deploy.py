@@ -207,3 +207,44 @@ def test_a_source_that_cannot_be_reached_and_a_missing_shared_path_are_one_line_
     plain = write_oxfile(tmp_path / "plain", '[processes.a]\ncommand = "true"\n')
     r = cli(plain, "deploy")
     assert r.returncode == 2 and "has no [deploy] table" in r.stderr
+
+
+async def test_d_in_the_tui_deploys_the_ref_typed_and_the_panel_and_details_show_it(tmp_path):
+    from oxtui.client.embedded import EmbeddedEngine
+    from oxtui.oxfile.config import load
+    from oxtui.tui.app import OxtuiApp
+    from oxtui.tui.model import details_text, reload_lines
+    from oxtui.tui.screens import SearchScreen
+    source = make_source(tmp_path / "src")
+    oxfile = site(tmp_path, free_port(), source)
+    assert cli(oxfile, "deploy", "v1").returncode == 0
+    v1 = Path(live(oxfile)).name
+    engine = EmbeddedEngine(load(oxfile))
+    engine.start()
+    try:
+        app = OxtuiApp(engine, oxfile, host="testhost")
+        async with app.run_test(size=(120, 36)) as pilot:
+            def web() -> dict:
+                return next(p for p in engine.snapshot()["processes"] if p["name"] == "web")
+            await until(pilot, lambda: [w["release"] for w in web()["workers"] if w["state"] == "running"] == [v1] * 2)
+            await pilot.press("D")
+            await until(pilot, lambda: isinstance(app.screen, SearchScreen), what="the ref prompt")
+            await pilot.press(*"v2", "enter")
+            await until(pilot, lambda: Path(live(oxfile)).name != v1, what="current switched")
+            v2 = Path(live(oxfile)).name
+            await until(pilot, lambda: (engine.snapshot()["engine"]["deploy"] or {}).get("state") == "done", 60,
+                        what="the deploy done")
+            assert {w["release"] for w in web()["workers"] if not w["role"]} == {v2}
+            panel = reload_lines(engine.snapshot())
+            assert panel[0] == f"deploy v2: done · done · release {v2}", panel
+            assert f"deployed release: {v2} (2 instances)" in details_text(web(), None)
+            await until(pilot, lambda: any(f"{v2} is live" in n.message for n in app._notifications),
+                        what="the notification")
+    finally:
+        engine.shutdown()
+        assert engine.join(30)
+
+
+async def until(pilot, pred, timeout: float = 20.0, what: str = ""):
+    from conftest import await_until
+    return await await_until(pred, timeout, 0.05, what, sleep=pilot.pause)

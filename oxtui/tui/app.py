@@ -18,40 +18,20 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Vertical
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ..client.link import CanDetach, CanHandOver, EngineClient
-from ..protocol import LIVE_STATES, LogBatch, ProcessSnapshot, Reply, Snapshot, WorkerState
+from ..protocol import LIVE_STATES, LogBatch, ProcessSnapshot, Snapshot, WorkerState
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logview import LogView
-from .model import (SORTS, History, apply_summary, build_rows, details_text, header_text, process_info, reload_lines,
-                    save_summary, snapshot_time)
+from .messages import CommandDone, EngineStopped, HandedOver
+from .model import (SORTS, History, apply_summary, build_rows, deploy_summary, details_text, header_text,
+                    process_info, reload_lines, save_summary, snapshot_time)
 from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen
 
 PULL_INTERVAL = 0.1
-
-
-class CommandDone(Message):
-    def __init__(self, label: str, reply: Reply, describe: Callable[[Any], tuple[str, str]] | None = None) -> None:
-        super().__init__()
-        self.label = label
-        self.reply = reply
-        self.describe = describe
-
-
-class HandedOver(Message):
-    """The answer to q, b: the engine moved to a background process, or why it could not."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__()
-        self.reply = reply
-
-
-class EngineStopped(Message):
-    pass
 
 
 class OxtuiApp(App[int]):
@@ -371,6 +351,13 @@ class OxtuiApp(App[int]):
 
     def action_save(self) -> None:
         self.send("", {"cmd": "save"}, describe=save_summary)
+
+    def action_deploy(self) -> None:
+        def go(ref: str | None) -> None:
+            if ref is not None:
+                self.send("", {"cmd": "deploy", "ref": ref.strip() or None}, describe=deploy_summary)
+        self.push_screen(SearchScreen("", f"deploy{self.where()}: a branch, tag or commit (empty: the oxfile's "
+                                      "[deploy] ref); Enter deploys, Esc cancels"), go)
 
     async def action_quit(self) -> None:
         """Textual's own quit (ctrl+q, the palette's Quit) asks the same question as q."""

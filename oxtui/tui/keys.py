@@ -56,6 +56,9 @@ KEYS: tuple[Key, ...] = (
         "colon", "jump", "Host", "Jump to host", ":", where="fleet"),
     Key("App", "a", "apply the oxfile as it is now on disk: new processes start, removed ones stop, changed ones "
         "get a rolling reload", "a", "apply", None, "Apply oxfile"),
+    Key("App", "D", "deploy: asks for a git ref (empty: the oxfile's [deploy] ref), then builds a release beside the "
+        "live one and rolls every process under current onto it; the reload panel shows the build and each slot",
+        "D", "deploy", None, "Deploy a release", "D"),
     Key("App", "w", "save the running instance counts into the oxfile (comments and layout kept)", "w", "save",
         None, "Save instance counts"),
     Key("App", "ctrl+p", "command palette: every action by name"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from ..format import (
@@ -28,7 +28,6 @@ from ..protocol import (
     Snapshot,
     WorkerSnapshot,
     WorkerState,
-    running_count,
 )
 
 # (title, width): 118 columns with the cell padding; below COMPACT_BELOW the sparklines go.
@@ -279,6 +278,13 @@ def reload_lines(snapshot: Snapshot | None, now: float | None = None, keep: floa
         return []
     now = time.time() if now is None else now
     out = []
+    dep = snapshot.get("engine", {}).get("deploy")
+    if dep and not (dep.get("finished_at") and now - dep["finished_at"] > keep):
+        out.append(f"{dep['kind']} {dep.get('target') or ''}".rstrip() + f": {dep['state']} · "
+                   + (dep["reason"] if dep.get("reason") else dep["step"])
+                   + (f" · release {dep['release']}" if dep.get("release") else ""))
+        if dep["state"] == "running" and dep["step"] == "building":
+            out += [f"   {line}" for line in dep.get("tail", [])[-4:]]
     for p in snapshot["processes"]:
         rl = p.get("reload")
         if not rl or (rl.get("finished_at") and now - rl["finished_at"] > keep) or rl.get("why") == "schedule":
@@ -316,6 +322,11 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
     else:
         out.append(f"[b]{p['name']}[/b] · {count_text(p)} · release {p.get('release', 1)}"
                    + (" · a task" if p.get("task") else ""))
+        deployed = Counter(w["release"] for w in workers if w.get("release") and w["state"] in LIVE_STATES)
+        if deployed:       # during a deploy, two: the slots not yet moved run the old release
+            out.append("deployed release" + ("s" if len(deployed) > 1 else "") + ": "
+                       + ", ".join(f"{name} ({n} instance{'s' if n > 1 else ''})" for name, n in sorted(deployed.items(),
+                                                                                                       reverse=True)))
     rows = [("command", p.get("command", "")), ("cwd", p.get("cwd") or "-"),
             ("user", p.get("user") or "the engine's own"),
             ("env", ", ".join(p.get("env_names") or []) or "-  (names only: values are never shown)"),
@@ -362,6 +373,12 @@ def apply_summary(result: dict[str, Any]) -> tuple[str, str]:
     parts += result.get("notes", [])
     return ("oxfile applied: " + ("; ".join(parts) if parts else "nothing changed"),
             "information" if result.get("ok") else "error")
+
+
+def deploy_summary(result: dict[str, Any]) -> tuple[str, str]:
+    """One notification for D: the release now live (a failure comes back as an error, said as such)."""
+    return f"deployed: {result['release']} is live" + (f" (was {result['before']})" if result.get("before") else ""), \
+        "information"
 
 
 def save_summary(result: dict[str, Any]) -> tuple[str, str]:
