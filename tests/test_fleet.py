@@ -563,3 +563,46 @@ def test_root_reaches_the_engines_of_other_users_that_ls_lists(lab, engines):
     assert r.returncode == 0, r.stdout + r.stderr
     assert ep.status()["engine_pid"] != snap["engine_pid"] and ep.pids() == before, "upgraded, every app kept"
     assert psutil.Process(ep.status()["engine_pid"]).uids().real == host.uid, "the engine stays the user's"
+
+
+@needs_ssh
+def test_deploy_goes_host_after_host_and_stops_at_the_first_failed_build(lab, tmp_path):
+    """`oxtui deploy v2 --fleet`: each host makes its release from git over its own engine, one after the
+    other; the second host's build fails, so the third is not touched, and the summary says who runs what."""
+    from test_deploy import make_source, site
+    hosts = [lab.add(f"web{i}") for i in (1, 2, 3)]
+    eps: list[HostEngine] = []
+    try:
+        for i, h in enumerate(hosts):
+            folder = h.home / "shop"
+            folder.mkdir()
+            source = make_source(folder / "src")
+            oxfile = site(folder, free_port(), source)
+            if i == 1:      # web2's build of v2 fails
+                oxfile.write_text(oxfile.read_text().replace(
+                    'build = "sh build.sh"', 'build = "grep -q v2 release.txt && {{ echo no compiler; exit 1; }} || true"'
+                    .replace("{{", "{").replace("}}", "}")))
+            h.give(folder)
+            r = h.ssh(OXTUI, "deploy", "v1", "-c", str(oxfile))
+            assert r.returncode == 0, r.stdout + r.stderr
+            eps.append(HostEngine(h, oxfile, None))
+            eps[-1].wait_running("web", 2)
+        before = [{w["release"] for w in ep.workers("web")} for ep in eps]
+        r = fleet_cli(lab, "deploy", "v2", "--fleet")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "new release on: web1; old release on: web2, web3 (stopped at web2)" in r.stdout, r.stdout
+        assert "web2: build failed" in r.stderr and "no compiler" in r.stderr, r.stderr
+        assert "web3: deploy" not in r.stdout, "nothing is tried after the host that failed"
+        after = [{w["release"] for w in ep.workers("web")} for ep in eps]
+        assert after[0] != before[0] and all(name.endswith(git_short(hosts[0], "v2")) for name in after[0])
+        assert after[1:] == before[1:], "web2 and web3 still run v1"
+    finally:
+        for ep in eps:
+            ep.stop()
+
+
+def git_short(host, ref: str) -> str:
+    import subprocess as sp
+    return sp.run(["git", "-c", "safe.directory=*", "-C", str(host.home / "shop" / "src"), "rev-parse", "--short=7", ref],
+                  capture_output=True,
+                  text=True, check=True).stdout.strip()

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace, req: dict[str, Any]) -> int:
     try:
         if verb == "ls":
             return max(code, _ls(up, args.json))
-        if verb == "reload" and (args.fleet or len(up) > 1):
+        if verb in ("deploy", "rollback") or (verb == "reload" and (args.fleet or len(up) > 1)):
             return max(code, _deploy(up, args, req, [h.name for h, _link, why in linked if why]))
         if verb in ("logs", "events") and req.get("follow"):
             return max(code, _follow(up, args, req))
@@ -202,17 +202,23 @@ def _ls(up: list[tuple[Host, HostLink]], as_json: bool) -> int:
 
 def _deploy(up: list[tuple[Host, HostLink]], args: argparse.Namespace, req: dict[str, Any],
             unreachable: list[str]) -> int:
-    """One host after the other, each its own rolling reload; stop at the first that rolls back."""
+    """One host after the other, each its own rolling reload (or deploy, or rollback); stop at the first
+    that fails or rolls back."""
     new, failed, code = [], None, 0
-    for i, (h, link) in enumerate(up):
-        print(f"{h.name}: rolling reload of {req.get('name')}", flush=True)
+    what = {"deploy": f"deploy of {req.get('ref') or 'the default ref'}",
+            "rollback": f"rollback to {req.get('release') or 'the release before'}"}.get(args.verb,
+                                                                                       f"rolling reload of {req.get('name')}")
+    for h, link in up:
+        print(f"{h.name}: {what}", flush=True)
         try:
             oxfile = engine_for(link, args.config, req.get("name"))
             result = ask(link, oxfile, req, lambda text, n=h.name: print(f"{n}: {text}", flush=True))
         except (Refused, LinkDown) as e:
-            print(f"oxtui reload: {e}", file=sys.stderr)
+            print(f"oxtui {args.verb}: {e}", file=sys.stderr)
             failed, code = h.name, getattr(e, "code", 1)
             break
+        if "release" in result:
+            print(f"{h.name}: {result['release']} is live", flush=True)
         bad = next((r for r in result["processes"] if not r["ok"]), None)
         if bad is not None:
             print(f"oxtui reload: {h.name}: {bad['name']}: rolled back: {bad['reason']}", file=sys.stderr)
