@@ -238,6 +238,13 @@ async def test_d_in_the_tui_deploys_the_ref_typed_and_the_panel_and_details_show
             panel = reload_lines(engine.snapshot())
             assert panel[0] == f"deploy v2: done · done · release {v2}", panel
             assert f"deployed release: {v2} (2 instances)" in details_text(web(), None)
+            # while two releases run side by side, each row names its own
+            from oxtui.tui.model import History, build_rows
+            snap = engine.snapshot()
+            web_snap = next(p for p in snap["processes"] if p["name"] == "web")
+            web_snap["workers"][0]["release"] = v1
+            labels = [r.cells[0] for r in build_rows(snap, History()) if r.kind == "worker" and r.process == "web"]
+            assert labels[0].endswith(f"@{v1[-7:]}") and labels[1].endswith(f"@{v2[-7:]}"), labels
             await until(pilot, lambda: any(f"{v2} is live" in n.message for n in app._notifications),
                         what="the notification")
     finally:

@@ -169,6 +169,9 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
             keyed.append((key, w))
         order = _sort_key(sort)
         keyed.sort(key=lambda kw: order(kw[1]))
+        # during a deploy, or while its instances run different releases, each row says its release's sha
+        deploying = (snapshot.get("engine", {}).get("deploy") or {}).get("state") == "running"
+        show_release = deploying or len({w.get("release") for w in p["workers"] if w.get("release")}) > 1
         last = len(keyed) - 1
         for i, (key, w) in enumerate(keyed):
             old = previous.get(key)
@@ -181,7 +184,8 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
             cpu_spark = sparkline(cpu_hist, SPARK_WIDTH, top=max(100.0, max((v or 0 for v in cpu_hist), default=0)))
             rss_spark = sparkline(history.rss.get(key, ()), SPARK_WIDTH, relative=True)
             cells = (
-                worker_label(name, w, i == last),
+                worker_label(name, w, i == last) + (f" @{w['release'].rsplit('-', 1)[-1]}"
+                                                    if show_release and w.get("release") else ""),
                 str(w["pid"]) if w.get("pid") else "-",
                 w["state"],
                 f"{cpu:.1f}" if cpu is not None else "-",
