@@ -213,8 +213,67 @@ async def fleet() -> str:
         assert not left, left
 
 
+async def deploy() -> str:
+    """`D` in the TUI: a release of the Node sample from a git repository, caught while its slots move."""
+    import os
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="oxtui-deploy-") as tmp:
+        src, site = Path(tmp) / "shop.git", Path(tmp) / "shop"
+        src.mkdir()
+        (site / "shared").mkdir(parents=True)
+        (site / "shared" / ".env").write_text("GREETING=hi\n")
+        env = {**os.environ, "GIT_AUTHOR_NAME": "me", "GIT_AUTHOR_EMAIL": "me@x", "GIT_COMMITTER_NAME": "me",
+               "GIT_COMMITTER_EMAIL": "me@x"}
+        subprocess.run(["git", "init", "-q", "-b", "main"], cwd=src, check=True)
+        shutil.copy(ROOT / "sample_apps" / "server.js", src / "server.js")
+        for n, subject in ((1, "first release"), (2, "faster checkout page")):
+            (src / "build.sh").write_text("echo '> npm ci'; sleep 0.5; echo 'added 142 packages in 2s'; "
+                                          f"echo '> npm run build'; sleep 0.5; echo 'built bundle v{n} (212 kB)'\n")
+            subprocess.run(["git", "add", "-A"], cwd=src, check=True, env=env)
+            subprocess.run(["git", "commit", "-q", "-m", subject], cwd=src, check=True, env=env)
+        (site / "oxfile.toml").write_text(f"""[deploy]
+source = "{src}"
+build = "sh build.sh"
+shared = [".env"]
+
+[processes.web]
+command = "node server.js"
+cwd = "current"
+instances = 4
+listen = "127.0.0.1:8091"
+
+[processes.web.reload]
+min_ready = 1.5
+""")
+        subprocess.run([sys.executable, "-m", "oxtui", "deploy", "HEAD~1", "-c", str(site / "oxfile.toml")],
+                       check=True, cwd=ROOT, capture_output=True)
+        engine = EmbeddedEngine(load(site / "oxfile.toml"))
+        engine.start()
+        app = OxtuiApp(engine, "shop/oxfile.toml")
+        try:
+            async with app.run_test(size=(120, 36)) as pilot:
+                await until(pilot, lambda: sum(w["state"] == "running" for p in engine.snapshot()["processes"]
+                                               for w in p["workers"]) == 4)
+                await pilot.pause(1)
+                await pilot.press("D")
+                await pilot.pause(0.3)
+                await pilot.press("enter")
+
+                def moving() -> bool:
+                    web = engine.snapshot()["processes"][0]
+                    return len({w["release"] for w in web["workers"]}) > 1 and sum(
+                        w["state"] == "running" and not w["role"] for w in web["workers"]) >= 2
+                await until(pilot, moving)
+                await pilot.pause(0.6)
+                return app.save_screenshot("deploy.svg", str(OUT))
+        finally:
+            engine.shutdown()
+            engine.join(30)
+
+
 async def only(name: str) -> None:
-    shot = await {"recovered": recovered, "attached": attached, "flood": flood, "fleet": fleet}[name]()
+    shot = await {"recovered": recovered, "attached": attached, "flood": flood, "fleet": fleet,
+                  "deploy": deploy}[name]()
     if shutil.which("rsvg-convert"):
         subprocess.run(["rsvg-convert", "-w", "1400", shot, "-o", shot[:-4] + ".png"], check=True)
     print(shot)

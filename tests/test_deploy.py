@@ -243,8 +243,8 @@ async def test_d_in_the_tui_deploys_the_ref_typed_and_the_panel_and_details_show
             snap = engine.snapshot()
             web_snap = next(p for p in snap["processes"] if p["name"] == "web")
             web_snap["workers"][0]["release"] = v1
-            labels = [r.cells[0] for r in build_rows(snap, History()) if r.kind == "worker" and r.process == "web"]
-            assert labels[0].endswith(f"@{v1[-7:]}") and labels[1].endswith(f"@{v2[-7:]}"), labels
+            cells = [r.cells[-1] for r in build_rows(snap, History()) if r.kind == "worker" and r.process == "web"]
+            assert cells[0].startswith(f"@{v1[-7:-3]} ") and cells[1].startswith(f"@{v2[-7:-3]} "), cells
             await until(pilot, lambda: any(f"{v2} is live" in n.message for n in app._notifications),
                         what="the notification")
     finally:

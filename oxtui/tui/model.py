@@ -184,8 +184,7 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
             cpu_spark = sparkline(cpu_hist, SPARK_WIDTH, top=max(100.0, max((v or 0 for v in cpu_hist), default=0)))
             rss_spark = sparkline(history.rss.get(key, ()), SPARK_WIDTH, relative=True)
             cells = (
-                worker_label(name, w, i == last) + (f" @{w['release'].rsplit('-', 1)[-1]}"
-                                                    if show_release and w.get("release") else ""),
+                worker_label(name, w, i == last),
                 str(w["pid"]) if w.get("pid") else "-",
                 w["state"],
                 f"{cpu:.1f}" if cpu is not None else "-",
@@ -195,7 +194,9 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
                 str(w["restarts"]),
                 human_duration(w.get("uptime_s"), coarse=True),
                 last_exit(w, now),
-                ready_health(w, p),
+                # the release's sha first (4 digits: the column is 12 wide), then readiness
+                (f"@{w['release'].rsplit('-', 1)[-1][:4]} " if show_release and w.get("release") else "")
+                + ready_health(w, p),
             )
             rows.append(Row(key, "worker", name, w["instance"], w.get("role"), cells, w["state"]))
     history.forget_except(live)
