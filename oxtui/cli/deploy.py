@@ -23,7 +23,7 @@ from ..releases import DeployError, Releases
 def deploy(args: argparse.Namespace, config: Config) -> int:
     if config.deploy is None:
         print(f"oxtui {args.verb}: {config.path} has no [deploy] table; add one with source = \"<git repository>\" "
-              "(README: Deploying)", file=sys.stderr)
+              "(docs/deploying.md)", file=sys.stderr)
         return 2
     store = Releases(config.deploy)
     if args.verb == "releases":

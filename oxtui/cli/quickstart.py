@@ -91,7 +91,7 @@ def quickstart(args: argparse.Namespace, oxfile: Path) -> int:
           + (f", listen = {table['listen']!r}" if "listen" in table else ""))
     if "listen" in table:
         print("note: every instance gets the shared socket as fd 3: a Node app serves it with server.listen({fd: 3}), "
-              "gunicorn by itself, uvicorn with --fd 3 (see README)")
+              "gunicorn by itself, uvicorn with --fd 3 (docs/apps.md)")
     from ..client.connection import Client, ControlError, status_of
     if status_of(oxfile) is None:
         from .daemon import up

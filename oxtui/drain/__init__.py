@@ -1,10 +1,10 @@
 """Lossless shutdown for servers that lose requests on keep-alive connections when they stop.
 
 Some servers close idle keep-alive connections the moment they get SIGTERM. A client may have sent
-its next request on such a connection already: it is lost. The drain here is the one README asks of
+its next request on such a connection already: it is lost. The drain here is the one the manual (docs/apps.md) asks of
 every app: on SIGTERM stop accepting, answer every request that still arrives with
 `Connection: close` for a short grace (so clients move to another instance cleanly), then shut
-down. The engine never imports this package; instances run it (see README, "Python servers").
+down. The engine never imports this package; instances run it (docs/apps.md, "Python servers").
 """
 
 import os

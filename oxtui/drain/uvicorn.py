@@ -4,7 +4,7 @@
     gunicorn -k oxtui.drain.uvicorn.Worker main:app                       # instead of uvicorn_worker's
 
 Plain uvicorn, on SIGTERM, closes every idle keep-alive connection at once: a request a client had
-already sent on one is lost (measured in README). Here the first SIGTERM only starts the drain:
+already sent on one is lost (measured in docs/apps.md). Here the first SIGTERM only starts the drain:
 the listener closes (the shared socket stays open for the other instances), responses carry
 `Connection: close`, and after OXTUI_DRAIN_GRACE seconds (1 s) uvicorn's own graceful shutdown runs.
 A second SIGTERM (gunicorn's master sends one after oxtui's) changes nothing; SIGINT still forces.

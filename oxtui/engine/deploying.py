@@ -53,7 +53,7 @@ async def deploy(engine: EngineApi, req: dict[str, Any], progress: Progress) -> 
     rollback = req["cmd"] == "rollback"
     if cfg is None:
         raise UsageError(f"{engine.config.path} has no [deploy] table; add one with source = \"<git repository>\" "
-                         "(README: Deploying)")
+                         "(docs/deploying.md)")
     busy = engine.deploying
     if busy is not None and busy.state == "running":
         raise CommandError(f"a {busy.kind} is running already ({busy.step}); wait for it, then try again")

@@ -3,7 +3,7 @@
 Per process: a template service NAME@.service (one unit per instance, %i = the slot), a NAME.target
 that wants instances 0..N-1, and for a process with `listen` a NAME.socket whose one listening socket
 every instance gets as fd 3 (`Sockets=`), the same LISTEN_FDS convention oxtui uses. systemd has no
-rolling reload: `systemctl restart NAME@0 ...` one at a time is the nearest thing (said in README).
+rolling reload: `systemctl restart NAME@0 ...` one at a time is the nearest thing (said in docs/kubernetes.md).
 """
 
 from __future__ import annotations

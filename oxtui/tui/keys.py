@@ -1,5 +1,5 @@
 """Every key of the TUI, once: the bindings, the footer, the command palette, the help screen and
-README's key table are all made from this table (a test checks README against it).
+the manual's key table (docs/tui.md) are all made from this table (a test checks the page against it).
 
 Pure data and formatting: no widget is built here.
 """
@@ -14,7 +14,7 @@ from textual.binding import Binding
 @dataclass(frozen=True)
 class Key:
     section: str                    # "Workers", "Logs" or "App" in the help screen
-    shown: str                      # the key as the help screen and README write it
+    shown: str                      # the key as the help screen and the manual write it
     doc: str                        # what it does
     binding: str | None = None      # Textual key names, for a key the app binds itself
     action: str | None = None
@@ -94,7 +94,7 @@ def help_text() -> str:
 
 
 def markdown_table() -> str:
-    """README's "TUI keys" table."""
+    """The manual's key table (docs/tui.md)."""
     rows = ["| key | does |", "|---|---|"]
     rows += [f"| {_md_keys(k.shown)} | {k.doc} |" for k in KEYS]
     return "\n".join(rows) + "\n\n" + NOTES + "\n"
