@@ -4,13 +4,15 @@ twine, the wheel installed into a clean venv (not editable, not from the checkou
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
-from conftest import wait_until
+from conftest import free_port, http_get, wait_until
 
 from oxtui import __version__
 
@@ -41,16 +43,27 @@ def test_the_wheel_installs_and_runs_on_its_own(tmp_path):
     assert '"$schema"' in run(oxtui, "schema", cwd=tmp_path).stdout
     assert "_shtab_oxtui" in run(oxtui, "completion", "bash", cwd=tmp_path).stdout
 
-    (tmp_path / "app.py").write_text("import time\nprint('up', flush=True)\nwhile True: time.sleep(1)\n")
-    (tmp_path / "oxfile.toml").write_text(f'[processes.app]\ncommand = "{py} app.py"\ninstances = 2\n'
-                                          '[logs]\ndir = "logs"\n')
-    assert "OK (1 process(es))" in run(oxtui, "check", cwd=tmp_path).stdout
-    engine = subprocess.Popen([oxtui, "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+    # the sample apps, on a port of their own, run by the installed oxtui with the venv's python
+    apps = tmp_path / "sample_apps"
+    shutil.copytree(ROOT / "sample_apps", apps)
+    port = free_port()
+    oxfile = apps / "oxfile.toml"
+    oxfile.write_text(oxfile.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+                      .replace("python3 ", f"{py} ") + '\n[logs]\ndir = "logs"\n')
+    assert "OK (" in run(oxtui, "check", str(oxfile), cwd=tmp_path).stdout
+    engine = subprocess.Popen([oxtui, "run", str(oxfile)], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        log = tmp_path / "logs" / "app.log"
-        wait_until(lambda: log.exists() and log.read_text().count("| up") == 2, 30, 0.1, "both instances up")
+        def serving() -> bool:
+            try:
+                return engine.poll() is not None or http_get(port, timeout=2)[0] == 200
+            except OSError:
+                return False
+        wait_until(serving, 60, 0.2, "the sample's web")
+        assert engine.poll() is None
+        snap = json.loads(run(oxtui, "status", "--json", "-c", str(oxfile), cwd=tmp_path).stdout)
+        assert {p["name"] for p in snap["processes"]} >= {"web", "worker"}
     finally:
         engine.send_signal(signal.SIGINT)
-        out, _ = engine.communicate(timeout=30)
-    assert engine.returncode == 0, out
+        out, _ = engine.communicate(timeout=60)
+    assert engine.returncode == 0, out[-3000:]
