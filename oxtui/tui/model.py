@@ -76,6 +76,13 @@ class History:
                 del d[k]
 
 
+def deployed_release(w: WorkerSnapshot) -> str | None:
+    """The deploy's release a worker runs from. An engine before 0.2.1 sent its reload counter as
+    `release` (an int; now `generation`): a TUI attached to one must read that as no release."""
+    release = w.get("release")
+    return release if isinstance(release, str) else None
+
+
 def worker_key(process: str, w: WorkerSnapshot) -> str:
     return f"w:{process}:{w['instance']}:{w.get('role') or ''}"
 
@@ -171,7 +178,7 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
         keyed.sort(key=lambda kw: order(kw[1]))
         # during a deploy, or while its instances run different releases, each row says its release's sha
         deploying = (snapshot.get("engine", {}).get("deploy") or {}).get("state") == "running"
-        show_release = deploying or len({w.get("release") for w in p["workers"] if w.get("release")}) > 1
+        show_release = deploying or len({deployed_release(w) for w in p["workers"]} - {None}) > 1
         last = len(keyed) - 1
         for i, (key, w) in enumerate(keyed):
             old = previous.get(key)
@@ -195,7 +202,7 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
                 human_duration(w.get("uptime_s"), coarse=True),
                 last_exit(w, now),
                 # the release's sha first (4 digits: the column is 12 wide), then readiness
-                (f"@{w['release'].rsplit('-', 1)[-1][:4]} " if show_release and w.get("release") else "")
+                (f"@{deployed_release(w).rsplit('-', 1)[-1][:4]} " if show_release and deployed_release(w) else "")
                 + ready_health(w, p),
             )
             rows.append(Row(key, "worker", name, w["instance"], w.get("role"), cells, w["state"]))
@@ -321,13 +328,14 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
         w = workers[0]
         out.append(f"[b]{p['name']}.{instance}[/b] · {w['state']} · pid {w['pid'] or '-'} · up "
                    f"{human_duration(w.get('uptime_s'))} · {w['restarts']} restart(s) · "
-                   + (f"release {w['release']}" if w.get("release") else f"generation {w.get('generation', 1)}"))
+                   + (f"release {deployed_release(w)}" if deployed_release(w)
+                      else f"generation {w.get('generation', w.get('release', 1))}"))
         if w.get("reason"):
             out.append(f"[dim]why:[/dim] {escape(w['reason'])}")
     else:
         out.append(f"[b]{p['name']}[/b] · {count_text(p)} · release {p.get('release', 1)}"
                    + (" · a task" if p.get("task") else ""))
-        deployed = Counter(w["release"] for w in workers if w.get("release") and w["state"] in LIVE_STATES)
+        deployed = Counter(deployed_release(w) for w in workers if deployed_release(w) and w["state"] in LIVE_STATES)
         if deployed:       # during a deploy, two: the slots not yet moved run the old release
             out.append("deployed release" + ("s" if len(deployed) > 1 else "") + ": "
                        + ", ".join(f"{name} ({n} instance{'s' if n > 1 else ''})" for name, n in sorted(deployed.items(),
