@@ -77,7 +77,7 @@ class History:
 
 
 def deployed_release(w: WorkerSnapshot) -> str | None:
-    """The deploy's release a worker runs from. An engine before 0.2.1 sent its reload counter as
+    """The deploy's release a worker runs from. An engine of 0.2.0 or before sent its reload counter as
     `release` (an int; now `generation`): a TUI attached to one must read that as no release."""
     release = w.get("release")
     return release if isinstance(release, str) else None
