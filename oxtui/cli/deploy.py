@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 
@@ -20,31 +19,15 @@ from ..oxfile.model import Config
 from ..releases import DeployError, Releases
 
 
-def deploy(args: argparse.Namespace, config: Config) -> int:
+def refused(args: argparse.Namespace, config: Config) -> int | None:
+    """Exit 2 without a [deploy] table; `releases` answered from the disk. None: go on to the engine."""
     if config.deploy is None:
         print(f"oxtui {args.verb}: {config.path} has no [deploy] table; add one with source = \"<git repository>\" "
               "(docs/deploying.md)", file=sys.stderr)
         return 2
-    store = Releases(config.deploy)
     if args.verb == "releases":
-        return releases(store, args.json)
-    from ..client.connection import Client, ControlError, NoEngine
-    req = request(args)
-    # Ctrl-C leaves this command, not the deploy: it goes on in the engine (as `oxtui reload`).
-    signal.signal(signal.SIGINT, lambda *_: _left(config))
-    try:
-        with Client(config.path, timeout=None) as c:
-            result = c.call(req, lambda text: print(text, flush=True))
-    except NoEngine:
-        return _without_engine(args, config, store)
-    except ControlError as e:
-        print(f"oxtui {args.verb}: {e}", file=sys.stderr)
-        return 2 if e.usage else 1
-    except (OSError, ValueError) as e:
-        print(f"oxtui {args.verb}: lost the engine's control socket ({e})", file=sys.stderr)
-        return 1
-    print(f"{result['release']} is live" + (f" (was {result['before']})" if result.get("before") else ""))
-    return 0
+        return releases(Releases(config.deploy), args.json)
+    return None
 
 
 def request(args: argparse.Namespace) -> dict[str, str | None]:
@@ -54,8 +37,10 @@ def request(args: argparse.Namespace) -> dict[str, str | None]:
     return {"cmd": "deploy", "ref": args.ref}
 
 
-def _without_engine(args: argparse.Namespace, config: Config, store: Releases) -> int:
+def without_engine(args: argparse.Namespace, config: Config) -> int:
     """No engine runs: make the release (or pick the rollback's) and switch `current`; nothing to reload."""
+    assert config.deploy is not None
+    store = Releases(config.deploy)
     def say(line: str) -> None:
         print(line, flush=True)
     try:
@@ -93,9 +78,3 @@ def releases(store: Releases, as_json: bool) -> int:
         print(f"{mark}{r.name}  {when}  {r.ref:<12} {r.sha[:7]}  build {r.build:<7}"
               + (" rolled back" if r.rolled_back else "") + f"  {r.subject}")
     return 0
-
-
-def _left(config: Config) -> None:
-    print(f"\noxtui: stopped watching; the deploy carries on in the engine. Follow it with "
-          f"`{hint('status', config.path)}` or `{hint('logs', config.path, '-f')}`", file=sys.stderr)
-    raise SystemExit(130)

@@ -112,7 +112,8 @@ def _from_journal(config: Config, name: str | None, instance: str | None, n: int
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise NoSuchProcess(f"[logs] files = false: the lines are in the journal, and journalctl failed ({e})") from None
+        raise NoSuchProcess(f"[logs] files = false: the lines are in the journal, and journalctl failed ({e})") \
+            from None
     out: list[Line] = []
     for row in r.stdout.splitlines():
         try:

@@ -94,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "check":
             return check(oxfile)
         if args.verb in ("deploy", "rollback", "releases"):
-            from .deploy import deploy
-            return deploy(args, _load_or_exit(oxfile))
+            from .deploy import refused
+            config = _load_or_exit(oxfile)
+            if (code := refused(args, config)) is not None:
+                return code
         return control(args, oxfile)
     except UsageError as e:
         print(e, file=sys.stderr)
@@ -324,22 +326,25 @@ def check(path: str | Path) -> int:
 def control(args: argparse.Namespace, oxfile: Path) -> int:
     from ..client.connection import Client, ControlError, NoEngine
     req = request_for(args)
-    if args.verb == "reload":
+    if args.verb in ("reload", "deploy", "rollback"):
         # Ctrl-C leaves this command, not the reload: it goes on in the engine.
-        signal.signal(signal.SIGINT, lambda *_: _left_reload(oxfile))
+        signal.signal(signal.SIGINT, lambda *_: _left_reload(oxfile, args.verb))
     try:
-        long = ("reload", "logs", "events", "stop", "restart", "scale", "apply")
+        long = ("reload", "logs", "events", "stop", "restart", "scale", "apply", "deploy", "rollback")
         with Client(oxfile, timeout=None if args.verb in long else 30) as c:
             if args.verb == "logs" and req["cmd"] == "logs" and (args.follow or args.json):
                 return follow_logs(c, req, args.json)
             if args.verb == "events":
                 return follow_events(c, req, args.json)
-            progress = (lambda text: print(text, flush=True)) \
-                if args.verb in ("reload", "apply") and not getattr(args, "quiet", False) else None
+            shows_steps = args.verb in ("reload", "apply", "deploy", "rollback") and not getattr(args, "quiet", False)
+            progress = (lambda text: print(text, flush=True)) if shows_steps else None
             result = c.call(req, progress)
     except NoEngine as e:
         if args.verb == "logs" and req["cmd"] == "logs":
             return _logs_from_files(args, req, oxfile)
+        if args.verb in ("deploy", "rollback"):
+            from .deploy import without_engine
+            return without_engine(args, _load_or_exit(oxfile))
         print(f"oxtui: {e}", file=sys.stderr)
         return 3
     except ControlError as e:
@@ -375,8 +380,8 @@ def _logs_from_files(args: argparse.Namespace, req: dict[str, Any], oxfile: Path
     return 0
 
 
-def _left_reload(oxfile: Path) -> None:
-    print(f"\noxtui reload: stopped watching; the reload carries on in the engine. Follow it with "
+def _left_reload(oxfile: Path, verb: str = "reload") -> None:
+    print(f"\noxtui {verb}: stopped watching; the {verb} carries on in the engine. Follow it with "
           f"`{hint('status', oxfile)}` or `{hint('logs', oxfile, '-f')}`", file=sys.stderr)
     raise SystemExit(130)
 

@@ -206,8 +206,8 @@ def _deploy(up: list[tuple[Host, HostLink]], args: argparse.Namespace, req: dict
     that fails or rolls back."""
     new, failed, code = [], None, 0
     what = {"deploy": f"deploy of {req.get('ref') or 'the default ref'}",
-            "rollback": f"rollback to {req.get('release') or 'the release before'}"}.get(args.verb,
-                                                                                       f"rolling reload of {req.get('name')}")
+            "rollback": f"rollback to {req.get('release') or 'the release before'}",
+            "reload": f"rolling reload of {req.get('name')}"}[args.verb]
     for h, link in up:
         print(f"{h.name}: {what}", flush=True)
         try:

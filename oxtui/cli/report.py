@@ -41,6 +41,9 @@ def report(args: argparse.Namespace, result: Any) -> int:
                 print(f"oxtui reload: {r['name']}: {what}: {r['reason']}", file=sys.stderr)
                 return 1
         return 0
+    if verb in ("deploy", "rollback"):
+        print(f"{result['release']} is live" + (f" (was {result['before']})" if result.get("before") else ""))
+        return 0
     if verb == "kill":
         print(f"sent {result['signal']} to pid {result['pid']}")
         return 0

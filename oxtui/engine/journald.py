@@ -93,7 +93,8 @@ class Journald:
         pid = batch.pid
         name = batch.process.encode()
         instance = b"canary" if batch.instance is not None and batch.instance < 0 else str(batch.instance).encode()
-        common = (field(b"SYSLOG_IDENTIFIER", name) + field(b"OXTUI_PROCESS", name) + field(b"OXTUI_OXFILE", self.oxfile)
+        common = (field(b"SYSLOG_IDENTIFIER", name) + field(b"OXTUI_PROCESS", name)
+                  + field(b"OXTUI_OXFILE", self.oxfile)
                   + field(b"OXTUI_INSTANCE", instance) + field(b"OXTUI_STREAM", stream))
         if pid is not None:
             common += field(b"SYSLOG_PID", str(pid).encode()) + field(b"OXTUI_PID", str(pid).encode())
