@@ -236,7 +236,7 @@ async def test_d_in_the_tui_deploys_the_ref_typed_and_the_panel_and_details_show
                         what="the deploy done")
             assert {w["release"] for w in web()["workers"] if not w["role"]} == {v2}
             panel = reload_lines(engine.snapshot())
-            assert panel[0] == f"deploy v2: done · done · release {v2}", panel
+            assert panel[0] == f"deploy v2: done · release {v2}", panel
             assert f"deployed release: {v2} (2 instances)" in details_text(web(), None)
             # while two releases run side by side, each row names its own
             from oxtui.tui.model import History, build_rows

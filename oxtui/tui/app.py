@@ -356,8 +356,8 @@ class OxtuiApp(App[int]):
         def go(ref: str | None) -> None:
             if ref is not None:
                 self.send("", {"cmd": "deploy", "ref": ref.strip() or None}, describe=deploy_summary)
-        self.push_screen(SearchScreen("", f"deploy{self.where()}: a branch, tag or commit (empty: the oxfile's "
-                                      "[deploy] ref); Enter deploys, Esc cancels"), go)
+        self.push_screen(SearchScreen("", f"ref to deploy{self.where()} (empty: [deploy] ref) · Enter deploys · "
+                                      "Esc cancels"), go)
 
     async def action_quit(self) -> None:
         """Textual's own quit (ctrl+q, the palette's Quit) asks the same question as q."""

@@ -292,9 +292,9 @@ def reload_lines(snapshot: Snapshot | None, now: float | None = None, keep: floa
     out = []
     dep = snapshot.get("engine", {}).get("deploy")
     if dep and not (dep.get("finished_at") and now - dep["finished_at"] > keep):
-        out.append(f"{dep['kind']} {dep.get('target') or ''}".rstrip() + f": {dep['state']} · "
-                   + (dep["reason"] if dep.get("reason") else dep["step"])
-                   + (f" · release {dep['release']}" if dep.get("release") else ""))
+        why = dep.get("reason") or (dep["step"] if dep["state"] == "running" else "")
+        out.append(f"{dep['kind']} {dep.get('target') or ''}".rstrip() + f": {dep['state']}"
+                   + (f" · {why}" if why else "") + (f" · release {dep['release']}" if dep.get("release") else ""))
         if dep["state"] == "running" and dep["step"] == "building":
             out += [f"   {line}" for line in dep.get("tail", [])[-4:]]
     for p in snapshot["processes"]:
