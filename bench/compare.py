@@ -39,13 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reload_bench import ensure_pm2, ensure_wrk, free_port, parse_wrk, wait_http  # noqa: E402
+from reload_bench import ensure_pm2, ensure_wrk, free_port, parse_wrk, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import WRITER  # noqa: E402   (a child writing 100-byte lines flat out, its count to a file)
+from compare import WRITER
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

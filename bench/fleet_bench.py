@@ -30,12 +30,12 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from sshlab import OXTUI, Host, SshLab, unavailable  # noqa: E402
+from sshlab import OXTUI, Host, SshLab, unavailable
 
-from oxtui.fleet import delta  # noqa: E402
-from oxtui.fleet.fleetfile import load  # noqa: E402
-from oxtui.fleet.session import FleetSession  # noqa: E402
-from oxtui.tui.fleet import FleetApp  # noqa: E402
+from oxtui.fleet import delta
+from oxtui.fleet.fleetfile import load
+from oxtui.fleet.session import FleetSession
+from oxtui.tui.fleet import FleetApp
 
 
 def cpu(procs: list[psutil.Process]) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from realsystemd import PY, Machine, unavailable  # noqa: E402
+from realsystemd import PY, Machine, unavailable
 
 APP = ROOT / "tests" / "apps" / "numbered.py"
 

@@ -33,8 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
-from oxtui.client.connection import status_of  # noqa: E402
-from reload_bench import free_port  # noqa: E402
+from reload_bench import free_port
+
+from oxtui.client.connection import status_of
 
 
 def cli(*args: str, cwd: Path, tree: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -57,7 +58,7 @@ class KeepAlive:
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
 
-    def __enter__(self) -> "KeepAlive":
+    def __enter__(self) -> KeepAlive:
         for t in self.threads:
             t.start()
         return self

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reload_bench import free_port, wait_http  # noqa: E402
+from reload_bench import free_port, wait_http
 
 
 def main() -> int:

@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_bench import Engine, _children, exec_done  # noqa: E402
+from engine_bench import Engine, _children, exec_done
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from oxtui.client.connection import Client  # noqa: E402
+from oxtui.client.connection import Client
 
 STEPS = ("exit_reaped_by_helper", "exit_heard_by_engine", "spawn_asked", "helper_got_request", "forked",
          "engine_got_pid", "exec_seen")
@@ -88,7 +88,7 @@ def main() -> int:
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="oxtui-timeline-"))
     eng = Engine(folder, '[processes.s]\ncommand = "sleep 3600"\nbackoff = 0\nmax_restarts = 100000\n')
-    client = lambda: Client(eng.oxfile, timeout=10)  # noqa: E731
+    client = lambda: Client(eng.oxfile, timeout=10)
     deltas: dict[str, list[float]] = {s: [] for s in STEPS}
     approved = 0
     totals = []

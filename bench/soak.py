@@ -32,8 +32,8 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_bench import status  # noqa: E402
-from reload_bench import free_port  # noqa: E402
+from engine_bench import status
+from reload_bench import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -77,7 +77,7 @@ def _idle_cost(folder: Path, oxfile: Path, seconds: float, settle: float,
             time.sleep(0.2)
         time.sleep(settle)
         measured = [ps] + ([engine] if engine else [])
-        cpu_s = lambda: sum(sum(p.cpu_times()[:2]) for p in measured)  # noqa: E731
+        cpu_s = lambda: sum(sum(p.cpu_times()[:2]) for p in measured)
         c0 = cpu_s()
         t0 = time.perf_counter()
         rss = 0
@@ -115,8 +115,8 @@ def _read(fd: int) -> bytes:
 
 
 async def plus_latency(folder: Path, rounds: int = 5) -> list[float]:
-    from oxtui.oxfile.config import load
     from oxtui.client.embedded import EmbeddedEngine
+    from oxtui.oxfile.config import load
     from oxtui.tui.app import OxtuiApp
     oxfile = folder / "oxfile.toml"
     oxfile.write_text(oxfile_text())

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tui_bench import _read, sleepers  # noqa: E402
+from tui_bench import _read, sleepers
 
 ROOT = Path(__file__).resolve().parent.parent
 CHATTY = ("import sys, time\n"
@@ -44,8 +44,8 @@ def main() -> int:
     ap.add_argument("--sample", type=float, default=60)
     ap.add_argument("--lines-per-s", type=float, default=200)
     args = ap.parse_args()
-    import pty
     import fcntl
+    import pty
     import struct
     import termios
     folder = Path(tempfile.mkdtemp(prefix="oxtui-tui-soak-"))
@@ -75,7 +75,7 @@ def main() -> int:
                 raise SystemExit("tui_soak: the workers did not start within 60 s")
             time.sleep(0.5)
         time.sleep(10)
-        cpu = lambda p: sum(p.cpu_times()[:2])  # noqa: E731
+        cpu = lambda p: sum(p.cpu_times()[:2])
         t0 = last_t = time.monotonic()
         last = (cpu(ps), cpu(engine))
         while time.monotonic() - t0 < args.minutes * 60:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Callable, Literal, NotRequired, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 
 class WorkerState(StrEnum):
@@ -263,7 +264,7 @@ class LogBatch:
     logs`, a readiness regex), so capture itself never walks the lines in Python.
     """
 
-    __slots__ = ("seq", "ts", "process", "instance", "stream", "data", "count", "_lines", "pid")
+    __slots__ = ("_lines", "count", "data", "instance", "pid", "process", "seq", "stream", "ts")
 
     def __init__(self, seq: int, ts: float, process: str, instance: int | None, stream: str, data: bytes,
                  count: int, lines: tuple[str, ...] | None = None, pid: int | None = None):

@@ -15,10 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from oxtui.oxfile.config import load  # noqa: E402
-from oxtui.client.embedded import EmbeddedEngine  # noqa: E402
-from oxtui.client.remote import RemoteEngine  # noqa: E402
-from oxtui.tui.app import OxtuiApp  # noqa: E402
+from oxtui.client.embedded import EmbeddedEngine
+from oxtui.client.remote import RemoteEngine
+from oxtui.oxfile.config import load
+from oxtui.tui.app import OxtuiApp
 
 OUT = ROOT / "screenshots"
 

@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load import Load  # noqa: E402
+from load import Load
 
 
 def main() -> None:

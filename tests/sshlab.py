@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from conftest import MARK, ROOT, free_port, wait_until
 
 SSHD = "/usr/sbin/sshd"

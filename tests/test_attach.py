@@ -42,7 +42,7 @@ def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
 
     async def body():
         async with app.run_test(size=(120, 36)) as pilot:
-            until = lambda pred, t=15, what="": await_until(pred, t, 0.05, what, sleep=pilot.pause)  # noqa: E731
+            until = lambda pred, t=15, what="": await_until(pred, t, 0.05, what, sleep=pilot.pause)
             await until(lambda: len(workers(app)) == 2)
             assert f"attached to pid {ep.proc.pid}" in str(app.header.render())
             assert ep.status()["engine"]["viewers"] == 1

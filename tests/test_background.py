@@ -362,8 +362,9 @@ def test_variables_in_the_oxfile_come_from_the_environment(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"on 127.0.0.1:{port}" in r.stdout
     assert "sh -c 'echo hi ${LITERAL} ${NOT_SET_HERE}; exec sleep 60'" in r.stdout, "unset in command: the shell's"
-    from oxtui.oxfile.config import load
     import os
+
+    from oxtui.oxfile.config import load
     old = dict(os.environ)
     os.environ.update(env)
     try:

@@ -13,8 +13,8 @@ import time
 
 import psutil
 from conftest import (
-    ROOT,
     APPS,
+    ROOT,
     free_port,
     http_get,
     marked_pids,

@@ -9,14 +9,14 @@ import pwd
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psutil
 import pytest
 from conftest import oxtui_cli, procs, wait_until, write_oxfile
 
-from oxtui.oxfile.config import ConfigError, ScheduleConfig, load
 from oxtui.engine.schedule import Scheduler, next_run
+from oxtui.oxfile.config import ConfigError, ScheduleConfig, load
 
 PY = sys.executable
 
@@ -212,14 +212,14 @@ def test_a_schedule_on_a_server_is_a_rolling_reload(tmp_path, engine_process):
 
 
 def test_cron_next_run_in_a_timezone():
-    at = datetime(2026, 7, 1, 6, 59, tzinfo=timezone.utc).timestamp()
+    at = datetime(2026, 7, 1, 6, 59, tzinfo=UTC).timestamp()
     paris = next_run(ScheduleConfig(cron="0 9 * * *", timezone="Europe/Paris"), at, at)
-    assert datetime.fromtimestamp(paris, timezone.utc) == datetime(2026, 7, 1, 7, 0, tzinfo=timezone.utc)  # CEST
-    winter = datetime(2026, 12, 1, 7, 30, tzinfo=timezone.utc).timestamp()
+    assert datetime.fromtimestamp(paris, UTC) == datetime(2026, 7, 1, 7, 0, tzinfo=UTC)  # CEST
+    winter = datetime(2026, 12, 1, 7, 30, tzinfo=UTC).timestamp()
     paris = next_run(ScheduleConfig(cron="0 9 * * *", timezone="Europe/Paris"), winter, winter)
-    assert datetime.fromtimestamp(paris, timezone.utc) == datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)  # CET
+    assert datetime.fromtimestamp(paris, UTC) == datetime(2026, 12, 1, 8, 0, tzinfo=UTC)  # CET
     ten = next_run(ScheduleConfig(cron="*/10 * * * *", timezone="UTC"), at, at)
-    assert datetime.fromtimestamp(ten, timezone.utc) == datetime(2026, 7, 1, 7, 0, tzinfo=timezone.utc)
+    assert datetime.fromtimestamp(ten, UTC) == datetime(2026, 7, 1, 7, 0, tzinfo=UTC)
     assert next_run(ScheduleConfig(every=30), at + 61, at) == at + 90
 
 
@@ -334,7 +334,7 @@ def test_ready_and_started_hold_for_an_ended_task_and_an_errored_dependency_bloc
 
 
 def test_every_ticks_strictly_after_and_cron_too():
-    at = datetime(2026, 7, 1, 7, 0, tzinfo=timezone.utc).timestamp()
+    at = datetime(2026, 7, 1, 7, 0, tzinfo=UTC).timestamp()
     every = ScheduleConfig(every=30)
     assert next_run(every, at, at) == at + 30, "a tick right now is not the next one"
     assert next_run(every, at + 60, at) == at + 90

@@ -50,8 +50,8 @@ def test_the_runtime_folder_does_not_depend_on_xdg_runtime_dir(tmp_path, monkeyp
     monkeypatch.delenv("OXTUI_RUNTIME_DIR")
     xdg = tmp_path / "xdg"
     xdg.mkdir(mode=0o700)
-    for i, (engine_env, viewer_env) in enumerate(((({"XDG_RUNTIME_DIR": None}, {"XDG_RUNTIME_DIR": str(xdg)}),
-                                                  ({"XDG_RUNTIME_DIR": str(xdg)}, {"XDG_RUNTIME_DIR": None})))):
+    for i, (engine_env, viewer_env) in enumerate((({"XDG_RUNTIME_DIR": None}, {"XDG_RUNTIME_DIR": str(xdg)}),
+                                                  ({"XDG_RUNTIME_DIR": str(xdg)}, {"XDG_RUNTIME_DIR": None}))):
         oxfile = sleeper(tmp_path / f"app{i}")
         env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
         env.update({k: v for k, v in engine_env.items() if v})

@@ -16,8 +16,8 @@ import psutil
 import pytest
 from conftest import APPS, await_until, free_port, gone, http_get, run_engine, write_oxfile
 
-from oxtui.oxfile.config import load
 from oxtui.engine import Engine, EngineError
+from oxtui.oxfile.config import load
 
 PY = sys.executable
 

@@ -22,15 +22,15 @@ from typing import Any
 
 import psutil
 import pytest
+from conftest import app_oxfile, await_until, default_sigint, free_port, http_get, under_load, wait_until, write_oxfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import app_oxfile, await_until, default_sigint, free_port, http_get, under_load, wait_until, write_oxfile
 from load import Load, explain
+from sshlab import OXTUI, SshLab, unavailable
+
 from oxtui.client.connection import Client
 from oxtui.fleet import delta
 from oxtui.runtime import key_for
-from sshlab import OXTUI, SshLab, unavailable
 
 WHY = unavailable()
 needs_ssh = pytest.mark.skipif(WHY is not None, reason=f"real sshd: {WHY}")
@@ -304,7 +304,7 @@ def test_fleet_tui_shows_every_host_and_a_key_acts_on_the_selected_host_only(lab
     async def body() -> None:
         app = FleetApp(session)
         async with app.run_test(size=(140, 48)) as pilot:
-            wait = lambda pred, what: await_until(pred, 30, sleep=pilot.pause, what=what)   # noqa: E731
+            wait = lambda pred, what: await_until(pred, 30, sleep=pilot.pause, what=what)
             await wait(lambda: _grid_pids(app, "web1", o1) == e1.pids() and _grid_pids(app, "web2", o2) == e2.pids(),
                        "both hosts' workers with their real pids")
             keys = app.grid._order
@@ -325,7 +325,7 @@ def test_fleet_tui_shows_every_host_and_a_key_acts_on_the_selected_host_only(lab
             # host's snapshot can land in between (on a loaded machine, looks through pilot.press never
             # found a quiet moment in 30 s: each press waits for the process to go idle); then the key.
             views = [v for h in session.hosts for v in h.views()]
-            web2_workers = lambda: [k for k in app.grid._order if k.startswith(f"web2|{o2}|w:")]  # noqa: E731
+            web2_workers = lambda: [k for k in app.grid._order if k.startswith(f"web2|{o2}|w:")]
             await wait(lambda: any(w["restarts"] for p in views[1].snapshot()["processes"] for w in p["workers"]),
                        "web2's restart counted")
             assert app.sort == "slot"
@@ -395,7 +395,7 @@ def test_a_host_that_drops_comes_back_and_a_stalled_host_holds_up_no_other(lab, 
     async def body() -> None:
         app = FleetApp(session)
         async with app.run_test(size=(140, 48)) as pilot:
-            wait = lambda pred, what, t=60: await_until(pred, t, sleep=pilot.pause, what=what)   # noqa: E731
+            wait = lambda pred, what, t=60: await_until(pred, t, sleep=pilot.pause, what=what)
             await wait(lambda: all(_grid_pids(app, h, o) == e.pids() for h, o, e in
                                    (("web1", o1, e1), ("web2", o2, e2), ("slow", o3, e3))), "every host's pids")
             slow_link = session.host("slow").link

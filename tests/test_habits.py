@@ -200,7 +200,7 @@ def test_the_schema_accepts_every_sample_oxfile():
 
 # Every error case `check` rejects in test_config, and whether a schema can see it: whether a folder
 # exists, a regex compiles, or a port number is in range is for `check` alone.
-import test_config  # noqa: E402
+import test_config
 
 NOT_FOR_A_SCHEMA = ("cwd: folder", "regex does not compile")
 

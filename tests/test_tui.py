@@ -9,8 +9,8 @@ import time
 import pytest
 from conftest import APPS, await_until, free_port, write_oxfile
 
-from oxtui.oxfile.config import load
 from oxtui.client.embedded import EmbeddedEngine
+from oxtui.oxfile.config import load
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
 
@@ -270,6 +270,7 @@ def test_a_pull_bigger_than_the_pane_makes_lines_of_the_newest_only():
 
     # a pull makes lines of its newest PER_PULL only, and says how many it skipped
     from textual.app import App
+
     from oxtui.tui.logview import PER_PULL, LogView
 
     class One(App):
@@ -397,7 +398,7 @@ def test_search_counts_matches_and_says_when_a_regex_is_invalid(tui):
             await pilot.press("slash")
             await until(pilot, lambda: isinstance(app.screen, SearchScreen))
             await pilot.press(*"needle", "enter")
-            title = lambda: str(app.logs_title.render())  # noqa: E731
+            title = lambda: str(app.logs_title.render())
             await until(pilot, lambda: "match 5 of 5" in title(), what="match 5 of 5")
             await pilot.press("N")
             await until(pilot, lambda: "match 4 of 5" in title(), what="N moves back")
@@ -417,7 +418,7 @@ def test_the_sorted_column_and_the_focused_pane_show(tui):
     async def body():
         async with app.run_test(size=(120, 36)) as pilot:
             await until(pilot, lambda: len(running(app)) == 2)
-            labels = lambda: [str(c.label) for c in app.grid.columns.values()]  # noqa: E731
+            labels = lambda: [str(c.label) for c in app.grid.columns.values()]
             assert "NAME▼" in labels()
             await pilot.press("s")
             await until(pilot, lambda: "CPU%▼" in labels() and "NAME" in labels(), what="CPU marked")

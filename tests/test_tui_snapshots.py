@@ -331,7 +331,7 @@ async def _scroll_in():
         app.client.snap = many(5, "backoff")
         app.pull()
         await pilot.pause()
-        cells = lambda: app.grid.get_row(far)  # noqa: E731  (what DataTable displays)
+        cells = lambda: app.grid.get_row(far)
         assert str(cells()[2]) == "running", "an off-screen row is left as it was"
         app.grid.move_cursor(row=app.grid._order.index(far), animate=False)
         await pilot.pause()

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import APPS, ROOT, free_port, marked_pids, oxtui_cli, under_load, wait_until, write_oxfile
-from load import Load
-
 from installs import OLD_VERSION, Install
+from load import Load
 
 from oxtui.engine.control import ANSWER_WAIT
 from oxtui.runtime import socket_path
@@ -74,7 +73,7 @@ def timetable_fault(times: list[float], began: float, ended: float, every: float
             slots[i] = k - 1
     if slots != sorted(set(slots)):
         return "a slot run twice"
-    handed_over = lambda k: began <= phase + every * k <= ended  # noqa: E731
+    handed_over = lambda k: began <= phase + every * k <= ended
     for t, k in zip(times, slots):
         if not began <= t <= settle and t - (phase + every * k) > every / 4:
             return "a run off its slot"

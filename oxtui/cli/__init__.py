@@ -4,9 +4,9 @@ verb prints. The top layer: it may use every other, nothing imports it."""
 import sys
 
 if sys.argv[1:2] == ["run"]:        # the engine's own process (`oxtui run`, and what up, startup and a
-    from ..openssl import block     # hand-over start): no OpenSSL unless the oxfile needs it (openssl.py)
+    from ..openssl import block  # hand-over start): no OpenSSL unless the oxfile needs it (openssl.py)
     block()
 
-from .main import main  # noqa: E402
+from .main import main
 
 __all__ = ["main"]

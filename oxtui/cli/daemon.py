@@ -11,12 +11,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..client.connection import Client, ControlError, NoEngine, status_of
-from ..oxfile.config import Config
 from ..format import BINDS_THE_PORT, count_text, explaining_line, fd3_hint, hint
+from ..oxfile.config import Config
 from ..protocol import Snapshot, WorkerSnapshot, WorkerState, last_exit_text, slot_workers
 from ..runtime import ENGINE_OUT, open_private
 

@@ -11,15 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import stdout
-from ..oxfile.config import ConfigError, load, parse_signal
 from ..format import hint
-from .report import follow_events, follow_logs, report
+from ..oxfile.config import ConfigError, load, parse_signal
 from ..runtime import RuntimeDirError
-
-
-
+from . import stdout
 from .parser import FLEET_VERBS, VERBS, UsageError, build_parser
+from .report import follow_events, follow_logs, report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,6 +357,7 @@ def _logs_from_files(args: argparse.Namespace, req: dict[str, Any], oxfile: Path
     """No engine runs: the lines it wrote are still in its files. `-f` prints them, then says that
     nothing new can come (exit 3, as every verb that needs an engine)."""
     import json
+
     from .logfiles import NoSuchProcess, read
     from .report import log_json
     config = _load_or_exit(oxfile)

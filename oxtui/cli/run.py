@@ -14,11 +14,11 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
-from ..oxfile.config import Config
 from ..engine import Engine, EngineError
 from ..observers.sdnotify import under_systemd
+from ..oxfile.config import Config
 from .printer import Printer
 
 

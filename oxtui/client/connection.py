@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from shlex import quote
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..runtime import socket_paths
 
@@ -49,7 +50,7 @@ class Client:
         self._buf.close()
         self.sock.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:

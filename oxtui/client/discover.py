@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .connection import Client, ControlError, NoEngine
 from ..format import count_text, older
 from ..protocol import running_count
 from ..runtime import all_dirs, lock_is_held, read_lock
+from .connection import Client, ControlError, NoEngine
 
 DEFAULT_OXFILE = "oxfile.toml"
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..batchqueue import BatchQueue
-from ..oxfile.config import Config
 from ..engine import CommandError, Engine, EngineError
-from .link import LOG_BUFFER_BYTES
+from ..oxfile.config import Config
 from ..protocol import LogBatch, Reply, Snapshot, error, ok
+from .link import LOG_BUFFER_BYTES
 
 PUBLISH_INTERVAL = 0.1
 

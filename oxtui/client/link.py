@@ -9,7 +9,8 @@ background process (`CanHandOver`); an attached view can leave its engine runnin
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from ..protocol import LogBatch, Reply, Snapshot
 

@@ -9,13 +9,14 @@ engine. Each command gets a connection of its own, so a reload's progress never 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..batchqueue import BatchQueue
+from ..protocol import LogBatch, Reply, Snapshot, error, ok
 from .connection import Client, ControlError, NoEngine
 from .link import LOG_BUFFER_BYTES
-from ..protocol import LogBatch, Reply, Snapshot, error, ok
 
 ATTACH_LOG_LINES = 2000
 REATTACH_TIMEOUT = 20.0      # a hand-over's new engine answers within its own start-up time

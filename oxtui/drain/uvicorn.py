@@ -75,7 +75,7 @@ except ImportError:     # the worker class needs the uvicorn-worker package
     UvicornWorker = None  # type: ignore[assignment,misc]
 
 if UvicornWorker is not None:
-    import uvicorn_worker._workers as _workers
+    from uvicorn_worker import _workers
 
     class Worker(UvicornWorker):  # type: ignore[misc,valid-type]
         """gunicorn worker class: uvicorn_worker.UvicornWorker with the drain."""

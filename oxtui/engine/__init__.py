@@ -4,4 +4,4 @@ from .engine import Engine, EngineError
 from .errors import CommandError
 from .logs import LogBatch
 
-__all__ = ["Engine", "EngineError", "CommandError", "LogBatch"]
+__all__ = ["CommandError", "Engine", "EngineError", "LogBatch"]

@@ -8,7 +8,8 @@ can import them all: no circle (import-linter checks it).
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..oxfile.config import Config, ProcessConfig

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..oxfile.config import ConfigError, ProcessConfig, load
 from .errors import CommandError

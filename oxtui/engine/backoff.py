@@ -8,8 +8,9 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # A run that lasted this long proves the program can stay up: the backoff starts over.
 STABLE_UPTIME = 10.0

@@ -22,7 +22,7 @@ _PLAIN_RE = re.compile(r"""[A-Za-z0-9_./:,@%+=\-\s'"]+""")
 
 _CONTROL_TOKENS = {";", "&", "&&", "|", "||", "(", ")", ";;", "|&"}
 _FIRST_WORD_NO_EXEC = {"if", "for", "while", "until", "case", "{", "cd", "exec", "export", "set", "source", "."}
-_ASSIGN_RE = re.compile(r"""^((?:[A-Za-z_]\w*=(?:'[^']*'|"[^"]*"|[^\s'"]*)\s+)*)(.*)$""", re.S)
+_ASSIGN_RE = re.compile(r"""^((?:[A-Za-z_]\w*=(?:'[^']*'|"[^"]*"|[^\s'"]*)\s+)*)(.*)$""", re.DOTALL)
 
 
 @functools.lru_cache(maxsize=256)

@@ -9,7 +9,8 @@ JSON result; adding a verb is adding a function and a row.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..oxfile.config import parse_signal, usable_cpus
 from ..oxfile.limits import check_counts

@@ -13,8 +13,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import __version__
 from ..batchqueue import BatchQueue
@@ -276,7 +277,7 @@ class LogFeed:
         self._queue = BatchQueue(FEED_MAX_BYTES)
         self._wake = asyncio.Event()
 
-    def __enter__(self) -> "LogFeed":
+    def __enter__(self) -> LogFeed:
         self.hub.subscribers.append(self._on_batch)
         return self
 

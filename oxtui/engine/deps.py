@@ -14,8 +14,9 @@ its dependents, as with docker compose and process-compose.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol import WorkerState
 

@@ -20,11 +20,11 @@ from ..observers.notify import Notifications
 from ..observers.sdnotify import READY_GRACE, Notifier
 from ..oxfile.config import Config, ProcessConfig
 from ..protocol import LIVE_STATES, Event, Snapshot
+from .deploying import undeployed
 from .errors import CommandError, UsageError
 from .events import EventHub
 from .group import ProcessGroup
 from .journal import Journal
-from .deploying import undeployed
 from .journald import journald_for
 from .keeperlink import KeeperLink
 from .lock import Locked, OxfileLock

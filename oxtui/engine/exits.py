@@ -20,7 +20,6 @@ import os
 from ..protocol import WorkerState
 
 
-
 def _cgroup_oom_file(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> str | None:
     """The file that counts OOM kills in the cgroup the instances start in (the engine's own):
     cgroup v2's memory.events, or where memory is still a v1 controller (a hybrid host), its

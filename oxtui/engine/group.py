@@ -8,7 +8,8 @@ import signal
 import socket
 import time
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from ..oxfile.config import ProcessConfig
 from ..protocol import ExitRecord, ProcessSnapshot, WorkerState
@@ -18,9 +19,9 @@ from .errors import CommandError, UsageError
 from .logs import LogBatch
 from .reload import Carried, RollingReload, TaskRun
 from .schedule import Scheduler
+from .snapshots import process_snapshot
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
-from .snapshots import process_snapshot
 from .watch import WatchSpec, watch_loop
 from .worker import Worker
 

@@ -13,8 +13,8 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..oxfile.model import LogsConfig
 from ..protocol import MAX_LINE, STREAM_MARK, LogBatch, format_ts, split_blob  # noqa: F401 (re-exported)

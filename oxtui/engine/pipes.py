@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from typing import Callable
+from collections.abc import Callable
 
 CHUNK = 1024 * 1024
 # A pipe starts at 256 KiB (spawn.py). One that a read finds full belongs to a child printing flat out:

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import socket
-from typing import TYPE_CHECKING, Callable, Protocol
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from ..protocol import ReloadSlot, ReloadSnapshot
 from ..oxfile.values import surge_count
+from ..protocol import ReloadSlot, ReloadSnapshot
 from . import checks
 from .sockets import bind_listener
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from .. import __version__
 from ..observers.sdnotify import systemd_unit, under_systemd
-from ..releases import release_of
 from ..oxfile.config import Config, digest
 from ..protocol import LIVE_STATES, ProcessSnapshot, ScheduleSnapshot, Snapshot, WorkerSnapshot
+from ..releases import release_of
 
 
 class DiskCheck:

@@ -10,8 +10,8 @@ import asyncio
 import fnmatch
 import glob
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 DEFAULT_IGNORE = (".git", "node_modules", "__pycache__", "*.pyc", "*.swp", "*.swx", "*~", ".#*", ".oxtui",
                   ".venv", "*.log", "*.log.[0-9]*")

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Protocol
 from ..oxfile.config import ProcessConfig
 from ..protocol import LIVE_STATES, ExitRecord, Health, WorkerState
 from .approval import Approval
-from .exitreport import ExitReport
 from .backoff import RestartPolicy
+from .commandline import instance_env
+from .envfiles import read_env_files
+from .exitreport import ExitReport
 from .exits import oom_counters, restarts_after, state_after_exit
 from .liveness import become_ready, health_loop
 from .output import Output
-from .envfiles import read_env_files
 from .procgroup import end_group, kill_group, signal_process, still_child_of
-from .commandline import instance_env
 from .spawn import Child, SpawnError, describe_status
 
 if TYPE_CHECKING:

@@ -21,7 +21,8 @@ import shlex
 import subprocess
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .bridge import PROTOCOL
 from .fleetfile import Host

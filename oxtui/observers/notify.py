@@ -24,9 +24,9 @@ import signal
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..oxfile.config import NotifyConfig
 from ..protocol import UNEXPECTED, EngineFeed, Event, NotifyStatus

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import fields, limits
 from .interpolate import interpolate
-from .model import (  # noqa: F401 (the oxfile's public types, imported from here)
+from .model import (
     Config,
     ConfigError,
     DeployConfig,

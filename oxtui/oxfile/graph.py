@@ -6,7 +6,7 @@ conditions hold and stops them in the reverse order (dependents first).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 
 def find_cycle(deps: Mapping[str, list[str]]) -> list[str] | None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -27,8 +28,19 @@ from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logview import LogView
 from .messages import CommandDone, EngineStopped, HandedOver
-from .model import (SORTS, History, apply_summary, build_rows, deploy_summary, details_text, header_text,
-                    process_info, reload_lines, save_summary, snapshot_time)
+from .model import (
+    SORTS,
+    History,
+    apply_summary,
+    build_rows,
+    deploy_summary,
+    details_text,
+    header_text,
+    process_info,
+    reload_lines,
+    save_summary,
+    snapshot_time,
+)
 from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen
 
 PULL_INTERVAL = 0.1

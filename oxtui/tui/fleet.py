@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-
 from ..client.link import EngineClient
 from ..fleet.session import BridgedEngine, FleetHost, FleetSession, down_cells, engine_label, host_line
 from ..format import count_text, human_bytes, human_duration

@@ -6,9 +6,9 @@ Rows have stable keys, so the grid can update cells in place and keep the cursor
 from __future__ import annotations
 
 import time
-from typing import Any
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..format import (
     clock,
@@ -103,7 +103,7 @@ def ready_health(w: WorkerSnapshot, p: ProcessSnapshot | None = None) -> str:
         sched = (p or {}).get("schedule")
         if reason.startswith("scheduled") and sched:
             return f"at {clock(sched.get('next_run'))}"
-        deps = list(((p or {}).get("depends_on") or {}))
+        deps = list((p or {}).get("depends_on") or {})
         return f"after {','.join(deps)}" if deps else "waiting"
     if w["state"] not in LIVE_STATES:
         return "-"
