@@ -200,6 +200,8 @@ class Releases:
             self._run(["git", "-C", str(self.repo), "fetch", "--prune", "--quiet", "origin"], f"cannot fetch {source}")
         if ref is None:
             ref = self.cfg.ref or self._git("symbolic-ref", "--short", "HEAD").strip()
+        if ref.startswith("-"):           # never an option of git's
+            raise DeployError(f"{ref!r} is not a branch, tag or commit; nothing was changed")
         try:
             sha = self._git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
         except DeployError:
