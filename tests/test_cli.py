@@ -151,6 +151,8 @@ def test_scale_kill_stop_start_restart_logs(tmp_path, engine_process):
     ep.wait_running("app", 1)
     assert ep.workers("app")[0]["pid"] != before
 
+    # restarted: its last lines end with the restart's own event until it prints again (every 0.2 s)
+    wait_until(lambda: ep.cli("logs", "bg", "-n", "1").stdout.rstrip().endswith("| tick"), 10, 0.1, "a tick after")
     r = ep.cli("logs", "bg", "-n", "3")
     assert r.returncode == 0
     lines = r.stdout.splitlines()
