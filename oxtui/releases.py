@@ -188,6 +188,8 @@ class Releases:
     def fetch(self, ref: str | None, say: Say) -> tuple[str, str]:
         """Bring the mirror up to date; (the commit's sha, the ref's name)."""
         source = self.cfg.source
+        if (ref or "").startswith("-"):   # typed in the TUI's prompt: a ref, never one of git's options
+            raise DeployError(f"{ref!r} is not a branch, tag or commit; nothing was changed")
         if not (self.repo / "HEAD").exists():
             say(f"cloning {source}")
             tmp = self.root / ".repo.tmp"
@@ -200,8 +202,6 @@ class Releases:
             self._run(["git", "-C", str(self.repo), "fetch", "--prune", "--quiet", "origin"], f"cannot fetch {source}")
         if ref is None:
             ref = self.cfg.ref or self._git("symbolic-ref", "--short", "HEAD").strip()
-        if ref.startswith("-"):           # never an option of git's
-            raise DeployError(f"{ref!r} is not a branch, tag or commit; nothing was changed")
         try:
             sha = self._git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
         except DeployError:

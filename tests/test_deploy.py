@@ -191,6 +191,15 @@ def test_a_source_that_cannot_be_reached_and_a_missing_shared_path_are_one_line_
     assert f"{oxfile.parent / 'shared' / '.env'} does not exist" in r.stderr and "Traceback" not in r.stderr
     r = cli(oxfile, "releases")
     assert r.returncode == 0 and "no release yet" in r.stdout
+    # a ref typed in the TUI's prompt reaches git only as a ref, never as one of its options
+    from oxtui.oxfile.config import load
+    from oxtui.releases import DeployError, Releases
+    cfg = load(oxfile).deploy
+    assert cfg is not None
+    shutil.rmtree(oxfile.parent / "repo", ignore_errors=True)
+    with pytest.raises(DeployError, match="'--upload-pack=touch x' is not a branch"):
+        Releases(cfg).fetch("--upload-pack=touch x", lambda line: None)
+    assert not (oxfile.parent / "repo").exists(), "refused before git was asked anything"
     # with no engine, the lock is what keeps two deploys apart
     (oxfile.parent / "shared" / ".env").write_text("")
     (oxfile.parent / "shared" / "data" / "slow").write_text("")
