@@ -203,3 +203,8 @@ def count_text(p: dict, up_word: str = "running") -> str:
     if any(s == WorkerState.WAITING for s in states):
         return "waiting"
     return f"{states.count(WorkerState.COMPLETED)}/{n} done"
+
+
+def live_text(result: dict) -> str:
+    """A deploy's or rollback's outcome: "20261207T101500Z-1a2b3c4 is live (was ...)"."""
+    return f"{result['release']} is live" + (f" (was {result['before']})" if result.get("before") else "")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -291,8 +292,10 @@ class Releases:
         return r.stdout
 
 
+@functools.lru_cache(maxsize=1024)
 def release_of(cwd: str, root: Path) -> str | None:
-    """The release a process runs from, by its working folder (a path under ROOT/releases/NAME)."""
+    """The release a process runs from, by its working folder (a path under ROOT/releases/NAME); asked
+    for every worker of every snapshot (10 a second while watched), so each answer is kept."""
     try:
         rel = Path(cwd).relative_to(root / "releases")
     except ValueError:

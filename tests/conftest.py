@@ -60,6 +60,11 @@ async def await_until(pred: Callable[[], Any], timeout: float = 10.0, interval: 
     return value
 
 
+async def until(pilot: Any, pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """await_until in a Pilot test: the app keeps processing while it waits."""
+    return await await_until(pred, timeout, 0.05, what, sleep=pilot.pause)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import APPS, free_port, http_get, oxtui_cli, under_load, wait_until, write_oxfile
+from conftest import APPS, free_port, http_get, oxtui_cli, under_load, until, wait_until, write_oxfile
 from load import Load, explain
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is missing")
@@ -235,11 +235,12 @@ async def test_d_in_the_tui_deploys_the_ref_typed_and_the_panel_and_details_show
         async with app.run_test(size=(120, 36)) as pilot:
             def web() -> dict:
                 return next(p for p in engine.snapshot()["processes"] if p["name"] == "web")
-            await until(pilot, lambda: [w["release"] for w in web()["workers"] if w["state"] == "running"] == [v1] * 2)
+            await until(pilot, lambda: [w["release"] for w in web()["workers"] if w["state"] == "running"] == [v1] * 2,
+                        20)
             await pilot.press("D")
             await until(pilot, lambda: isinstance(app.screen, SearchScreen), what="the ref prompt")
             await pilot.press(*"v2", "enter")
-            await until(pilot, lambda: Path(live(oxfile)).name != v1, what="current switched")
+            await until(pilot, lambda: Path(live(oxfile)).name != v1, 20, what="current switched")
             v2 = Path(live(oxfile)).name
             await until(pilot, lambda: (engine.snapshot()["engine"]["deploy"] or {}).get("state") == "done", 60,
                         what="the deploy done")
@@ -254,13 +255,9 @@ async def test_d_in_the_tui_deploys_the_ref_typed_and_the_panel_and_details_show
             web_snap["workers"][0]["release"] = v1
             cells = [r.cells[-1] for r in build_rows(snap, History()) if r.kind == "worker" and r.process == "web"]
             assert cells[0].startswith(f"@{v1[-7:-3]} ") and cells[1].startswith(f"@{v2[-7:-3]} "), cells
-            await until(pilot, lambda: any(f"{v2} is live" in n.message for n in app._notifications),
+            await until(pilot, lambda: any(f"{v2} is live" in n.message for n in app._notifications), 20,
                         what="the notification")
     finally:
         engine.shutdown()
         assert engine.join(30)
 
-
-async def until(pilot, pred, timeout: float = 20.0, what: str = ""):
-    from conftest import await_until
-    return await await_until(pred, timeout, 0.05, what, sleep=pilot.pause)

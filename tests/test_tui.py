@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import APPS, await_until, free_port, write_oxfile
+from conftest import APPS, free_port, until, write_oxfile
 
 from oxtui.client.embedded import EmbeddedEngine
 from oxtui.oxfile.config import load
@@ -15,10 +15,6 @@ from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
 
 PY = sys.executable
-
-
-async def until(pilot, pred, timeout: float = 10.0, what: str = ""):
-    return await await_until(pred, timeout, 0.05, what, sleep=pilot.pause)
 
 
 def proc(app: OxtuiApp, name: str = "app") -> dict:

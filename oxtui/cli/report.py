@@ -17,6 +17,7 @@ from ..format import (
     human_duration,
     in_start_order,
     last_exit,
+    live_text,
     older,
     schedule_text,
 )
@@ -42,7 +43,7 @@ def report(args: argparse.Namespace, result: Any) -> int:
                 return 1
         return 0
     if verb in ("deploy", "rollback"):
-        print(f"{result['release']} is live" + (f" (was {result['before']})" if result.get("before") else ""))
+        print(live_text(result))
         return 0
     if verb == "kill":
         print(f"sent {result['signal']} to pid {result['pid']}")

@@ -206,9 +206,9 @@ def startup(config: Config, user: bool = False, print_only: bool = False, remove
 def _apps_that_failed(config: Config) -> int:
     """systemd started the engine, but a process may not have come up (READY=1 goes out once every
     instance has settled, errored included): say which and why, as `oxtui up` does."""
-    from ..client.discover import status_anywhere
+    from ..client.connection import status_of
     from .daemon import failures
-    snap = status_anywhere(config.path)
+    snap = status_of(config.path)    # root: any user's engine too (a `User=` unit's)
     problems = failures(snap) if snap is not None else []
     for line in problems:
         print(f"oxtui startup: {line}", file=sys.stderr)

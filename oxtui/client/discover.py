@@ -74,21 +74,10 @@ def _ask(sock: Path, timeout: float) -> dict[str, Any] | None:
 
 
 def sockets_of(oxfile: Path) -> list[Path]:
-    """Where the control socket of this oxfile's engine can be: this user's folder, or for root any
-    user's (an engine a `User=` unit runs as someone else)."""
-    from ..runtime import key_for
-    return [sock for folder in all_dirs() if (sock := folder / f"{key_for(oxfile)}.sock").exists()]
-
-
-def status_anywhere(oxfile: Path, timeout: float = 5.0) -> dict[str, Any] | None:
-    """The status of the engine for this oxfile, wherever its socket is (sockets_of)."""
-    for sock in sockets_of(oxfile):
-        try:
-            with Client(oxfile, timeout=timeout, path=sock) as c:
-                return c.call({"cmd": "status"})
-        except (NoEngine, ControlError, OSError, ValueError):
-            continue
-    return None
+    """Where the control socket of this oxfile's engine is: this user's folder, or for root any user's
+    (an engine a `User=` unit runs as someone else); where a Client looks (runtime.socket_paths)."""
+    from ..runtime import socket_paths
+    return [sock for sock in socket_paths(oxfile) if sock.exists()]
 
 
 def _owner(path: Path) -> str:

@@ -84,7 +84,6 @@ async def deploy(engine: EngineApi, req: dict[str, Any], progress: Progress) -> 
                     raise DeployError("no release to roll back to: none was live before the current one")
                 store.check_target(name)
             else:
-                state.release = None
                 name = (await asyncio.to_thread(store.prepare, req.get("ref"), say_from_thread)).name
             state.release = name
             result = await _go_live(engine, store, name, say, progress)

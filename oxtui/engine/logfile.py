@@ -139,11 +139,11 @@ class LogFile:
                 self._failed(e, 0, time.time())
 
     def _flush(self) -> None:
-        parts = self._pending
+        parts, size = self._pending, self._pending_size
         self._pending, self._pending_size = [], 0       # the lines' count and times stay for _failed
         if self._recent_size < RECENT_MAX:             # references, not copies
             self._recent.extend(parts)
-            self._recent_size += sum(map(len, parts))
+            self._recent_size += size
         while parts:
             try:
                 written = os.writev(self._fd, parts)
@@ -201,11 +201,7 @@ class LogFile:
         if self.trouble is not None:
             self._recover()
             return
-        try:
-            st = os.stat(self.path)
-            moved = (st.st_dev, st.st_ino) != self._ino
-        except OSError:
-            moved = True          # deleted, or its folder
+        moved = not self._same_file()       # moved, deleted, or its folder deleted
         recent, self._recent, self._recent_size = self._recent, [], 0
         try:
             if moved:

@@ -18,6 +18,7 @@ from ..format import (
     human_duration,
     in_start_order,
     last_exit,
+    live_text,
     schedule_text,
     sparkline,
 )
@@ -390,8 +391,7 @@ def apply_summary(result: dict[str, Any]) -> tuple[str, str]:
 
 def deploy_summary(result: dict[str, Any]) -> tuple[str, str]:
     """One notification for D: the release now live (a failure comes back as an error, said as such)."""
-    return f"deployed: {result['release']} is live" + (f" (was {result['before']})" if result.get("before") else ""), \
-        "information"
+    return f"deployed: {live_text(result)}", "information"
 
 
 def save_summary(result: dict[str, Any]) -> tuple[str, str]:
