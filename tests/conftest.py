@@ -157,7 +157,7 @@ class EngineProcess:
     def __init__(self, oxfile: Path, env: dict[str, str] | None = None):
         self.oxfile = oxfile
         self.out_path = oxfile.parent / "engine.out"
-        self._out = open(self.out_path, "wb")
+        self._out = open(self.out_path, "wb")    # noqa: SIM115 (the engine's output, open until stop())
         env = {**(os.environ if env is None else env), "NO_COLOR": "1"}
         # A session of its own, as a service has: no controlling terminal, whatever runs pytest (with one,
         # a SIGHUP means the terminal hung up instead of "reload").
@@ -246,7 +246,7 @@ def oxtui_cli(*args: str, timeout: float = 60, cwd: Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "oxtui", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env={**os.environ, "NO_COLOR": "1", **(env or {})},
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, check=False)
 
 
 def procs(ep: EngineProcess) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class Install:
 
     def oxtui(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.python), "-m", "oxtui", *args], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, "NO_COLOR": "1"}, stdin=subprocess.DEVNULL)
+                              timeout=timeout, env={**os.environ, "NO_COLOR": "1"}, stdin=subprocess.DEVNULL, check=False)
 
     def status(self, oxfile: Path) -> dict:
         r = self.oxtui("status", "--json", "-c", str(oxfile))

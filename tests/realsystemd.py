@@ -45,7 +45,7 @@ class Machine:
 
     def _tool(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(["/bin/bash", str(TOOL), *args], capture_output=True, text=True, env=self.env,
-                           timeout=timeout, cwd=ROOT)
+                           timeout=timeout, cwd=ROOT, check=False)
         if r.returncode != 0:
             raise AssertionError(f"machine.sh {' '.join(args)} failed: {r.stdout}{r.stderr}")
         return r
@@ -58,7 +58,7 @@ class Machine:
         self._tool("reboot", *(["--hard"] if hard else []))
 
     def destroy(self) -> None:
-        subprocess.run(["/bin/bash", str(TOOL), "reset"], capture_output=True, env=self.env, timeout=120, cwd=ROOT)
+        subprocess.run(["/bin/bash", str(TOOL), "reset"], capture_output=True, env=self.env, timeout=120, cwd=ROOT, check=False)
 
     def run(self, *cmd: str, timeout: float = 120, check: bool = False,
             user: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -68,7 +68,7 @@ class Machine:
             cmd = ("runuser", "-u", user, "--", "env", f"XDG_RUNTIME_DIR=/run/user/{uid}", f"HOME=/home/{user}",
                    f"PATH={os.environ['PATH']}", *cmd)
         r = subprocess.run(["/bin/bash", str(TOOL), "run", "--", *cmd], capture_output=True, text=True,
-                           env=self.env, timeout=timeout, cwd=ROOT)
+                           env=self.env, timeout=timeout, cwd=ROOT, check=False)
         if check and r.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}: {r.stdout}{r.stderr}")
         return r

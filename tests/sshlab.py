@@ -175,7 +175,7 @@ class Host:
         stage.mkdir(exist_ok=True)
         keep = [str(p) for p in dict.fromkeys((ROOT, Path(sys.base_prefix).resolve())) if _under_root(p)]
         env = {**os.environ, "STAGE": str(stage), "ETC": str(self.lab.etc), "CONFIG": str(self.config)}
-        log = open(self.sshd_dir / "sshd.log", "ab")
+        log = open(self.sshd_dir / "sshd.log", "ab")    # noqa: SIM115 (sshd's, for as long as it runs)
         self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
                                       NAMESPACE_SCRIPT, "sh", *keep], stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -213,7 +213,7 @@ class Host:
         """A command on this host, as its user would type it after `ssh`."""
         return subprocess.run(["ssh", "-F", str(self.lab.ssh_config), "-o", "BatchMode=yes", self.name, "--",
                                shlex.join(command)], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
 
     def give(self, path: Path) -> None:
         """Hand a folder the test wrote to this host's user (its engine writes logs there)."""
@@ -304,7 +304,7 @@ class SshLab:
             # session's sshd whose client has just left is still closing its channel (behind a 300 ms
             # relay, several round trips): a leak is what runs on 5 s after its sshd and relay are gone.
             try:
-                wait_until(lambda: not h.processes(), 5, 0.05)
+                wait_until(lambda h=h: not h.processes(), 5, 0.05)
             except AssertionError:
                 pass
             for p in h.processes():

@@ -184,7 +184,7 @@ dir = "start.sh/logs"
 ''')
     try:
         r = subprocess.run([sys.executable, "-m", "oxtui", "check", str(oxfile)], capture_output=True, text=True,
-                           timeout=60)
+                           timeout=60, check=False)
     finally:
         taken.close()
     err = r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import pwd
@@ -295,8 +296,8 @@ def test_a_user_that_does_not_exist_or_cannot_be_used(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: nobody.pw_uid)
     with pytest.raises(ConfigError) as e:
         load(oxfile)
-    assert e.value.errors == [f"{oxfile}: [processes.a] user: oxtui runs as nobody, not root, so it cannot start "
-                              "instances as root; run the engine as root (sudo oxtui startup) or remove this key"]
+    assert e.value.errors == [(f"{oxfile}: [processes.a] user: oxtui runs as nobody, not root, so it cannot start "
+                              "instances as root; run the engine as root (sudo oxtui startup) or remove this key")]
 
 
 def test_ready_and_started_hold_for_an_ended_task_and_an_errored_dependency_blocks(tmp_path, engine_process):
@@ -379,7 +380,7 @@ def test_every_second_ticks_once_a_second(tmp_path, engine_process):
     events = [json.loads(line) for line in ep.cli("events", "--json", "-n", "200").stdout.splitlines()]
     times = [e["at"] for e in events if e["event"] == "start" and e["process"] == "quick"]
     assert len(stamps.read_text().split()) >= len(times) - 1, "every run ran"
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # How many depends on when the events were read (a CLI call took over a second beside two busy
     # loops, and 7 runs were then right): at least 4 in the 5.5 s, and still ticking when asked.
     assert len(times) >= 4 and asked - times[-1] <= 1.3, (asked, times)

@@ -63,7 +63,8 @@ def test_the_runtime_folder_does_not_depend_on_xdg_runtime_dir(tmp_path, monkeyp
                     monkeypatch.setenv(k, v)
                 else:
                     monkeypatch.delenv(k, raising=False)
-            wait_until(lambda: oxtui_cli("status", str(oxfile)).returncode == 0, 15, 0.1, what="status finds it")
+            wait_until(lambda oxfile=oxfile: oxtui_cli("status", str(oxfile)).returncode == 0, 15, 0.1,
+                       what="status finds it")
             assert any(e["oxfile"] == str(oxfile) for e in cli_json("ls", "--json"))
             remote = RemoteEngine(oxfile)      # what `oxtui` attaches with
             remote.connect()
@@ -130,14 +131,14 @@ def test_hints_work_when_pasted_from_another_folder(tmp_path):
     up = r.stderr.split("`")[1]                       # "... start one with `oxtui up /abs/oxfile.toml` ..."
     assert up.startswith("oxtui up ")
     started = subprocess.run([PY, "-m", "oxtui", *shlex.split(up)[1:]], capture_output=True, text=True,
-                             cwd="/", timeout=60, stdin=subprocess.DEVNULL)
+                             cwd="/", timeout=60, stdin=subprocess.DEVNULL, check=False)
     try:
         assert started.returncode == 0, started.stderr
         again = oxtui_cli("up", str(oxfile), cwd=elsewhere)
         apply = again.stdout.split("`")[1]
         assert apply == f"oxtui apply -c {oxfile}"
         assert subprocess.run([PY, "-m", "oxtui", *shlex.split(apply)[1:]], capture_output=True,
-                              cwd="/", timeout=60).returncode == 0
+                              cwd="/", timeout=60, check=False).returncode == 0
     finally:
         assert oxtui_cli("down", "-c", str(oxfile), cwd="/").returncode == 0
 

@@ -104,7 +104,7 @@ def engines():
 
 def fleet_cli(lab: SshLab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "oxtui", *args, "--fleet-file", str(lab.fleet)], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"}, check=False)
 
 
 # ---- the command line ---------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_a_bad_fleet_file_is_one_line_per_problem(lab, tmp_path):
     bad = tmp_path / "fleet.toml"
     bad.write_text('[hosts.web1]\nssh = "web1"\nport = 22\n[hosts.web2]\noxtui = "/x"\n[other]\n')
     r = subprocess.run([sys.executable, "-m", "oxtui", "status", "--fleet", "--fleet-file", str(bad)],
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert any("hosts.web1" in line and "port" in line for line in lines), r.stderr
@@ -218,7 +218,7 @@ def test_a_bad_fleet_file_is_one_line_per_problem(lab, tmp_path):
     assert any("'other'" in line for line in lines), r.stderr
     assert all(str(bad) in line for line in lines) and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "oxtui", "fleet", "--fleet-file", str(tmp_path / "none.toml")],
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 2 and "none.toml: not found" in r.stderr
 
 
@@ -548,7 +548,7 @@ def test_root_reaches_the_engines_of_other_users_that_ls_lists(lab, engines):
 
     def as_root(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "oxtui", *args], env=env, capture_output=True, text=True,
-                              timeout=90, stdin=subprocess.DEVNULL)
+                              timeout=90, stdin=subprocess.DEVNULL, check=False)
     listed = [e for e in json.loads(as_root("ls", "--json").stdout) if e["oxfile"] == str(ep.oxfile)]
     assert len(listed) == 1 and listed[0]["answering"], listed
     r = as_root("status", "--json", "-c", str(ep.oxfile))

@@ -30,7 +30,7 @@ def closed_pipe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProc
     os.close(r)
     try:
         proc = subprocess.run([PY, "-m", "oxtui", *args], stdout=w, stderr=subprocess.PIPE, text=True,
-                              stdin=subprocess.DEVNULL, cwd=cwd, timeout=30, env={**os.environ, "NO_COLOR": "1"})
+                              stdin=subprocess.DEVNULL, cwd=cwd, timeout=30, env={**os.environ, "NO_COLOR": "1"}, check=False)
     finally:
         os.close(w)
     return proc
@@ -157,7 +157,7 @@ def test_completion_scripts_are_valid(tmp_path, shell):
     script.write_text(r.stdout)
     tool = shutil.which(SHELL_CHECK[shell][0])
     assert tool, f"{shell} is not installed: .ci/run installs it for this test"
-    check = subprocess.run([tool, *SHELL_CHECK[shell][1:], str(script)], capture_output=True, text=True, timeout=30)
+    check = subprocess.run([tool, *SHELL_CHECK[shell][1:], str(script)], capture_output=True, text=True, timeout=30, check=False)
     assert check.returncode == 0 and not check.stderr.strip(), check.stderr
 
 
@@ -175,7 +175,7 @@ def test_bash_completes_verbs_and_the_running_engines_process_names(tmp_path, en
             'COMP_WORDS=(oxtui rel); COMP_CWORD=1; _shtab_oxtui oxtui rel oxtui; echo "${COMPREPLY[*]}"\n'
             'COMP_WORDS=(oxtui reload ""); COMP_CWORD=2; _shtab_oxtui oxtui "" reload; echo "${COMPREPLY[*]}"\n')
     r = subprocess.run(["bash", "-c", body], capture_output=True, text=True, cwd=tmp_path, timeout=60,
-                       env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"})
+                       env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}, check=False)
     assert r.stdout.splitlines() == ["reload releases", "web worker all"], (r.stdout, r.stderr)
 
 

@@ -209,7 +209,7 @@ def test_one_reload_at_a_time_and_no_scaling_during_it(tmp_path, engine_process)
         assert r.returncode == 1 and "a rolling reload is in progress" in r.stderr
         assert ep.status()["processes"][0]["reload"]["state"] == "running"
     finally:
-        out, err = first.communicate(timeout=60)
+        _out, err = first.communicate(timeout=60)
     assert first.returncode == 1 and "not ready" in err, err
 
 

@@ -9,6 +9,7 @@ fixed and the load generator runs in there too (tests/loadrun.py).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -465,7 +466,7 @@ def test_exported_schedules_tick_again_and_again(machine, tmp_path):
                "three runs of the 2 s task and two restarts of the 3 s process")
         assert m.show("tick.target", "ActiveState")["ActiveState"] == "active"
         times = [float(t) for t in (tmp_path / "ticks").read_text().split()]
-        assert all(1.5 < b - a < 3.5 for a, b in zip(times, times[1:])), f"not every 2 s: {times}"
+        assert all(1.5 < b - a < 3.5 for a, b in itertools.pairwise(times)), f"not every 2 s: {times}"
     finally:
         m.run("systemctl", "stop", "tick@0.timer", "long-tick.timer", "tick.target", "long.target",
               "long@0.service", check=False, timeout=60)

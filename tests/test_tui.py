@@ -74,7 +74,7 @@ def test_scale_up_down_and_confirm_zero(tui):
             await until(pilot, lambda: proc(app)["instances"] == 4)
             for left in (3, 2, 1):
                 await pilot.press("minus")
-                await until(pilot, lambda: proc(app)["instances"] == left, what=f"{left} instances")
+                await until(pilot, lambda left=left: proc(app)["instances"] == left, what=f"{left} instances")
             await until(pilot, lambda: "w:app:1:" not in app.grid.rows_by_key)
             assert app.grid.selected_key() == "p:app", "the selection must not jump"
             await pilot.press("minus")

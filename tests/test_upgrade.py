@@ -235,11 +235,11 @@ def test_versions_and_an_older_engine_in_status_and_ls(old, tmp_path):
     try:
         assert old.oxtui("up", str(oxfile)).returncode == 0
         new = [sys.executable, "-m", "oxtui"]
-        r = subprocess.run([*new, "status", "-c", str(oxfile)], capture_output=True, text=True, timeout=30)
+        r = subprocess.run([*new, "status", "-c", str(oxfile)], capture_output=True, text=True, timeout=30, check=False)
         assert f"oxtui {OLD_VERSION}, older than the installed 0.2.0" in r.stdout and "oxtui upgrade" in r.stdout
-        listed = json.loads(subprocess.run([*new, "ls", "--json"], capture_output=True, text=True, timeout=30).stdout)
+        listed = json.loads(subprocess.run([*new, "ls", "--json"], capture_output=True, text=True, timeout=30, check=False).stdout)
         assert [(e["version"], e["older"]) for e in listed] == [(OLD_VERSION, True)]
-        text = subprocess.run([*new, "ls"], capture_output=True, text=True, timeout=30).stdout
+        text = subprocess.run([*new, "ls"], capture_output=True, text=True, timeout=30, check=False).stdout
         assert f"{OLD_VERSION} (older)" in text
     finally:
         old.oxtui("down", "-c", str(oxfile))

@@ -92,8 +92,8 @@ async def _run(config: Config, background: bool, adopt: int | None, only: set[st
         where += ", taken over from the engine before it"
     elif recover is not None:
         where += ", started by the keeper after the engine before it died"
-    engine.logs.emit("oxtui", None, "event", [f"engine pid {_pid()} running {config.path} {where}; "
-                                              f"logs in {engine.logs.dir}"])
+    engine.logs.emit("oxtui", None, "event", [(f"engine pid {_pid()} running {config.path} {where}; "
+                                              f"logs in {engine.logs.dir}")])
     try:
         await engine.stopped.wait()
     finally:

@@ -127,11 +127,11 @@ class Systemctl:
             return False
         if not self.user:
             return True
-        r = subprocess.run(self.ctl + ["show-environment"], capture_output=True, text=True, env=self.env)
+        r = subprocess.run(self.ctl + ["show-environment"], capture_output=True, text=True, env=self.env, check=False)
         return r.returncode == 0
 
     def run(self, *args: str, say: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(self.ctl + list(args), capture_output=True, text=True, env=self.env)
+        r = subprocess.run(self.ctl + list(args), capture_output=True, text=True, env=self.env, check=False)
         if say:
             print(f"ran: {' '.join(self.ctl + list(args))}" + ("" if r.returncode == 0 else " (failed)"))
         return r
@@ -141,7 +141,7 @@ class Systemctl:
 
     def journal(self, name: str, n: int = JOURNAL_LINES) -> list[str]:
         cmd = [w for w in self.journal_command(name) if w] + ["-n", str(n), "--no-pager", "-o", "short-precise"]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=self.env)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, check=False)
         return [line for line in r.stdout.splitlines() if line.strip() and not line.startswith("-- ")]
 
 

@@ -104,7 +104,7 @@ def upgrade_fleet(args) -> int:
         target = shlex.quote(args.oxfile) if getattr(args, "oxfile", None) else "--all"
         argv = ["ssh", *SSH_OPTIONS, *h.ssh_options, h.ssh, "--", f"{shlex.quote(h.oxtui)} upgrade {target}"]
         print(f"{h.name}: oxtui upgrade {target}", flush=True)
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
         out = proc.stdout.decode(errors="replace")
         err = proc.stderr.decode(errors="replace")
         sys.stdout.write("".join(f"{h.name}: {line}\n" for line in out.splitlines()))

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from shlex import quote
-from typing import Any
+from typing import Any, Self
 
 from ..runtime import socket_paths
 
@@ -50,7 +50,7 @@ class Client:
         self._buf.close()
         self.sock.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .. import __version__
 from ..batchqueue import BatchQueue
@@ -277,7 +277,7 @@ class LogFeed:
         self._queue = BatchQueue(FEED_MAX_BYTES)
         self._wake = asyncio.Event()
 
-    def __enter__(self) -> LogFeed:
+    def __enter__(self) -> Self:
         self.hub.subscribers.append(self._on_batch)
         return self
 

@@ -234,7 +234,7 @@ def _why_not(reply: str, pid: int, out_path: Any) -> str:
     if not last:
         # its output went where ours goes (a terminal, the journal): ask the installed oxtui itself
         r = subprocess.run([sys.executable, "-P", "-m", "oxtui", "--version"], capture_output=True, text=True,
-                           timeout=30)
+                           timeout=30, check=False)
         lines = [line for line in (r.stderr or r.stdout).splitlines() if line.strip()]
         last = lines[-1].strip() if r.returncode != 0 and lines else ""
     return "the new engine exited before it was ready" + (f": {last}" if last else "")

@@ -93,5 +93,5 @@ def _be_spare(conn: socket.socket, helper_pid: int) -> None:
         if not msg:
             os._exit(0)                         # the helper dropped us (shutting down)
         become_instance(json.loads(msg), fds, helper_pid)
-    except BaseException:  # noqa: BLE001 - in the forked child: whatever happens, never return to the helper's code
+    except BaseException:  # in the forked child: whatever happens, never return to the helper's code
         os._exit(CANNOT_START_EXIT)

@@ -228,10 +228,10 @@ class Worker(ExitReport):
             asyncio.get_running_loop().create_task(health_loop(self, self._child))
 
     def _on_lines(self, batch: LogBatch) -> None:
-        ready = self.cfg.ready
-        if ready is not None and ready.log is not None and self.state == WorkerState.STARTING and not self.ready.is_set():
-            if any(ready.log.search(line) for line in batch.lines):
-                self.mark_ready()
+        log = self.cfg.ready.log if self.cfg.ready is not None else None
+        if log is not None and self.state == WorkerState.STARTING and not self.ready.is_set() \
+                and any(log.search(line) for line in batch.lines):
+            self.mark_ready()
 
     # ---- supervision ----------------------------------------------------------------------
 

@@ -54,8 +54,8 @@ def load(path: Path) -> list[Host]:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise FleetError([f"{file}: not found; write one ([hosts.NAME] with ssh = \"user@host\"), or name hosts "
-                          "on the command line"]) from None
+        raise FleetError([(f"{file}: not found; write one ([hosts.NAME] with ssh = \"user@host\"), or name hosts "
+                          "on the command line")]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise FleetError([f"{file}: cannot be read ({e}); check it"]) from None
     except tomllib.TOMLDecodeError as e:

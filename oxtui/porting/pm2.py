@@ -55,7 +55,7 @@ def load_ecosystem(path: Path) -> list[dict[str, Any]]:
         if node is None:
             raise PortError(f"{path}: evaluating it needs Node.js on PATH (it is code); or export it as JSON")
         r = subprocess.run([node, "-e", EVAL_JS, str(path.resolve())], capture_output=True, text=True, timeout=30,
-                           cwd=path.parent)
+                           cwd=path.parent, check=False)
         if r.returncode != 0:
             raise PortError(f"{path}: Node could not evaluate it: {_node_error(r.stderr)}")
         text = r.stdout
@@ -251,8 +251,8 @@ def convert_app(app: dict[str, Any], env_name: str | None, listen: str | None, s
         t.schedule = [("cron", str(app["cron_restart"]), f"from cron_restart: {what}")]
     _per_instance(t, app, env, who, warn)
 
-    for key in app:
-        if key in SILENT or (key.startswith("env_") and isinstance(app[key], dict)):
+    for key, value in app.items():
+        if key in SILENT or (key.startswith("env_") and isinstance(value, dict)):
             continue
         if key in EXPLAINED:
             if EXPLAINED[key]:

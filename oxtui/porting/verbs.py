@@ -30,8 +30,8 @@ def run_import(args: argparse.Namespace) -> int:
     except PortError as e:
         print(f"oxtui import: {e}", file=sys.stderr)
         return 2
-    text = render(tables, [f"Imported by `oxtui import {args.kind}` from {source.name}; "
-                           "each comment says where a value came from.", "Check it: oxtui check"])
+    text = render(tables, [(f"Imported by `oxtui import {args.kind}` from {source.name}; "
+                           "each comment says where a value came from."), "Check it: oxtui check"])
     for line in warn:
         print(f"note: {line}", file=sys.stderr)
     target = out or (source.parent / "oxfile.toml").absolute()

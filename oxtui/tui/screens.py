@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
@@ -14,7 +15,7 @@ from .keys import help_text
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss", "Close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll { width: 100%; max-width: 96; height: auto; max-height: 100%;
@@ -31,7 +32,7 @@ class HelpScreen(ModalScreen[None]):
 class DetailsScreen(ModalScreen[None]):
     """Enter on a row: everything about a worker or process, refreshed while open (model.details_text)."""
 
-    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "dismiss", "Close")]
     DEFAULT_CSS = """
     DetailsScreen { align: center middle; }
     DetailsScreen > VerticalScroll { width: 95%; height: 90%; border: round $accent; padding: 0 1;
@@ -57,7 +58,7 @@ class DetailsScreen(ModalScreen[None]):
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
     ConfirmScreen > Vertical { width: 64; height: auto; border: thick $warning; padding: 1 2; background: $surface; }
@@ -77,7 +78,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class SearchScreen(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
     DEFAULT_CSS = """
     SearchScreen { align: center bottom; }
     SearchScreen > Input { width: 100%; margin-bottom: 1; }
@@ -101,7 +102,7 @@ class SearchScreen(ModalScreen[str | None]):
 class QuitScreen(ModalScreen[str | None]):
     """q: what to do with the workers. `choices` are (key, label); the answer is the key pressed."""
 
-    BINDINGS = [Binding("escape,n", "choose(None)", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,n", "choose(None)", "Cancel")]
     DEFAULT_CSS = """
     QuitScreen { align: center middle; }
     QuitScreen #choices { margin-top: 1; }

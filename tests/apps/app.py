@@ -19,7 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 try:
-    RELEASE = open("release.txt").read().split()
+    with open("release.txt") as f:
+        RELEASE = f.read().split()
 except FileNotFoundError:
     RELEASE = ["ok", "r1"]
 MODE = RELEASE[0]
