@@ -149,9 +149,10 @@ class WorkerGrid(DataTable):
                 column = ColumnKey(str(col))
                 data[row][column] = value
                 dirty.add((row, column))
-        for ck in [ck for ck in cell_cache if (ck[0], ck[1]) in dirty]:   # (row key, column key, ...)
+        # .keys(): Textual's LRUCache has no __iter__ (iterating it asks for [0], [1] ...: KeyError)
+        for ck in [ck for ck in cell_cache.keys() if (ck[0], ck[1]) in dirty]:  # noqa: SIM118 (row key, column key, ...)
             cell_cache.discard(ck)
-        for ck in [ck for ck in row_cache if ck[0] in rows]:              # (row key, ...)
+        for ck in [ck for ck in row_cache.keys() if ck[0] in rows]:  # noqa: SIM118 (row key, ...)
             row_cache.discard(ck)
         for ck in list(lines.keys()):              # keys start with the line's y
             try:
