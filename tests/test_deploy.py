@@ -136,7 +136,7 @@ def test_deploy_rollback_and_failures_under_load(tmp_path, engine_process):
         r = cli(oxfile, "rollback")                    # to v1: v3 went live and rolled back, never a target
         assert r.returncode == 0, r.stdout + r.stderr
         assert Path(live(oxfile)).name == v1 and tags(ep) == {v1} and serving(port) == {"v1"}
-        load.wait_for(load.count + 20)
+        load.wait_for(20)
     assert not load.failures, explain(load.failures, tmp_path)
 
     listed = json.loads(cli(oxfile, "releases", "--json").stdout)
