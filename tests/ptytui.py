@@ -21,6 +21,7 @@ class PtyTUI:
     """`oxtui OXFILE` on a pty; a thread reads the screen so the app never blocks on output."""
 
     def __init__(self, oxfile, env: dict[str, str] | None = None):
+        self.oxfile = oxfile
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
         # The pty's size, not COLUMNS/LINES that another test of this worker left in the environment
@@ -32,6 +33,8 @@ class PtyTUI:
         os.close(slave)
         self.output = b""
         self._hangup = threading.Event()
+        self._reading = threading.Event()
+        self._reading.set()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
@@ -41,6 +44,9 @@ class PtyTUI:
         # keep the terminal open after close().
         try:
             while not self._hangup.is_set():
+                if not self._reading.is_set():      # a terminal that takes nothing (a stalled link)
+                    self._hangup.wait(0.05)
+                    continue
                 if select.select([self.master], [], [], 0.05)[0]:
                     try:
                         data = os.read(self.master, 65536)
@@ -56,12 +62,24 @@ class PtyTUI:
     def press(self, keys: str) -> None:
         os.write(self.master, keys.encode())
 
+    def stall(self, stalled: bool = True) -> None:
+        """Stop (or go on) reading the screen: the kernel's buffer fills and the app's writes block,
+        as over an SSH link that stopped moving."""
+        if stalled:
+            self._reading.clear()
+        else:
+            self._reading.set()
+
     def hang_up(self) -> None:
         """What sshd does when the connection drops."""
         self._hangup.set()
         assert self._closed.wait(5)
 
     def close(self) -> None:
+        """Stop whatever engine serves the oxfile now (this process's, or one it handed over to, or one
+        its keeper started), then this process: a test that failed half-way leaves nothing running."""
+        subprocess.run([sys.executable, "-m", "oxtui", "down", "-c", str(self.oxfile)], capture_output=True,
+                       timeout=60, stdin=subprocess.DEVNULL, check=False)
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

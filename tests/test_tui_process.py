@@ -8,10 +8,12 @@ failed request, and a later `oxtui` attaches to the same engine.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import re
 import signal
+import sys
 import threading
 
 import psutil
@@ -81,6 +83,92 @@ def test_a_hang_up_keeps_every_worker_serving_in_the_same_process(tmp_path):
         assert tui.proc.wait(10) == 0
         assert not any(psutil.pid_exists(p) for p in pids)
         assert (tmp_path / "logs" / "app.log").read_text().count("stopped (code 0)") == 2
+    finally:
+        tui.close()
+
+
+def test_a_hang_up_before_the_ui_is_drawn_keeps_the_engine(tmp_path):
+    """The engine starts before Textual is even imported (a second or more on a busy machine): a
+    connection that drops in that moment must find the hang-up handled, not SIGHUP's default action
+    killing the engine's process (a CI run lost its engine that way). The terminal hangs up as soon
+    as the first worker runs, well before the grid can be drawn."""
+    oxfile = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sh -c 'touch started; exec sleep 600'"
+    ''')
+    tui = PtyTUI(oxfile)
+    try:
+        wait_until(lambda: (tmp_path / "started").exists(), 20, 0.002, "the first worker")
+        tui.hang_up()
+        wait_until(lambda: "the terminal hung up" in text_of(tmp_path / "logs" / "oxtui.log"), 10, 0.05,
+                   "the hang-up to be handled")
+        snap = status(oxfile)
+        assert snap["engine_pid"] == tui.proc.pid and snap["engine"]["recovered"] is None
+        assert b"Reload" not in tui.output, "the hang-up came before the grid was drawn"
+        r = oxtui_cli("down", "-c", str(oxfile))
+        assert r.returncode == 0, r.stderr
+        assert tui.proc.wait(10) == 0
+    finally:
+        tui.close()
+
+
+def wchans(pid):
+    """Each thread of pid: what the kernel says it waits in ("futex_do_wait", "wait_woken", ...)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                out[int(tid)] = f.read()
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def stuck_writing(pid):
+    """Textual's main thread waits on a lock (the writer's full queue) while its writer thread waits
+    in a write to the terminal (n_tty_write's wait_woken). Then the tid of the engine's thread (the one
+    other thread in epoll_wait), once that held for 10 looks in a row."""
+    for _ in range(10):
+        w = wchans(pid)
+        writers = [t for t, c in w.items() if c == "wait_woken"]
+        loops = [t for t, c in w.items() if c == "do_epoll_wait" and t != pid]
+        if w.get(pid) != "futex_do_wait" or len(writers) != 1 or len(loops) != 1:
+            return None
+        threading.Event().wait(0.02)
+    return loops[0]
+
+
+def test_a_hang_up_reaches_the_engine_while_the_ui_thread_is_stuck(tmp_path):
+    """The once-seen CI failure, made every time: the SSH link stalls, so the terminal takes nothing,
+    Textual's writer thread blocks and the main thread blocks behind it; then the SIGHUP is handed by
+    the kernel to a thread other than the main one (here the engine's). A Python handler alone never
+    ran: nothing woke the main thread. The process must still go headless at once, and then stop
+    gracefully on SIGTERM as a headless engine does. (Sent to the writer thread instead, the signal cuts its write short, the writer
+    takes the next item and the main thread wakes: that case never failed.)"""
+    (tmp_path / "chatty.py").write_text("import itertools, time\n"
+                                        "for i in itertools.count():\n"
+                                        "    print(i, 'x' * 60, flush=True)\n"
+                                        "    time.sleep(0.002)\n")
+    oxfile = write_oxfile(tmp_path, f'''
+        [processes.chatty]
+        command = "{sys.executable} chatty.py"
+    ''')
+    tui = PtyTUI(oxfile)
+    try:
+        wait_until(lambda: b"Reload" in tui.output, 20, 0.05, "the TUI to draw its footer")
+        tui.stall()
+        other = wait_until(lambda: stuck_writing(tui.proc.pid), 60, 0.1,
+                           "the TUI's writes to block on the stalled terminal")
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.tgkill(tui.proc.pid, other, signal.SIGHUP) == 0, os.strerror(ctypes.get_errno())
+        wait_until(lambda: "the terminal hung up" in text_of(tmp_path / "logs" / "oxtui.log"), 10, 0.05,
+                   f"the hang-up to be handled (threads: {wchans(tui.proc.pid)})")
+        assert status(oxfile)["engine_pid"] == tui.proc.pid
+        # The main thread was woken and holds the frozen UI now: SIGTERM stops the engine gracefully
+        # (only the main thread can set that handler; a stuck one leaves SIGTERM's default, a kill).
+        tui.proc.terminate()
+        assert tui.proc.wait(15) == 0, "SIGTERM stops the headless engine gracefully"
+        assert "stopped (signal SIGTERM)" in text_of(tmp_path / "logs" / "chatty.log"), "the worker was stopped"
     finally:
         tui.close()
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
 from ..fleet.fleetfile import FleetError, pick
 from ..fleet.session import FleetSession
+from .hangup import Hangup
 
 
 def fleet_tui(names: list[str], fleet_file: Path | None) -> int:
@@ -23,7 +23,7 @@ def fleet_tui(names: list[str], fleet_file: Path | None) -> int:
     session.start()
     app = FleetApp(session)
     # Leaving (or losing the terminal) ends only this view and its SSH links: the engines run on their hosts.
-    signal.signal(signal.SIGHUP, lambda *_: (session.close(), os._exit(0)))
+    Hangup(lambda: (session.close(), os._exit(0)))
     try:
         app.run()
     finally:

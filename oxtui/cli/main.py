@@ -15,6 +15,7 @@ from ..format import hint
 from ..oxfile.config import ConfigError, load, parse_signal
 from ..runtime import RuntimeDirError
 from . import stdout
+from .hangup import Hangup
 from .parser import FLEET_VERBS, VERBS, UsageError, build_parser
 from .report import follow_events, follow_logs, report
 
@@ -162,6 +163,11 @@ def tui(argv: list[str]) -> int:
         path = str(resolve(argv[0] if argv else None))
     except Ambiguous as e:
         raise UsageError(f"oxtui: {e}") from None
+    # From here on a hang-up is ours to handle: the engine starts before Textual is even imported
+    # (a second or more on a busy machine), and SIGHUP's default action in that window would kill
+    # the engine's process (a CI run lost its engine that way).
+    terminal = _Terminal()
+    from ..tui.app import OxtuiApp  # noqa: F401 (imported before any engine runs: see cli/hangup.py)
     for _attempt in range(2):
         remote = _attach(path)
         if remote is not None:
@@ -169,7 +175,7 @@ def tui(argv: list[str]) -> int:
         config = _load_or_exit(path)
         from ..client.embedded import EmbeddedEngine
         from ..engine import EngineError
-        engine = EmbeddedEngine(config)
+        engine = terminal.engine = EmbeddedEngine(config)
         try:
             engine.start()
         except EngineError as e:
@@ -177,8 +183,32 @@ def tui(argv: list[str]) -> int:
                 continue      # another oxtui started this oxfile's engine a moment ago: attach to it
             print(f"oxtui: {e}", file=sys.stderr)
             return 1
-        return _embedded_tui(engine, config)
+        return _embedded_tui(engine, config, terminal)
     return 1
+
+
+class _Terminal:
+    """What a hang-up of the TUI's terminal ends: nothing yet, a view of an engine elsewhere, or the
+    UI of the engine in this process, which then goes on headless."""
+
+    def __init__(self) -> None:
+        self.engine = None      # the embedded engine, once one is being started
+        self.app = None         # its UI, once made
+        Hangup(self.hung_up, self.freeze)
+
+    def hung_up(self) -> None:
+        """On the hang-up thread (cli/hangup.py)."""
+        engine = self.engine
+        if engine is None:
+            os._exit(0)         # nothing of ours runs: a view only ends
+        engine.wait_started()   # a hang-up while it starts: it runs, or it failed and nothing does
+        if engine.engine is None:
+            os._exit(1)
+        _go_headless(self.app, engine)
+
+    def freeze(self) -> None:
+        """On the main thread, after hung_up."""
+        _serve_headless(self.engine)
 
 
 def _attach(path: str):
@@ -198,8 +228,6 @@ def _attach(path: str):
 def _attached_tui(remote) -> int:
     from ..tui.app import OxtuiApp
     app = OxtuiApp(remote, remote.oxfile)
-    # A hang-up here only ends this view: the engine lives in another process.
-    signal.signal(signal.SIGHUP, lambda *_: os._exit(0))
     try:
         app.run()
     finally:
@@ -209,10 +237,9 @@ def _attached_tui(remote) -> int:
     return 0
 
 
-def _embedded_tui(engine, config) -> int:
+def _embedded_tui(engine, config, terminal: _Terminal) -> int:
     from ..tui.app import OxtuiApp
-    app = OxtuiApp(engine, config.path)
-    signal.signal(signal.SIGHUP, lambda *_: _keep_serving_headless(app, engine))
+    app = terminal.app = OxtuiApp(engine, config.path)
     failed = False
     try:
         app.run()
@@ -253,16 +280,13 @@ def _ui_failed(app, engine) -> None:
     os._exit(70)
 
 
-def _keep_serving_headless(app, engine) -> None:
-    """SIGHUP: the terminal is gone (the SSH connection dropped). Every worker keeps serving.
-
-    Only the UI ends. It is never asked to do anything: drawing to, or restoring, a dead terminal
-    can block forever. This handler owns the main thread from here on, so Textual's loop (which
-    runs on it) stays frozen; the engine goes on in its thread, reachable on its control socket
-    (`oxtui` attaches, `oxtui down` stops it), logging to its files. SIGTERM or SIGINT stop it
-    gracefully.
+def _go_headless(app, engine) -> None:
+    """The terminal is gone (the SSH connection dropped): every worker keeps serving and only the UI
+    ends. Runs on the hang-up thread (cli/hangup.py), never needing the main thread, which may be
+    stuck in Textual. The UI is never asked to do anything: drawing to, or restoring, a dead
+    terminal can block forever. The engine goes on in its thread, reachable on its control socket
+    (`oxtui` attaches, `oxtui down` stops it), logging to its files.
     """
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)    # any write still queued for the terminal now lands nowhere, at once
@@ -274,6 +298,11 @@ def _keep_serving_headless(app, engine) -> None:
     path = shlex.quote(str(engine.config.path))
     engine.note(f"the terminal hung up: engine pid {os.getpid()} keeps every worker running headless; "
                 f"`oxtui {path}` attaches to it, `oxtui down {path}` stops it")
+
+
+def _serve_headless(engine) -> None:
+    """The main thread after a hang-up: it owns Textual's thread from here on, so the UI stays frozen,
+    and answers SIGTERM and SIGINT with a graceful stop."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: engine.shutdown())
     while not engine.finished.wait(0.5):

@@ -52,6 +52,10 @@ class EmbeddedEngine:
         if self.error is not None:
             raise EngineError(self.error)
 
+    def wait_started(self) -> None:
+        """Until start() has its answer: the engine runs, or it failed (then self.engine is None)."""
+        self._ready.wait()
+
     def shutdown(self, done: Callable[[], None] | None = None) -> None:
         """Stop every worker gracefully; `done` runs (on the engine thread) when all are stopped."""
         if self.handed_over is not None:
