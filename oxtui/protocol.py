@@ -82,6 +82,7 @@ class WorkerSnapshot(TypedDict):
     last_exit: ExitRecord | None     # survives restarts
     checks: list[list]               # [[at, "pid 42 ready after 1.2s" | "health FAIL 1/3: ..."], ...] the last 20
     cpu_seconds: float               # CPU time of every process this slot has had (a counter)
+    approved: bool                   # a crash of it is restarted by the spawner helper at once (approval.py)
 
 
 class ReloadSlot(TypedDict):

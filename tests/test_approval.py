@@ -13,7 +13,7 @@ import time
 import psutil
 from conftest import app_oxfile, await_until, free_port, gone, procs, wait_until, write_oxfile
 
-ARMED = 1.6          # an approval is sent 1 s (approval.ARM_AFTER) after a start
+ARMED = 1.6          # an approval is sent 1 s (approval.ARM_AFTER) after a start: how long "never armed" is waited
 UNWANTED = "restarted by the spawner helper as approved, ended: not wanted any more"
 
 
@@ -48,10 +48,16 @@ def worker(ep, name: str, instance: int = 0) -> dict:
     return next(w for w in ep.workers(name) if w["instance"] == instance and w["role"] is None)
 
 
+def armed(ep, name: str, n: int) -> None:
+    """Until n running instances of name are approved (status says so, 1 s after each start)."""
+    wait_until(lambda: sum(w["approved"] and w["state"] == "running" and w["role"] is None
+                           for w in ep.workers(name)) == n, 10, 0.05, what=f"{n} approved instance(s) of {name}")
+
+
 def test_a_crash_is_restarted_by_the_helper_while_the_engine_is_frozen(tmp_path, engine_process):
     ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 600"\ninstances = 2\n'))
     old = {w["instance"]: w["pid"] for w in ep.wait_running("app", 2)}
-    time.sleep(ARMED)
+    armed(ep, "app", 2)
     helper = helper_of(ep)
     os.kill(ep.proc.pid, signal.SIGSTOP)
     try:
@@ -82,15 +88,15 @@ def test_what_the_engine_stops_itself_is_never_restarted_by_the_helper(tmp_path,
         stop_timeout = 5
     '''))
     ep.wait_running("app", 3)
-    time.sleep(ARMED)
+    armed(ep, "app", 3)
     assert ep.cli("scale", "app", "2").returncode == 0                # stops instance 2
     time.sleep(0.5)
     assert ep.cli("restart", "app").returncode == 0                   # both, gracefully
     ep.wait_running("app", 2)
-    time.sleep(ARMED)
+    armed(ep, "app", 2)
     assert ep.cli("reload", "app").returncode == 0                    # drains both old ones
     ep.wait_running("app", 2)
-    time.sleep(ARMED + 1)                                             # the reload's instances are armed too
+    armed(ep, "app", 2)                                               # the reload's instances are armed too
     assert ep.cli("stop", "app").returncode == 0
     wait_until(lambda: all(w["state"] == "stopped" for w in ep.workers("app")), 10, 0.1, what="stopped")
     time.sleep(0.5)
@@ -120,7 +126,9 @@ def test_only_what_the_engine_would_restart_at_once_is_approved(tmp_path, engine
     ep.wait_running("backoff", 1)
     ep.wait_running("loop", 1)
     ep.wait_running("secret", 1)
-    time.sleep(ARMED)
+    armed(ep, "backoff", 1)
+    armed(ep, "loop", 1)
+    assert not worker(ep, "secret")["approved"], "env_file is read at every start: never approved"
     # backoff: the first crash restarts at once (approved); the next is due for backoff (the process
     # has not run the 10 s that start it over), so the helper leaves it to the engine
     first = worker(ep, "backoff")["pid"]
@@ -155,7 +163,7 @@ def test_a_reload_s_new_instance_is_not_approved_before_it_is_the_release_s(tmp_
     inside its 3 s min_ready)."""
     ep = engine_process(app_oxfile(tmp_path, free_port(), instances=1, extra="[processes.app.reload]\nmin_ready = 3"))
     (old,) = [w["pid"] for w in ep.wait_running("app", 1)]
-    time.sleep(ARMED)
+    armed(ep, "app", 1)
     (tmp_path / "release.txt").write_text("crashlater 1.5")
     r = ep.cli("reload", "app", timeout=60)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -206,7 +214,7 @@ def test_a_burst_of_stops_restarts_none_of_them(tmp_path, engine_process):
     ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 600"\ninstances = 48\n'))
     for _ in range(2):
         ep.wait_running("app", 48)
-        time.sleep(ARMED)
+        armed(ep, "app", 48)
         assert ep.cli("stop", "app").returncode == 0
         wait_until(lambda: all(w["state"] == "stopped" for w in ep.workers("app")), 10, 0.1, what="stopped")
         assert ep.cli("start", "app").returncode == 0

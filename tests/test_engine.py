@@ -16,7 +16,7 @@ import psutil
 import pytest
 from conftest import APPS, await_until, free_port, gone, http_get, run_engine, write_oxfile
 
-from oxtui.engine import Engine, EngineError
+from oxtui.engine import AlreadyRunning, Engine, EngineError
 from oxtui.oxfile.config import load
 
 PY = sys.executable
@@ -339,7 +339,7 @@ def test_second_engine_for_the_same_oxfile_is_refused(tmp_path):
 
     async def body():
         async with engine_at(path):
-            with pytest.raises(EngineError, match="an engine is already running for this oxfile"):
+            with pytest.raises(AlreadyRunning, match="an engine is already running for this oxfile"):
                 await Engine(load(path)).start()
 
     run_engine(body)

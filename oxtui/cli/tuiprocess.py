@@ -31,12 +31,12 @@ def open_tui(path: str, load_or_exit: Callable[[str], Config]) -> int:
             return _attached_tui(remote)
         config = load_or_exit(path)
         from ..client.embedded import EmbeddedEngine
-        from ..engine import EngineError
+        from ..engine import AlreadyRunning, EngineError
         engine = terminal.engine = EmbeddedEngine(config)
         try:
             engine.start()
         except EngineError as e:
-            if "already running" in str(e) and _attempt == 0:
+            if isinstance(e, AlreadyRunning) and _attempt == 0:
                 continue      # another oxtui started this oxfile's engine a moment ago: attach to it
             print(f"oxtui: {e}", file=sys.stderr)
             return 1

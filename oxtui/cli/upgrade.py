@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..client.connection import Client, ControlError, NoEngine
-from ..format import FIRST_TO_HAND_OVER, hint
+from ..format import FIRST_TO_HAND_OVER, hands_over, hint
 
 NEW_ENGINE_WAIT = 30.0
 
@@ -38,16 +38,16 @@ def upgrade_one(oxfile: Path) -> bool:
         print(f"oxtui upgrade: {e}", file=sys.stderr)
         return False
     old_version = before.get("engine", {}).get("version", "0.1.0")
+    if not hands_over(old_version):     # decided by the version its status gives, never by an error's text
+        print(f"oxtui upgrade: {oxfile}: its engine runs oxtui {old_version}, which cannot hand over "
+              f"({FIRST_TO_HAND_OVER} is the first that can); restart it once to the new version: `{hint('down', oxfile)} && "
+              f"{hint('up', oxfile)}` (that restarts its apps)", file=sys.stderr)
+        return False
     try:
         with Client(oxfile, timeout=None) as c:
             result = c.call({"cmd": "upgrade"}, lambda text: print(f"{oxfile}: {text}", flush=True))
     except ControlError as e:
-        if "unknown command" in str(e):
-            print(f"oxtui upgrade: {oxfile}: its engine runs oxtui {old_version}, which cannot hand over "
-                  f"({FIRST_TO_HAND_OVER} is the first that can); restart it once to the new version: `{hint('down', oxfile)} && "
-                  f"{hint('up', oxfile)}` (that restarts its apps)", file=sys.stderr)
-        else:
-            print(f"oxtui upgrade: {oxfile}: {e}", file=sys.stderr)
+        print(f"oxtui upgrade: {oxfile}: {e}", file=sys.stderr)
         return False
     except (OSError, ValueError) as e:
         print(f"oxtui upgrade: {oxfile}: lost the engine's control socket ({e})", file=sys.stderr)

@@ -41,6 +41,10 @@ class EngineError(Exception):
     """The engine cannot start; the message says why and what to do."""
 
 
+class AlreadyRunning(EngineError):
+    """Another engine holds this oxfile's lock (a UI then attaches to it instead)."""
+
+
 class Engine:
     def __init__(self, config: Config, *, control: bool = True):
         self.config = config
@@ -90,7 +94,7 @@ class Engine:
         try:
             self._lock.take()
         except Locked as e:
-            raise EngineError(str(e)) from None
+            raise AlreadyRunning(str(e)) from None
         if (why := undeployed(self.config)) is not None:
             self._lock.release()
             raise EngineError(why)

@@ -134,4 +134,6 @@ def _worker_snapshot(w: Any, now: float, deploy_root: Any = None) -> WorkerSnaps
         "last_exit": w.last_exit,
         "checks": list(w.checks),       # the entries are never changed once made: shared, not copied
         "cpu_seconds": round(w.cpu_seconds, 2),
+        # the spawner helper holds leave to restart this process the moment it ends (approval.py)
+        "approved": w.pid is not None and w.approval.pid == w.pid,
     }
