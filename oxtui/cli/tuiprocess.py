@@ -37,6 +37,7 @@ def open_tui(path: str, load_or_exit: Callable[[str], Config]) -> int:
             engine.start()
         except EngineError as e:
             if isinstance(e, AlreadyRunning) and _attempt == 0:
+                terminal.engine = None
                 continue      # another oxtui started this oxfile's engine a moment ago: attach to it
             print(f"oxtui: {e}", file=sys.stderr)
             return 1
