@@ -1,7 +1,7 @@
 """The supervisor engine: an asyncio library with no UI import."""
 
-from .engine import AlreadyRunning, Engine, EngineError
-from .errors import CommandError
+from .engine import Engine
+from .errors import AlreadyRunning, CommandError, EngineError
 from .logs import LogBatch
 
 __all__ = ["AlreadyRunning", "CommandError", "Engine", "EngineError", "LogBatch"]

@@ -21,7 +21,7 @@ from ..observers.sdnotify import READY_GRACE, Notifier
 from ..oxfile.config import Config, ProcessConfig
 from ..protocol import LIVE_STATES, Event, Snapshot
 from .deploying import undeployed
-from .errors import CommandError, UsageError
+from .errors import AlreadyRunning, CommandError, EngineError, UsageError
 from .events import EventHub
 from .group import ProcessGroup
 from .journal import Journal
@@ -35,14 +35,6 @@ from .sampling import Sampling
 from .snapshots import DiskCheck, engine_snapshot
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
-
-
-class EngineError(Exception):
-    """The engine cannot start; the message says why and what to do."""
-
-
-class AlreadyRunning(EngineError):
-    """Another engine holds this oxfile's lock (a UI then attaches to it instead)."""
 
 
 class Engine:

@@ -7,3 +7,11 @@ class CommandError(Exception):
 
 class UsageError(CommandError):
     """A command asked wrongly (an unknown process name, a bad number): the CLI exits 2, as for any usage error."""
+
+
+class EngineError(Exception):
+    """The engine cannot start; the message says why and what to do."""
+
+
+class AlreadyRunning(EngineError):
+    """Another engine holds this oxfile's lock (a UI then attaches to it instead)."""
