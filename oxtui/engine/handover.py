@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -115,6 +116,9 @@ def hand_over(engine: EngineApi, background: bool = True) -> int:
     `background`: the new engine runs in the background (its output to oxtui-engine.out); otherwise
     it keeps this one's stdout and stderr (a terminal, or systemd's journal) and prints as it did."""
     check(engine)
+    # Under systemd's watchdog the keeper SIGKILLs an engine silent for 3/4 of WatchdogSec: every
+    # step that blocks this loop beats (a 2 s watchdog on a busy machine once lost an upgrade here).
+    _keep_alive(engine)
     engine.logs.flush()
     helper = engine.spawner.release()
     ours, theirs = socket.socketpair()
@@ -124,7 +128,8 @@ def hand_over(engine: EngineApi, background: bool = True) -> int:
         state, fds = describe(engine, helper)
         argv = [sys.executable, "-P", "-m", "oxtui", "run", *(["--background"] if background else []),
                 "--adopt", str(theirs.fileno()), str(engine.config.path)]
-        pid = _launch(argv, [*fds, theirs.fileno()], engine.config.path.parent, out_path if background else None)
+        pid = _launch(argv, [*fds, theirs.fileno()], engine.config.path.parent, out_path if background else None,
+                      lambda: _keep_alive(engine))
         theirs.close()
         ours.settimeout(TIMEOUT)
         ours.sendall(json.dumps(state).encode() + b"\n")
@@ -173,7 +178,7 @@ LAUNCH = ("import os, sys\n"
           "os.write(w, str(pid).encode())\n")
 
 
-def _launch(argv: list[str], fds: list[int], cwd: Any, out_path: Any) -> int:
+def _launch(argv: list[str], fds: list[int], cwd: Any, out_path: Any, tick: Callable[[], None]) -> int:
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     r, w = os.pipe()
     out = open_private(out_path) if out_path is not None else None
@@ -184,8 +189,13 @@ def _launch(argv: list[str], fds: list[int], cwd: Any, out_path: Any) -> int:
         os.close(w)
         w = -1
         answer = b""
-        while chunk := os.read(r, 64):
-            answer += chunk
+        while True:
+            readable = select.select([r], [], [], TICK)[0]
+            tick()          # called at least every TICK s while the launcher starts
+            if readable:
+                if not (chunk := os.read(r, 64)):
+                    break
+                answer += chunk
         launcher.wait()
     finally:
         if w >= 0:
