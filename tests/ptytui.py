@@ -62,13 +62,10 @@ class PtyTUI:
     def press(self, keys: str) -> None:
         os.write(self.master, keys.encode())
 
-    def stall(self, stalled: bool = True) -> None:
-        """Stop (or go on) reading the screen: the kernel's buffer fills and the app's writes block,
-        as over an SSH link that stopped moving."""
-        if stalled:
-            self._reading.clear()
-        else:
-            self._reading.set()
+    def stall(self) -> None:
+        """Stop reading the screen: the kernel's buffer fills and the app's writes block, as over an
+        SSH link that stopped moving."""
+        self._reading.clear()
 
     def hang_up(self) -> None:
         """What sshd does when the connection drops."""

@@ -42,7 +42,7 @@ class Hangup:
         signal.signal(signal.SIGHUP, self._on_main)
         threading.Thread(target=self._watch, args=(r,), name="oxtui-hangup", daemon=True).start()
 
-    def run_work(self) -> None:
+    def _run_work(self) -> None:
         """The hang-up's work, once; a second caller waits until the first has done it."""
         with self._lock:
             if not self._done:
@@ -53,7 +53,7 @@ class Hangup:
         # Every signal with a Python handler writes its number here (Textual's SIGWINCH too).
         while data := os.read(fd, 256):
             if signal.SIGHUP in data:
-                self.run_work()
+                self._run_work()
                 # Wake the main thread out of any wait; it freezes at the first moment it safely can.
                 while self._freeze is not None and not self._frozen:
                     signal.pthread_kill(self._main, signal.SIGHUP)
@@ -63,7 +63,7 @@ class Hangup:
     def _on_main(self, _signum: int, frame: FrameType | None) -> None:
         if self._frozen:        # a later SIGHUP (ours, or the kernel's) on this thread: handled already
             return
-        self.run_work()
+        self._run_work()
         if self._freeze is None or _importing(frame):
             # Frozen mid-import, the main thread would hold import locks for ever, and the engine
             # thread's next import would hang with it (a test saw `status` go unanswered that way).
