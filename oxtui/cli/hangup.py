@@ -1,6 +1,6 @@
 """SIGHUP for a TUI process: handled from its first moment, and without waiting for the main thread.
 
-`oxtui OXFILE` starts its engine before Textual is even imported (a second or more on a busy
+`oxtui OXFILE` starts its engine before its UI has drawn anything (a second or more on a busy
 machine): a connection that drops then must not meet SIGHUP's default action, which kills the
 process and with it the engine (a CI run lost its engine that way; the keeper saved the workers).
 
