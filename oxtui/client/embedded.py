@@ -17,8 +17,11 @@ from ..batchqueue import BatchQueue
 from ..engine import CommandError, Engine, EngineError
 from ..oxfile.config import Config
 from ..protocol import LogBatch, Reply, Snapshot, error, ok
-from .link import LOG_BUFFER_BYTES
+from .link import LOG_BUFFER_BYTES, Wake, Waker
 
+# Snapshots are published at once when a change comes after a quiet moment (a key's effect is on screen
+# as soon as the engine has it), and then at most once per PUBLISH_INTERVAL (a burst of changes, the
+# figures that move by themselves).
 PUBLISH_INTERVAL = 0.1
 
 
@@ -36,7 +39,10 @@ class EmbeddedEngine:
         self._ready = threading.Event()
         self._snapshot: dict[str, Any] | None = None
         self._dirty = True
+        self._publishing = False             # a publish is scheduled on the engine loop
+        self._published_at = float("-inf")   # the engine loop's time of the last one
         self._logs = BatchQueue(LOG_BUFFER_BYTES)
+        self._wake = Waker()
         self.headless = False
         self.handed_over: int | None = None      # the pid of the engine that took over
         self._stop_callbacks: list[Callable[[], None]] = []
@@ -78,7 +84,11 @@ class EmbeddedEngine:
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
         """Batches captured since the last call, and how many lines were dropped for the UI."""
+        self._wake.logs_taken()
         return self._logs.take()
+
+    def set_wake(self, fn: Wake | None) -> None:
+        self._wake.fn = fn
 
     def hand_over(self, done: Callable[[Reply], None]) -> None:
         """Move the engine and every worker into a background process (nothing restarts), then let
@@ -171,6 +181,7 @@ class EmbeddedEngine:
             self._ready.set()
             for fn in self._stop_callbacks:
                 fn()
+            self._wake("finished")
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -189,25 +200,37 @@ class EmbeddedEngine:
         self.engine = engine
         engine.looked_at(+1)          # the TUI shows live metrics
         self._snapshot = engine.snapshot()
+        self._dirty = False
         self._ready.set()
-        publisher = asyncio.get_running_loop().create_task(self._publish(engine))
         try:
             await engine.stopped.wait()
         finally:
-            publisher.cancel()
             self._snapshot = engine.snapshot()
-
-    async def _publish(self, engine: Engine) -> None:
-        """Coalesce changes into at most 10 snapshots a second."""
-        while True:
-            await asyncio.sleep(PUBLISH_INTERVAL)
-            if self._dirty and not self.headless:
-                self._dirty = False
-                self._snapshot = engine.snapshot()
+            self._wake("snapshot")
 
     def _on_change(self) -> None:
+        """The engine changed something (engine thread, in the middle of its work): publish once this
+        step is done, or, within PUBLISH_INTERVAL of the last one, when that interval ends."""
         self._dirty = True
+        if self._publishing or self._loop is None:
+            return
+        self._publishing = True
+        delay = self._published_at + PUBLISH_INTERVAL - self._loop.time()
+        if delay > 0:
+            self._loop.call_later(delay, self._publish)
+        else:
+            self._loop.call_soon(self._publish)
+
+    def _publish(self) -> None:
+        self._publishing = False
+        if not self._dirty or self.headless or self.engine is None or self._loop is None:
+            return      # (before start() is done, the first snapshot is taken there)
+        self._dirty = False
+        self._published_at = self._loop.time()
+        self._snapshot = self.engine.snapshot()
+        self._wake("snapshot")
 
     def _on_batch(self, batch: LogBatch) -> None:
         if not self.headless:
             self._logs.add(batch)
+            self._wake("logs")

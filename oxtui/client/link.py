@@ -16,6 +16,29 @@ from ..protocol import LogBatch, Reply, Snapshot
 
 LOG_BUFFER_BYTES = 8 * 1024 * 1024     # batches waiting for the UI thread, per client
 
+Wake = Callable[[str], None]
+
+
+class Waker:
+    """What each client does for set_wake: "logs" once until the lines are taken (a logger at 2,000 lines
+    a second must not post 2,000 wake-ups), the others every time. Safe from any thread."""
+
+    def __init__(self) -> None:
+        self.fn: Wake | None = None
+        self._logs_told = False
+
+    def __call__(self, what: str) -> None:
+        if what == "logs":
+            if self._logs_told:
+                return
+            self._logs_told = True
+        fn = self.fn
+        if fn is not None:
+            fn(what)
+
+    def logs_taken(self) -> None:
+        self._logs_told = False
+
 
 @runtime_checkable
 class EngineClient(Protocol):
@@ -27,6 +50,10 @@ class EngineClient(Protocol):
     def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> None: ...
     def shutdown(self, done: Callable[[], None]) -> None: ...
+    def set_wake(self, fn: Wake | None) -> None:
+        """`fn(what)` is called, from any thread, as soon as there is something to take: "snapshot" (a new
+        one: a key's effect, a state change, figures at most 10 times a second), "logs" (once until
+        take_logs is called again) or "finished". A UI draws on it instead of polling."""
 
 
 @runtime_checkable

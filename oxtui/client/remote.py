@@ -16,7 +16,7 @@ from typing import Any
 from ..batchqueue import BatchQueue
 from ..protocol import LogBatch, Reply, Snapshot, error, ok
 from .connection import Client, ControlError, NoEngine
-from .link import LOG_BUFFER_BYTES
+from .link import LOG_BUFFER_BYTES, Wake, Waker
 
 ATTACH_LOG_LINES = 2000
 REATTACH_TIMEOUT = 20.0      # a hand-over's new engine answers within its own start-up time
@@ -37,6 +37,7 @@ class RemoteEngine:
         self._stop_callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._detached = False
+        self._wake = Waker()
 
     def connect(self, timeout: float = 10.0) -> None:
         """Attach; raises NoEngine when nothing answers for this oxfile, ControlError when refused."""
@@ -77,7 +78,11 @@ class RemoteEngine:
         return self._snapshot
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
+        self._wake.logs_taken()
         return self._logs.take()
+
+    def set_wake(self, fn: Wake | None) -> None:
+        self._wake.fn = fn
 
     def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> None:
@@ -113,10 +118,13 @@ class RemoteEngine:
                     for msg in self._client.replies():
                         if "snapshot" in msg:
                             self._snapshot = msg["snapshot"]
+                            self._wake("snapshot")
                         elif "batch" in msg:
                             self._logs.add(LogBatch.from_wire(msg["batch"]))
+                            self._wake("logs")
                         elif "dropped" in msg:
                             self._logs.drop(msg["dropped"])
+                            self._wake("logs")
                 except (OSError, ValueError):
                     pass
                 self._client.close()
@@ -128,9 +136,12 @@ class RemoteEngine:
                     self._attach(REATTACH_TIMEOUT)
                 except (NoEngine, ControlError):
                     return
+                self._wake("snapshot")
+                self._wake("logs")
         finally:
             with self._lock:
                 self.finished.set()
                 callbacks, self._stop_callbacks = self._stop_callbacks, []
             for fn in callbacks:
                 fn()
+            self._wake("finished")

@@ -243,23 +243,34 @@ class ControlServer:
                 logs = asyncio.ensure_future(feed.get())
                 dirty = asyncio.ensure_future(changed.wait())
                 gone = asyncio.ensure_future(reader.read(1))     # the UI says nothing more: EOF = detached
+                loop = asyncio.get_running_loop()
+                # Each kind goes at once after a quiet moment, then at most 10 times a second. Apart: a
+                # chatty logger must not hold a key's effect (a snapshot) back until the logs' next turn.
+                sent = {"snapshot": float("-inf"), "logs": float("-inf")}
                 try:
                     while True:
-                        await asyncio.wait((logs, dirty, gone), return_when=asyncio.FIRST_COMPLETED)
+                        ready = {"snapshot": dirty, "logs": logs}
+                        due = [sent[k] + PUSH_INTERVAL for k, f in ready.items() if f.done()]
+                        timeout = max(0.0, min(due) - loop.time()) if due else None
+                        if timeout != 0.0:
+                            await asyncio.wait([f for f in (logs, dirty, gone) if not f.done()], timeout=timeout,
+                                               return_when=asyncio.FIRST_COMPLETED)
                         if gone.done():
                             return
-                        if dirty.done():
+                        now = loop.time()
+                        if dirty.done() and now >= sent["snapshot"] + PUSH_INTERVAL:
+                            sent["snapshot"] = now
                             changed.clear()
                             writer.write(encode({"snapshot": self.engine.snapshot()}))
                             dirty = asyncio.ensure_future(changed.wait())
-                        if logs.done():
+                        if logs.done() and now >= sent["logs"] + PUSH_INTERVAL:
+                            sent["logs"] = now
                             batches, dropped = logs.result()
                             if dropped:
                                 writer.write(encode({"dropped": dropped}))
                             writer.write(b"".join(encode({"batch": b.to_wire()}) for b in batches))
                             logs = asyncio.ensure_future(feed.get())
                         await writer.drain()
-                        await asyncio.sleep(PUSH_INTERVAL)   # coalesce: at most 10 pushes a second
                 finally:
                     logs.cancel()
                     dirty.cancel()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..batchqueue import BatchQueue
-from ..client.link import LOG_BUFFER_BYTES
+from ..client.link import LOG_BUFFER_BYTES, Wake, Waker
 from ..protocol import LogBatch, Reply, Snapshot, error
 from . import delta
 from .fleetfile import Host
@@ -29,8 +29,10 @@ class BridgedEngine:
 
     attached = True
 
-    def __init__(self, link: HostLink, oxfile: str):
+    def __init__(self, link: HostLink, oxfile: str, wake: Waker | None = None):
+        """`wake`: the session's, shared by every engine of the fleet (the fleet view takes them all at once)."""
         self.link, self.oxfile = link, oxfile
+        self._wake = wake or Waker()
         self.finished = threading.Event()
         self._keyed: dict[str, Any] | None = None
         self._snapshot: Snapshot | None = None
@@ -47,18 +49,26 @@ class BridgedEngine:
             self._keyed = delta.patch(self._keyed, m["delta"])
         if "snapshot" in m or "delta" in m:
             self._snapshot = delta.unkeyed(self._keyed)   # type: ignore[arg-type]
+            self._wake("snapshot")
         for raw in m.get("batches", ()):
             self._logs.add(LogBatch.from_wire(raw))
         if m.get("dropped"):
             self._logs.drop(m["dropped"])
+        if m.get("batches") or m.get("dropped"):
+            self._wake("logs")
         if m.get("gone") or m.get("end"):
             self.finished.set()
+            self._wake("finished")
 
     def snapshot(self) -> Snapshot | None:
         return self._snapshot
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
+        self._wake.logs_taken()
         return self._logs.take()
+
+    def set_wake(self, fn: Wake | None) -> None:
+        self._wake.fn = fn
 
     def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> None:
@@ -89,8 +99,9 @@ class BridgedEngine:
 class FleetHost:
     """One host: its link, and its engines by oxfile."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host: Host, wake: Waker | None = None):
         self.host = host
+        self.wake = wake or Waker()
         self.link = HostLink(host)
         self.link.on_up = self._relist
         self.engines: dict[str, BridgedEngine] = {}
@@ -119,7 +130,7 @@ class FleetHost:
                     if oxfile not in found or self.engines[oxfile].finished.is_set():
                         self.engines.pop(oxfile).detach()
                 for oxfile in sorted(found - set(self.engines)):
-                    view = self.engines[oxfile] = BridgedEngine(self.link, oxfile)
+                    view = self.engines[oxfile] = BridgedEngine(self.link, oxfile, self.wake)
                     view.watch()
         self.link.request({"list": True}, on)
 
@@ -133,8 +144,13 @@ class FleetHost:
 
 class FleetSession:
     def __init__(self, hosts: list[Host]):
-        self.hosts = [FleetHost(h) for h in hosts]
+        self.wake = Waker()
+        self.hosts = [FleetHost(h, self.wake) for h in hosts]
         self.finished = threading.Event()       # never set: a fleet view ends when its person leaves
+
+    def set_wake(self, fn: Wake | None) -> None:
+        """Every engine's news, of every host, wakes the fleet view (see EngineClient.set_wake)."""
+        self.wake.fn = fn
 
     def start(self) -> None:
         for h in self.hosts:
