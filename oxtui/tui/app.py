@@ -1,13 +1,15 @@
 """The oxtui terminal UI: live worker grid, keys that scale, kill and reload, a reload panel you can
 watch, and the merged logs of every worker.
 
-The app holds no engine state. It pulls the engine's latest snapshot and new log batches ten times
-a second (cheap when nothing changed) and sends commands through the client interface; replies
-come back as messages. Nothing here waits on the engine.
+The app holds no engine state. The client wakes it when the engine has a new snapshot (a key's
+effect is drawn as soon as the engine has it, not at a poll's next turn) or new log lines (pacing.py
+says when they are taken); it sends commands through the client interface and replies come back as
+messages. Nothing here waits on the engine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -26,8 +28,8 @@ from ..client.link import CanDetach, CanHandOver, EngineClient
 from ..protocol import LIVE_STATES, LogBatch, ProcessSnapshot, Snapshot, WorkerState
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
-from .logview import LogView
-from .messages import CommandDone, EngineStopped, HandedOver
+from .logpane import LogPane
+from .messages import CommandDone, EngineStopped, EngineWoke, HandedOver
 from .model import (
     SORTS,
     History,
@@ -38,12 +40,14 @@ from .model import (
     header_text,
     process_info,
     reload_lines,
+    reload_news,
     save_summary,
     snapshot_time,
 )
+from .pacing import Pacer
 from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen
 
-PULL_INTERVAL = 0.1
+CHECK_INTERVAL = 1.0   # a pull without a wake-up: only the load average and a client's link state change unseen
 
 
 class OxtuiApp(App[int]):
@@ -51,10 +55,12 @@ class OxtuiApp(App[int]):
     CSS = """
     Screen { layout: vertical; }
     #header { height: 1; background: $primary-background; color: $text; padding: 0 1; }
-    #grid { height: auto; max-height: 60%; min-height: 5; }
+    #upper { height: auto; max-height: 60%; min-height: 5; }
+    #grid { height: auto; max-height: 100%; }
     #info { height: 1; padding: 0 1; color: $text-muted; }
     #reload { height: auto; max-height: 8; display: none; border-top: solid $warning; padding: 0 1; }
     #reload.active { display: block; }
+    #lower { height: 1fr; min-height: 5; }
     #logs-title { height: 1; background: $boost; padding: 0 1; }
     #logs { height: 1fr; min-height: 4; }
     LogView:focus { background: $boost; }
@@ -73,10 +79,11 @@ class OxtuiApp(App[int]):
         self.stopping = False
         self.detaching = False
         self.exit_message: str | None = None
-        self.search_text = ""
         self._snapshot: dict[str, Any] | None = None
         self._reload_states: dict[str, str] = {}
         self._shown: dict[int, str] = {}      # what each line shows now (_set)
+        self.pacer = Pacer(self._post_woke, self.pull_snapshot, self.pull_logs,
+                           lambda delay, fn: asyncio.get_running_loop().call_later(delay, fn))
         self._clock_free = clock_free      # snapshot tests: no timers, fixed data
         self._loadavg = loadavg
 
@@ -97,15 +104,17 @@ class OxtuiApp(App[int]):
         self.grid = WorkerGrid(id="grid")
         self.info = Static("", id="info")
         self.reload_panel = Static("", id="reload")
-        self.logs_title = Static("logs · all processes · following", id="logs-title")
-        self.logview = LogView(id="logs")
+        self.logpane = LogPane(id="lower")
+        self.logview, self.logs_title = self.logpane.view, self.logpane.title_bar
         yield self.header
         with Vertical(id="main"):
-            yield self.grid
+            # The grid in a container of its own: a widget is re-rendered whenever a change on screen
+            # falls inside its container, and in #main each new log line re-rendered the grid too.
+            with Vertical(id="upper"):
+                yield self.grid
             yield self.info
             yield self.reload_panel
-            yield self.logs_title
-            yield self.logview
+            yield self.logpane
         yield Footer()
 
     def on_mount(self) -> None:
@@ -113,11 +122,32 @@ class OxtuiApp(App[int]):
         self.grid.focus()
         self.pull()
         if not self._clock_free:
-            self.set_interval(PULL_INTERVAL, self.pull)
+            self.client.set_wake(self.pacer.woken)
+            self.set_interval(CHECK_INTERVAL, self.pull)
 
-    # ---- pulling from the engine --------------------------------------------------------------
+    # ---- what the engine pushes, and taking it (pacing.py says when) ------------------------------
+
+    def _post_woke(self, what: str) -> None:
+        try:
+            self.post_message(EngineWoke(what))
+        except RuntimeError:        # the app's loop is closed: nobody to draw for
+            pass
+
+    @on(EngineWoke)
+    def _woke(self, msg: EngineWoke) -> None:
+        self.pacer.handle(msg.what)
 
     def pull(self) -> None:
+        """Take whatever is new (at start, once a second, and in tests)."""
+        self.pull_snapshot()
+        self.pull_logs()
+
+    def pull_logs(self) -> None:
+        self.pacer.logs_taken()
+        if self.grid.is_attached:
+            self._add_logs(*self.client.take_logs())
+
+    def pull_snapshot(self) -> None:
         if not self.grid.is_attached:      # the app is closing: the timer may still fire once
             return
         if self.client.finished.is_set() and not self.stopping:
@@ -134,14 +164,9 @@ class OxtuiApp(App[int]):
             self._show_rows()
             self._show_info()
             self._show_reloads(snap)
-        self._add_logs(*self.client.take_logs())
 
     def _add_logs(self, batches: list[LogBatch], dropped: int) -> None:
-        """Batches to the pane; lines the client dropped or the pane skipped are counted in its title."""
-        dropped += self.logview.add_batches(batches)
-        if dropped:
-            self.logview.dropped += dropped
-            self._update_logs_title()
+        self.logpane.add(batches, dropped)
 
     def _show_rows(self) -> None:
         if self._snapshot is not None:
@@ -194,30 +219,17 @@ class OxtuiApp(App[int]):
         self._set(self.reload_panel, "\n".join(lines))
 
     def _set(self, widget: Static, content: str | Text) -> None:
-        """Update a line only when its text changed: each update lays the whole screen out again, and
-        snapshots come several times a second (the fleet view: from every host on its own)."""
+        """Update a line only when its text changed (snapshots come several times a second; the fleet
+        view: from every host on its own), and without a layout unless its height can change: a layout
+        renders every widget of the screen again, the grid and the logs too, for a header's new CPU%."""
         if self._shown.get(id(widget)) != str(content):
             self._shown[id(widget)] = str(content)
-            widget.update(content)
+            widget.update(content, layout=widget is self.reload_panel)    # the others are 1 row high (CSS)
 
     def _reload_toasts(self, snap: Snapshot, where: str = "") -> None:
         """A toast when a reload or run ends; `where` is the fleet's host ("web1/")."""
-        for p in snap["processes"]:
-            rl = p.get("reload")
-            if not rl:
-                continue
-            name = where + p["name"]
-            before = self._reload_states.get(name)
-            self._reload_states[name] = rl["state"]
-            if before != "running" or rl["state"] == "running" or rl.get("why") == "schedule":
-                continue        # a schedule's tick says its result in the line under the grid, not in a toast
-            task = rl.get("kind") == "run"
-            if rl["state"] == "done":
-                self.notify(f"{name}: " + ("run done, every instance completed" if task else
-                                           "reload done, every instance replaced"), title="Run" if task else "Reload")
-            elif rl["state"] == "failed":
-                self.notify(f"{name}: {rl['reason']}", title="Run failed" if task else
-                            "Reload failed, old instances kept", severity="error", timeout=10)
+        for text, title, severity in reload_news(snap, self._reload_states, where):
+            self.notify(text, title=title, severity=severity, timeout=10 if severity == "error" else 5)  # type: ignore[arg-type]
 
     # ---- selection helpers --------------------------------------------------------------------
 
@@ -325,35 +337,29 @@ class OxtuiApp(App[int]):
             self.logview.focus()
 
     def action_filter(self) -> None:
-        view = self.logview
-        row = self.grid.selected()
-        if view.filter is None and row is not None:
-            view.set_filter((row.process, None))
-        elif view.filter is not None and view.filter[1] is None and row is not None and row.kind == "worker":
-            view.set_filter((row.process, f"{row.process}.{row.instance}"))
+        flt, row = self.logview.filter, self.grid.selected()
+        if flt is None and row is not None:
+            self.logpane.set_filter((row.process, None))
+        elif flt is not None and flt[1] is None and row is not None and row.kind == "worker":
+            self.logpane.set_filter((row.process, f"{row.process}.{row.instance}"))
         else:
-            view.set_filter(None)
-        self._update_logs_title()
+            self.logpane.set_filter(None)
 
     def action_search(self) -> None:
         def found(text: str | None) -> None:
             if text is None:
                 return
-            self.search_text = text
-            n = self.logview.search(text)
+            n = self.logpane.search(text)
             self.logview.focus()
-            self._update_logs_title()
             if self.logview.search_error:
                 self.notify(f"{text!r} is {self.logview.search_error}", severity="warning", timeout=5)
             elif text and not n:
                 self.notify(f"no line matches {text!r}", severity="warning", timeout=3)
-        self.push_screen(SearchScreen(self.search_text), found)
+        self.push_screen(SearchScreen(self.logpane.search_text), found)
 
     def action_clear_search(self) -> None:
-        if self.search_text:
-            self.search_text = ""
-            self.logview.search("")
-            self._update_logs_title()
+        if self.logpane.search_text:
+            self.logpane.search("")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -431,19 +437,3 @@ class OxtuiApp(App[int]):
     @on(EngineStopped)
     def _engine_stopped(self) -> None:
         self.exit(0)
-
-    @on(LogView.MatchChanged)
-    def _match_changed(self) -> None:
-        self._update_logs_title()
-
-    def on_descendant_focus(self) -> None:
-        """The focused pane is obvious: the logs' title bar lights up while the logs have the keys."""
-        self.logs_title.set_class(self.logview.has_focus, "focused")
-        self._update_logs_title()
-
-    @on(LogView.FollowChanged)
-    def _follow_changed(self) -> None:
-        self._update_logs_title()
-
-    def _update_logs_title(self) -> None:
-        self.logs_title.update(self.logview.title(self.search_text))

@@ -93,7 +93,12 @@ class FleetApp(OxtuiApp):
 
     # ---- pulling from every host ----------------------------------------------------------------
 
-    def pull(self) -> None:
+    def on_mount(self) -> None:
+        """(Textual calls OxtuiApp.on_mount too: handlers run for every class of the app.)"""
+        if not self._clock_free:
+            self.session.set_wake(self.pacer.woken)
+
+    def pull_snapshot(self) -> None:
         if not self.grid.is_attached:
             return
         hosts = self.session.hosts
@@ -117,10 +122,16 @@ class FleetApp(OxtuiApp):
                     lines += [f"{h.name}: {line}" for line in reload_lines(snap)]
                     self._reload_toasts(snap, f"{h.name}/")
             self._show_reload_lines(lines)
-        for h, v, _ in views:
-            batches, dropped = v.take_logs()
-            self._add_logs([LogBatch(b.seq, b.ts, f"{h.name}/{b.process}", b.instance, b.stream, b.data, b.count)
-                            for b in batches], dropped)
+
+    def pull_logs(self) -> None:
+        self.pacer.logs_taken()
+        if not self.grid.is_attached:
+            return
+        for h in self.session.hosts:
+            for v in h.views():
+                batches, dropped = v.take_logs()
+                self._add_logs([LogBatch(b.seq, b.ts, f"{h.name}/{b.process}", b.instance, b.stream, b.data, b.count)
+                                for b in batches], dropped)
 
     def _show_rows(self) -> None:
         rows: list[Row] = []
@@ -197,18 +208,17 @@ class FleetApp(OxtuiApp):
 
     def action_filter(self) -> None:
         """all -> the selected host -> its process -> its worker -> all."""
-        view, row = self.logview, self.grid.selected()
+        flt, row, pane = self.logview.filter, self.grid.selected(), self.logpane
         if row is None:
-            view.set_filter(None)
-        elif view.filter is None:
-            view.set_filter((f"{row.host}/", None))
-        elif view.filter[0].endswith("/") and row.process:
-            view.set_filter((f"{row.host}/{row.process}", None))
-        elif view.filter[1] is None and row.kind == "worker":
-            view.set_filter((f"{row.host}/{row.process}", f"{row.host}/{row.process}.{row.instance}"))
+            pane.set_filter(None)
+        elif flt is None:
+            pane.set_filter((f"{row.host}/", None))
+        elif flt[0].endswith("/") and row.process:
+            pane.set_filter((f"{row.host}/{row.process}", None))
+        elif flt[1] is None and row.kind == "worker":
+            pane.set_filter((f"{row.host}/{row.process}", f"{row.host}/{row.process}.{row.instance}"))
         else:
-            view.set_filter(None)
-        self._update_logs_title()
+            pane.set_filter(None)
 
     def action_reload_all(self) -> None:
         row = self.grid.selected()
@@ -257,3 +267,6 @@ class _NoEngine:
 
     def shutdown(self, done: Any) -> None:
         done()
+
+    def set_wake(self, fn: Any) -> None:
+        pass

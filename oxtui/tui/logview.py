@@ -16,10 +16,11 @@ from typing import ClassVar
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Offset, Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 
 from ..protocol import STREAM_MARK, LogBatch, format_ts
 
@@ -79,6 +80,9 @@ class LogView(ScrollView, can_focus=True):
         self.follow = True
         self.dropped = 0
         self._colours: dict[str, Style] = {}
+        self._base = Style()                            # the pane's style, and the line styles on it (render_lines)
+        self._on_base: dict[Style, Style] = {}
+        self._offset = Offset(0, 0)
         self._width = 40
         self.wrap = False
         self._rows: list[tuple[int, int]] = []      # wrapped: (index in view, start in its text) per screen row
@@ -126,12 +130,26 @@ class LogView(ScrollView, can_focus=True):
             self._rematch()
         if self.wrap:
             self._rewrap()
-            self.virtual_size = Size(self.size.width, len(self._rows))
+            self._set_virtual_size(Size(self.size.width, len(self._rows)))
         else:
-            self.virtual_size = Size(self._width, len(self.view))
+            self._set_virtual_size(Size(self._width, len(self.view)))
         if self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """`virtual_size = size` without what that assignment costs: it is a reactive with layout=True, so
+        each take of new lines laid the whole screen out again and re-rendered every widget (the grid
+        too), most of the TUI's CPU beside a logger. The pane's own size does not depend on its lines;
+        only its scrollbars do, and updating them asks for a layout when one appears or goes. This is
+        what Textual's own resize does (Widget._size_updated with layout=False)."""
+        if size == self.virtual_size:
+            return
+        if not self.is_mounted or not self.size:
+            self.virtual_size = size
+            return
+        self.set_reactive(Widget.virtual_size, size)
+        self._scroll_update(size)
 
     # ---- wrapping -----------------------------------------------------------------------------
 
@@ -240,33 +258,55 @@ class LogView(ScrollView, can_focus=True):
             style = self._colours[process] = Style(color=PALETTE[len(self._colours) % len(PALETTE)], bold=True)
         return style
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The pane's own style and the line styles on top of it, once a frame: rich_style walks every
+        # ancestor each time it is read, and it was read three times a line.
+        base = self.rich_style
+        if base != self._base:
+            self._base = base
+            self._on_base = {s: base + s for s in (TIME_STYLE, ERR_STYLE, EVENT_STYLE, Style())}
+        self._offset = self.scroll_offset      # (a property that is not cheap either)
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
-        scroll_x, scroll_y = self.scroll_offset
+        scroll_x, scroll_y = self._offset
         index = scroll_y + y
         width = self.size.width
+        base = self._base
         start = 0
         if self.wrap:
             if scroll_y + y >= len(self._rows):
-                return Strip.blank(width, self.rich_style)
+                return Strip.blank(width, base)
             index, start = self._rows[scroll_y + y]
         if index >= len(self.view):
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, base)
         line = self.view[index]
+        body_style = ERR_STYLE if line.stream == "err" else EVENT_STYLE if line.stream == "event" else Style()
         if start:        # a continuation row: the text goes on under the text, not under the prefix
-            body_style = ERR_STYLE if line.stream == "err" else EVENT_STYLE if line.stream == "event" else Style()
             chunk = line.text.replace("\t", "    ")[start:start + self._text_width()]
             strip = Strip([Segment(" " * PREFIX), *self._highlight(chunk, body_style, index)])
-            return strip.apply_style(self.rich_style).extend_cell_length(width, self.rich_style).crop(0, width)
-        segments = [
-            Segment(format_ts(line.ts)[11:] + " ", TIME_STYLE),
-            Segment(f"{line.source:<10} ", self._colour(line.process)),
-            Segment(STREAM_MARK[line.stream] + " ", ERR_STYLE if line.stream == "err" else TIME_STYLE),
-        ]
-        body_style = ERR_STYLE if line.stream == "err" else EVENT_STYLE if line.stream == "event" else Style()
+            return strip.apply_style(base).extend_cell_length(width, base).crop(0, width)
+        prefix = format_ts(line.ts)[11:] + " "
+        source = f"{line.source:<10} "
         text = line.text.replace("\t", "    ")[:self._text_width()] if self.wrap else line.text
-        segments += self._highlight(text, body_style, index)
-        strip = Strip(segments).apply_style(self.rich_style).crop(scroll_x, scroll_x + width)
-        return strip.extend_cell_length(width, self.rich_style)
+        if scroll_x == 0 and self.pattern is None and text.isascii() and source.isascii() and text.isprintable():
+            # The common case, built as the strip it ends as: one cell per character, so the cut and
+            # the padding are counted here instead of by three copies of the strip (crop, extend).
+            room = max(0, width - len(prefix) - len(source) - 2)
+            on = self._on_base
+            body = text[:room]
+            return Strip([Segment(prefix, on[TIME_STYLE]), Segment(source, base + self._colour(line.process)),
+                          Segment(STREAM_MARK[line.stream] + " ", on[ERR_STYLE if line.stream == "err" else TIME_STYLE]),
+                          Segment(body, on[body_style]), Segment(" " * (room - len(body)), base)],
+                         len(prefix) + len(source) + 2 + room).crop(0, width)
+        segments = [
+            Segment(prefix, TIME_STYLE),
+            Segment(source, self._colour(line.process)),
+            Segment(STREAM_MARK[line.stream] + " ", ERR_STYLE if line.stream == "err" else TIME_STYLE),
+            *self._highlight(text, body_style, index),
+        ]
+        strip = Strip(segments).apply_style(base).crop(scroll_x, scroll_x + width)
+        return strip.extend_cell_length(width, base)
 
     def _highlight(self, text: str, style: Style, index: int) -> list[Segment]:
         text = text.replace("\t", "    ")

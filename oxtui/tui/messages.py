@@ -29,3 +29,11 @@ class HandedOver(Message):
 
 class EngineStopped(Message):
     pass
+
+
+class EngineWoke(Message):
+    """The client has something to take: "snapshot", "logs" or "finished" (EngineClient.set_wake)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what

@@ -318,6 +318,30 @@ def reload_lines(snapshot: Snapshot | None, now: float | None = None, keep: floa
     return out
 
 
+def reload_news(snapshot: Snapshot, seen: dict[str, str], where: str = "") -> list[tuple[str, str, str]]:
+    """(text, title, severity) for each reload or run that ended since the last call; `seen` holds each
+    process's last reload state between calls, `where` is the fleet's host ("web1/"). A schedule's tick
+    says its result in the line under the grid, not in a toast."""
+    out = []
+    for p in snapshot["processes"]:
+        rl = p.get("reload")
+        if not rl:
+            continue
+        name = where + p["name"]
+        before, seen[name] = seen.get(name), rl["state"]
+        if before != "running" or rl["state"] == "running" or rl.get("why") == "schedule":
+            continue
+        task = rl.get("kind") == "run"
+        if rl["state"] == "done":
+            out.append((f"{name}: " + ("run done, every instance completed" if task else
+                                       "reload done, every instance replaced"), "Run" if task else "Reload",
+                        "information"))
+        elif rl["state"] == "failed":
+            out.append((f"{name}: {rl['reason']}", "Run failed" if task else "Reload failed, old instances kept",
+                        "error"))
+    return out
+
+
 def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = None) -> str:
     """The details screen (Rich markup): a worker's (or with instance None, a process's) settings, state and
     exit history, each exit with the last lines it printed. Everything a child printed is escaped."""

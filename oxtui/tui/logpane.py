@@ -1,0 +1,70 @@
+"""The logs' half of the screen: the merged log view under a title bar that says what it shows
+(which process, follow or paused, wrapped, the search and its match, lines skipped).
+
+A container of its own on purpose: Textual re-renders every widget whose container a change falls
+in, so new log lines, a few times a second, re-render this pane only and never the worker grid.
+"""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from ..protocol import LogBatch
+from .logview import LogView
+
+
+class LogPane(Vertical):
+    def __init__(self, *, id: str | None = None):
+        super().__init__(id=id)
+        self.title_bar = Static("logs · all processes · following", id="logs-title")
+        self.view = LogView(id="logs")
+        self.search_text = ""
+        self._title = ""
+
+    def compose(self) -> ComposeResult:
+        yield self.title_bar
+        yield self.view
+
+    def on_mount(self) -> None:
+        self.update_title()
+
+    def add(self, batches: list[LogBatch], dropped: int) -> None:
+        """Batches to the view; lines the client dropped or the view skipped are counted in the title."""
+        dropped += self.view.add_batches(batches)
+        if dropped:
+            self.view.dropped += dropped
+            self.update_title()
+
+    def search(self, text: str) -> int:
+        """Highlight `text` (a regex) and jump to its last match; the number of matching lines."""
+        self.search_text = text
+        n = self.view.search(text)
+        self.update_title()
+        return n
+
+    def set_filter(self, flt: tuple[str, str | None] | None) -> None:
+        self.view.set_filter(flt)
+        self.update_title()
+
+    def update_title(self) -> None:
+        title = self.view.title(self.search_text)
+        if title != self._title:        # a 1-row bar: no layout (CSS height 1), and only when it changed
+            self._title = title
+            self.title_bar.update(title, layout=False)
+
+    @on(LogView.MatchChanged)
+    @on(LogView.FollowChanged)
+    def _view_changed(self) -> None:
+        self.update_title()
+
+    def on_descendant_focus(self) -> None:
+        """The focused pane is obvious: the title bar lights up while the logs have the keys."""
+        self.title_bar.set_class(self.view.has_focus, "focused")
+        self.update_title()
+
+    def on_descendant_blur(self) -> None:
+        self.title_bar.set_class(False, "focused")
+        self.update_title()
