@@ -1,0 +1,164 @@
+"""The TUI as a person over SSH meets it: a real terminal (tmux), keys typed with `send-keys`, the
+screen read with `capture-pane` every 2 ms, the bytes the TUI writes to its terminal recorded with
+`pipe-pane`.
+
+    .venv/bin/python bench/tui_tmux.py [--rounds 8] [--idle 20] [--settle 10] [--lines 200]
+
+The oxfile: 16 idle workers (`sleep`) and one process printing --lines lines a second (a quiet web
+app's access log). Printed, each with the floor measured in the same run:
+1. `+` until the process row counts the new worker on screen, median and range of --rounds presses; the floor is
+   tmux's own echo of a key typed into `cat` in a pane beside it.
+2. CPU of the TUI's process (engine and UI in one) over --idle s, with the logger running.
+3. Bytes written to the terminal per second over --idle s with the logger stopped (17 idle workers:
+   the 16 and the stopped logger's row), after --settle s.
+Each is bounded in time; everything started is stopped at the end (`oxtui down`, then the tmux server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+LOGGER = """import sys, time
+n, rate = 0, float(sys.argv[1])
+start = time.monotonic()
+while True:
+    n += 1
+    print(f'127.0.0.1 - - "GET /items/{n} HTTP/1.1" 200 512 0.8ms', flush=True)
+    time.sleep(max(0.0, start + n / rate - time.monotonic()))
+"""
+
+
+class Tmux:
+    def __init__(self, folder: Path):
+        self.socket = str(folder / "tmux.sock")
+
+    def __call__(self, *args: str, check: bool = True) -> str:
+        return subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, check=check,
+                              timeout=30).stdout
+
+    def screen(self, target: str) -> str:
+        return self("capture-pane", "-p", "-t", target)
+
+
+def wait_screen(tmux: Tmux, target: str, text: str, timeout: float, poll: float = 0.002,
+                t0: float | None = None) -> float:
+    """Seconds from `t0` (default: now) until `text` is on the pane's screen (polled every `poll` s)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    while text not in tmux.screen(target):
+        if time.perf_counter() - t0 > timeout:
+            raise SystemExit(f"tui_tmux: {text!r} not on screen after {timeout} s:\n{tmux.screen(target)}")
+        time.sleep(poll)
+    return time.perf_counter() - t0
+
+
+def echo_floor(tmux: Tmux, rounds: int) -> list[float]:
+    """tmux's own path: a key typed into `cat` until its echo is on the screen."""
+    tmux("new-window", "-d", "-t", "bench", "-n", "echo", "cat")
+    time.sleep(0.3)
+    out = []
+    for i in range(rounds):
+        ch = "abcdefghijklmnop"[i % 16]
+        t0 = time.perf_counter()
+        tmux("send-keys", "-t", "bench:echo", ch * 3)
+        while ch * 3 not in tmux.screen("bench:echo"):
+            time.sleep(0.002)
+        out.append(time.perf_counter() - t0)
+        tmux("send-keys", "-t", "bench:echo", "Enter")
+        time.sleep(0.1)
+    return out
+
+
+def tui_process(oxfile: Path, env: dict[str, str]) -> psutil.Process:
+    """The embedded engine's pid is the TUI's process (tmux's server is not our child)."""
+    out = subprocess.run([PY, "-m", "oxtui", "status", "--json", "-c", str(oxfile)], env=env, capture_output=True,
+                         text=True, check=True, timeout=60)
+    return psutil.Process(json.loads(out.stdout)["engine_pid"])
+
+
+def cpu_percent(ps: psutil.Process, seconds: float) -> float:
+    c0, t0 = sum(ps.cpu_times()[:2]), time.perf_counter()
+    time.sleep(seconds)
+    return (sum(ps.cpu_times()[:2]) - c0) / (time.perf_counter() - t0) * 100
+
+
+def report(name: str, values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    return f"{name}: median {statistics.median(ms):.0f} ms [{ms[0]:.0f}-{ms[-1]:.0f}] (n={len(ms)})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--idle", type=float, default=20)
+    ap.add_argument("--settle", type=float, default=10)
+    ap.add_argument("--lines", type=float, default=200, help="the logger's lines a second")
+    ap.add_argument("--size", default="120x36")
+    args = ap.parse_args()
+    if not shutil.which("tmux"):
+        raise SystemExit("tui_tmux: needs tmux (apt-get install -y tmux)")
+    cols, rows = args.size.split("x")
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        (folder / "logger.py").write_text(LOGGER)
+        oxfile = folder / "oxfile.toml"
+        oxfile.write_text(f'[processes.idle]\ncommand = "sleep 100000"\ninstances = 16\n'
+                          f'[processes.log]\ncommand = "{PY} -u logger.py {args.lines}"\n[logs]\ndir = "logs"\n')
+        env = {**os.environ, "OXTUI_RUNTIME_DIR": str(folder), "TERM": "xterm-256color"}
+        tmux = Tmux(folder)
+        tmux("-f", "/dev/null", "new-session", "-d", "-s", "bench", "-n", "tui", "-x", cols, "-y", rows,
+             "-e", f"OXTUI_RUNTIME_DIR={folder}", f"cd {folder} && {PY} -m oxtui {oxfile}")
+        tmux("set-option", "-g", "status", "off")
+        try:
+            wait_screen(tmux, "bench:tui", "16/16", 60, poll=0.1)
+            wait_screen(tmux, "bench:tui", "log.0", 30, poll=0.1)
+            ps = tui_process(oxfile, env)
+            floor = echo_floor(tmux, args.rounds)
+            time.sleep(args.settle)
+            lat = []
+            for i in range(args.rounds):
+                time.sleep(1.0)
+                # the process row's count ("16/17 up"): the new worker's own row is below the grid's fold
+                label = f"/{17 + i} up"
+                t0 = time.perf_counter()
+                tmux("send-keys", "-t", "bench:tui", "+")
+                lat.append(wait_screen(tmux, "bench:tui", label, 10, t0=t0))
+            print(report("tmux echo floor", floor))
+            print(report(f"`+` -> new row ({16 + args.rounds} workers, logger at {args.lines:.0f}/s)", lat))
+            cpu = cpu_percent(ps, args.idle)
+            print(f"TUI CPU with the logger at {args.lines:.0f} lines/s: {cpu:.1f} % of a core over {args.idle:.0f} s")
+            subprocess.run([PY, "-m", "oxtui", "stop", "log", "-c", str(oxfile)], env=env, check=True,
+                           capture_output=True, timeout=60)
+            # back to 16 idle workers and the stopped logger: 17 rows
+            subprocess.run([PY, "-m", "oxtui", "scale", "idle", "16", "-c", str(oxfile)], env=env, check=True,
+                           capture_output=True, timeout=60)
+            time.sleep(args.settle)
+            dump = folder / "bytes"
+            tmux("pipe-pane", "-O", "-t", "bench:tui", f"cat >> {dump}")
+            t0 = time.perf_counter()
+            time.sleep(args.idle)
+            tmux("pipe-pane", "-t", "bench:tui")
+            took = time.perf_counter() - t0
+            n = dump.stat().st_size if dump.exists() else 0
+            print(f"bytes to the terminal, idle, 17 workers: {n / took / 1024:.2f} KB/s over {took:.0f} s "
+                  f"({n} bytes)")
+        finally:
+            subprocess.run([PY, "-m", "oxtui", "down", "-c", str(oxfile)], env=env, capture_output=True, timeout=120)
+            tmux("kill-server", check=False)
+
+
+if __name__ == "__main__":
+    main()
