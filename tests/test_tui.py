@@ -61,6 +61,29 @@ command = "sleep 60"
 '''
 
 
+def test_a_key_s_effect_is_drawn_on_the_engine_s_wake_up_without_any_poll(tui, monkeypatch):
+    """Push, not poll: the once-a-second pull is put off for an hour, so the new row can only come from
+    the engine waking the UI (EngineClient.set_wake); the same for the log line the new worker prints."""
+    import oxtui.tui.app as tui_app
+    monkeypatch.setattr(tui_app, "CHECK_INTERVAL", 3600)
+    app = tui(f'''
+[processes.app]
+command = "{PY} -u -c 'import os, time; print(\\"hello from\\", os.environ[\\"OXTUI_INSTANCE\\"], flush=True); time.sleep(60)'"
+stop_timeout = 2
+''')
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: "w:app:0:" in app.grid.rows_by_key, what="the first row")
+            pulls = []
+            monkeypatch.setattr(app, "pull", lambda: pulls.append(1))
+            await pilot.press("plus")
+            await until(pilot, lambda: "w:app:1:" in app.grid.rows_by_key, what="the new worker's row")
+            await until(pilot, lambda: any(l.text == "hello from 1" for l in app.logview.all), what="its line")
+            assert not pulls, "drawn by a poll, not by the engine's wake-up"
+    asyncio.run(body())
+
+
 def test_scale_up_down_and_confirm_zero(tui):
     app = tui(SLEEPERS)
 

@@ -116,6 +116,9 @@ class FakeClient:
     def shutdown(self, done):
         done()
 
+    def set_wake(self, fn):
+        pass        # clock_free: the tests call app.pull() themselves
+
 
 def make_app(reloading: bool = False, attached: bool = False) -> OxtuiApp:
     snap = snapshot(reloading)
