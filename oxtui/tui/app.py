@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ..client.link import CanDetach, CanHandOver, EngineClient
-from ..protocol import LIVE_STATES, LogBatch, ProcessSnapshot, Snapshot, WorkerState
+from ..protocol import LogBatch, ProcessSnapshot, Snapshot
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logpane import LogPane
@@ -39,10 +39,13 @@ from .model import (
     details_text,
     header_text,
     process_info,
+    quit_question,
     reload_lines,
     reload_news,
+    row_instance,
     save_summary,
     snapshot_time,
+    stopping_text,
 )
 from .pacing import Pacer
 from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen
@@ -60,11 +63,7 @@ class OxtuiApp(App[int]):
     #info { height: 1; padding: 0 1; color: $text-muted; }
     #reload { height: auto; max-height: 8; display: none; border-top: solid $warning; padding: 0 1; }
     #reload.active { display: block; }
-    #lower { height: 1fr; min-height: 5; }
-    #logs-title { height: 1; background: $boost; padding: 0 1; }
-    #logs { height: 1fr; min-height: 4; }
-    LogView:focus { background: $boost; }
-    #logs-title.focused { background: $accent; color: $text; text-style: bold; }
+    Screen.logs-full #upper, Screen.logs-full #info, Screen.logs-full #reload { display: none; }
     """
     BINDINGS = bindings()
 
@@ -159,7 +158,7 @@ class OxtuiApp(App[int]):
         snap = self.client.snapshot()
         if snap is not None and snap is not self._snapshot:
             self._snapshot = snap
-            self._set(self.header, self._stopping_text(snap) + header_text(
+            self._set(self.header, (stopping_text(snap) if self.stopping else "") + header_text(
                 snap, self.host, self._loadavg(), attached=self.client.attached, width=self.size.width))
             self._show_rows()
             self._show_info()
@@ -195,7 +194,7 @@ class OxtuiApp(App[int]):
         row = self.grid.selected()
         if row is None:
             return
-        name, instance = row.process, (row.instance if row.kind == "worker" and row.role is None else None)
+        name, instance = row.process, row_instance(row)
 
         def render() -> str:
             p = self._process_snapshot(name)
@@ -203,12 +202,6 @@ class OxtuiApp(App[int]):
                 return f"{name} is gone (removed from the oxfile)"
             return details_text(p, instance, now=snapshot_time(self._snapshot))
         self.push_screen(DetailsScreen(render, live=not self._clock_free))
-
-    def _stopping_text(self, snap: Snapshot) -> str:
-        if not self.stopping:
-            return ""
-        left = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in LIVE_STATES)
-        return f"STOPPING: {left} worker(s) left · " if left else "all workers stopped · "
 
     def _show_reloads(self, snap: Snapshot) -> None:
         self._show_reload_lines(reload_lines(snap, now=None if not self._clock_free else 0.0))
@@ -345,6 +338,32 @@ class OxtuiApp(App[int]):
         else:
             self.logpane.set_filter(None)
 
+    def action_invert_filter(self) -> None:
+        if not self.logpane.invert():
+            self.notify("f filters the logs to the selected process first; ! then shows all but it", timeout=4)
+
+    def action_stderr_only(self) -> None:
+        self.logpane.stderr_only()
+
+    def action_logs_full(self) -> None:
+        full = not self.screen.has_class("logs-full")
+        self.screen.set_class(full, "logs-full")
+        (self.logview if full else self.grid).focus()
+
+    def action_copy(self) -> None:
+        """y: over SSH too, as OSC 52 (the terminal in front of the person puts it in its clipboard)."""
+        row = self.grid.selected()
+        if self.logview.has_focus:
+            text, what = self.logview.visible_text(), "the log lines on screen"
+        elif row is not None and (p := self._process_snapshot(row.process)) is not None:
+            text = Text.from_markup(details_text(p, row_instance(row), now=snapshot_time(self._snapshot))).plain
+            what = f"{row.process}" + (f".{row.instance}" if row_instance(row) is not None else "") + "'s details"
+        else:
+            self.notify("select a process or worker row (or focus the logs) to copy", severity="warning")
+            return
+        self.copy_to_clipboard(text)
+        self.notify(f"copied {what} ({text.count(chr(10)) + 1} lines) to your clipboard (OSC 52)", timeout=4)
+
     def action_search(self) -> None:
         def found(text: str | None) -> None:
             if text is None:
@@ -384,15 +403,7 @@ class OxtuiApp(App[int]):
     def action_quit_app(self) -> None:
         if self.stopping or isinstance(self.screen, QuitScreen):
             return
-        snap = self._snapshot or {"processes": []}
-        n = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in (WorkerState.STARTING, WorkerState.RUNNING))
-        stop = ("s", f"stop all {n} running worker(s) gracefully, then quit")
-        if self.client.attached:
-            question = f"Quit. The engine (pid {snap.get('engine_pid', '?')}) runs in the background."
-            choices = [("d", "detach: leave every worker running (oxtui again to come back)"), stop]
-        else:
-            question = "Quit. The engine runs inside this TUI."
-            choices = [stop, ("b", "keep every worker running in the background (nothing restarts)")]
+        question, choices = quit_question(self._snapshot, self.client.attached)
 
         def answer(key: str | None) -> None:
             if key == "s":

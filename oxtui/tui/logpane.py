@@ -17,6 +17,14 @@ from .logview import LogView
 
 
 class LogPane(Vertical):
+    DEFAULT_CSS = """
+    LogPane { height: 1fr; min-height: 5; }
+    LogPane > #logs-title { height: 1; background: $boost; padding: 0 1; }
+    LogPane > #logs-title.focused { background: $accent; color: $text; text-style: bold; }
+    LogPane > LogView { height: 1fr; min-height: 4; }
+    LogPane > LogView:focus { background: $boost; }
+    """
+
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)
         self.title_bar = Static("logs · all processes · following", id="logs-title")
@@ -46,7 +54,20 @@ class LogPane(Vertical):
         return n
 
     def set_filter(self, flt: tuple[str, str | None] | None) -> None:
-        self.view.set_filter(flt)
+        """A new process or worker filter (f): not inverted, the stream choice kept."""
+        self.view.set_filter(flt, stream=self.view.stream)
+        self.update_title()
+
+    def invert(self) -> bool:
+        """! : every line but the filter's (False: no filter to invert)."""
+        v = self.view
+        v.set_filter(v.filter, inverted=not v.inverted, stream=v.stream)
+        self.update_title()
+        return v.filter is not None
+
+    def stderr_only(self) -> None:
+        v = self.view
+        v.set_filter(v.filter, v.inverted, stream=None if v.stream else "err")
         self.update_title()
 
     def update_title(self) -> None:

@@ -73,6 +73,8 @@ class LogView(ScrollView, can_focus=True):
         self.all: deque[LogLine] = deque(maxlen=MAX_LINES)
         self.view: deque[LogLine] = deque(maxlen=MAX_LINES)
         self.filter: tuple[str, str | None] | None = None      # (process, source or None)
+        self.inverted = False                                   # every line but the filter's
+        self.stream: str | None = None                          # "err": stderr only
         self.pattern: re.Pattern[str] | None = None
         self.matches: list[int] = []
         self.search_error: str | None = None       # the typed text was not a regex
@@ -111,16 +113,22 @@ class LogView(ScrollView, can_focus=True):
         return max(0, skipped)
 
     def _wanted(self, line: LogLine) -> bool:
+        if self.stream is not None and line.stream != self.stream:
+            return False
         if self.filter is None:
             return True
-        process, source = self.filter
+        return self._filtered(line) != self.inverted
+
+    def _filtered(self, line: LogLine) -> bool:
+        process, source = self.filter      # type: ignore[misc]
         if process.endswith("/"):           # the fleet's: a host ("web1/"), every line of its engines
             return line.process.startswith(process)
         return line.process == process and (source is None or line.source == source or line.stream == "event"
                                             and line.source == process)
 
-    def set_filter(self, flt: tuple[str, str | None] | None) -> None:
-        self.filter = flt
+    def set_filter(self, flt: tuple[str, str | None] | None, inverted: bool = False,
+                   stream: str | None = None) -> None:
+        self.filter, self.inverted, self.stream = flt, inverted and flt is not None, stream
         self.view = deque((l for l in self.all if self._wanted(l)), maxlen=MAX_LINES)
         self._rematch()
         self._resize()
@@ -308,6 +316,10 @@ class LogView(ScrollView, can_focus=True):
         strip = Strip(segments).apply_style(base).crop(scroll_x, scroll_x + width)
         return strip.extend_cell_length(width, base)
 
+    def visible_text(self) -> str:
+        """The lines on screen, as plain text (y copies them)."""
+        return "\n".join(self.render_line(y).text.rstrip() for y in range(self.size.height)).rstrip("\n")
+
     def _highlight(self, text: str, style: Style, index: int) -> list[Segment]:
         text = text.replace("\t", "    ")
         if self.pattern is None or not self.matches:
@@ -325,7 +337,9 @@ class LogView(ScrollView, can_focus=True):
 
     def title(self, search_text: str) -> str:
         """The bar above the logs: what is shown, follow, wrap, the search and its match, lines skipped."""
-        what = "all processes" if self.filter is None else (self.filter[1] or self.filter[0])
+        what = "all processes" if self.filter is None else \
+            ("all but " if self.inverted else "") + (self.filter[1] or self.filter[0])
+        what += " · stderr only" if self.stream == "err" else ""
         mark = "▶ " if self.has_focus else ""
         parts = [f"{mark}logs · {what}", "following" if self.follow else "paused (End to follow)",
                  "wrapped (z: one row per line)" if self.wrap else "z wraps long lines"]

@@ -342,6 +342,29 @@ def reload_news(snapshot: Snapshot, seen: dict[str, str], where: str = "") -> li
     return out
 
 
+def stopping_text(snapshot: Snapshot) -> str:
+    """The header's start while q, s stops every worker."""
+    left = sum(1 for p in snapshot["processes"] for w in p["workers"] if w["state"] in LIVE_STATES)
+    return f"STOPPING: {left} worker(s) left · " if left else "all workers stopped · "
+
+
+def row_instance(row: Row) -> int | None:
+    """The slot a row's details are about: a worker's (not a surge's or canary's), None for a process."""
+    return row.instance if row.kind == "worker" and row.role is None else None
+
+
+def quit_question(snapshot: Snapshot | None, attached: bool) -> tuple[str, list[tuple[str, str]]]:
+    """q's question and its choices (key, what it does): stop, and detach (attached) or move to the background."""
+    snap = snapshot or {"processes": []}
+    n = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in (WorkerState.STARTING, WorkerState.RUNNING))
+    stop = ("s", f"stop all {n} running worker(s) gracefully, then quit")
+    if attached:
+        return (f"Quit. The engine (pid {snap.get('engine_pid', '?')}) runs in the background.",
+                [("d", "detach: leave every worker running (oxtui again to come back)"), stop])
+    return ("Quit. The engine runs inside this TUI.",
+            [stop, ("b", "keep every worker running in the background (nothing restarts)")])
+
+
 def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = None) -> str:
     """The details screen (Rich markup): a worker's (or with instance None, a process's) settings, state and
     exit history, each exit with the last lines it printed. Everything a child printed is escaped."""
