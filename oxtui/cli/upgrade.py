@@ -31,6 +31,9 @@ def _status(oxfile: Path, timeout: float = 10) -> dict[str, Any]:
         return c.call({"cmd": "status"})
 
 
+SOON, SOON_TRIES = "try again in a moment", 10
+
+
 def upgrade_one(oxfile: Path) -> bool:
     try:
         before = _status(oxfile)
@@ -43,15 +46,23 @@ def upgrade_one(oxfile: Path) -> bool:
               f"({FIRST_TO_HAND_OVER} is the first that can); restart it once to the new version: `{hint('down', oxfile)} && "
               f"{hint('up', oxfile)}` (that restarts its apps)", file=sys.stderr)
         return False
-    try:
-        with Client(oxfile, timeout=None) as c:
-            result = c.call({"cmd": "upgrade"}, lambda text: print(f"{oxfile}: {text}", flush=True))
-    except ControlError as e:
-        print(f"oxtui upgrade: {oxfile}: {e}", file=sys.stderr)
-        return False
-    except (OSError, ValueError) as e:
-        print(f"oxtui upgrade: {oxfile}: lost the engine's control socket ({e})", file=sys.stderr)
-        return False
+    for attempt in range(SOON_TRIES):
+        try:
+            with Client(oxfile, timeout=None) as c:
+                result = c.call({"cmd": "upgrade"}, lambda text: print(f"{oxfile}: {text}", flush=True))
+            break
+        except ControlError as e:
+            # "…; try again in a moment": nothing changed, and a moment later it goes (a crash-looping worker
+            # exited between the engine's last check and its hand-over). The words of released engines
+            # (0.2.x), which carry no error code and cannot be changed: the one place text is read.
+            if str(e).endswith(SOON) and attempt + 1 < SOON_TRIES:
+                time.sleep(0.2)
+                continue
+            print(f"oxtui upgrade: {oxfile}: {e}", file=sys.stderr)
+            return False
+        except (OSError, ValueError) as e:
+            print(f"oxtui upgrade: {oxfile}: lost the engine's control socket ({e})", file=sys.stderr)
+            return False
     deadline = time.monotonic() + NEW_ENGINE_WAIT
     after = None
     while time.monotonic() < deadline:
