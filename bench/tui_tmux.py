@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,9 @@ def main() -> None:
     ap.add_argument("--lines", type=float, default=200, help="the logger's lines a second")
     ap.add_argument("--size", default="120x36")
     args = ap.parse_args()
+    # a bench stopped with SIGTERM still runs its `finally`: `oxtui down` and the tmux server's end (tmux
+    # detaches from us: left behind it would keep the TUI and every worker running)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not shutil.which("tmux"):
         raise SystemExit("tui_tmux: needs tmux (apt-get install -y tmux)")
     cols, rows = args.size.split("x")
@@ -156,7 +160,8 @@ def main() -> None:
             print(f"bytes to the terminal, idle, 17 workers: {n / took / 1024:.2f} KB/s over {took:.0f} s "
                   f"({n} bytes)")
         finally:
-            subprocess.run([PY, "-m", "oxtui", "down", "-c", str(oxfile)], env=env, capture_output=True, timeout=120)
+            subprocess.run([PY, "-m", "oxtui", "down", "-c", str(oxfile)], env=env, capture_output=True, timeout=120,
+                           check=False)
             tmux("kill-server", check=False)
 
 

@@ -22,6 +22,19 @@ def attach(oxfile) -> OxtuiApp:
     return OxtuiApp(remote, oxfile, host="testhost")
 
 
+def attached_to_a_running_engine(tmp_path, engine_process):
+    """(port, the engine process, a TUI attached to it): app_oxfile's two instances running."""
+    port = free_port()
+    oxfile = app_oxfile(tmp_path, port)
+    ep = engine_process(oxfile)
+    ep.wait_running("app", 2)
+    return port, ep, attach(oxfile)
+
+
+def pilot_until(pilot):
+    return lambda pred, t=15, what="": await_until(pred, t, 0.05, what, sleep=pilot.pause)
+
+
 def workers(app, state="running"):
     snap = app.client.snapshot()
     return [w for w in snap["processes"][0]["workers"] if w["state"] == state and not w["role"]]
@@ -32,43 +45,32 @@ def test_no_engine_means_nothing_to_attach_to(tmp_path):
         RemoteEngine((tmp_path / "oxfile.toml").resolve()).connect()
 
 
-def test_an_attached_view_draws_on_the_engine_s_push_without_any_poll(tmp_path, engine_process, monkeypatch):
+async def test_an_attached_view_draws_on_the_engine_s_push_without_any_poll(tmp_path, engine_process, monkeypatch):
     """As embedded (tests/test_tui.py): the once-a-second pull put off, a key's effect and the new
     worker's lines still reach the screen, pushed over the socket and woken by the reader thread."""
     import oxtui.tui.app as tui_app
     monkeypatch.setattr(tui_app, "CHECK_INTERVAL", 3600)
-    port = free_port()
-    oxfile = app_oxfile(tmp_path, port)
-    ep = engine_process(oxfile)
-    ep.wait_running("app", 2)
-    app = attach(oxfile)
-
-    async def body():
-        async with app.run_test(size=(120, 36)) as pilot:
-            until = lambda pred, t=15, what="": await_until(pred, t, 0.05, what, sleep=pilot.pause)
-            await until(lambda: "w:app:1:" in app.grid.rows_by_key, what="the rows")
-            pulls = []
-            monkeypatch.setattr(app, "pull", lambda: pulls.append(1))
-            seen = len(app.logview.all)
-            await pilot.press("plus")
-            await until(lambda: "w:app:2:" in app.grid.rows_by_key, what="the new worker's row")
-            await until(lambda: any(l.source == "app.2" for l in list(app.logview.all)[seen:]), what="its lines")
-            assert not pulls, "drawn by a poll, not by the engine's push"
-            app.detach()
-    asyncio.run(body())
+    _, _, app = attached_to_a_running_engine(tmp_path, engine_process)
+    async with app.run_test(size=(120, 36)) as pilot:
+        until = pilot_until(pilot)
+        await until(lambda: "w:app:1:" in app.grid.rows_by_key, what="the rows")
+        pulls = []
+        monkeypatch.setattr(app, "pull", lambda: pulls.append(1))
+        seen = len(app.logview.all)
+        await pilot.press("plus")
+        await until(lambda: "w:app:2:" in app.grid.rows_by_key, what="the new worker's row")
+        await until(lambda: any(l.source == "app.2" for l in list(app.logview.all)[seen:]), what="its lines")
+        assert not pulls, "drawn by a poll, not by the engine's push"
+        app.detach()
 
 
 @under_load
 def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
-    port = free_port()
-    oxfile = app_oxfile(tmp_path, port)
-    ep = engine_process(oxfile)
-    ep.wait_running("app", 2)
-    app = attach(oxfile)
+    port, ep, app = attached_to_a_running_engine(tmp_path, engine_process)
 
     async def body():
         async with app.run_test(size=(120, 36)) as pilot:
-            until = lambda pred, t=15, what="": await_until(pred, t, 0.05, what, sleep=pilot.pause)
+            until = pilot_until(pilot)
             await until(lambda: len(workers(app)) == 2)
             assert f"attached to pid {ep.proc.pid}" in str(app.header.render())
             assert ep.status()["engine"]["viewers"] == 1

@@ -40,6 +40,18 @@ class Harness:
         while self.posted:
             self.pacer.handle(self.posted.pop(0))
 
+    def wake(self, *whats: str) -> None:
+        """The client wakes the UI (for each of `whats`, from its thread), then the UI thread runs."""
+        for what in whats:
+            self.pacer.woken(what)
+        self.run()
+
+    def logs_then_more(self, after: float) -> None:
+        """Lines, taken at once after the quiet start; more `after` s later."""
+        self.wake("logs")
+        self.advance(after)
+        self.wake("logs")
+
     def advance(self, seconds: float) -> None:
         end = self.now + seconds
         for t in sorted(self.timers, key=lambda t: t.at):
@@ -67,33 +79,24 @@ def test_a_snapshot_is_taken_at_once_and_one_wake_up_waits_at_a_time():
 
 def test_log_lines_after_a_quiet_moment_are_taken_at_once_then_at_most_every_interval():
     h = Harness(interval=0.5)
-    h.pacer.woken("logs")
-    h.run()
-    assert h.taken == [("logs", 100.0)]
-    h.advance(0.1)
-    h.pacer.woken("logs")              # more lines 0.1 s later: taken when the interval has passed
-    h.run()
+    h.logs_then_more(0.1)              # more lines 0.1 s later: taken when the interval has passed
     assert h.taken == [("logs", 100.0)] and [t.at for t in h.pending()] == [100.5]
     h.advance(0.2)
-    h.pacer.woken("logs")              # and more: still the one take, at 100.5
-    h.run()
-    assert len(h.pending()) == 1
+    h.pacer.woken("logs")              # and more, twice: no wake-up while a take waits its turn
+    h.pacer.woken("logs")
+    assert not h.posted and len(h.pending()) == 1
     h.advance(0.3)
     assert h.taken == [("logs", 100.0), ("logs", 100.5)]
     h.advance(5)
-    h.pacer.woken("logs")              # quiet for 5 s: at once again
-    h.run()
+    h.wake("logs")                     # quiet for 5 s: at once again
     assert h.taken[-1] == ("logs", h.now)
 
 
 def test_a_snapshot_never_waits_behind_the_logs_interval():
     h = Harness(interval=0.5)
-    h.pacer.woken("logs")
-    h.run()
+    h.wake("logs")
     h.advance(0.05)
-    h.pacer.woken("logs")
-    h.pacer.woken("snapshot")
-    h.run()
+    h.wake("logs", "snapshot")
     assert h.taken == [("logs", 100.0), ("snapshot", 100.05)]
 
 
@@ -101,11 +104,7 @@ def test_a_take_of_everything_cancels_the_take_waiting_for_its_turn():
     # The bug this guards: a pull of everything (once a second) took the lines and forgot the timer,
     # which fired anyway and began a second chain of takes beside the first: 31 takes a second.
     h = Harness(interval=0.5)
-    h.pacer.woken("logs")
-    h.run()
-    h.advance(0.1)
-    h.pacer.woken("logs")
-    h.run()
+    h.logs_then_more(0.1)
     waiting = h.pending()
     assert len(waiting) == 1
     h.take("logs")                     # the once-a-second pull

@@ -4,7 +4,6 @@ row is bytes on the link, and every render is the UI thread's time beside a chat
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections import Counter
 
@@ -50,44 +49,40 @@ def row_y(app, key: str) -> int:
     return 1 + app.grid._order.index(key)      # line 0 is the column titles
 
 
-def test_only_the_row_whose_values_changed_is_repainted(monkeypatch):
-    async def body():
-        app = make_app()
-        async with app.run_test(size=(120, 36)) as pilot:
-            await pilot.pause()
-            rendered = counting(monkeypatch)
-            snap = copy.deepcopy(app.client.snap)
-            app.client.snap = snap             # a new snapshot, every value the same
-            app.pull()
-            await pilot.pause()
-            assert not rendered, f"an unchanged snapshot repainted grid lines {dict(rendered)}"
-            snap = copy.deepcopy(snap)
-            snap["processes"][0]["workers"][2]["cpu_percent"] = 61.0     # web.2 only
-            app.client.snap = snap
-            app.pull()
-            await pilot.pause()
-            assert set(rendered) == {"frames", row_y(app, "w:web:2:")}, dict(rendered)
-    asyncio.run(body())
+async def test_only_the_row_whose_values_changed_is_repainted(monkeypatch):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        rendered = counting(monkeypatch)
+        snap = copy.deepcopy(app.client.snap)
+        app.client.snap = snap             # a new snapshot, every value the same
+        app.pull()
+        await pilot.pause()
+        assert not rendered, f"an unchanged snapshot repainted grid lines {dict(rendered)}"
+        snap = copy.deepcopy(snap)
+        snap["processes"][0]["workers"][2]["cpu_percent"] = 61.0     # web.2 only
+        app.client.snap = snap
+        app.pull()
+        await pilot.pause()
+        assert set(rendered) == {"frames", row_y(app, "w:web:2:")}, dict(rendered)
 
 
-def test_log_lines_and_a_new_header_repaint_no_row_of_the_grid(monkeypatch):
-    async def body():
-        app = make_app()
-        async with app.run_test(size=(120, 36)) as pilot:
-            await pilot.pause()
-            rendered, layouts = counting(monkeypatch), counting_layouts(monkeypatch)
-            before = len(app.logview.all)
-            for i in range(5):
-                app.client.logs = [LogBatch(100 + i, T0 + 40 + i, "worker", 0, "out", b"x", 1, (f"job {i} done",))]
-                app.pull()
-                await pilot.pause()
-            assert len(app.logview.all) == before + 5
-            snap = copy.deepcopy(app.client.snap)
-            snap["engine"]["cpu_percent"] = 3.7          # the header's figure, nothing of the grid
-            app.client.snap = snap
+async def test_log_lines_and_a_new_header_repaint_no_row_of_the_grid(monkeypatch):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        rendered, layouts = counting(monkeypatch), counting_layouts(monkeypatch)
+        before = len(app.logview.all)
+        for i in range(5):
+            app.client.logs = [LogBatch(100 + i, T0 + 40 + i, "worker", 0, "out", b"x", 1, (f"job {i} done",))]
             app.pull()
             await pilot.pause()
-            assert "3.7% CPU" in str(app.header.render())
-            assert not rendered, f"grid lines repainted by log lines or the header: {dict(rendered)}"
-            assert not layouts, "new log lines or a header's new figure laid the whole screen out again"
-    asyncio.run(body())
+        assert len(app.logview.all) == before + 5
+        snap = copy.deepcopy(app.client.snap)
+        snap["engine"]["cpu_percent"] = 3.7          # the header's figure, nothing of the grid
+        app.client.snap = snap
+        app.pull()
+        await pilot.pause()
+        assert "3.7% CPU" in str(app.header.render())
+        assert not rendered, f"grid lines repainted by log lines or the header: {dict(rendered)}"
+        assert not layouts, "new log lines or a header's new figure laid the whole screen out again"

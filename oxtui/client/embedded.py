@@ -84,7 +84,6 @@ class EmbeddedEngine:
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
         """Batches captured since the last call, and how many lines were dropped for the UI."""
-        self._wake.logs_taken()
         return self._logs.take()
 
     def set_wake(self, fn: Wake | None) -> None:
@@ -212,9 +211,10 @@ class EmbeddedEngine:
         """The engine changed something (engine thread, in the middle of its work): publish once this
         step is done, or, within PUBLISH_INTERVAL of the last one, when that interval ends."""
         self._dirty = True
-        if self._publishing or self._loop is None:
+        if self._publishing:
             return
         self._publishing = True
+        assert self._loop is not None       # set before the engine exists
         delay = self._published_at + PUBLISH_INTERVAL - self._loop.time()
         if delay > 0:
             self._loop.call_later(delay, self._publish)
@@ -223,10 +223,10 @@ class EmbeddedEngine:
 
     def _publish(self) -> None:
         self._publishing = False
-        if not self._dirty or self.headless or self.engine is None or self._loop is None:
+        if not self._dirty or self.headless or self.engine is None:
             return      # (before start() is done, the first snapshot is taken there)
         self._dirty = False
-        self._published_at = self._loop.time()
+        self._published_at = asyncio.get_running_loop().time()
         self._snapshot = self.engine.snapshot()
         self._wake("snapshot")
 

@@ -20,24 +20,15 @@ Wake = Callable[[str], None]
 
 
 class Waker:
-    """What each client does for set_wake: "logs" once until the lines are taken (a logger at 2,000 lines
-    a second must not post 2,000 wake-ups), the others every time. Safe from any thread."""
+    """A client's wake-up, as set_wake set it: callable from any thread, and before set_wake too (then it
+    does nothing). The fleet shares one among every engine of every host."""
 
-    def __init__(self) -> None:
-        self.fn: Wake | None = None
-        self._logs_told = False
+    fn: Wake | None = None
 
     def __call__(self, what: str) -> None:
-        if what == "logs":
-            if self._logs_told:
-                return
-            self._logs_told = True
         fn = self.fn
         if fn is not None:
             fn(what)
-
-    def logs_taken(self) -> None:
-        self._logs_told = False
 
 
 @runtime_checkable
@@ -52,8 +43,8 @@ class EngineClient(Protocol):
     def shutdown(self, done: Callable[[], None]) -> None: ...
     def set_wake(self, fn: Wake | None) -> None:
         """`fn(what)` is called, from any thread, as soon as there is something to take: "snapshot" (a new
-        one: a key's effect, a state change, figures at most 10 times a second), "logs" (once until
-        take_logs is called again) or "finished". A UI draws on it instead of polling."""
+        one: a key's effect, a state change, figures at most 10 times a second), "logs" (each time lines
+        arrive: the UI coalesces, tui/pacing.py) or "finished". A UI draws on it instead of polling."""
 
 
 @runtime_checkable

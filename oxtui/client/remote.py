@@ -78,7 +78,6 @@ class RemoteEngine:
         return self._snapshot
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
-        self._wake.logs_taken()
         return self._logs.take()
 
     def set_wake(self, fn: Wake | None) -> None:

@@ -64,7 +64,6 @@ class BridgedEngine:
         return self._snapshot
 
     def take_logs(self) -> tuple[list[LogBatch], int]:
-        self._wake.logs_taken()
         return self._logs.take()
 
     def set_wake(self, fn: Wake | None) -> None:

@@ -356,8 +356,9 @@ class OxtuiApp(App[int]):
         if self.logview.has_focus:
             text, what = self.logview.visible_text(), "the log lines on screen"
         elif row is not None and (p := self._process_snapshot(row.process)) is not None:
-            text = Text.from_markup(details_text(p, row_instance(row), now=snapshot_time(self._snapshot))).plain
-            what = f"{row.process}" + (f".{row.instance}" if row_instance(row) is not None else "") + "'s details"
+            slot = row_instance(row)
+            text = Text.from_markup(details_text(p, slot, now=snapshot_time(self._snapshot))).plain
+            what = row.process + ("" if slot is None else f".{slot}") + "'s details"
         else:
             self.notify("select a process or worker row (or focus the logs) to copy", severity="warning")
             return

@@ -86,6 +86,4 @@ class LogPane(Vertical):
         self.title_bar.set_class(self.view.has_focus, "focused")
         self.update_title()
 
-    def on_descendant_blur(self) -> None:
-        self.title_bar.set_class(False, "focused")
-        self.update_title()
+    on_descendant_blur = on_descendant_focus

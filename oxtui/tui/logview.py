@@ -82,9 +82,7 @@ class LogView(ScrollView, can_focus=True):
         self.follow = True
         self.dropped = 0
         self._colours: dict[str, Style] = {}
-        self._base = Style()                            # the pane's style, and the line styles on it (render_lines)
-        self._on_base: dict[Style, Style] = {}
-        self._offset = Offset(0, 0)
+        self._base, self._offset = Style(), Offset(0, 0)      # read once a frame (render_lines)
         self._width = 40
         self.wrap = False
         self._rows: list[tuple[int, int]] = []      # wrapped: (index in view, start in its text) per screen row
@@ -267,13 +265,9 @@ class LogView(ScrollView, can_focus=True):
         return style
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        # The pane's own style and the line styles on top of it, once a frame: rich_style walks every
-        # ancestor each time it is read, and it was read three times a line.
-        base = self.rich_style
-        if base != self._base:
-            self._base = base
-            self._on_base = {s: base + s for s in (TIME_STYLE, ERR_STYLE, EVENT_STYLE, Style())}
-        self._offset = self.scroll_offset      # (a property that is not cheap either)
+        # The pane's style and scroll offset once a frame, not once a line: both are properties that
+        # walk the widget's ancestors each time they are read.
+        self._base, self._offset = self.rich_style, self.scroll_offset
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
@@ -294,30 +288,25 @@ class LogView(ScrollView, can_focus=True):
             chunk = line.text.replace("\t", "    ")[start:start + self._text_width()]
             strip = Strip([Segment(" " * PREFIX), *self._highlight(chunk, body_style, index)])
             return strip.apply_style(base).extend_cell_length(width, base).crop(0, width)
-        prefix = format_ts(line.ts)[11:] + " "
-        source = f"{line.source:<10} "
+        head = [Segment(format_ts(line.ts)[11:] + " ", TIME_STYLE), Segment(f"{line.source:<10} ", self._colour(line.process)),
+                Segment(STREAM_MARK[line.stream] + " ", ERR_STYLE if line.stream == "err" else TIME_STYLE)]
         text = line.text.replace("\t", "    ")[:self._text_width()] if self.wrap else line.text
-        if scroll_x == 0 and self.pattern is None and text.isascii() and source.isascii() and text.isprintable():
+        if scroll_x == 0 and self.pattern is None and text.isascii() and text.isprintable() \
+                and line.source.isascii():
             # The common case, built as the strip it ends as: one cell per character, so the cut and
-            # the padding are counted here instead of by three copies of the strip (crop, extend).
-            room = max(0, width - len(prefix) - len(source) - 2)
-            on = self._on_base
-            body = text[:room]
-            return Strip([Segment(prefix, on[TIME_STYLE]), Segment(source, base + self._colour(line.process)),
-                          Segment(STREAM_MARK[line.stream] + " ", on[ERR_STYLE if line.stream == "err" else TIME_STYLE]),
-                          Segment(body, on[body_style]), Segment(" " * (room - len(body)), base)],
-                         len(prefix) + len(source) + 2 + room).crop(0, width)
-        segments = [
-            Segment(prefix, TIME_STYLE),
-            Segment(source, self._colour(line.process)),
-            Segment(STREAM_MARK[line.stream] + " ", ERR_STYLE if line.stream == "err" else TIME_STYLE),
-            *self._highlight(text, body_style, index),
-        ]
-        strip = Strip(segments).apply_style(base).crop(scroll_x, scroll_x + width)
-        return strip.extend_cell_length(width, base)
+            # the padding are counted here instead of by three copies of the strip (apply_style, crop,
+            # extend). (Rich caches base + style.)
+            used = sum(len(s.text) for s in head)
+            body = text[:max(0, width - used)]
+            return Strip([*(Segment(s.text, base + s.style) for s in head), Segment(body, base + body_style),
+                          Segment(" " * max(0, width - used - len(body)), base)],
+                         max(width, used)).crop(0, width)
+        strip = Strip([*head, *self._highlight(text, body_style, index)]).apply_style(base)
+        return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, base)
 
     def visible_text(self) -> str:
         """The lines on screen, as plain text (y copies them)."""
+        self._base, self._offset = self.rich_style, self.scroll_offset
         return "\n".join(self.render_line(y).text.rstrip() for y in range(self.size.height)).rstrip("\n")
 
     def _highlight(self, text: str, style: Style, index: int) -> list[Segment]:

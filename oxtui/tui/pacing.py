@@ -25,23 +25,24 @@ class Pacer:
         UI thread later and returns a handle with cancel()."""
         self.post, self.take_snapshot, self.take_logs = post, take_snapshot, take_logs
         self.call_later, self.clock, self.interval = call_later, clock, interval
-        self._snapshot_posted = False
+        self._posted: set[str] = set()      # what was posted and not taken yet: posted once until taken
         self._logs_at = float("-inf")       # when log lines were last taken
         self._timer: Any = None             # a take of log lines waiting for the interval to pass
 
     def woken(self, what: str) -> None:
-        """From the client's thread. One snapshot wake-up waits at a time (its take takes the newest);
-        the client itself wakes for logs once until they are taken."""
-        if what == "snapshot":
-            if self._snapshot_posted:
-                return
-            self._snapshot_posted = True
-        self.post(what)
+        """From the client's thread, as often as it likes (a logger at 2,000 lines a second wakes it for
+        each batch): one wake-up of a kind waits at a time, its take takes everything there is. "finished"
+        is taken as a snapshot is (the app looks at both there)."""
+        kind = "logs" if what == "logs" else "snapshot"
+        if kind in self._posted:
+            return
+        self._posted.add(kind)
+        self.post(kind)
 
     def handle(self, what: str) -> None:
         """On the UI thread, for what `post` brought."""
-        if what not in ("logs", "logs-due"):
-            self._snapshot_posted = False
+        if what == "snapshot":
+            self._posted.discard("snapshot")
             self.take_snapshot()
             return
         wait = self._logs_at + self.interval - self.clock()
@@ -51,7 +52,8 @@ class Pacer:
             self._timer = self.call_later(wait, lambda: self.post("logs-due"))
 
     def logs_taken(self) -> None:
-        """Log lines are being taken (by handle, or by a pull of everything)."""
+        """Log lines are being taken (by handle, or by a pull of everything): new ones wake the UI again."""
+        self._posted.discard("logs")
         if self._timer is not None:      # a take due later is not needed any more; left to run, each
             self._timer.cancel()         # such timer would start a chain of takes of its own
             self._timer = None
