@@ -10,6 +10,7 @@ messages. Nothing here waits on the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -127,10 +128,8 @@ class OxtuiApp(App[int]):
     # ---- what the engine pushes, and taking it (pacing.py says when) ------------------------------
 
     def _post_woke(self, what: str) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):     # the app's loop is closed: nobody to draw for
             self.post_message(EngineWoke(what))
-        except RuntimeError:        # the app's loop is closed: nobody to draw for
-            pass
 
     @on(EngineWoke)
     def _woke(self, msg: EngineWoke) -> None:
@@ -194,14 +193,14 @@ class OxtuiApp(App[int]):
         row = self.grid.selected()
         if row is None:
             return
-        name, instance = row.process, row_instance(row)
+        name, slot = row.process, row_instance(row)
+        self.push_screen(DetailsScreen(lambda: self._details(name, slot), live=not self._clock_free))
 
-        def render() -> str:
-            p = self._process_snapshot(name)
-            if p is None:
-                return f"{name} is gone (removed from the oxfile)"
-            return details_text(p, instance, now=snapshot_time(self._snapshot))
-        self.push_screen(DetailsScreen(render, live=not self._clock_free))
+    def _details(self, name: str, slot: int | None) -> str:
+        """A worker's (slot None: a process's) details as Rich markup, from the newest snapshot."""
+        p = self._process_snapshot(name)
+        return details_text(p, slot, now=snapshot_time(self._snapshot)) if p else \
+            f"{name} is gone (removed from the oxfile)"
 
     def _show_reloads(self, snap: Snapshot) -> None:
         self._show_reload_lines(reload_lines(snap, now=None if not self._clock_free else 0.0))
@@ -355,9 +354,9 @@ class OxtuiApp(App[int]):
         row = self.grid.selected()
         if self.logview.has_focus:
             text, what = self.logview.visible_text(), "the log lines on screen"
-        elif row is not None and (p := self._process_snapshot(row.process)) is not None:
+        elif row is not None and row.process and self._process_snapshot(row.process) is not None:
             slot = row_instance(row)
-            text = Text.from_markup(details_text(p, slot, now=snapshot_time(self._snapshot))).plain
+            text = Text.from_markup(self._details(row.process, slot)).plain
             what = row.process + ("" if slot is None else f".{slot}") + "'s details"
         else:
             self.notify("select a process or worker row (or focus the logs) to copy", severity="warning")
