@@ -50,7 +50,7 @@ async def test_an_attached_view_draws_on_the_engine_s_push_without_any_poll(tmp_
     worker's lines still reach the screen, pushed over the socket and woken by the reader thread."""
     import oxtui.tui.app as tui_app
     monkeypatch.setattr(tui_app, "CHECK_INTERVAL", 3600)
-    _, _, app = attached_to_a_running_engine(tmp_path, engine_process)
+    _, ep, app = attached_to_a_running_engine(tmp_path, engine_process)
     async with app.run_test(size=(120, 36)) as pilot:
         until = pilot_until(pilot)
         await until(lambda: "w:app:1:" in app.grid.rows_by_key, what="the rows")
@@ -61,7 +61,9 @@ async def test_an_attached_view_draws_on_the_engine_s_push_without_any_poll(tmp_
         await until(lambda: "w:app:2:" in app.grid.rows_by_key, what="the new worker's row")
         await until(lambda: any(l.source == "app.2" for l in list(app.logview.all)[seen:]), what="its lines")
         assert not pulls, "drawn by a poll, not by the engine's push"
-        app.detach()
+        ep.stop()                       # `oxtui down` from elsewhere: the view learns it when the socket ends
+        await until(lambda: app.exit_message is not None, 30, what="the view told the engine stopped")
+        assert "has stopped" in app.exit_message and not pulls
 
 
 @under_load

@@ -294,8 +294,11 @@ async def _select(pilot, app, key: str) -> None:
 
 
 @needs_ssh
-def test_fleet_tui_shows_every_host_and_a_key_acts_on_the_selected_host_only(lab, engines):
+def test_fleet_tui_shows_every_host_and_a_key_acts_on_the_selected_host_only(lab, engines, monkeypatch):
+    import oxtui.tui.app as tui_app
     from oxtui.tui.fleet import FleetApp
+    # no pull for an hour: all the view shows comes from the hosts' pushes waking it (FleetSession.set_wake)
+    monkeypatch.setattr(tui_app, "CHECK_INTERVAL", 3600)
     web1, web2 = lab.add("web1"), lab.add("web2")
     e1, e2 = engines(web1, "one"), engines(web2, "two")
     o1, o2 = e1.oxfile.resolve(), e2.oxfile.resolve()

@@ -81,6 +81,9 @@ stop_timeout = 2
             await until(pilot, lambda: "w:app:1:" in app.grid.rows_by_key, what="the new worker's row")
             await until(pilot, lambda: any(l.text == "hello from 1" for l in app.logview.all), what="its line")
             assert not pulls, "drawn by a poll, not by the engine's wake-up"
+            app.client.shutdown()           # stopped from elsewhere (as `oxtui down` does): the app learns it at once
+            await until(pilot, lambda: app.exit_message is not None, what="the app told the engine stopped")
+            assert "has stopped" in app.exit_message and not pulls
     asyncio.run(body())
 
 

@@ -27,6 +27,9 @@ async def test_the_log_filter_inverted_and_stderr_only():
         await pilot.press("e")
         assert "stderr only" in title(app)
         assert [l.text for l in app.logview.view] == ["flaky: unhandled error: connection reset by peer"]
+        await pilot.press("f", "f")     # f to the worker and back to no filter: stderr only stays
+        assert "stderr only" in title(app) and all(l.stream == "err" for l in app.logview.view)
+        await pilot.press("f", "exclamation_mark")   # the process again, inverted, as before
         await pilot.press("e", "exclamation_mark")
         assert len(app.logview.view) == len(mine) and "all but" not in title(app)
         await pilot.press("f", "f")     # f cycles: the worker, then no filter: nothing left to invert

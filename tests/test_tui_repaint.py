@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 
+from rich.cells import cell_len
 from test_tui_snapshots import T0, make_app
 from textual._compositor import Compositor
 
@@ -86,3 +87,33 @@ async def test_log_lines_and_a_new_header_repaint_no_row_of_the_grid(monkeypatch
         assert "3.7% CPU" in str(app.header.render())
         assert not rendered, f"grid lines repainted by log lines or the header: {dict(rendered)}"
         assert not layouts, "new log lines or a header's new figure laid the whole screen out again"
+
+
+async def test_every_log_line_is_the_pane_s_width_in_cells_whatever_it_holds():
+    """LogView draws a plain ASCII line straight into its strip, counting one cell per character; any
+    other line (wide characters, a tab, a control character, a search match, scrolled sideways) goes the
+    general way. A line one cell off shifts every cell after it on the terminal."""
+    app = make_app()
+    texts = ["plain ascii", "日本語のログ行 wide", "tab\there", "bell\x07 char", "x" * 300, "ünïcödé", "emoji 🚀 ok"]
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        app.client.logs = [LogBatch(200 + i, T0 + 50 + i, "web", 0, "out", b"x", 1, (t,)) for i, t in enumerate(texts)]
+        app.pull()
+        await pilot.pause()
+        view = app.logview
+        width = view.size.width
+        rows = {view.view[i].text: i - int(view.scroll_offset.y) for i in range(len(view.view) - len(texts), len(view.view))}
+        drawn: dict[int, dict[str, str]] = {}
+        for scroll_x in (0, 7):
+            view.scroll_to(x=scroll_x, animate=False, immediate=True)
+            await pilot.pause()
+            view.render_lines(view.size.region)        # the frame's offset and style, as a repaint reads them
+            drawn[scroll_x] = {}
+            for text, y in rows.items():
+                strip = view.render_line(y)
+                # the cells the terminal gets, counted from the text (a strip can be told a wrong length)
+                assert cell_len(strip.text) == width, (text, scroll_x, cell_len(strip.text))
+                drawn[scroll_x][text] = strip.text
+                if scroll_x == 0:
+                    assert text.replace("\t", "    ")[:40] in strip.text or len(text) > width, text
+        assert drawn[7]["plain ascii"][:width - 7] == drawn[0]["plain ascii"][7:], "scrolled sideways by 7 cells"

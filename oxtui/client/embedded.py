@@ -38,8 +38,7 @@ class EmbeddedEngine:
         self._thread = threading.Thread(target=self._main, name="oxtui engine", daemon=True)
         self._ready = threading.Event()
         self._snapshot: dict[str, Any] | None = None
-        self._dirty = True
-        self._publishing = False             # a publish is scheduled on the engine loop
+        self._publishing = False             # a publish is scheduled (the changes since the last one wait for it)
         self._published_at = float("-inf")   # the engine loop's time of the last one
         self._logs = BatchQueue(LOG_BUFFER_BYTES)
         self._wake = Waker()
@@ -199,7 +198,6 @@ class EmbeddedEngine:
         self.engine = engine
         engine.looked_at(+1)          # the TUI shows live metrics
         self._snapshot = engine.snapshot()
-        self._dirty = False
         self._ready.set()
         try:
             await engine.stopped.wait()
@@ -210,11 +208,10 @@ class EmbeddedEngine:
     def _on_change(self) -> None:
         """The engine changed something (engine thread, in the middle of its work): publish once this
         step is done, or, within PUBLISH_INTERVAL of the last one, when that interval ends."""
-        self._dirty = True
         if self._publishing:
             return
         self._publishing = True
-        assert self._loop is not None       # set before the engine exists
+        assert self._loop is not None       # set before the engine exists, and the engine calls this
         delay = self._published_at + PUBLISH_INTERVAL - self._loop.time()
         if delay > 0:
             self._loop.call_later(delay, self._publish)
@@ -223,10 +220,9 @@ class EmbeddedEngine:
 
     def _publish(self) -> None:
         self._publishing = False
-        if not self._dirty or self.headless or self.engine is None:
+        if self.headless or self.engine is None:
             return      # (before start() is done, the first snapshot is taken there)
-        self._dirty = False
-        self._published_at = asyncio.get_running_loop().time()
+        self._published_at = self._loop.time()      # type: ignore[union-attr] (set before the engine exists)
         self._snapshot = self.engine.snapshot()
         self._wake("snapshot")
 

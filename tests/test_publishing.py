@@ -1,0 +1,102 @@
+"""How an embedded engine publishes snapshots for its UI (client/embedded.py), against a fake loop and
+clock: a change after a quiet moment at once (after the step that made it), a burst of changes in one
+snapshot, then at most one per PUBLISH_INTERVAL; nothing while headless. And the reload toasts'
+decision (tui/model.reload_news), pure."""
+
+from __future__ import annotations
+
+from oxtui.client.embedded import PUBLISH_INTERVAL, EmbeddedEngine
+from oxtui.tui.model import reload_news
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.now = 50.0
+        self.due: list[tuple[float, object]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_soon(self, fn) -> None:
+        self.due.append((self.now, fn))
+
+    def call_later(self, delay: float, fn) -> None:
+        self.due.append((self.now + delay, fn))
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        ready = sorted((d for d in self.due if d[0] <= self.now), key=lambda d: d[0])
+        self.due = [d for d in self.due if d[0] > self.now]
+        for _, fn in ready:
+            fn()
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.built = 0
+
+    def snapshot(self) -> dict:
+        self.built += 1
+        return {"n": self.built}
+
+
+def embedded() -> tuple[EmbeddedEngine, FakeLoop, FakeEngine, list[str]]:
+    e = EmbeddedEngine(None)        # type: ignore[arg-type]  (never started: the loop and engine are fakes)
+    loop, engine, woken = FakeLoop(), FakeEngine(), []
+    e._loop, e.engine = loop, engine      # type: ignore[assignment]
+    e.set_wake(woken.append)
+    return e, loop, engine, woken
+
+
+def test_a_burst_of_changes_is_one_snapshot_published_once_the_step_is_done():
+    e, loop, engine, woken = embedded()
+    for _ in range(5):
+        e._on_change()                     # five changes in one step of the engine
+    assert engine.built == 0, "not in the middle of the engine's work"
+    loop.advance(0)
+    assert engine.built == 1 and woken == ["snapshot"] and e.snapshot() == {"n": 1}
+
+
+def test_after_a_publish_the_next_waits_for_the_interval_and_carries_every_change():
+    e, loop, engine, woken = embedded()
+    e._on_change()
+    loop.advance(0)
+    loop.advance(0.03)
+    e._on_change()
+    e._on_change()
+    loop.advance(0)
+    assert engine.built == 1, "within the interval of the last one"
+    loop.advance(PUBLISH_INTERVAL - 0.03 - 0.001)
+    assert engine.built == 1
+    loop.advance(0.002)
+    assert engine.built == 2 and woken == ["snapshot", "snapshot"]
+    loop.advance(5)
+    e._on_change()                         # quiet for 5 s: at once again
+    loop.advance(0)
+    assert engine.built == 3
+
+
+def test_a_headless_engine_builds_no_snapshot_for_a_ui():
+    e, loop, engine, woken = embedded()
+    e.headless = True
+    e._on_change()
+    loop.advance(1)
+    assert engine.built == 0 and woken == []
+
+
+def snap(state: str, why: str | None = None, kind: str = "reload") -> dict:
+    return {"processes": [{"name": "web", "reload": {"state": state, "why": why, "kind": kind, "reason": "canary died"}}]}
+
+
+def test_a_toast_when_a_reload_ends_and_only_then():
+    seen: dict[str, str] = {}
+    assert reload_news(snap("done"), seen) == [], "an outcome seen at the start is old news"
+    assert reload_news(snap("running"), seen) == []
+    assert reload_news(snap("failed"), seen, "web1/") == []     # the fleet's name for it is another process
+    assert reload_news(snap("failed"), seen) == [("web: canary died", "Reload failed, old instances kept", "error")]
+    assert reload_news(snap("failed"), seen) == [], "once"
+    reload_news(snap("running", kind="run"), seen)
+    assert reload_news(snap("done", kind="run"), seen) == [("web: run done, every instance completed", "Run",
+                                                            "information")]
+    reload_news(snap("running", why="schedule"), seen)
+    assert reload_news(snap("done", why="schedule"), seen) == [], "a schedule's tick says it under the grid"
