@@ -67,6 +67,11 @@ async def main() -> None:
             await pilot.pause(0.5)
             shots.append(app.save_screenshot("details.svg", str(OUT)))
             await pilot.press("escape")
+            # L: the logs full screen; e: stderr only (flaky's crashes and the workers' warnings)
+            await pilot.press("L", "e")
+            await pilot.pause(0.5)
+            shots.append(app.save_screenshot("logs-full.svg", str(OUT)))
+            await pilot.press("e", "L")
     finally:
         engine.shutdown()
         engine.join(30)
