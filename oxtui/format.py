@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -104,13 +105,13 @@ def clock(ts: float | None) -> str:
     return time.strftime("%H:%M:%S" if same_day else "%d %b %H:%M", local)
 
 
-def depends_text(p: dict) -> str:
+def depends_text(p: Mapping[str, Any]) -> str:
     """"after migrate (completed_successfully), db (ready)", or "" without depends_on."""
     deps = p.get("depends_on") or {}
     return "after " + ", ".join(f"{n} ({c})" for n, c in deps.items()) if deps else ""
 
 
-def schedule_text(p: dict) -> str:
+def schedule_text(p: Mapping[str, Any]) -> str:
     """"every 30s · next 12:30:00 · last completed 12:29:30", or "" when not scheduled."""
     s = p.get("schedule")
     if not s:
@@ -179,7 +180,7 @@ def fd3_hint(listen: str | None) -> str:
             "fd 3 instead (Node: server.listen({fd: 3}); uvicorn --fd 3; gunicorn takes it by itself)")
 
 
-def count_text(p: dict, up_word: str = "running") -> str:
+def count_text(p: Mapping[str, Any], up_word: str = "running") -> str:
     """How many of a process run, in a word a person reads right: "2/2 running" for a server; for a task
     (which ends by design) "done", "failed", "1/1 running", "next 12:30:00" (a schedule not run yet),
     "waiting" (for its depends_on), never "0/1" as if it were an outage."""

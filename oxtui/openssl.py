@@ -19,7 +19,7 @@ MODULES = ("ssl", "_ssl", "_hashlib")
 def block() -> None:
     """Before the engine's imports: `import ssl` fails as if Python had been built without it."""
     for name in MODULES:
-        sys.modules.setdefault(name, None)   # type: ignore[assignment]
+        sys.modules.setdefault(name, None)   # type: ignore[arg-type]
 
 
 def allow() -> None:

@@ -50,12 +50,15 @@ class Health(TypedDict):
     reason: str | None        # the last failed probe's reason
 
 
+ExitCause = Literal["crash", "not_found", "killed", "oom", "max_memory", "health", "reload", "stopped"]
+
+
 class ExitRecord(TypedDict):
     at: float                 # epoch seconds
     pid: int
     code: int | None
     signal: str | None        # "SIGKILL"
-    cause: Literal["crash", "not_found", "killed", "oom", "max_memory", "health", "reload", "stopped"]
+    cause: ExitCause
     note: str | None          # "command not found: node", "probably killed by the kernel's OOM killer ..."
     uptime_s: float
     instance: int
@@ -92,8 +95,13 @@ class ReloadSlot(TypedDict):
     state: str
 
 
+ReloadState = Literal["running", "done", "failed", "cancelled"]
+ReloadKind = Literal["rolling", "run"]
+ReloadWhy = Literal["reload", "schedule"]
+
+
 class ReloadSnapshot(TypedDict):
-    state: Literal["running", "done", "failed", "cancelled"]
+    state: ReloadState
     release: int
     slot: int | str | None
     step: str
@@ -101,9 +109,9 @@ class ReloadSnapshot(TypedDict):
     slots: list[ReloadSlot]
     started_at: float
     finished_at: float | None
-    kind: Literal["rolling", "run"]          # a task's "reload" runs it again
+    kind: ReloadKind                         # a task's "reload" runs it again
     tail: list[str]                          # a failed reload: the last lines of the instance that failed
-    why: Literal["reload", "schedule"]
+    why: ReloadWhy
 
 
 class LastRun(TypedDict):
@@ -243,7 +251,10 @@ def ok(result: Any) -> Reply:
 
 def error(text: str, usage: bool = False) -> Reply:
     """A refusal; `usage`: the request itself was wrong (the CLI exits 2 for it, as for bad arguments)."""
-    return {"ok": False, "error": text, **({"usage": True} if usage else {})}
+    reply: Reply = {"ok": False, "error": text}
+    if usage:
+        reply["usage"] = True
+    return reply
 
 
 def encode(obj: Any) -> bytes:

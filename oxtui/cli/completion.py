@@ -28,9 +28,9 @@ def annotate(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             for verb, sub in action.choices.items():
                 for a in sub._actions:
                     if a.dest == "name" and verb in NAMED_VERBS:
-                        a.complete = NAMES  # type: ignore[attr-defined]
+                        a.complete = NAMES
                     elif a.dest in ("oxfile", "config"):
-                        a.complete = shtab.FILE  # type: ignore[attr-defined]
+                        a.complete = shtab.FILE
     return parser
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..client.connection import Client, ControlError, NoEngine, status_of
 from ..format import BINDS_THE_PORT, count_text, explaining_line, fd3_hint, hint
@@ -133,7 +134,7 @@ def failures(snap: Snapshot) -> list[str]:
                 (w["state"] not in (WorkerState.RUNNING, WorkerState.COMPLETED) and w["restarts"] > 0):
             last = last_exit_text(w)
             why = w.get("reason") or (f"exited with {last}" if last else w["state"])
-            record = w.get("last_exit") or {}
+            record: dict[str, Any] = dict(w.get("last_exit") or {})
             said = record.get("note") or explaining_line(record.get("tail") or [])   # its reason, or its error
             said = "" if said in why else said
             if listens.get(name) and (BINDS_THE_PORT.search(said) or record.get("code") == 0):
@@ -150,7 +151,7 @@ def _ranges(slots: list[int]) -> str:
     """[0, 1, 2, 5] -> "0-2,5"."""
     parts: list[str] = []
     start = prev = slots[0]
-    for n in slots[1:] + [None]:       # type: ignore[list-item]
+    for n in slots[1:] + [None]:
         if n is not None and n == prev + 1:
             prev = n
             continue

@@ -23,7 +23,10 @@ def fleet_tui(names: list[str], fleet_file: Path | None) -> int:
     session.start()
     app = FleetApp(session)
     # Leaving (or losing the terminal) ends only this view and its SSH links: the engines run on their hosts.
-    Hangup(lambda: (session.close(), os._exit(0)))
+    def leave() -> None:
+        session.close()
+        os._exit(0)
+    Hangup(leave)
     try:
         app.run()
     finally:

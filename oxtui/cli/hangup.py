@@ -28,13 +28,13 @@ from types import FrameType
 class Hangup:
     """Runs `work` once on the first SIGHUP, from whichever thread sees it first."""
 
-    def __init__(self, work: Callable[[], None], freeze: Callable[[], None] | None = None):
+    def __init__(self, work: Callable[[], object], freeze: Callable[[], None] | None = None):
         self._work = work
         self._freeze = freeze
         self._lock = threading.Lock()
         self._done = False
         self._frozen = False
-        self._main = threading.main_thread().ident
+        self._main = threading.get_ident()   # built on the main thread (signal handlers can only be set there)
         # Set from the main thread, before Textual starts: the wakeup fd and the handler are per process.
         r, w = os.pipe()
         os.set_blocking(w, False)       # the C handler must never block in a signal context

@@ -117,11 +117,12 @@ def _from_journal(config: Config, name: str | None, instance: str | None, n: int
     out: list[Line] = []
     for row in r.stdout.splitlines():
         try:
-            e = json.loads(row)
-            message = e["MESSAGE"]
+            entry = json.loads(row)
+            message = entry["MESSAGE"]
             text = bytes(message).decode("utf-8", "replace") if isinstance(message, list) else message
-            out.append((0, int(e["__REALTIME_TIMESTAMP"]) / 1e6, f"{e['OXTUI_PROCESS']}.{e['OXTUI_INSTANCE']}",
-                        "err" if e.get("OXTUI_STREAM") == "stderr" else "out", text))
+            out.append((0, int(entry["__REALTIME_TIMESTAMP"]) / 1e6,
+                        f"{entry['OXTUI_PROCESS']}.{entry['OXTUI_INSTANCE']}",
+                        "err" if entry.get("OXTUI_STREAM") == "stderr" else "out", text))
         except (ValueError, KeyError, TypeError):
             continue
     return out[len(out) - n:] if n else []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import sys
@@ -265,7 +266,7 @@ def _follow(up: list[tuple[Host, HostLink]], args: argparse.Namespace, req: dict
             print(f"oxtui {args.verb}: {e}", file=sys.stderr)
             left[0] -= 1
             continue
-        link.request({"engine": oxfile, "req": req}, lambda m, n=h.name: on(n, m))
+        link.request({"engine": oxfile, "req": req}, functools.partial(on, h.name))
     try:
         while left[0] > 0 and not done.wait(0.5):
             pass

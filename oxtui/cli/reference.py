@@ -60,7 +60,7 @@ def _options(p: argparse.ArgumentParser) -> list[tuple[str, str]]:
     for a in p._actions:
         if a.help == argparse.SUPPRESS or isinstance(a, argparse._HelpAction):
             continue
-        flags = ", ".join(a.option_strings) or (a.metavar or a.dest)
+        flags = ", ".join(a.option_strings) or str(a.metavar or a.dest)
         if a.option_strings and a.nargs != 0:
             flags += f" {a.metavar or a.dest.upper()}"
         rows.append((str(flags), (a.help or "").replace("%%", "%")))

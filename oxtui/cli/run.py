@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from ..engine import Engine, EngineError
 from ..observers.sdnotify import under_systemd
 from ..oxfile.config import Config
+from ..protocol import LogBatch
 from .printer import Printer
 
 
@@ -42,7 +43,10 @@ async def _run(config: Config, background: bool, adopt: int | None, only: set[st
         if prints_everything(config.logs.stdout, os.environ):
             engine.logs.subscribers.append(printer.on_batch)
         else:
-            engine.logs.subscribers.append(lambda b: b.stream == "event" and printer.on_batch(b))
+            def events_only(b: LogBatch) -> None:
+                if b.stream == "event":
+                    printer.on_batch(b)
+            engine.logs.subscribers.append(events_only)
     try:
         if adopt is not None:
             await engine.adopt(adopt)     # an embedded engine moving to the background (handover.py)

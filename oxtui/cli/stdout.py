@@ -37,7 +37,7 @@ class _Guarded:
 
 def guard() -> None:
     if not isinstance(sys.stdout, _Guarded) and sys.stdout is not None:
-        sys.stdout = _Guarded(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _Guarded(sys.stdout)
 
 
 def closed() -> int:

@@ -13,9 +13,14 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..oxfile.config import Config
 from .hangup import Hangup
+
+if TYPE_CHECKING:      # imported late on purpose: an attached view never loads the engine
+    from ..client.embedded import EmbeddedEngine
+    from ..tui.app import OxtuiApp
 
 
 def open_tui(path: str, load_or_exit: Callable[[str], Config]) -> int:
@@ -50,8 +55,8 @@ class _Terminal:
     UI of the engine in this process, which then goes on headless."""
 
     def __init__(self) -> None:
-        self.engine = None      # the embedded engine, once one is being started
-        self.app = None         # its UI, once made
+        self.engine: EmbeddedEngine | None = None       # the embedded engine, once one is being started
+        self.app: OxtuiApp | None = None                # its UI, once made
         Hangup(self.hung_up, self.freeze)
 
     def hung_up(self) -> None:

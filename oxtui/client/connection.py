@@ -9,6 +9,7 @@ from pathlib import Path
 from shlex import quote
 from typing import Any, Self
 
+from ..protocol import Snapshot
 from ..runtime import socket_paths
 
 
@@ -76,7 +77,7 @@ class Client:
         raise ControlError("the engine closed the connection (it may be shutting down)")
 
 
-def status_of(oxfile: Path, timeout: float = 5) -> dict[str, Any] | None:
+def status_of(oxfile: Path, timeout: float = 5) -> Snapshot | None:
     """The running engine's snapshot for this oxfile, or None when none answers."""
     try:
         with Client(oxfile, timeout=timeout) as c:

@@ -37,14 +37,14 @@ class EmbeddedEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._main, name="oxtui engine", daemon=True)
         self._ready = threading.Event()
-        self._snapshot: dict[str, Any] | None = None
+        self._snapshot: Snapshot | None = None
         self._publishing = False             # a publish is scheduled (the changes since the last one wait for it)
         self._published_at = float("-inf")   # the engine loop's time of the last one
         self._logs = BatchQueue(LOG_BUFFER_BYTES)
         self._wake = Waker()
         self.headless = False
         self.handed_over: int | None = None      # the pid of the engine that took over
-        self._stop_callbacks: list[Callable[[], None]] = []
+        self._stop_callbacks: list[Callable[[], object]] = []
         self.finished = threading.Event()
 
     # ---- lifecycle (UI thread) --------------------------------------------------------------
@@ -61,7 +61,7 @@ class EmbeddedEngine:
         """Until start() has its answer: the engine runs, or it failed (then self.engine is None)."""
         self._ready.wait()
 
-    def shutdown(self, done: Callable[[], None] | None = None) -> None:
+    def shutdown(self, done: Callable[[], object] | None = None) -> None:
         """Stop every worker gracefully; `done` runs (on the engine thread) when all are stopped."""
         if self.handed_over is not None:
             return
@@ -88,7 +88,7 @@ class EmbeddedEngine:
     def set_wake(self, fn: Wake | None) -> None:
         self._wake.fn = fn
 
-    def hand_over(self, done: Callable[[Reply], None]) -> None:
+    def hand_over(self, done: Callable[[Reply], object]) -> None:
         """Move the engine and every worker into a background process (nothing restarts), then let
         this process go. `done` gets {"ok": True, "result": {"pid": ...}} or the reason it cannot."""
         if self._loop is None or self.engine is None or self.finished.is_set():
@@ -147,7 +147,7 @@ class EmbeddedEngine:
         if self._loop is not None and self.engine is not None:
             self._loop.call_soon_threadsafe(self.engine.looked_at, -1)
 
-    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
+    def command(self, req: dict[str, Any], done: Callable[[Reply], object] | None = None,
                 progress: Callable[[str], None] | None = None) -> None:
         """Run a command on the engine loop; `done` gets the reply on the engine thread."""
         if self._loop is None or self.engine is None or self.finished.is_set():
@@ -222,7 +222,8 @@ class EmbeddedEngine:
         self._publishing = False
         if self.headless or self.engine is None:
             return      # (before start() is done, the first snapshot is taken there)
-        self._published_at = self._loop.time()      # type: ignore[union-attr] (set before the engine exists)
+        assert self._loop is not None       # set before the engine exists
+        self._published_at = self._loop.time()
         self._snapshot = self.engine.snapshot()
         self._wake("snapshot")
 

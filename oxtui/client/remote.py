@@ -31,10 +31,10 @@ class RemoteEngine:
         """`path`: the control socket when it is not this user's (the fleet bridge run by root)."""
         self.oxfile, self.path, self.log_lines = oxfile, path, log_lines
         self.finished = threading.Event()
-        self._snapshot: dict[str, Any] | None = None
+        self._snapshot: Snapshot | None = None
         self._logs = BatchQueue(LOG_BUFFER_BYTES)
         self._client: Client | None = None
-        self._stop_callbacks: list[Callable[[], None]] = []
+        self._stop_callbacks: list[Callable[[], object]] = []
         self._lock = threading.Lock()
         self._detached = False
         self._wake = Waker()
@@ -83,7 +83,7 @@ class RemoteEngine:
     def set_wake(self, fn: Wake | None) -> None:
         self._wake.fn = fn
 
-    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
+    def command(self, req: dict[str, Any], done: Callable[[Reply], object] | None = None,
                 progress: Callable[[str], None] | None = None) -> None:
         def run() -> None:
             try:
@@ -98,7 +98,7 @@ class RemoteEngine:
 
         threading.Thread(target=run, name=f"oxtui {req.get('cmd')}", daemon=True).start()
 
-    def shutdown(self, done: Callable[[], None]) -> None:
+    def shutdown(self, done: Callable[[], object]) -> None:
         """Stop the engine and every worker; `done` runs once the engine has closed its socket."""
         with self._lock:
             if self.finished.is_set():

@@ -72,12 +72,12 @@ class DrainingServer(Server):
 try:
     from uvicorn_worker import UvicornWorker
 except ImportError:     # the worker class needs the uvicorn-worker package
-    UvicornWorker = None  # type: ignore[assignment,misc]
+    UvicornWorker = None
 
 if UvicornWorker is not None:
     from uvicorn_worker import _workers
 
-    class Worker(UvicornWorker):  # type: ignore[misc,valid-type]
+    class Worker(UvicornWorker):
         """gunicorn worker class: uvicorn_worker.UvicornWorker with the drain."""
 
         async def _serve(self) -> None:
@@ -92,7 +92,7 @@ if UvicornWorker is not None:
 def main() -> None:
     # uvicorn's own command line with every option, our Server. (`uvicorn.main` is also the name of
     # the command function in uvicorn's __init__, so the module is fetched by its full name.)
-    cli = importlib.import_module("uvicorn.main")
+    cli: Any = importlib.import_module("uvicorn.main")
     cli.Server = DrainingServer
     sys.argv[0] = "uvicorn"
     cli.main()

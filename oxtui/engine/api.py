@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..observers.sdnotify import Notifier
     from ..oxfile.config import Config, ProcessConfig
     from ..protocol import Snapshot
     from .events import EventHub
@@ -31,6 +32,7 @@ class EngineApi(Protocol):
     started_at: float
     recovered: dict[str, Any] | None
     deploying: Any                       # deploying.DeployState or None
+    service: Notifier                    # systemd's notify socket (MAINPID= on a hand-over)
 
     @property
     def stopping(self) -> bool: ...

@@ -12,7 +12,7 @@ import os
 import re
 import shlex
 import shutil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..oxfile.config import RunAs
@@ -66,6 +66,7 @@ def exec_form(command: str) -> str:
     if not tokens or "\n" in command or any(t in _CONTROL_TOKENS for t in tokens):
         return command
     m = _ASSIGN_RE.match(command.strip())
+    assert m is not None        # the pattern matches any text: both groups may be empty
     assigns, rest = m.group(1), m.group(2)
     first = rest.split(None, 1)[0] if rest.strip() else ""
     if not first or first in _FIRST_WORD_NO_EXEC:
@@ -77,7 +78,7 @@ def exec_form(command: str) -> str:
 def request(command: str, cwd: str, env: dict[str, str], listen_fd: int | None, run_as: RunAs | None) -> dict:
     """What the helper needs to start a process (the fds travel beside it)."""
     argv = command_argv(command)
-    req = {"argv": argv, "path": _which(argv[0], cwd, env.get("PATH", os.defpath)), "cwd": cwd, "env": env,
+    req: dict[str, Any] = {"argv": argv, "path": _which(argv[0], cwd, env.get("PATH", os.defpath)), "cwd": cwd, "env": env,
            "listen": listen_fd is not None}
     if run_as is not None:
         req.update(uid=run_as.uid, gid=run_as.gid, groups=list(run_as.groups))

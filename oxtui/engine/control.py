@@ -15,14 +15,35 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .. import __version__
 from ..batchqueue import BatchQueue
 from ..protocol import LogBatch, encode, error, ok
 from ..runtime import socket_path
 from .errors import CommandError, UsageError
-from .logquery import LogQuery
+from .logquery import LogQuery, Named
+
+if TYPE_CHECKING:
+    from ..protocol import Snapshot
+    from .events import EventHub
+    from .logs import LogHub
+
+
+class ControlHost(Named, Protocol):
+    """All the control socket uses of its engine (Engine satisfies it: mypy checks that, as a test)."""
+
+    logs: LogHub
+    events: EventHub
+    embedded: bool          # inside a TUI: that TUI moves it, not `oxtui upgrade`
+    background: bool
+
+    async def execute(self, req: dict[str, Any], progress: Callable[[str], None] | None = None) -> Any: ...
+    def snapshot(self) -> Snapshot: ...
+    def looked_at(self, viewer: int = 0) -> None: ...
+    def on_change(self, fn: Callable[[], None]) -> Callable[[], None]: ...
+    def hand_over(self, background: bool = True) -> int: ...
+    async def until_it_can_hand_over(self, progress: Callable[[str], None] | None, limit: float) -> None: ...
 
 MAX_REQUEST = 64 * 1024
 FEED_MAX_BYTES = 8 * 1024 * 1024
@@ -32,7 +53,7 @@ ANSWER_WAIT = 10.0         # for the answers being sent to be read, before an up
 
 
 class ControlServer:
-    def __init__(self, engine: Any, oxfile: Path):
+    def __init__(self, engine: ControlHost, oxfile: Path):
         self.engine = engine
         self.path = socket_path(oxfile)
         self._server: asyncio.base_events.Server | None = None
@@ -227,7 +248,7 @@ class ControlServer:
         n = req.get("logs", 2000)
         n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 2000
         changed = asyncio.Event()
-        self.engine.listeners.append(changed.set)
+        unlisten = self.engine.on_change(changed.set)
         self.engine.looked_at(+1)
         try:
             with LogFeed(self.engine.logs, None) as feed:
@@ -276,7 +297,7 @@ class ControlServer:
                     dirty.cancel()
                     gone.cancel()
         finally:
-            self.engine.listeners.remove(changed.set)
+            unlisten()
             self.engine.looked_at(-1)
 
 

@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..observers.notify import Notifications
@@ -36,6 +36,9 @@ from .snapshots import DiskCheck, engine_snapshot
 from .sockets import ListenError, bind_listener
 from .spawn import Spawner
 
+if TYPE_CHECKING:
+    from .control import ControlServer
+
 
 class Engine:
     def __init__(self, config: Config, *, control: bool = True):
@@ -50,7 +53,7 @@ class Engine:
         self.sampling = Sampling(self._live_workers, self._sampled, self.log, self._metrics_needed)
         self.listeners: list[Callable[[], None]] = []
         self._control_enabled = control
-        self._control = None
+        self._control: ControlServer | None = None
         self._lock = OxfileLock(config.path)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False

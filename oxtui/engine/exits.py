@@ -1,4 +1,5 @@
-"""Why an instance ended: the cause of an exit record, and the kernel's OOM counters (pure but for /proc).
+"""Why an instance ended: the cause of an exit record, its note and event line (`account`), and the kernel's
+OOM counters (pure but for /proc).
 
     crash      it exited on its own with a non-zero code
     not_found  exit 127: the shell (or the spawner) did not find the program
@@ -16,8 +17,9 @@
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
-from ..protocol import WorkerState
+from ..protocol import ExitCause, WorkerState
 
 
 def _cgroup_oom_file(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> str | None:
@@ -69,9 +71,9 @@ def oom_counters() -> tuple[int | None, int | None]:
     return _counter(_CGROUP_OOM, "oom_kill"), _counter("/proc/vmstat", "oom_kill")
 
 
-def classify(code: int | None, signal: str | None, why: str | None, stop_cause: str | None,
+def classify(code: int | None, signal: str | None, why: str | None, stop_cause: ExitCause | None,
              oom_before: tuple[int | None, int | None], oom_after: tuple[int | None, int | None],
-             task_done: bool = False) -> tuple[str, str | None]:
+             task_done: bool = False) -> tuple[ExitCause, str | None]:
     """(cause, a note or None). `why`: None for an exit on its own, "stop" for a stop oxtui asked for,
     else the restart reason oxtui gave; `stop_cause` says which kind of stop or restart it was."""
     if why is not None:
@@ -95,6 +97,31 @@ def classify(code: int | None, signal: str | None, why: str | None, stop_cause: 
     return "crash", None
 
 
+class Account(NamedTuple):
+    """What an ended process leaves: its exit record's cause and note, the event line, the worker's reason."""
+
+    cause: ExitCause
+    note: str | None
+    event: str
+    reason: str | None      # the worker's new reason; None keeps the one it has (a stop asked for)
+
+
+def account(pid: int, uptime: float, code: int | None, sig: str | None, why: str | None, stop_cause: ExitCause | None,
+            oom_before: tuple[int | None, int | None], task_done: bool, tail: list[str], program: str) -> Account:
+    """`why` as for classify(); `tail`: the last lines it wrote (a missing program says so there)."""
+    how = f"signal {sig}" if sig else f"code {code}"
+    cause, note = classify(code, sig, why, stop_cause, oom_before, oom_counters(), task_done)
+    unrunnable = cannot_run(code, tail, program) if why is None else None
+    if why is None:
+        note = unrunnable or note
+        reason = unrunnable or f"exited with {how}"
+        text = f"pid {pid} exited with {how} after {uptime:.1f}s" + (f" ({reason})" if code in (126, 127) else "")
+        return Account(cause, note, text, reason)
+    if why == "stop":
+        return Account(cause, note, f"pid {pid} stopped ({how})", None)
+    return Account(cause, why, f"pid {pid} restarted: {why}", why)
+
+
 def cannot_run(code: int | None, tail: list[str], program: str) -> str | None:
     """Why the program never ran, from the shell's codes: not found (127), not executable (126)."""
     if code == 127:
@@ -111,7 +138,7 @@ def restarts_after(mode: str, code: int | None, sig: str | None) -> bool:
     return mode == "on-failure" and (code != 0 or sig is not None)
 
 
-def state_after_exit(mode: str, role: str | None, code: int | None, sig: str | None, why: str | None) -> str:
+def state_after_exit(mode: str, role: str | None, code: int | None, sig: str | None, why: str | None) -> WorkerState:
     """Where a worker whose process is gone stands while its last output drains: never `running`.
     `why` is not None for a stop or a restart oxtui asked for; a `role` is a reload's surge or canary."""
     if why is not None:

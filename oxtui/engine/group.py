@@ -9,10 +9,10 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..oxfile.config import ProcessConfig
-from ..protocol import ExitRecord, ProcessSnapshot, WorkerState
+from ..protocol import ExitRecord, ProcessSnapshot, ReloadWhy, WorkerState
 from .deps import verdict
 from .envfiles import EnvNames
 from .errors import CommandError, UsageError
@@ -37,7 +37,8 @@ class GroupHost(Protocol):
     events: EventHub
     spawner: Spawner
     base_env: dict[str, str]
-    groups: Mapping[str, ProcessGroup]     # the others: depends_on reads their workers
+    @property
+    def groups(self) -> Mapping[str, ProcessGroup]: ...     # the others: depends_on reads their workers
 
     def socket_changed(self, group: ProcessGroup) -> None: ...
 
@@ -99,7 +100,7 @@ class ProcessGroup:
     def changed(self) -> None:
         self.engine.changed()
 
-    def publish(self, who: Worker | None, event: str, text: str, **fields: object) -> None:
+    def publish(self, who: Worker | None, event: str, text: str, **fields: Any) -> None:
         self.engine.events.publish(event, self.name, None if who is None else who.log_instance,
                                    None if who is None else who.last_pid, text, **fields)
 
@@ -319,7 +320,7 @@ class ProcessGroup:
             return
         run = self.schedule.last_run = {"at": at, "result": "running", "reason": None}
         if not self.cfg.is_task:
-            self.event(None, f"schedule: rolling reload ({self.cfg.schedule.text})")
+            self.event(None, f"schedule: rolling reload ({self.schedule.sched.text})")
 
         def done(t: asyncio.Task[bool]) -> None:
             if t.cancelled():
@@ -373,7 +374,7 @@ class ProcessGroup:
                 and not self.cfg.is_task and self._reload_task is not None:
             await asyncio.gather(asyncio.shield(self._reload_task), return_exceptions=True)
 
-    def begin_reload(self, progress: Callable[[str], None] | None = None, why: str = "reload") -> asyncio.Task[bool]:
+    def begin_reload(self, progress: Callable[[str], None] | None = None, why: ReloadWhy = "reload") -> asyncio.Task[bool]:
         """Start a rolling reload (for a task: a run of every instance); the task's result is True when every
         slot was replaced (every instance completed)."""
         if self.engine.stopping:

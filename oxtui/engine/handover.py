@@ -262,8 +262,9 @@ def describe(engine: EngineApi, helper: tuple[int, int] | None) -> tuple[dict[st
     assert engine.lock_fd is not None and engine.control is not None
     groups = []
     for g in engine.groups.values():
-        workers = [w.handover_info() for w in g.workers.values()]
-        if None in workers or not engine.spawner.quiet():
+        infos = [w.handover_info() for w in g.workers.values()]
+        workers = [i for i in infos if i is not None]
+        if len(workers) < len(infos) or not engine.spawner.quiet():
             raise NotNow("a worker has just exited", soon=True)
         for w, info in zip(g.workers.values(), workers):
             info["stdout"], info["stderr"] = fd(info["stdout"]), fd(info["stderr"])

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ctypes
 import time
+from typing import Any
 
 TRIM_EVERY = 30.0
 
+_malloc_trim: Any
 try:
     _malloc_trim = ctypes.CDLL(None).malloc_trim     # glibc; musl has none and needs none
 except (OSError, AttributeError):

@@ -217,7 +217,7 @@ class Keeper:
         if self.relaunch_at is not None:
             waits.append(max(0, int((self.relaunch_at - time.monotonic()) * 1000) + 1))
         if self.beat["usec"]:
-            waits.append(max(10, self.beat["usec"] // 4000))
+            waits.append(max(10, int(self.beat["usec"]) // 4000))
         return waits
 
     # ---- systemd's watchdog ---------------------------------------------------------------------------

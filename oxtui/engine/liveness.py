@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from ..protocol import Health, WorkerState
+from ..protocol import ExitCause, Health, WorkerState
 from . import checks
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ DEFAULT_READY_AFTER = 1.0
 
 class Live(Protocol):
     cfg: ProcessConfig
-    state: str
+    state: WorkerState
     ready: asyncio.Event
     health: Health | None
     health_passed: bool
@@ -35,7 +35,7 @@ class Live(Protocol):
     def current(self) -> Child | None: ...
     def mark_ready(self) -> None: ...
     def note(self, text: str) -> None: ...
-    def restart(self, reason: str, cause: str = "health") -> None: ...
+    def restart(self, reason: str, cause: ExitCause = "health") -> None: ...
     def changed(self) -> None: ...
     def probe_env(self) -> dict[str, str]: ...
 

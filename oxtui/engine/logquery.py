@@ -4,14 +4,24 @@ a time from which on. Made from a request and checked, then applied to log batch
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..protocol import LogBatch
 from .errors import UsageError
 
 if TYPE_CHECKING:
-    from .api import EngineApi
+    from .group import ProcessGroup
+
+
+class Named(Protocol):
+    """What a query needs of an engine: its processes by name (the control server's host is one)."""
+
+    @property
+    def groups(self) -> Mapping[str, ProcessGroup]: ...
+    def targets(self, name: Any) -> list[ProcessGroup]: ...
+
 
 STREAMS = ("out", "err", "event")
 
@@ -24,7 +34,7 @@ class LogQuery:
     since: float | None = None            # epoch seconds
 
     @classmethod
-    def of(cls, engine: EngineApi, req: dict[str, Any]) -> LogQuery:
+    def of(cls, engine: Named, req: dict[str, Any]) -> LogQuery:
         name, instance = req.get("name"), None
         if isinstance(name, str) and name not in engine.groups and (m := re.fullmatch(r"(.+)\.(\d+)", name)) \
                 and m.group(1) in engine.groups:

@@ -108,7 +108,7 @@ class LogHub:
         self._retry: asyncio.Task[None] | None = None
         self.journal: Journald | None = None        # every worker line to the journal too, when on
         self.seq = 0
-        self.subscribers: list[Callable[[LogBatch], None]] = []
+        self.subscribers: list[Callable[[LogBatch], object]] = []
         # Called when a file keeps small writes back: the engine flushes them shortly after, so an
         # idle engine has no flush timer ticking.
         self.on_pending: Callable[[], None] | None = None

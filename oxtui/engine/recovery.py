@@ -121,7 +121,7 @@ def merge(engine: EngineApi, inv: dict[str, Any], saved: dict[str, Any] | None,
         for saved_info in old.get("workers", []):
             info = dict(saved_info)
             pid, role = info.get("pid"), info.pop("role", None)
-            if pid in keeper:
+            if pid is not None and pid in keeper:
                 claimed.add(pid)
                 info["stdout"], info["stderr"] = keeper[pid]["pipes"]
                 if info["state"] not in LIVE:       # stopping when the engine died: it runs on
@@ -134,9 +134,9 @@ def merge(engine: EngineApi, inv: dict[str, Any], saved: dict[str, Any] | None,
                     info.update(state=WorkerState.BACKOFF, pid=None, restarts=info.get("restarts", 0) + 1)
             if role is None:
                 slots[info["slot"]] = info
-            elif pid in alive and role == "canary":
+            elif pid is not None and pid in alive and role == "canary":
                 unwanted.append((pid, [info["stdout"], info["stderr"]]))
-            elif pid in alive:
+            elif pid is not None and pid in alive:
                 candidates.append((pid, info))      # a reload's surge instance
         for pid, w in keeper.items():               # started in the journal's last fraction of a second
             tag = w["tag"] or {}

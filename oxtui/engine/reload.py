@@ -13,10 +13,10 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..oxfile.values import surge_count
-from ..protocol import ReloadSlot, ReloadSnapshot
+from ..protocol import ReloadKind, ReloadSlot, ReloadSnapshot, ReloadState, ReloadWhy
 from . import checks
 from .sockets import bind_listener
 
@@ -37,7 +37,7 @@ class ReloadHost(Protocol):
 
     def new_worker(self, slot: int, role: str | None = None, listen_fd: int | None = None) -> Worker: ...
     def event(self, who: Worker | None, text: str) -> None: ...
-    def publish(self, who: Worker | None, event: str, text: str, **fields: object) -> None: ...
+    def publish(self, who: Worker | None, event: str, text: str, **fields: Any) -> None: ...
     def changed(self) -> None: ...
 
 DEFAULT_TIMEOUT = 30.0
@@ -50,12 +50,12 @@ class ReloadFailed(Exception):
 class Run:
     """What a reload of either kind shows in status and the UI (RollingReload, TaskRun)."""
 
-    kind = "rolling"
+    kind: ReloadKind = "rolling"
 
     def __init__(self, group: ReloadHost, release: int, progress: Callable[[str], None] | None,
-                 why: str = "reload"):
+                 why: ReloadWhy = "reload"):
         self.group, self.release, self.progress, self.why = group, release, progress, why
-        self.state = "running"       # running -> done | failed | cancelled
+        self.state: ReloadState = "running"       # running -> done | failed | cancelled
         self.slot: int | str | None = None
         self.step = "starting"
         self.reason: str | None = None
@@ -69,7 +69,7 @@ class Run:
         return self.state == "running"
 
     def snapshot(self) -> ReloadSnapshot:
-        return {"state": self.state, "release": self.release, "slot": self.slot, "step": self.step,  # type: ignore
+        return {"state": self.state, "release": self.release, "slot": self.slot, "step": self.step,
                 "reason": self.reason, "slots": [ReloadSlot(**s) for s in self.slots], "started_at": self.started,
                 "finished_at": self.finished, "kind": self.kind, "tail": list(self.tail), "why": self.why}
 
@@ -90,7 +90,7 @@ class Carried:
 
 class RollingReload(Run):
     def __init__(self, group: ReloadHost, release: int, progress: Callable[[str], None] | None,
-                 why: str = "reload"):
+                 why: ReloadWhy = "reload"):
         super().__init__(group, release, progress, why)
         self._drains: list[asyncio.Future[None]] = []
 
@@ -214,7 +214,7 @@ class RollingReload(Run):
     async def _replace(self, slot: int) -> None:
         group = self.group
         old = group.workers.get(slot)
-        record = {"slot": slot, "old_pid": old.pid if old else None, "new_pid": None, "state": "starting"}
+        record: ReloadSlot = {"slot": slot, "old_pid": old.pid if old else None, "new_pid": None, "state": "starting"}
         self.slots.append(record)
         new = group.new_worker(slot, role="surge")
         group.extra.append(new)
@@ -256,7 +256,7 @@ class RollingReload(Run):
         record["state"] = "done"
         self.group.changed()
 
-    async def _wait_ready(self, worker: Worker, deadline: float, who: str, record: dict | None = None) -> None:
+    async def _wait_ready(self, worker: Worker, deadline: float, who: str, record: ReloadSlot | None = None) -> None:
         while worker.last_pid is None and not worker.ended.is_set():
             await asyncio.sleep(0.01)
         if record is not None:

@@ -100,7 +100,7 @@ def _schedule_snapshot(self: Any) -> ScheduleSnapshot | None:
         return None
     return {"cron": sched.cron, "every": sched.every, "timezone": sched.timezone, "text": sched.text,
             "next_run": self.schedule.next_run if self.schedule else None,
-            "last_run": dict(self.schedule.last_run) if self.schedule and self.schedule.last_run else None}
+            "last_run": self.schedule.last_run.copy() if self.schedule and self.schedule.last_run else None}
 
 def _release(w: Any, root: Any) -> str | None:
     """The deploy's release this instance runs from (releases/NAME/...), by the folder it was started in;

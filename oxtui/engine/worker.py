@@ -20,16 +20,16 @@ import os
 import signal
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..oxfile.config import ProcessConfig
-from ..protocol import LIVE_STATES, ExitRecord, Health, WorkerState
+from ..oxfile.values import program_of
+from ..protocol import LIVE_STATES, ExitCause, ExitRecord, Health, WorkerState
 from .approval import Approval
 from .backoff import RestartPolicy
 from .commandline import instance_env
 from .envfiles import read_env_files
-from .exitreport import ExitReport
-from .exits import oom_counters, restarts_after, state_after_exit
+from .exits import account, oom_counters, restarts_after, state_after_exit
 from .liveness import become_ready, health_loop
 from .output import Output
 from .procgroup import end_group, kill_group, signal_process, still_child_of
@@ -43,14 +43,17 @@ if TYPE_CHECKING:
 class WorkerHost(Protocol):
     """All a worker may use of its process group; it never reaches further up (to the engine)."""
 
-    base_env: dict[str, str]
-    listen_fd: int | None
-    spawner: Spawner
+    @property
+    def base_env(self) -> dict[str, str]: ...
+    @property
+    def listen_fd(self) -> int | None: ...
+    @property
+    def spawner(self) -> Spawner: ...
 
     def event(self, who: Worker | None, text: str) -> None: ...
     def output(self, who: Worker, stream: str, blob: bytes) -> LogBatch: ...
     def changed(self) -> None: ...
-    def publish(self, who: Worker, event: str, text: str, **fields: object) -> None: ...
+    def publish(self, who: Worker, event: str, text: str, **fields: Any) -> None: ...
     def record_exit(self, who: Worker, record: ExitRecord) -> None: ...
 
 
@@ -59,13 +62,13 @@ KILLED_STATUS = 0x09   # the wait status of a SIGKILLed process
 HISTORY = 20           # readiness and health changes kept per worker (the details screen)
 
 
-class Worker(ExitReport):
+class Worker:
     def __init__(self, group: WorkerHost, slot: int, cfg: ProcessConfig, release: int, role: str | None = None,
                  listen_fd: int | None = None):
         self.group, self.slot, self.cfg, self.release = group, slot, cfg, release
         self.role = role                         # None, "surge" (reload replacement) or "canary"
         self._listen_fd = listen_fd              # the canary's private socket instead of the shared one
-        self.state = WorkerState.STOPPED
+        self.state: WorkerState = WorkerState.STOPPED
         self.pid: int | None = None              # the live process, None between processes
         self.last_pid: int | None = None         # the most recent process, alive or not
         self.restarts = 0
@@ -80,7 +83,7 @@ class Worker(ExitReport):
         self.cpu_seconds = 0.0                   # over every process this slot has had (a counter)
         self.last_exit: ExitRecord | None = None  # survives restarts
         self.out = Output(lambda stream, blob: group.output(self, stream, blob), self._on_lines)
-        self._stop_cause: str | None = None       # what kind of stop or restart oxtui asked for
+        self._stop_cause: ExitCause | None = None       # what kind of stop or restart oxtui asked for
         self._oom_before: tuple[int | None, int | None] = (None, None)
         self._exit_heard: tuple[int, int] | None = None
         # readiness and health changes, as [at, text] lists: the JSON form, so that a snapshot (1000
@@ -131,7 +134,7 @@ class Worker(ExitReport):
         """No process and no supervising task: start() would launch one."""
         return self._task is None or self._task.done()
 
-    async def stop(self, cause: str = "stopped") -> None:
+    async def stop(self, cause: ExitCause = "stopped") -> None:
         """Stop gracefully (stop_signal, stop_timeout, then SIGKILL of the group) and wait. `cause` goes
         into the exit record: "stopped" on request, "reload" when a reload drains it."""
         if self.state == WorkerState.WAITING:
@@ -148,7 +151,7 @@ class Worker(ExitReport):
         if self._task is not None:
             await asyncio.shield(self._task)
 
-    def restart(self, reason: str, cause: str = "health") -> None:
+    def restart(self, reason: str, cause: ExitCause = "health") -> None:
         """Replace the running process (gracefully), as after a crash; `cause` ("health", "max_memory")
         goes into the exit record."""
         if self._child is not None and self.state in (WorkerState.STARTING, WorkerState.RUNNING):
@@ -235,7 +238,7 @@ class Worker(ExitReport):
 
     # ---- supervision ----------------------------------------------------------------------
 
-    def _set(self, state: str) -> None:
+    def _set(self, state: WorkerState) -> None:
         self.state = state
         self.group.changed()
 
@@ -253,7 +256,7 @@ class Worker(ExitReport):
         elif info["state"] == WorkerState.BACKOFF:
             self.start()
         else:
-            self.state = info["state"]     # stopped, exited or errored: left as they were
+            self.state = WorkerState(info["state"])     # stopped, exited or errored: left as they were
 
     def keeper_tag(self) -> dict:
         """What the keeper knows of this worker's process: whose it is, and how a stop ends it."""
@@ -388,7 +391,7 @@ class Worker(ExitReport):
         else:
             self._set(WorkerState.STARTING)       # it was still starting: its readiness is watched from here
             helpers.append(loop.create_task(become_ready(self, child)))
-        stop_wait = loop.create_task(self._stop.wait())
+        stop_wait: asyncio.Future[Any] = loop.create_task(self._stop.wait())
         try:
             await asyncio.wait([exited, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             why: str | None
@@ -416,9 +419,24 @@ class Worker(ExitReport):
         # What it wrote before it died (a traceback) belongs in the exit record and before the exit event.
         await self.out.drained()
         self.ended.set()
-        self._record_exit(child.pid, uptime, why)
-        self._say_exit(child.pid, uptime, why)
+        self._report_exit(child.pid, uptime, why)
         return uptime, why
+
+    def _report_exit(self, pid: int, uptime: float, why: str | None) -> None:
+        """The exit record (status, the details screen), then the event line."""
+        task_done = why is None and not self._restarts_after_exit()
+        said = account(pid, uptime, self.exit_code, self.exit_signal, why, self._stop_cause, self._oom_before,
+                       task_done, self.tail_lines(), program_of(self.cfg.command))
+        self._stop_cause = None
+        record: ExitRecord = {"at": round(time.time(), 3), "pid": pid, "code": self.exit_code,
+                              "signal": self.exit_signal, "cause": said.cause, "note": said.note,
+                              "uptime_s": round(uptime, 3), "instance": self.slot, "release": self.release,
+                              "tail": self.tail_lines()}
+        if self.role is None:
+            self.last_exit = record
+        self.group.record_exit(self, record)
+        self.reason = said.reason or self.reason
+        self.group.event(self, said.event)
 
     async def _terminate(self, child: Child, exited: asyncio.Future[int]) -> None:
         self._set(WorkerState.STOPPING)

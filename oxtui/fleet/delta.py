@@ -13,6 +13,7 @@ Pure functions: the bridge makes the patches, the fleet client applies them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 ORDER = "#order"      # keyed form: the keys in the list's order
@@ -25,7 +26,7 @@ def _worker_key(w: dict[str, Any]) -> str:
     return f"{w['instance']}:{w.get('role') or ''}"
 
 
-def keyed(snap: dict[str, Any]) -> dict[str, Any]:
+def keyed(snap: Mapping[str, Any]) -> dict[str, Any]:
     """A snapshot with its processes and their workers as dicts (plus their order)."""
     procs: dict[str, Any] = {ORDER: [p["name"] for p in snap["processes"]]}
     for p in snap["processes"]:

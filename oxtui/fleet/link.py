@@ -15,6 +15,7 @@ slow or dead host therefore never holds up another.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import shlex
@@ -113,7 +114,7 @@ class HostLink:
                     self.on_up()
                 while self._proc is not None and not self._closed.is_set():
                     started = time.monotonic()
-                    self.request({"ping": time.time()}, lambda m, t=started: self._pong(t))
+                    self.request({"ping": time.time()}, functools.partial(self._pong, started))
                     if self._gone.wait(PING_EVERY):
                         break
                 reason = "the connection dropped" if not self._closed.is_set() else None
@@ -139,7 +140,7 @@ class HostLink:
             return "the connection dropped"
         return explain(self.host, self._stderr_tail, code) if self._stderr_tail else "the connection dropped"
 
-    def _pong(self, started: float) -> None:
+    def _pong(self, started: float, _reply: dict[str, Any]) -> None:
         self.rtt = time.monotonic() - started
 
     def _down(self, reason: str) -> None:
@@ -159,7 +160,8 @@ class HostLink:
         proc, self._proc = self._proc, None
         if proc is not None:
             try:
-                proc.stdin.close()           # the bridge ends with its stdin
+                if proc.stdin is not None:
+                    proc.stdin.close()       # the bridge ends with its stdin
             except OSError:
                 pass
             try:

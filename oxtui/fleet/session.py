@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..batchqueue import BatchQueue
 from ..client.link import LOG_BUFFER_BYTES, Wake, Waker
@@ -47,8 +47,8 @@ class BridgedEngine:
             self._keyed = m["snapshot"]
         elif "delta" in m and self._keyed is not None:
             self._keyed = delta.patch(self._keyed, m["delta"])
-        if "snapshot" in m or "delta" in m:
-            self._snapshot = delta.unkeyed(self._keyed)   # type: ignore[arg-type]
+        if ("snapshot" in m or "delta" in m) and self._keyed is not None:
+            self._snapshot = cast(Snapshot, delta.unkeyed(self._keyed))
             self._wake("snapshot")
         for raw in m.get("batches", ()):
             self._logs.add(LogBatch.from_wire(raw))
@@ -69,7 +69,7 @@ class BridgedEngine:
     def set_wake(self, fn: Wake | None) -> None:
         self._wake.fn = fn
 
-    def command(self, req: dict[str, Any], done: Callable[[Reply], None] | None = None,
+    def command(self, req: dict[str, Any], done: Callable[[Reply], object] | None = None,
                 progress: Callable[[str], None] | None = None) -> None:
         answered = [False]
 
@@ -87,7 +87,7 @@ class BridgedEngine:
                     done(error(f"{self.link.host.name}: {m.get('lost') or 'no answer'}"))
         self.link.request({"engine": self.oxfile, "req": req}, on)
 
-    def shutdown(self, done: Callable[[], None]) -> None:
+    def shutdown(self, done: Callable[[], object]) -> None:
         self.command({"cmd": "shutdown"}, lambda reply: done())
 
     def detach(self) -> None:

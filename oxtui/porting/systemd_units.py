@@ -88,22 +88,23 @@ def units_for(p: ProcessConfig, oxfile: Path, user: str | None, path_env: str) -
         "",
     ]
     out[f"{n}@.service"] = "\n".join(service)
-    ticks = p.schedule is not None and p.schedule.every is not None
-    if ticks and p.is_task:
+    sched = p.schedule if p.schedule is not None and p.schedule.every is not None else None
+    ticks = sched is not None
+    if sched is not None and p.is_task:
         # One timer per instance (NAME@.timer starts NAME@%i.service): a timer must start a unit that
         # ends between runs. Pointed at the target, as before, it ran once: a target stays active, and
         # starting an active unit does nothing. AccuracySec: systemd's default of a minute would run an
         # `every = "5s"` task about once a minute. A tick while the last run goes on is merged into it,
         # as oxtui skips it.
-        out[f"{n}@.timer"] = _timer(p, oxfile, f"{n}@%i.service", f"instance %i: {p.schedule.text}")
-    elif ticks:
+        out[f"{n}@.timer"] = _timer(p, oxfile, f"{n}@%i.service", f"instance %i: {sched.text}")
+    elif sched is not None:
         # A long-running process: oxtui reloads it at each tick. systemd has no rolling reload, so its
         # timer restarts every instance through a oneshot (starting a running service would do nothing).
-        out[f"{n}-tick.timer"] = _timer(p, oxfile, f"{n}-tick.service", f"restart at each tick, {p.schedule.text}")
+        out[f"{n}-tick.timer"] = _timer(p, oxfile, f"{n}-tick.service", f"restart at each tick, {sched.text}")
         out[f"{n}-tick.service"] = "\n".join([
             f"# Made by `oxtui export systemd` from {oxfile}: [processes.{p.name}.schedule] every.",
             "[Unit]",
-            f"Description={n}: restart every instance ({p.schedule.text})",
+            f"Description={n}: restart every instance ({sched.text})",
             "",
             "[Service]",
             "Type=oneshot",

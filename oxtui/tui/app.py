@@ -79,7 +79,7 @@ class OxtuiApp(App[int]):
         self.stopping = False
         self.detaching = False
         self.exit_message: str | None = None
-        self._snapshot: dict[str, Any] | None = None
+        self._snapshot: Snapshot | None = None
         self._reload_states: dict[str, str] = {}
         self._shown: dict[int, str] = {}      # what each line shows now (_set)
         self.pacer = Pacer(self._post_woke, self.pull_snapshot, self.pull_logs,

@@ -19,14 +19,14 @@ from typing import Any
 from ..client.link import EngineClient
 from ..fleet.session import BridgedEngine, FleetHost, FleetSession, down_cells, engine_label, host_line
 from ..format import count_text, human_bytes, human_duration
-from ..protocol import LogBatch, WorkerState
+from ..protocol import LogBatch, Snapshot, WorkerState
 from .app import OxtuiApp
 from .keys import bindings
 from .model import History, Row, build_rows, process_info, reload_lines
 from .screens import DetailsScreen, SearchScreen
 
 
-def host_row(h: FleetHost, snaps: list[dict[str, Any]]) -> Row:
+def host_row(h: FleetHost, snaps: list[Snapshot]) -> Row:
     workers = [w for s in snaps for p in s["processes"] for w in p["workers"] if not w.get("role")]
     running = sum(1 for w in workers if w["state"] == WorkerState.RUNNING)
     cpu = sum((w.get("cpu_percent") or 0) for w in workers) + sum(s["engine"].get("cpu_percent", 0) for s in snaps)
@@ -44,7 +44,7 @@ def host_row(h: FleetHost, snaps: list[dict[str, Any]]) -> Row:
     return Row(f"h:{h.name}", "host", "", None, None, cells, "up" if up else "down", host=h.name)
 
 
-def engine_row(host: str, view: BridgedEngine, snap: dict[str, Any]) -> Row:
+def engine_row(host: str, view: BridgedEngine, snap: Snapshot) -> Row:
     eng = snap["engine"]
     procs = snap["processes"]
     running = sum(1 for p in procs for w in p["workers"] if w["state"] == WorkerState.RUNNING and not w.get("role"))
@@ -59,7 +59,7 @@ class FleetApp(OxtuiApp):
     BINDINGS = bindings(("app", "fleet"))
 
     def __init__(self, session: FleetSession, **kw: Any):
-        super().__init__(_NoEngine(), "fleet", **kw)   # type: ignore[arg-type]
+        super().__init__(_NoEngine(), "fleet", **kw)
         self.session = session
         self.histories: dict[tuple[str, str], History] = {}
         self._seen: tuple = ()

@@ -8,6 +8,7 @@ same row key, so the selection never jumps.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from rich.text import Text
 from textual.message import Message
@@ -17,7 +18,7 @@ from textual.widgets.data_table import ColumnKey, RowKey
 from ..protocol import WorkerState
 from .model import COLUMNS, COMPACT, COMPACT_BELOW, Row
 
-STATE_STYLES = {
+STATE_STYLES: dict[str, str] = {
     WorkerState.WAITING: "cyan",
     WorkerState.RUNNING: "green",
     WorkerState.STARTING: "yellow",
@@ -70,17 +71,17 @@ class WorkerGrid(DataTable):
         self.rows_by_key: dict[str, Row] = {}
         self._order: list[str] = []
         self._columns: tuple[int, ...] = ()
-        self.sort = "slot"
+        self.sorted_by = "slot"
 
     def _label(self, col: int) -> str:
         """The column title, with ▼ on the one the workers are sorted by."""
         name, width = COLUMNS[col]
-        if SORT_COLUMN.get(self.sort) != col:
+        if SORT_COLUMN.get(self.sorted_by) != col:
             return name
         return f"{name}▼" if len(name) < width else f"{name[:width - 1]}▼"
 
     def set_sort(self, sort: str) -> None:
-        self.sort = sort
+        self.sorted_by = sort
         for col in self._columns:
             self.columns[ColumnKey(str(col))].label = Text(self._label(col))
         self._require_update_dimensions = True
@@ -134,9 +135,10 @@ class WorkerGrid(DataTable):
         are dropped, and only their lines are repainted. This reaches into DataTable's caches (Textual
         8.2, pinned for the tests, which check what is painted); without them it falls back."""
         try:
-            data, cell_cache, row_cache = self._data, self._cell_render_cache, self._row_render_cache
-            lines, renderables, count = self._line_cache, self._row_renderable_cache, self._update_count
-            locations, offsets = self._row_locations, self._get_offsets
+            table: Any = self       # private: their types are Textual's business, their keys are read below
+            data, cell_cache, row_cache = table._data, table._cell_render_cache, table._row_render_cache
+            lines, renderables, count = table._line_cache, table._row_renderable_cache, table._update_count
+            locations, offsets = table._row_locations, table._get_offsets
         except AttributeError:
             for key, cells in changed.items():
                 for col, value in cells:

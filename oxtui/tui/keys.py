@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,11 @@ NOTES = ("CPU% is percent of one core, summed over the worker's process tree (4 
 FOOTER_FIRST = ("help", "quit_app")
 
 
-def bindings(where: tuple[str, ...] = ("app",)) -> list[Binding]:
+def bindings(where: tuple[str, ...] = ("app",)) -> list[BindingType]:
     keys = [k for k in KEYS if k.binding is not None and k.where in where and k.action is not None]
     keys.sort(key=lambda k: k.action not in FOOTER_FIRST)
-    return [Binding(k.binding, k.action, k.label or k.palette or k.doc, show=k.label is not None,
-                    key_display=k.key_display) for k in keys]
+    return [Binding(k.binding or "", k.action or "", k.label or k.palette or k.doc, show=k.label is not None,
+                    key_display=k.key_display) for k in keys]       # (both set: filtered above)
 
 
 def help_text() -> str:

@@ -101,10 +101,10 @@ def ready_health(w: WorkerSnapshot, p: ProcessSnapshot | None = None) -> str:
         reason = w.get("reason") or ""
         if reason.startswith("blocked"):
             return "blocked"
-        sched = (p or {}).get("schedule")
+        sched = p.get("schedule") if p else None
         if reason.startswith("scheduled") and sched:
             return f"at {clock(sched.get('next_run'))}"
-        deps = list((p or {}).get("depends_on") or {})
+        deps = list((p.get("depends_on") if p else None) or {})
         return f"after {','.join(deps)}" if deps else "waiting"
     if w["state"] not in LIVE_STATES:
         return "-"
@@ -143,8 +143,8 @@ def reload_summary(rl: ReloadSnapshot | None) -> str:
 
 def snapshot_time(snapshot: Snapshot | None) -> float | None:
     """When the snapshot was taken ("2m ago" is counted from it, so a picture of it never changes)."""
-    eng = (snapshot or {}).get("engine") or {}
-    if "started_at" in eng and "uptime_s" in eng:
+    eng = snapshot.get("engine") if snapshot else None
+    if eng and "started_at" in eng and "uptime_s" in eng:
         return eng["started_at"] + eng["uptime_s"]
     return None
 
@@ -203,7 +203,7 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
                 human_duration(w.get("uptime_s"), coarse=True),
                 last_exit(w, now),
                 # the release's sha first (4 digits: the column is 12 wide), then readiness
-                (f"@{deployed_release(w).rsplit('-', 1)[-1][:4]} " if show_release and deployed_release(w) else "")
+                (f"@{rel.rsplit('-', 1)[-1][:4]} " if show_release and (rel := deployed_release(w)) else "")
                 + ready_health(w, p),
             )
             rows.append(Row(key, "worker", name, w["instance"], w.get("role"), cells, w["state"]))
@@ -264,7 +264,7 @@ def recovered_text(snapshot: Snapshot, short: bool = False) -> str:
 
 def log_error_text(snapshot: Snapshot, short: bool = False) -> str:
     """" · logs not written: web (ENOSPC, 3320 lines)": a log file that cannot be written, as it lasts."""
-    bad = [(p["name"], p["log_error"]) for p in snapshot.get("processes", []) if p.get("log_error")]
+    bad = [(p["name"], e) for p in snapshot.get("processes", []) if (e := p.get("log_error"))]
     if not bad:
         return ""
     if short:
@@ -300,7 +300,7 @@ def reload_lines(snapshot: Snapshot | None, now: float | None = None, keep: floa
             out += [f"   {line}" for line in dep.get("tail", [])[-4:]]
     for p in snapshot["processes"]:
         rl = p.get("reload")
-        if not rl or (rl.get("finished_at") and now - rl["finished_at"] > keep) or rl.get("why") == "schedule":
+        if not rl or ((end := rl.get("finished_at")) and now - end > keep) or rl.get("why") == "schedule":
             continue
         what = "run" if rl.get("kind") == "run" else f"reload of release {rl['release']}"
         head = f"{p['name']}: {what} {rl['state']}"
@@ -355,11 +355,11 @@ def row_instance(row: Row) -> int | None:
 
 def quit_question(snapshot: Snapshot | None, attached: bool) -> tuple[str, list[tuple[str, str]]]:
     """q's question and its choices (key, what it does): stop, and detach (attached) or move to the background."""
-    snap = snapshot or {"processes": []}
-    n = sum(1 for p in snap["processes"] for w in p["workers"] if w["state"] in (WorkerState.STARTING, WorkerState.RUNNING))
+    processes = snapshot["processes"] if snapshot else []
+    n = sum(1 for p in processes for w in p["workers"] if w["state"] in (WorkerState.STARTING, WorkerState.RUNNING))
     stop = ("s", f"stop all {n} running worker(s) gracefully, then quit")
     if attached:
-        return (f"Quit. The engine (pid {snap.get('engine_pid', '?')}) runs in the background.",
+        return (f"Quit. The engine (pid {snapshot['engine_pid'] if snapshot else '?'}) runs in the background.",
                 [("d", "detach: leave every worker running (oxtui again to come back)"), stop])
     return ("Quit. The engine runs inside this TUI.",
             [stop, ("b", "keep every worker running in the background (nothing restarts)")])
@@ -378,8 +378,8 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
                    f"{human_duration(w.get('uptime_s'))} · {w['restarts']} restart(s) · "
                    + (f"release {deployed_release(w)}" if deployed_release(w)
                       else f"generation {w.get('generation', w.get('release', 1))}"))
-        if w.get("reason"):
-            out.append(f"[dim]why:[/dim] {escape(w['reason'])}")
+        if reason := w.get("reason"):
+            out.append(f"[dim]why:[/dim] {escape(reason)}")
     else:
         out.append(f"[b]{p['name']}[/b] · {count_text(p)} · release {p.get('release', 1)}"
                    + (" · a task" if p.get("task") else ""))
@@ -408,7 +408,7 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
     if rl and (instance is None or rl["state"] == "failed"):
         out.append("")
         out.append(f"[b]last reload[/b] (release {rl['release']}): {rl['state']}"
-                   + (f" · {escape(rl['reason'])}" if rl.get("reason") else ""))
+                   + (f" · {escape(why)}" if (why := rl.get("reason")) else ""))
         if rl.get("tail"):
             out.append("[dim]the failed instance's last lines:[/dim]")
             out += [f"  [red]│[/red] {escape(line)}" for line in rl["tail"]]
@@ -421,7 +421,7 @@ def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = N
         ago = human_duration(max(0.0, now - e["at"]), coarse=True)
         who = "" if instance is not None else f"{p['name']}.{e['instance']} "
         out.append(f"{when} ({ago} ago) {who}pid {e['pid']} [b]{e['cause']}[/b] ({how}) after "
-                   f"{human_duration(e['uptime_s'])}" + (f" · {escape(e['note'])}" if e.get("note") else ""))
+                   f"{human_duration(e['uptime_s'])}" + (f" · {escape(note)}" if (note := e.get("note")) else ""))
         out += [f"  [dim]│[/dim] {escape(line)}" for line in e.get("tail", [])]
     return "\n".join(out)
 
