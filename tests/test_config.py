@@ -199,3 +199,21 @@ dir = "start.sh/logs"
         assert f"[processes.walled] user: nobody cannot enter its cwd {private}" in err
     assert "Traceback" not in err
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
+
+
+def test_a_default_stands_for_a_variable_unset_or_empty_and_only_then():
+    from oxtui.oxfile.interpolate import interpolate
+    errors: list[str] = []
+
+    def value(text: str, environ: dict[str, str]) -> str:
+        return interpolate({"processes": {"app": {"env": {"X": text}}}}, environ, "oxfile.toml", errors)[
+            "processes"]["app"]["env"]["X"]
+    assert value("${MODE:-production}", {}) == "production"
+    assert value("${MODE:-production}", {"MODE": ""}) == "production", "empty counts as unset, as in the shell"
+    assert value("${MODE:-production}", {"MODE": "dev"}) == "dev"
+    assert value("a${EMPTY}b", {"EMPTY": ""}) == "ab", "set but empty, without a default: empty, no error"
+    assert errors == []
+    assert value("${GONE}", {}) == ""
+    said = ("oxfile.toml: [processes.app] env: ${GONE} is not set in the environment oxtui runs in; "
+            "set it, or write ${GONE:-default}")
+    assert errors == [said]

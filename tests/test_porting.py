@@ -102,6 +102,12 @@ def test_pm2_delays_durations_cron_env_file_and_per_instance_variables(tmp_path)
     assert api["env_file"] == ".env" and "DB_URL" not in api["env"] and "secret" not in r.stdout
     assert api["command"] == "PORT=$((PORT+OXTUI_INSTANCE)) INSTANCE_ID=$OXTUI_INSTANCE node server.js"
     assert worker["command"] == "./worker.js" and worker["env_file"] == "worker.env"
+    # PM2's env_file may be a list: every file is kept, in its order
+    apps[1]["env_file"] = ["worker.env", "secrets.env"]
+    (tmp_path / "secrets.env").write_text("TOKEN=t\n")
+    r = oxtui_cli("import", "pm2", str(write_ecosystem(tmp_path, "json", apps)))
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads(r.stdout)["processes"]["worker"]["env_file"] == ["worker.env", "secrets.env"]
     # the per-instance variables, for real: instance 1 gets PORT 3001 and INSTANCE_ID 1
     (tmp_path / "server.js").write_text("console.log(`port ${process.env.PORT} id ${process.env.INSTANCE_ID}`);"
                                         "setInterval(() => {}, 1000);")
@@ -162,6 +168,9 @@ def test_procfile_with_comments_blank_lines_and_a_port_in_env(tmp_path):
                     "worker": {"command": "python3 w.py", "env_file": ".env"}}
     assert "abc" not in out.read_text() and "abc" not in r.stderr, "values of .env never copied"
     assert "no env_file key" not in r.stderr
+    # a port given on the command line wins over the one in .env
+    r = oxtui_cli("import", "procfile", str(tmp_path / "Procfile"), "--port", "6006")
+    assert r.returncode == 0 and tomllib.loads(r.stdout)["processes"]["web"]["listen"] == "127.0.0.1:6006", r.stderr
     bad = tmp_path / "Procfile.bad"
     bad.write_text("web gunicorn\n")
     r = oxtui_cli("import", "procfile", str(bad))
@@ -275,6 +284,10 @@ def test_systemd_units_verify_and_say_the_oxfile(tmp_path):
                      "worker.target", "worker@.service"]
     assert "After=migrate.target" in (out / "web@.service").read_text()
     assert "Type=oneshot" in (out / "migrate@.service").read_text()
+    # a one-off task stays "active" once done (what waits for it is satisfied); a scheduled one must end,
+    # or its timer's next start finds it active and does nothing
+    assert "RemainAfterExit=yes" in (out / "migrate@.service").read_text()
+    assert "RemainAfterExit" not in (out / "cleanup@.service").read_text()
     timer = (out / "cleanup@.timer").read_text()
     assert "OnUnitActiveSec=30s" in timer and "Unit=cleanup@%i.service" in timer and "AccuracySec=100ms" in timer
     assert "Wants=cleanup@0.timer" in (out / "cleanup.target").read_text()
@@ -374,6 +387,13 @@ def test_kubernetes_pods_listen_on_port_and_cronjobs_keep_their_time_zone(tmp_pa
     assert wsgi.endswith("--bind 0.0.0.0:$PORT"), "no LISTEN_FDS in a pod: gunicorn must bind PORT"
     cron = by[("CronJob", "report")]["spec"]
     assert (cron["schedule"], cron["timeZone"]) == ("0 9 * * 1", "Europe/Paris")
+    # every = a duration: a cron step in minutes (or hours), never the seconds themselves
+    original = oxfile.read_text()
+    for every, cron in (("5m", "*/5 * * * *"), ("120", "*/2 * * * *"), ("2h", "0 */2 * * *")):
+        text = original.replace('timezone = "Europe/Paris"', "").replace(
+            'cron = "0 9 * * 1"', f'every = "{every}"' if every[-1].isalpha() else f"every = {every}")
+        docs, _ = export_k8s(write_oxfile(tmp_path, text))
+        assert [d["spec"]["schedule"] for d in docs if d["kind"] == "CronJob"] == [cron], every
 
 
 def test_systemd_units_quote_env_carry_path_and_user_and_order_what_must_succeed(tmp_path):
