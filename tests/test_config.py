@@ -1,7 +1,10 @@
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -217,3 +220,25 @@ def test_a_default_stands_for_a_variable_unset_or_empty_and_only_then():
     said = ("oxfile.toml: [processes.app] env: ${GONE} is not set in the environment oxtui runs in; "
             "set it, or write ${GONE:-default}")
     assert errors == [said]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_run_as_user_may_enter_its_own_private_folder_and_no_one_else_s():
+    from oxtui.oxfile.preflight import _can_enter
+    top = Path(tempfile.mkdtemp(prefix="oxtui-enter-", dir="/tmp"))     # under /tmp: every parent searchable
+    try:
+        top.chmod(0o755)
+        own, other, team = top / "own", top / "other", top / "team"
+        for folder in (own, other, team):
+            folder.mkdir()
+        own.chmod(0o700)
+        os.chown(own, 65534, 65534)
+        other.chmod(0o700)
+        team.chmod(0o710)
+        os.chown(team, 0, 4242)
+        assert _can_enter(own, 65534, set()) is None, "its owner may enter a 0700 folder"
+        assert _can_enter(other, 65534, set()) == other
+        assert _can_enter(team, 65534, {4242}) is None and _can_enter(team, 65534, set()) == team
+        assert _can_enter(other, 0, set()) is None
+    finally:
+        shutil.rmtree(top)

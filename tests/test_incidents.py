@@ -259,6 +259,41 @@ def test_a_hanging_receiver_delays_only_its_own_messages(tmp_path, engine_proces
         silent.close()
 
 
+async def test_each_receiver_has_a_delivery_limit_of_its_own(monkeypatch, receiver):
+    """A receiver that never answers holds PER_RECEIVER deliveries and no more; another receiver's message
+    goes out while they hang. In-process, with the webhook timeout put off past the test, so the hanging
+    deliveries never end by themselves: under one limit shared by every receiver the message never comes."""
+    import asyncio
+
+    from oxtui.observers import notify
+    from oxtui.oxfile.model import NotifyConfig
+    monkeypatch.setattr(notify, "WEBHOOK_TIMEOUT", 600)
+    names = tuple(f"event{i}" for i in range(notify.PER_RECEIVER + 2))      # a lane each: all at once
+
+    class Feed:
+        def log(self, text: str) -> None: ...
+        def publish(self, *args: object, **fields: object) -> None: ...
+    silent = Silent()
+    hooks = {"loop": NotifyConfig(webhook=silent.url, events=names), "victim": NotifyConfig(webhook=receiver.url)}
+    n = notify.Notifications(Feed(), hooks.__getitem__, ".")
+
+    async def until(cond, what: str) -> None:
+        for _ in range(600):
+            if cond():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{what}: not within 30 s")
+    try:
+        for name in names:
+            n.on_event({"event": name, "process": "loop", "text": ""})
+        await until(lambda: len(silent.held) >= notify.PER_RECEIVER, "the silent receiver holding its deliveries")
+        n.on_event({"event": "crash", "process": "victim", "cause": "killed", "text": "killed"})
+        await until(lambda: any(b["process"] == "victim" for _, b in receiver.bodies), "the working receiver's message")
+        assert len(silent.held) == notify.PER_RECEIVER, "a hanging receiver holds its limit, no more"
+    finally:
+        n.close()
+        silent.close()
+
 def test_a_failed_delivery_is_an_event_and_counts_in_status(tmp_path, engine_process):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -425,6 +460,21 @@ def test_metrics_parse_and_agree_with_status(tmp_path, engine_process):
     assert value("oxtui_worker_ready", process="slowpoke", instance="0") == 0
     assert value("oxtui_process_instances_running", process="slowpoke") == 0
 
+
+def test_an_instance_being_stopped_is_not_counted_ready():
+    """A draining instance still has ready = true in its snapshot (it was ready), but serves no new
+    connection: the gauge says 0 for it, as the running count does. Here on a snapshot, without a server."""
+    from oxtui.observers.prometheus import Exporter
+
+    def worker(slot: int, state: str) -> dict:
+        return {"instance": slot, "state": state, "ready": True, "restarts": 0, "cpu_seconds": 0.0, "rss_bytes": 1}
+    exporter = Exporter.__new__(Exporter)        # collect() reads only the snapshot
+    exporter.snapshot = {"engine": {"cpu_seconds": 1.0, "rss_bytes": 1, "started_at": 0.0}, "processes": [
+        {"name": "web", "instances": 2, "workers": [worker(0, "running"), worker(1, "stopping")],
+         "counters": {"reloads": {}, "last_reload_s": None, "log_lines": 0, "exits": {}}}]}
+    families = {f.name: f for f in exporter.collect()}
+    assert {s.labels["instance"]: s.value for s in families["oxtui_worker_ready"].samples} == {"0": 1.0, "1": 0.0}
+    assert [s.value for s in families["oxtui_process_instances_running"].samples] == [1.0]
 
 def test_metrics_on_a_public_address_needs_opt_in(tmp_path):
     from conftest import oxtui_cli
