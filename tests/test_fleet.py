@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -387,6 +388,36 @@ def test_fleet_tui_shows_every_host_and_a_key_acts_on_the_selected_host_only(lab
 
 
 @needs_ssh
+def test_an_outage_keeps_its_start_through_retries_and_a_good_connection_resets_the_backoff(lab, monkeypatch):
+    """A host's link against a real sshd that goes away and comes back, the waits between tries made short:
+    "unreachable since" is when the outage began, whatever the retries; once the link is up again, the
+    next outage starts from the shortest wait (a host that flaps is not left behind a 30 s wait)."""
+    from oxtui.fleet import link as fleet_link
+    from oxtui.fleet.fleetfile import load
+    from oxtui.fleet.session import host_line
+    monkeypatch.setattr(fleet_link, "BACKOFF", (0.05, 0.1, 0.2, 0.4))
+    web = lab.add("web")
+    link = fleet_link.HostLink(next(h for h in load(lab.fleet) if h.name == "web"))
+    runner = threading.Thread(target=link.run_forever, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: link.state == "up", 30, 0.02, "the link up")
+        web.stop()
+        wait_until(lambda: link.tries >= 2, 30, 0.005, "two failed tries")
+        since = link.since
+        wait_until(lambda: link.tries >= 4, 30, 0.005, "four failed tries")
+        assert link.since == since, "one outage, one start, however many tries"
+        line = host_line(SimpleNamespace(link=link))       # the host's details line
+        assert line.startswith(f"unreachable since {time.strftime('%H:%M:%S', time.localtime(since))} (")
+        web.start()
+        wait_until(lambda: link.state == "up", 30, 0.02, "the link up again")
+        assert (link.tries, link.since) == (0, None), "the next outage's first wait is the shortest"
+    finally:
+        link.close()
+        runner.join(10)
+        web.stop()
+
+
 def test_a_host_that_drops_comes_back_and_a_stalled_host_holds_up_no_other(lab, engines):
     from oxtui.tui.fleet import FleetApp
     web1, web2 = lab.add("web1"), lab.add("web2")

@@ -67,7 +67,8 @@ class HostLink:
         self.host = host
         self.state = "connecting"          # connecting, up, unreachable
         self.reason: str | None = None
-        self.since: float | None = None    # wall clock: when it became unreachable
+        self.since: float | None = None    # wall clock: when it became unreachable (kept through its retries)
+        self.tries = 0                     # failed tries since it was last up: the next wait is BACKOFF[tries]
         self.retry_at: float | None = None
         self.rtt: float | None = None      # seconds
         self.hello: dict[str, Any] = {}
@@ -105,11 +106,10 @@ class HostLink:
 
     def run_forever(self) -> None:
         """Connect, and again with backoff whenever the link drops, until close()."""
-        attempt = 0
         while not self._closed.is_set():
             try:
                 self.connect()
-                attempt = 0
+                self.tries = 0             # a good connection: the next outage starts from the shortest wait
                 if self.on_up is not None:
                     self.on_up()
                 while self._proc is not None and not self._closed.is_set():
@@ -127,8 +127,8 @@ class HostLink:
             if reason == "the connection dropped" and self._proc is not None:
                 reason = self._last_words(self._proc)
             self._down(reason or "the connection dropped")
-            wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            attempt += 1
+            wait = BACKOFF[min(self.tries, len(BACKOFF) - 1)]
+            self.tries += 1
             self.retry_at = time.time() + wait
             self._closed.wait(wait)
             self.state = "connecting"
@@ -144,7 +144,7 @@ class HostLink:
         self.rtt = time.monotonic() - started
 
     def _down(self, reason: str) -> None:
-        if self.state != "unreachable":
+        if self.since is None:             # a new outage (a failed retry is the same one)
             self.since = time.time()
         self.state, self.reason, self.rtt = "unreachable", reason, None
         proc, self._proc = self._proc, None

@@ -170,7 +170,7 @@ def engine_label(oxfile: str) -> str:
 
 
 def host_line(h: FleetHost, now: float | None = None) -> str:
-    """"up · 12 ms" or "unreachable since 12:04:31, retrying in 8 s: <why>"."""
+    """"up · 12 ms" or "unreachable since 12:04:31 (3 tries), retrying in 8 s: <why>"."""
     link = h.link
     now = time.time() if now is None else now
     if link.state == "up":
@@ -182,7 +182,8 @@ def host_line(h: FleetHost, now: float | None = None) -> str:
         then = f"retrying in {left} s"
     else:
         then = "connecting again…"
-    return (f"unreachable since {time.strftime('%H:%M:%S', time.localtime(link.since))}, {then}"
+    tries = f" ({link.tries} {'try' if link.tries == 1 else 'tries'})" if link.tries else ""
+    return (f"unreachable since {time.strftime('%H:%M:%S', time.localtime(link.since))}{tries}, {then}"
             + (f": {link.reason}" if link.reason else ""))
 
 
