@@ -547,6 +547,41 @@ def test_one_changed_worker_sends_that_worker_s_change_only():
     assert delta.diff(delta.keyed(snap), delta.keyed(snap)) == {}
 
 
+def test_the_bridge_sends_a_snapshot_once_then_only_differences(tmp_path, engine_process):
+    """`oxtui _bridge` itself (what ssh runs on each host), on its stdin and stdout, watching a real engine:
+    the whole snapshot crosses once; a scale up then crosses as the new worker's difference alone."""
+    import queue
+    ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\ninstances = 2\n'))
+    ep.wait_running("app", 2)
+    bridge = subprocess.Popen([sys.executable, "-m", "oxtui", "_bridge"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    lines: queue.Queue[dict] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(json.loads(raw)) for raw in bridge.stdout], daemon=True).start()
+    try:
+        assert lines.get(timeout=30)["bridge"] == 1
+        bridge.stdin.write(json.dumps({"id": 1, "watch": str(ep.oxfile)}).encode() + b"\n")
+        bridge.stdin.flush()
+        first = lines.get(timeout=30)
+        while "batches" in first:                   # its log lines may come first
+            first = lines.get(timeout=30)
+        assert set(first["snapshot"]["processes"]["app"]["workers"]) >= {"0:", "1:"}
+        assert ep.cli("scale", "app", "3").returncode == 0
+        later: list[dict] = []
+
+        def the_new_worker_arrived() -> bool:
+            while not lines.empty():
+                later.append(lines.get())
+            return any("2:" in m.get("delta", {}).get("processes", {}).get("app", {}).get("workers", {})
+                       for m in later)
+        wait_until(the_new_worker_arrived, 30, 0.05, what="the new worker's difference")
+        assert not [m for m in later if "snapshot" in m], "a snapshot crosses once"
+        biggest = max(len(json.dumps(m)) for m in later if "delta" in m)
+        assert biggest < len(json.dumps(first)), "a difference is smaller than the snapshot"
+    finally:
+        bridge.stdin.close()
+        assert bridge.wait(30) == 0, "the bridge ends with its stdin"
+
+
 def test_figures_alone_may_wait_but_anything_else_is_news():
     assert delta.only_metrics({"processes": {"api": {"workers": {"3:": {"cpu_percent": 2.0, "rss_bytes": 1}}}},
                                "engine": {"uptime_s": 10.0}})
