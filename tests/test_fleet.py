@@ -271,6 +271,20 @@ def test_upgrade_over_ssh_keeps_every_app_running(lab, engines):
         assert ep.status()["engine_pid"] != old_engine and ep.pids() == pids
 
 
+
+@needs_ssh
+def test_upgrade_over_ssh_stops_at_the_first_host_that_fails(lab, engines):
+    """web1 cannot upgrade what it is asked to (no engine runs that oxfile there): web2 is not tried,
+    and the command says so; web2's engine is the one it was."""
+    lab.add("web1")
+    ep2 = engines(lab.add("web2"), "shop")
+    before = ep2.status()["engine_pid"]
+    r = fleet_cli(lab, "upgrade", "-H", "web1,web2", str(ep2.oxfile))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "oxtui upgrade: stopped at web1; not tried: web2" in r.stderr
+    assert "web2: oxtui upgrade" not in r.stdout, "web2 never reached"
+    assert ep2.status()["engine_pid"] == before
+
 # ---- the fleet TUI --------------------------------------------------------------------------------
 
 def _session(lab: SshLab, names: list[str]):
