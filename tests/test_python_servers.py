@@ -1,5 +1,6 @@
-"""Every Python server recipe in README, run under oxtui on a shared port with keep-alive load through
-3 rolling reloads: the number of lost requests README states (0) is asserted here.
+"""Every Python server recipe in the manual, run under oxtui on a shared port with keep-alive load through
+3 rolling reloads: the number of lost requests it states (0) is asserted here. The two plain servers
+that are not recipes go through one reload, held to the bound the manual states for each.
 
 The apps are the samples in sample_apps/ (FastAPI, Django), started by the real `oxtui run`.
 """
@@ -25,8 +26,9 @@ DJANGO_READY = "django app loaded"
 CONNECTIONS = 16
 INSTANCES = 2
 # A server that closes idle keep-alive connections at once on SIGTERM loses at most the request in
-# flight on each connection it holds, for each instance a reload replaces: README's bound for them.
-LOSSY = CONNECTIONS * INSTANCES * 3
+# flight on each connection it holds, for each instance a reload replaces: the manual's bound for them.
+# That bound is per reload, so they go through one (the recipes through 3: their promise is 0).
+LOSSY = CONNECTIONS * INSTANCES
 PAUSE = 0.02
 
 # (id, app folder, command, ready line, most requests it may lose): README's table, with this venv's
@@ -63,21 +65,21 @@ def oxfile_for(tmp_path: Path, app: Path, command: str, ready: str, port: int) -
 
 @pytest.mark.parametrize("name,app,command,ready,may_lose", RECIPES, ids=[r[0] for r in RECIPES])
 @under_load
-def test_recipe_under_keep_alive_load_through_3_reloads(tmp_path, engine_process, name, app, command, ready,
+def test_recipe_under_keep_alive_load_through_reloads(tmp_path, engine_process, name, app, command, ready,
                                                        may_lose):
     port = free_port()
     ep = engine_process(oxfile_for(tmp_path, app, command, ready, port))
     first = {w["pid"] for w in ep.wait_running("app", INSTANCES, timeout=60)}
     with KeepAliveLoad(port, connections=CONNECTIONS, max_seconds=150, pause=PAUSE) as load:
         load.wait_for(200)
-        for n in range(3):
+        for n in range(3 if may_lose == 0 else 1):
             r = ep.cli("reload", "app", timeout=120)
             assert r.returncode == 0, f"reload {n + 1}: {r.stdout}\n{r.stderr}"
             load.wait_for(100)
     now = {w["pid"] for w in ep.wait_running("app", INSTANCES)}
     assert not (first & now), "every instance was replaced"
     lost = len(load.failures)
-    print(f"{name}: lost {lost} of {load.count} requests in 3 reloads ({load.reconnects} clean reconnects)")
+    print(f"{name}: lost {lost} of {load.count} requests ({load.reconnects} clean reconnects)")
     assert load.ok >= 500
     if may_lose == 0:
         assert load.failures == [], f"{lost} lost of {load.count}: {load.failures[:5]}"
