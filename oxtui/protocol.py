@@ -192,7 +192,7 @@ class EngineInfo(TypedDict):
     recovered: Recovered | None      # None unless this engine replaced one that died
     deploy: dict[str, Any] | None    # the deploy or rollback running or last ended: kind, target, state, release,
                                      # step, tail (the build's last lines), started_at, finished_at, reason
-    keeper_pid: int | None           # the process that holds the workers (engine/keeper.py)
+    keeper_pid: int | None           # the process that holds the workers (helper/keeper.py)
     journal: dict[str, int]          # what keeping history on disk cost so far: {"writes", "bytes"}
     journald: dict[str, int] | None  # worker lines sent to the journal: {"sent", "dropped"}; None when off
 

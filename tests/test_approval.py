@@ -229,8 +229,8 @@ def test_the_helper_checks_each_end_against_the_revokes_queued_by_then(monkeypat
     import json
     import socket
 
-    from oxtui.engine import forkserver as fs
     from oxtui.engine.commandline import request
+    from oxtui.helper import forkserver as fs
 
     engine_end, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     out_r, out_w = os.pipe()

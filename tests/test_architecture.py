@@ -49,18 +49,20 @@ def test_the_types_check():
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
-# The spawner helper and keeper run as `python -I -S engine/forkserver.py` (no site, no package): they
-# may import the standard library and each other, nothing else. A third-party import would fail only
-# there, in the process whose death ends every app.
-HELPER = ("forkserver", "forkchild", "keeper", "spare", "approved")
+# The helper process (oxtui/helper/) runs as `python -I -S helper/forkserver.py` (no site, no package): its
+# modules may import the standard library and each other, nothing else (pyproject's import-linter contract
+# forbids the rest of oxtui and the third-party packages; this checks against the standard library's list).
+# A third-party import would fail only there, in the process whose death ends every app.
+HELPER_DIR = ROOT / "oxtui" / "helper"
+HELPER = tuple(p.stem for p in sorted(HELPER_DIR.glob("*.py")) if p.stem != "__init__")
 
 
 def test_the_helper_s_modules_import_only_the_standard_library_and_each_other():
     import ast
-    engine = Path(__file__).resolve().parent.parent / "oxtui" / "engine"
+    assert set(HELPER) == {"forkserver", "forkchild", "keeper", "spare", "approved"}
     bad = []
-    for name in HELPER:
-        tree = ast.parse((engine / f"{name}.py").read_text())
+    for name in (*HELPER, "__init__"):
+        tree = ast.parse((HELPER_DIR / f"{name}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 mods = [a.name.split(".")[0] for a in node.names]
@@ -72,7 +74,7 @@ def test_the_helper_s_modules_import_only_the_standard_library_and_each_other():
                     if m not in sys.stdlib_module_names and m not in HELPER and m != "__future__"]
     assert not bad, f"the helper must import only the standard library: {bad}"
     # and it runs for real that way: the script starts with no site and no package
-    script = (f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(engine)!r}); "
-              "import forkserver, keeper, spare, approved")
+    script = (f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(HELPER_DIR)!r}); "
+              "import forkserver, keeper, spare, approved, forkchild")
     r = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr

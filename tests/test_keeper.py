@@ -2,7 +2,7 @@
 UI) costs no request, no output line and no history a person would miss, with no person acting.
 
 Every test drives real processes: `oxtui up`/`run`/the TUI on a pty, real workers on a real socket
-under load, real signals. The keeper (engine/forkserver.py) starts a new engine that adopts every
+under load, real signals. The keeper (helper/forkserver.py) starts a new engine that adopts every
 worker (engine/recovery.py) from what it holds and from the journal (engine/journal.py).
 """
 

@@ -85,7 +85,7 @@ def unit_text(config: Config, user: str | None, user_unit: bool) -> str:
         "",
         "[Service]",
         "Type=notify",
-        # The keeper (engine/keeper.py) outlives the engine: with ExitType=cgroup the unit stays active
+        # The keeper (helper/keeper.py) outlives the engine: with ExitType=cgroup the unit stays active
         # while its cgroup holds the workers, and the new engine the keeper starts names itself MAINPID=
         # (NotifyAccess=all: it is the keeper's child, not systemd's). Without it (systemd < 250), an
         # engine's death ends the unit as before.

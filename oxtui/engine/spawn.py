@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import forkserver
+from ..helper import forkserver
 from .commandline import request
 from .procgroup import kill_group
 

@@ -73,7 +73,7 @@ class Notifier:
         self._status = ""
         self._status_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
-        # Set by the engine: its keeper watches these beats (engine/keeper.py), and replaces an engine
+        # Set by the engine: its keeper watches these beats (helper/keeper.py), and replaces an engine
         # that stops beating before the watchdog below would fail the whole unit.
         self.beat: Callable[[], None] | None = None
 
