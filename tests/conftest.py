@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable            # the venv's python: oxtui and the test apps run with it
 APPS = Path(__file__).resolve().parent / "apps"
 MARK = f"oxtui-test-{uuid.uuid4().hex[:12]}"
 os.environ["OXTUI_TEST_MARK"] = MARK

@@ -9,12 +9,12 @@ import re
 import shutil
 import signal
 import socket
-import sys
 
 import psutil
 import pytest
 from conftest import (
     APPS,
+    PY,
     app_oxfile,
     free_port,
     http_get,
@@ -26,8 +26,6 @@ from conftest import (
 from load import Load, explain
 
 from oxtui.runtime import lock_path, socket_path
-
-PY = sys.executable
 
 
 @pytest.fixture

@@ -8,19 +8,16 @@ import io
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
-from conftest import oxtui_cli, write_oxfile
+from conftest import PY, oxtui_cli, write_oxfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from oxtui.cli.main import main
 from oxtui.oxfile.config import PROCESS_KEYS, READY_KEYS, ConfigError, from_dict
-
-PY = sys.executable
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=20), st.lists(st.text(max_size=5), max_size=3))

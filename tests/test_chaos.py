@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sys
 import threading
 import time
 
 import psutil
-from conftest import APPS, free_port, marked_pids, wait_until, write_oxfile
+from conftest import APPS, PY, free_port, marked_pids, wait_until, write_oxfile
 from load import Load, accept_owners, owner, parse_failure
 
-PY = sys.executable
 # 60 s in CI, as the issue asks; OXTUI_CHAOS_SECONDS=600 for a longer run by hand.
 DURATION = float(os.environ.get("OXTUI_CHAOS_SECONDS", "60"))
 # A connection accepted by an instance killed before it could log the accept has no owner on record;

@@ -8,12 +8,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 from conftest import (
     APPS,
+    PY,
     ROOT,
     free_port,
     http_get,
@@ -22,8 +22,6 @@ from conftest import (
     wait_until,
     write_oxfile,
 )
-
-PY = sys.executable
 
 
 def oxfile(tmp_path, port, instances=2):

@@ -4,15 +4,12 @@ views load no engine code, and every place that documents a key is made from the
 from __future__ import annotations
 
 import subprocess
-import sys
 from typing import get_type_hints
 
-from conftest import ROOT, wait_until, write_oxfile
+from conftest import PY, ROOT, wait_until, write_oxfile
 
 from oxtui.protocol import EngineInfo, Health, ProcessSnapshot, Snapshot, WorkerSnapshot, WorkerState
 from oxtui.tui.keys import KEYS, markdown_table
-
-PY = sys.executable
 
 
 def keys_of(td: type) -> set[str]:

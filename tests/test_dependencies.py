@@ -8,18 +8,15 @@ import json
 import os
 import pwd
 import signal
-import sys
 import time
 from datetime import UTC, datetime
 
 import psutil
 import pytest
-from conftest import oxtui_cli, procs, wait_until, write_oxfile
+from conftest import PY, oxtui_cli, procs, wait_until, write_oxfile
 
 from oxtui.engine.schedule import Scheduler, next_run
 from oxtui.oxfile.config import ConfigError, ScheduleConfig, load
-
-PY = sys.executable
 
 
 def stamp(path: str, linger: float = 0.0) -> str:

@@ -9,15 +9,12 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 
 import pytest
-from conftest import EngineProcess, oxtui_cli, wait_until, write_oxfile
+from conftest import PY, EngineProcess, oxtui_cli, wait_until, write_oxfile
 
 from oxtui.client.remote import RemoteEngine
 from oxtui.runtime import socket_path
-
-PY = sys.executable
 
 
 def sleeper(folder, n=1, name="oxfile.toml"):

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,12 +13,10 @@ from pathlib import Path
 import conftest
 import psutil
 import pytest
-from conftest import APPS, await_until, free_port, gone, http_get, run_engine, write_oxfile
+from conftest import APPS, PY, await_until, free_port, gone, http_get, run_engine, write_oxfile
 
 from oxtui.engine import AlreadyRunning, Engine, EngineError
 from oxtui.oxfile.config import load
-
-PY = sys.executable
 
 
 def group_of(engine: Engine, name: str = "app"):

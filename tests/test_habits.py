@@ -12,16 +12,13 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import ROOT, app_oxfile, default_sigint, free_port, oxtui_cli, wait_until, write_oxfile
-
-PY = sys.executable
+from conftest import PY, ROOT, app_oxfile, default_sigint, free_port, oxtui_cli, wait_until, write_oxfile
 
 
 def closed_pipe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

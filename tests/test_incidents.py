@@ -16,10 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import free_port, procs, wait_until, write_oxfile
+from conftest import PY, free_port, procs, wait_until, write_oxfile
 from prometheus_client.parser import text_string_to_metric_families
-
-PY = sys.executable
 
 
 def worker(ep, name: str, i: int = 0) -> dict:

@@ -14,21 +14,17 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import APPS, free_port, gone, oxtui_cli, under_load, wait_until, write_oxfile
+from conftest import APPS, PY, free_port, gone, oxtui_cli, under_load, wait_until, write_oxfile
 from keepalive import KeepAliveLoad
 from load import Load, explain
 from ptytui import PtyTUI
 
 from oxtui.client.connection import status_of
-
-PY = sys.executable
-
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_apps"
 

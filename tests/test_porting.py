@@ -8,16 +8,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ROOT, EngineProcess, free_port, http_get, oxtui_cli, wait_until, write_oxfile
+from conftest import PY, ROOT, EngineProcess, free_port, http_get, oxtui_cli, wait_until, write_oxfile
 
-PY = sys.executable
 APPS = [
     {"name": "api", "script": "server.js", "instances": "max", "exec_mode": "cluster",
      "env": {"NODE_ENV": "development", "LOG": "info"}, "env_production": {"NODE_ENV": "production"},

@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
-from conftest import gone, wait_until
+from conftest import PY, gone, wait_until
 
 from oxtui.engine.procgroup import kill_group, signal_process
 
-PY = sys.executable
 # prints the id of a second thread, then sleeps: a process whose thread id is not its pid
 THREADED = ("import threading, time\n"
             "threading.Thread(target=lambda: (print(threading.get_native_id(), flush=True), time.sleep(60))).start()\n"

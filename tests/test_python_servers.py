@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, under_load, write_oxfile
+from conftest import PY, ROOT, free_port, under_load, write_oxfile
 from keepalive import KeepAliveLoad
 
-PY = sys.executable
 BIN = Path(PY).parent
 FASTAPI = ROOT / "sample_apps" / "fastapi_app"
 DJANGO = ROOT / "sample_apps" / "django_app"

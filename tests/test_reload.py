@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import threading
 import time
 
 import conftest
 import pytest
-from conftest import free_port, http_get, under_load, wait_until, write_oxfile
+from conftest import PY, free_port, http_get, under_load, wait_until, write_oxfile
 from load import Load, explain
-
-PY = sys.executable
 
 
 def release(tmp_path, text):

@@ -10,18 +10,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import gone, oxtui_cli, wait_until, write_oxfile
+from conftest import PY, gone, oxtui_cli, wait_until, write_oxfile
 
 from oxtui.client.connection import status_of
-
-PY = sys.executable
 
 
 def parse_unit(text: str) -> configparser.ConfigParser:

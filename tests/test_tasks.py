@@ -4,12 +4,10 @@ real children through the real `oxtui run`."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from conftest import oxtui_cli, procs, wait_until, write_oxfile
+from conftest import PY, oxtui_cli, procs, wait_until, write_oxfile
 
-PY = sys.executable
 EXITS = {"zero": "sh -c 'echo bye; exit 0'", "one": "sh -c 'echo oops; exit 1'", "killed": "sh -c 'kill -9 $$'"}
 
 

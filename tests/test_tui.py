@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import pytest
-from conftest import APPS, free_port, until, write_oxfile
+from conftest import APPS, PY, free_port, until, write_oxfile
 
 from oxtui.client.embedded import EmbeddedEngine
 from oxtui.oxfile.config import load
 from oxtui.tui.app import OxtuiApp
 from oxtui.tui.screens import ConfirmScreen, HelpScreen, QuitScreen, SearchScreen
-
-PY = sys.executable
 
 
 def proc(app: OxtuiApp, name: str = "app") -> dict:
