@@ -98,7 +98,8 @@ class HostLink:
             proc.wait()
             raise LinkDown(f"its oxtui {hello.get('version', '?')} bridges with protocol {hello.get('bridge')}, this "
                            f"one with {PROTOCOL}: install the same oxtui release on both")
-        self._proc, self.hello, self.state, self.reason, self.since = proc, hello, "up", None, None
+        # up, and with it a good connection: the next outage starts from the shortest wait (tries)
+        self._proc, self.hello, self.state, self.reason, self.since, self.tries = proc, hello, "up", None, None, 0
         self._gone.clear()
         threading.Thread(target=self._read, args=(proc,), name=f"fleet {self.host.name}", daemon=True).start()
         self._stderr_tail = ""
@@ -109,7 +110,6 @@ class HostLink:
         while not self._closed.is_set():
             try:
                 self.connect()
-                self.tries = 0             # a good connection: the next outage starts from the shortest wait
                 if self.on_up is not None:
                     self.on_up()
                 while self._proc is not None and not self._closed.is_set():
