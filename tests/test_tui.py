@@ -360,7 +360,7 @@ def test_a_applies_the_edited_oxfile(tui, tmp_path):
                                            p["workers"][0]["state"] == "running"
                                            for p in app.client.snapshot()["processes"]), what="the new process")
             assert {w["pid"] for w in running(app)} == before, "an unchanged process is not touched"
-            assert "extra" in str(app.grid.get_row_at(len(app.grid.rows) - 2)[0])
+            assert "extra" in app.grid.rows_by_key[app.grid.order[-2]].cells[0]
 
     asyncio.run(body())
 
@@ -437,7 +437,7 @@ def test_the_sorted_column_and_the_focused_pane_show(tui):
     async def body():
         async with app.run_test(size=(120, 36)) as pilot:
             await until(pilot, lambda: len(running(app)) == 2)
-            labels = lambda: [str(c.label) for c in app.grid.columns.values()]
+            labels = app.grid.labels
             assert "NAME▼" in labels()
             await pilot.press("s")
             await until(pilot, lambda: "CPU%▼" in labels() and "NAME" in labels(), what="CPU marked")

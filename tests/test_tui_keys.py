@@ -82,3 +82,35 @@ async def test_the_sort_marker_follows_s():
         await pilot.press("s")
         await pilot.pause()
         assert "MEM▼" in header() and "CPU%▼" not in header()
+
+
+async def test_the_grid_s_cursor_keys_mouse_and_enter():
+    """The grid (our own since DataTable re-rendered every cell on a new row): arrows, page keys, Home
+    and End move the cursor and scroll it into view; a click puts it on a row, a second click or Enter
+    opens that row's details; the row under the cursor is what the keys act on."""
+    from oxtui.tui.screens import DetailsScreen
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        grid = app.grid
+        assert grid.selected_key() == "p:web"
+        await pilot.press("down", "down")
+        assert grid.selected_key() == "w:web:1:" and "web" in str(app.info.render())
+        await pilot.press("end")
+        assert grid.selected_key() == grid.order[-1] == "w:flaky:0:"
+        await pilot.press("up")
+        assert grid.selected_key() == "p:flaky"
+        await pilot.press("home")
+        assert grid.selected_key() == "p:web"
+        await pilot.press("pagedown")
+        assert grid.selected_key() == grid.order[-1], "a page down from the top of a short grid: its last row"
+        await pilot.click(grid, offset=(3, 1 + grid.order.index("w:worker:0:")))   # line 0: the titles
+        assert grid.selected_key() == "w:worker:0:"
+        assert not isinstance(app.screen, DetailsScreen)
+        await pilot.click(grid, offset=(3, 1 + grid.order.index("w:worker:0:")))
+        await pilot.pause()
+        assert isinstance(app.screen, DetailsScreen) and "worker.0" in str(app.screen.query_one("Static").render())
+        await pilot.press("escape")
+        await pilot.press("up", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DetailsScreen)

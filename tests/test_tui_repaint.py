@@ -117,3 +117,30 @@ async def test_every_log_line_is_the_pane_s_width_in_cells_whatever_it_holds():
                 if scroll_x == 0:
                     assert text.replace("\t", "    ")[:40] in strip.text or len(text) > width, text
         assert drawn[7]["plain ascii"][:width - 7] == drawn[0]["plain ascii"][7:], "scrolled sideways by 7 cells"
+
+
+async def test_a_new_worker_draws_its_own_line_and_no_other(monkeypatch):
+    """A `+`: one row more. The lines of the rows that did not change are kept as drawn and only moved
+    (DataTable rendered every cell on screen again, most of a key's time to the screen)."""
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        drawn: Counter = Counter()
+        draw = WorkerGrid._draw
+
+        def counting_draw(self, row):
+            drawn[row.key] += 1
+            return draw(self, row)
+        monkeypatch.setattr(WorkerGrid, "_draw", counting_draw)
+        snap = copy.deepcopy(app.client.snap)
+        web = snap["processes"][0]
+        new = copy.deepcopy(web["workers"][-1])
+        new.update(instance=4, pid=4105)
+        web["workers"].append(new)
+        web["instances"] = 5
+        app.client.snap = snap
+        app.pull()
+        await pilot.pause()
+        assert "w:web:4:" in app.grid.order
+        # the new row; web's count (5/5 up); web.3, whose tree mark turns from └ to ├; no other
+        assert set(drawn) == {"w:web:4:", "p:web", "w:web:3:"}, f"drawn: {dict(drawn)}"

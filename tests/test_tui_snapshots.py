@@ -307,7 +307,7 @@ async def _patch():
             app.pull()
             await pilot.pause()
             want = [r.key for r in build_rows(snap, History())]
-            assert [r.key.value for r in app.grid.ordered_rows] == want
+            assert app.grid.order == want
             assert app.grid.selected_key() == "w:web:2:"
 
 
@@ -334,7 +334,7 @@ async def _scroll_in():
         app.client.snap = many(5, "backoff")
         app.pull()
         await pilot.pause()
-        cells = lambda: app.grid.get_row(far)
+        cells = lambda: app.grid.rows_by_key[far].cells
         assert str(cells()[2]) == "running", "an off-screen row is left as it was"
         app.grid.move_cursor(row=app.grid._order.index(far), animate=False)
         await pilot.pause()
@@ -356,7 +356,7 @@ async def _painted():
         grid = app.grid
 
         def painted(key: str) -> str:
-            y = grid._order.index(key) + grid.header_height - int(grid.scroll_y)
+            y = grid._order.index(key) + 1 - int(grid.scroll_y)
             return "".join(seg.text for seg in grid.render_line(y))
 
         before = {k: painted(k) for k in grid._order}
@@ -397,7 +397,7 @@ async def _small():
         header = str(app.header.render())
         assert "web 4≠2 (w)" in header and len(header) <= 80, header
         grid = app.grid.region
-        web_rows = [i for i, key in enumerate(r.key.value for r in app.grid.ordered_rows) if key.startswith("w:web")]
+        web_rows = [i for i, key in enumerate(app.grid.order) if key.startswith("w:web")]
         assert web_rows and max(web_rows) + 1 < grid.height, "every web row is on screen without scrolling"
         lines = str(app.reload_panel.render()).splitlines()
         assert lines == ["web: reload of release 2 done"], "a finished reload keeps one line, not one per slot"
@@ -431,7 +431,7 @@ async def _toasts():
                 await pilot.pause()
         messages = [n.message for n in app._notifications]
         assert messages == ["backup: run done, every instance completed"], messages
-        assert "run done" in str(app.grid.get_row("p:backup")), "a task's row says run, not reload"
+        assert "run done" in str(app.grid.rows_by_key["p:backup"].cells), "a task's row says run, not reload"
 
 
 def make_fleet_app(monkeypatch) -> Any:

@@ -23,7 +23,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from ..client.link import CanDetach, CanHandOver, EngineClient
 from ..protocol import LogBatch, ProcessSnapshot, Snapshot
@@ -180,11 +180,11 @@ class OxtuiApp(App[int]):
         self._set(self.info, Text(process_info(self._process_snapshot(name) if name else None), no_wrap=True,
                                   overflow="ellipsis"))
 
-    @on(DataTable.RowHighlighted)
+    @on(WorkerGrid.RowHighlighted)
     def _row_moved(self) -> None:
         self._show_info()
 
-    @on(DataTable.RowSelected)
+    @on(WorkerGrid.RowSelected)
     def _row_selected(self) -> None:
         self.show_details()
 

@@ -236,8 +236,7 @@ class FleetApp(OxtuiApp):
             if target is None:
                 self.notify(f"no host {name!r} (hosts: {', '.join(names)})", severity="warning")
                 return
-            keys = [r.key.value for r in self.grid.ordered_rows]
-            self.grid.move_cursor(row=keys.index(f"h:{target}"), animate=False)
+            self.grid.move_cursor(row=self.grid.order.index(f"h:{target}"), animate=False)
         self.push_screen(SearchScreen("", placeholder="jump to a host: its name (or how it starts), Enter; Esc to cancel"), go)
 
     def action_quit_app(self) -> None:

@@ -1,19 +1,26 @@
-"""The worker grid: a DataTable with stable row keys, updated cell by cell.
+"""The worker grid: one line per worker, each drawn once and kept until its cells change.
 
-A refresh that changes only values calls update_cell for the cells that changed; only a change of
-the row set (scale, reload surge, canary) rebuilds the table, and then the cursor goes back to the
-same row key, so the selection never jumps.
+A frame only crops the lines on screen and marks the cursor's. A key's effect (a `+`: one row more)
+draws one new line, and a refresh that changes one worker's CPU redraws that line alone. Textual's
+DataTable, which this replaces, re-rendered every cell on screen whenever a row was added or removed
+(80-100 ms at 120x36: most of a key's time to the screen), and avoiding that meant reaching into its
+private caches. Rows are keyed by worker, so the cursor stays on the same worker whatever moves.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import ClassVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
 from textual.message import Message
-from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowKey
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from ..protocol import WorkerState
 from .model import COLUMNS, COMPACT, COMPACT_BELOW, Row
@@ -30,9 +37,10 @@ STATE_STYLES: dict[str, str] = {
     WorkerState.FAILED: "bold red",
     WorkerState.STOPPED: "dim",
 }
+PAD = 1             # spaces on each side of a cell
 
 
-def styled(row: Row, col: int, value: str) -> Text | str:
+def styled(row: Row, col: int, value: str) -> Text:
     if row.kind == "host":
         down = row.state != "up"
         return Text(value, style=("bold white on red" if down and col in (0, 2) else "bold reverse" if col == 0
@@ -46,7 +54,7 @@ def styled(row: Row, col: int, value: str) -> Text | str:
             return Text(value, style="bold yellow")
         if col == 10 and "failed" in value:
             return Text(value, style="bold red")
-        return Text(value, style="dim") if value else value
+        return Text(value, style="dim")
     if col == 2:
         return Text(value, style=STATE_STYLES.get(value, ""))
     if col in (4, 6):
@@ -54,161 +62,162 @@ def styled(row: Row, col: int, value: str) -> Text | str:
     if col == 10 and "FAIL" in value:
         return Text(value, style="red")
     if col == 0:
-        # Text keeps the indentation that a plain str cell would lose.
         return Text(value, style="italic yellow" if row.role is not None else "")
-    return value
+    return Text(value)
 
 
 SORT_COLUMN = {"slot": 0, "cpu": 3, "memory": 5, "restarts": 7}    # model.SORTS -> column
 
 
-class WorkerGrid(DataTable):
+class WorkerGrid(ScrollView, can_focus=True):
+    DEFAULT_CSS = """
+    WorkerGrid {
+        background: $surface;
+        color: $foreground;
+        & > .worker-grid--header { text-style: bold; background: $panel; color: $foreground; }
+        & > .worker-grid--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .worker-grid--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+        }
+    }
+    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"worker-grid--header", "worker-grid--cursor"}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select", "Select", show=False),
+        Binding("up", "cursor(-1)", "Cursor up", show=False),
+        Binding("down", "cursor(1)", "Cursor down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home,ctrl+home", "to(0)", "First row", show=False),
+        Binding("end,ctrl+end", "to(-1)", "Last row", show=False),
+    ]
+
     class Scrolled(Message):
         """Rows came into view: their sparklines are drawn only now (model.build_rows' window)."""
 
+    class RowHighlighted(Message):
+        """The cursor is on another row."""
+
+    class RowSelected(Message):
+        """Enter (or a click) on the cursor's row."""
+
     def __init__(self, *, id: str | None = None):
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        super().__init__(id=id)
         self.rows_by_key: dict[str, Row] = {}
         self._order: list[str] = []
         self._columns: tuple[int, ...] = ()
+        self._lines: dict[str, list[Segment]] = {}     # a row's drawn line, until its cells or the columns change
+        self._header: tuple[Style, list[Segment]] | None = None     # (its style, its line)
+        self.cursor_row = 0
         self.sorted_by = "slot"
 
-    def _label(self, col: int) -> str:
-        """The column title, with ▼ on the one the workers are sorted by."""
-        name, width = COLUMNS[col]
-        if SORT_COLUMN.get(self.sorted_by) != col:
-            return name
-        return f"{name}▼" if len(name) < width else f"{name[:width - 1]}▼"
+    # ---- what the app gives and asks --------------------------------------------------------------
+
+    def show(self, rows: list[Row]) -> None:
+        """The rows in their order. Lines whose cells did not change are kept as drawn."""
+        selected = self.selected_key()
+        columns = self._wanted_columns()
+        new_columns = columns != self._columns
+        if new_columns:
+            self._columns, self._lines, self._header = columns, {}, None
+        order = [r.key for r in rows]
+        repaint: list[int] = []
+        same_rows = order == self._order and not new_columns
+        for index, row in enumerate(rows):
+            old = self.rows_by_key.get(row.key)
+            if old is None or old.cells != row.cells or old.kind != row.kind or old.role != row.role:
+                self._lines.pop(row.key, None)
+                repaint.append(index)
+        self.rows_by_key = {r.key: r for r in rows}
+        if len(self._lines) > len(rows):
+            self._lines = {k: v for k, v in self._lines.items() if k in self.rows_by_key}
+        if same_rows:
+            for index in repaint:
+                self._refresh_row(index)
+            return
+        self._order = order
+        self.virtual_size = Size(self._width(), len(order) + 1)       # + the header line
+        if selected in self.rows_by_key:
+            self.cursor_row = order.index(selected)
+        self.cursor_row = max(0, min(self.cursor_row, len(order) - 1))
+        self.refresh()
+        if order and self.selected_key() != selected:
+            self.post_message(self.RowHighlighted())
 
     def set_sort(self, sort: str) -> None:
         self.sorted_by = sort
-        for col in self._columns:
-            self.columns[ColumnKey(str(col))].label = Text(self._label(col))
-        self._require_update_dimensions = True
-        self.refresh()
+        self._header = None
+        self.refresh(self._line_region(0))
 
-    def _wanted_columns(self) -> tuple[int, ...]:
-        width = self.size.width or self.app.size.width
-        return COMPACT if width < COMPACT_BELOW else tuple(range(len(COLUMNS)))
-
-    def show(self, rows: list[Row]) -> None:
-        order = [r.key for r in rows]
-        columns = self._wanted_columns()
-        if order == self._order and columns == self._columns:
-            # rows_by_key holds what is displayed. Off-screen rows are left as they are (with 1000 workers
-            # an update_cell for each would cost more than the rest of a refresh); they are brought up to
-            # date when they scroll into view (the app rebuilds on Scrolled).
-            lo, hi = self.window()
-            changed: dict[str, list[tuple[int, Text | str]]] = {}
-            for index in range(max(0, lo), min(hi, len(rows))):
-                row = rows[index]
-                old = self.rows_by_key[row.key]
-                if old.cells == row.cells:
-                    continue
-                changed[row.key] = [(col, styled(row, col, row.cells[col])) for col in columns
-                                    if old.cells[col] != row.cells[col]]
-                self.rows_by_key[row.key] = row
-            if changed:
-                self._set_cells(changed)
-            return
-        selected = self.selected_key()
-        if columns == self._columns and self._order and self._patch(rows, order, selected):
-            return
-        with self.app.batch_update():
-            self.clear(columns=columns != self._columns)
-            if columns != self._columns:
-                for col in columns:
-                    self.add_column(self._label(col), width=COLUMNS[col][1], key=str(col))
-                self._columns = columns
-            for row in rows:
-                self.add_row(*(styled(row, c, row.cells[c]) for c in columns), key=row.key)
-            self._order = order
-            self.rows_by_key = {r.key: r for r in rows}
-            if selected in self.rows_by_key:
-                self.move_cursor(row=order.index(selected), animate=False)
-
-    def _set_cells(self, changed: dict[str, list[tuple[int, Text | str]]]) -> None:
-        """update_cell for each, without its cost. update_cell bumps a counter that is part of every
-        render cache key of the table, so one changed cell re-renders every visible cell through Rich
-        (about 0.1 ms each): with young workers, whose uptime changes every second, that was most of
-        the TUI's CPU with 1000 workers. Here the values go in, only the changed rows' cached renders
-        are dropped, and only their lines are repainted. This reaches into DataTable's caches (Textual
-        8.2, pinned for the tests, which check what is painted); without them it falls back."""
-        try:
-            table: Any = self       # private: their types are Textual's business, their keys are read below
-            data, cell_cache, row_cache = table._data, table._cell_render_cache, table._row_render_cache
-            lines, renderables, count = table._line_cache, table._row_renderable_cache, table._update_count
-            locations, offsets = table._row_locations, table._get_offsets
-        except AttributeError:
-            for key, cells in changed.items():
-                for col, value in cells:
-                    self.update_cell(key, str(col), value)
-            return
-        rows = {RowKey(k): cells for k, cells in changed.items()}
-        dirty: set[tuple[RowKey, ColumnKey]] = set()
-        for row, cells in rows.items():
-            for col, value in cells:
-                column = ColumnKey(str(col))
-                data[row][column] = value
-                dirty.add((row, column))
-        # .keys(): Textual's LRUCache has no __iter__ (iterating it asks for [0], [1] ...: KeyError)
-        for ck in [ck for ck in cell_cache.keys() if (ck[0], ck[1]) in dirty]:  # noqa: SIM118 (row key, column key, ...)
-            cell_cache.discard(ck)
-        for ck in [ck for ck in row_cache.keys() if ck[0] in rows]:  # noqa: SIM118 (row key, ...)
-            row_cache.discard(ck)
-        for ck in list(lines.keys()):              # keys start with the line's y
-            try:
-                stale = offsets(ck[0])[0] in rows
-            except LookupError:                    # a y past the rows: dropped too
-                stale = True
-            if stale:
-                lines.discard(ck)
-        for row in rows:
-            index = locations.get(row)
-            renderables.discard((count, index))    # keyed (update count, row index)
-            self.refresh_row(index)
-
-    def _patch(self, rows: list[Row], order: list[str], selected: str | None) -> bool:
-        """A scale or a reload's surge row: add and remove those rows and re-sort, instead of rebuilding
-        every row (a `+` with 1000 workers). False when that does not apply (then the caller rebuilds)."""
-        old, new = set(self._order), set(order)
-        labels = [str(r.cells[0]) for r in rows]
-        if len(set(labels)) != len(labels) or len(old ^ new) > 64:
-            return False
-        by_key = {r.key: r for r in rows}
-        with self.app.batch_update():
-            for key in old - new:
-                self.remove_row(key)
-                del self.rows_by_key[key]
-            for key in order:
-                row = by_key[key]
-                if key not in old:
-                    self.add_row(*(styled(row, c, row.cells[c]) for c in self._columns), key=key)
-                    self.rows_by_key[key] = row
-                elif self.rows_by_key[key].cells != row.cells:
-                    # every changed row now, not only those on screen: the labels order the sort below
-                    for col in self._columns:
-                        if self.rows_by_key[key].cells[col] != row.cells[col]:
-                            self.update_cell(key, str(col), styled(row, col, row.cells[col]))
-                    self.rows_by_key[key] = row
-            position = {label: i for i, label in enumerate(labels)}
-            DataTable.sort(self, "0", key=lambda label: position[str(label)])   # self.sort is our sort mode
-            self._order = order
-            if selected in by_key:
-                self.move_cursor(row=order.index(selected), animate=False)
-        return True
+    def labels(self) -> list[str]:
+        """The column titles shown, ▼ on the one the workers are sorted by."""
+        return [self._label(col) for col in self._columns]
 
     def window(self, margin: int = 10) -> tuple[int, int]:
         """The row indices on screen, with a margin."""
         top = int(self.scroll_y)
         return max(0, top - margin), top + (self.size.height or 40) + margin
 
-    def watch_scroll_y(self, old: float, new: float) -> None:
-        super().watch_scroll_y(old, new)
-        if int(old) != int(new):
-            self.post_message(self.Scrolled())
+    @property
+    def order(self) -> list[str]:
+        """The row keys, top to bottom."""
+        return self._order
 
-    def on_key(self, event) -> None:
+    def selected_key(self) -> str | None:
+        if not self._order or not 0 <= self.cursor_row < len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    def selected(self) -> Row | None:
+        key = self.selected_key()
+        return self.rows_by_key.get(key) if key else None
+
+    def move_cursor(self, row: int, animate: bool = False) -> None:
+        if not self._order:
+            return
+        row = max(0, min(row, len(self._order) - 1))
+        if row == self.cursor_row:
+            self._scroll_to_cursor()
+            return
+        before, self.cursor_row = self.cursor_row, row
+        self._refresh_row(before)
+        self._refresh_row(row)
+        self._scroll_to_cursor()
+        self.post_message(self.RowHighlighted())
+
+    # ---- keys and the mouse ---------------------------------------------------------------------
+
+    def action_cursor(self, step: int) -> None:
+        self.move_cursor(self.cursor_row + step)
+
+    def action_page(self, direction: int) -> None:
+        self.move_cursor(self.cursor_row + direction * max(1, self.size.height - 2))
+
+    def action_to(self, row: int) -> None:
+        self.move_cursor(row if row >= 0 else len(self._order) - 1)
+
+    def action_select(self) -> None:
+        if self.selected_key() is not None:
+            self.post_message(self.RowSelected())
+
+    def on_click(self, event: events.Click) -> None:
+        """A click puts the cursor on a row; a click on the cursor's row selects it (as DataTable did)."""
+        row = int(self.scroll_y) + event.y - 1
+        if event.y >= 1 and 0 <= row < len(self._order):
+            if row == self.cursor_row:
+                self.post_message(self.RowSelected())
+            self.move_cursor(row)
+
+    def on_key(self, event: events.Key) -> None:
         # A test-only hook (tests/test_keeper.py): a failure inside a widget of a running TUI, driven as a
         # person would drive it, so the test proves that no exception in the UI stops an app.
         key = os.environ.get("OXTUI_TEST_RAISE_ON_KEY")
@@ -216,14 +225,76 @@ class WorkerGrid(DataTable):
             raise RuntimeError(f"test-only failure on key {key!r} (OXTUI_TEST_RAISE_ON_KEY)")
 
     def on_resize(self) -> None:
-        if self.rows_by_key and self._wanted_columns() != self._columns:
+        if self._wanted_columns() != self._columns and self._order:
             self.show([self.rows_by_key[k] for k in self._order])
 
-    def selected_key(self) -> str | None:
-        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
-            return None
-        return self._order[self.cursor_row]
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if int(old) != int(new):
+            self.post_message(self.Scrolled())
 
-    def selected(self) -> Row | None:
-        key = self.selected_key()
-        return self.rows_by_key.get(key) if key else None
+    # ---- drawing --------------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        width, x = self.size.width, int(self.scroll_x)
+        base = self.rich_style
+        if y == 0:
+            header = self.get_component_rich_style("worker-grid--header")
+            return Strip(self._header_line(header)).crop_extend(x, x + width, header).apply_style(base)
+        index = int(self.scroll_y) + y - 1
+        if not 0 <= index < len(self._order):
+            return Strip.blank(width, base)
+        key = self._order[index]
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = self._draw(self.rows_by_key[key])
+        strip = Strip(line).crop_extend(x, x + width, None)
+        if index == self.cursor_row:      # over the cells' own colours, across the whole width
+            cursor = self.get_component_rich_style("worker-grid--cursor")
+            strip = Strip(Segment.apply_style(strip, post_style=cursor), width)
+        return strip.apply_style(base)
+
+    def _draw(self, row: Row) -> list[Segment]:
+        text = Text(no_wrap=True, end="")
+        for col in self._columns:
+            cell = styled(row, col, row.cells[col])
+            cell.truncate(COLUMNS[col][1], overflow="ellipsis", pad=True)
+            text.append(" " * PAD)
+            text.append_text(cell)
+            text.append(" " * PAD)
+        return list(text.render(self.app.console))
+
+    def _header_line(self, style: Style) -> list[Segment]:
+        """The column titles; drawn again when the titles or their style (the theme, the focus) change."""
+        if self._header is None or self._header[0] != style:
+            titles = "".join(f"{' ' * PAD}{self._label(col):<{COLUMNS[col][1]}}{' ' * PAD}" for col in self._columns)
+            self._header = (style, [Segment(titles, style)])
+        return self._header[1]
+
+    def _label(self, col: int) -> str:
+        name, width = COLUMNS[col]
+        if SORT_COLUMN.get(self.sorted_by) != col:
+            return name
+        return f"{name}▼" if len(name) < width else f"{name[:width - 1]}▼"
+
+    def _width(self) -> int:
+        return sum(COLUMNS[c][1] + 2 * PAD for c in self._columns)
+
+    def _wanted_columns(self) -> tuple[int, ...]:
+        width = self.size.width or self.app.size.width
+        return COMPACT if width < COMPACT_BELOW else tuple(range(len(COLUMNS)))
+
+    def _line_region(self, y: int) -> Region:
+        return Region(0, y, self.size.width, 1)
+
+    def _refresh_row(self, index: int) -> None:
+        y = index - int(self.scroll_y) + 1
+        if 1 <= y < self.size.height:
+            self.refresh(self._line_region(y))
+
+    def _scroll_to_cursor(self) -> None:
+        top, rows = int(self.scroll_y), max(1, self.size.height - 1)
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False)
+        elif self.cursor_row >= top + rows:
+            self.scroll_to(y=self.cursor_row - rows + 1, animate=False)
