@@ -127,6 +127,7 @@ async def test_a_new_worker_draws_its_own_line_and_no_other(monkeypatch):
         await pilot.pause()
         drawn: Counter = Counter()
         draw = WorkerGrid._draw
+        layouts = counting_layouts(monkeypatch)
 
         def counting_draw(self, row):
             drawn[row.key] += 1
@@ -144,3 +145,6 @@ async def test_a_new_worker_draws_its_own_line_and_no_other(monkeypatch):
         assert "w:web:4:" in app.grid.order
         # the new row; web's count (5/5 up); web.3, whose tree mark turns from └ to ├; no other
         assert set(drawn) == {"w:web:4:", "p:web", "w:web:3:"}, f"drawn: {dict(drawn)}"
+        # the grid's height grows in steps (grid.GROW): 10 lines and then 11 fit in the same 12, so the
+        # screen is not laid out again and the logs below do not move
+        assert app.grid.size.height == 12 and not layouts, dict(layouts)

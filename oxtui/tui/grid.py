@@ -24,6 +24,7 @@ from textual.strip import Strip
 
 from ..protocol import WorkerState
 from .model import COLUMNS, COMPACT, COMPACT_BELOW, Row
+from .sizing import set_virtual_size
 
 STATE_STYLES: dict[str, str] = {
     WorkerState.WAITING: "cyan",
@@ -38,6 +39,7 @@ STATE_STYLES: dict[str, str] = {
     WorkerState.STOPPED: "dim",
 }
 PAD = 1             # spaces on each side of a cell
+GROW = 4            # lines the grid's height grows by (below)
 
 
 def styled(row: Row, col: int, value: str) -> Text:
@@ -115,7 +117,9 @@ class WorkerGrid(ScrollView, can_focus=True):
         self.rows_by_key: dict[str, Row] = {}
         self._order: list[str] = []
         self._columns: tuple[int, ...] = ()
-        self._lines: dict[str, list[Segment]] = {}     # a row's drawn line, until its cells or the columns change
+        self._lines: dict[str, Strip] = {}     # a row's drawn line, until its cells, the columns or the style change
+        self._styles = (Style(), Style(), Style(), Style())    # this frame's: base, header, cursor, and the lines'
+
         self._header: tuple[Style, list[Segment]] | None = None     # (its style, its line)
         self.cursor_row = 0
         self.sorted_by = "slot"
@@ -145,7 +149,13 @@ class WorkerGrid(ScrollView, can_focus=True):
                 self._refresh_row(index)
             return
         self._order = order
-        self.virtual_size = Size(self._width(), len(order) + 1)       # + the header line
+        # The grid's height grows and shrinks in steps of GROW lines, not a line per row: a new height lays
+        # the whole screen out again and repaints all of it (the logs move), which was most of a + or a -'s
+        # time to the screen. Within a step a new row paints its own line and those below it, no more.
+        height = -(-(len(order) + 1) // GROW) * GROW
+        if self.styles.height is None or self.styles.height.value != height:
+            self.styles.height = height
+        set_virtual_size(self, Size(self._width(), len(order) + 1))      # + the header line
         if selected in self.rows_by_key:
             self.cursor_row = order.index(selected)
         self.cursor_row = max(0, min(self.cursor_row, len(order) - 1))
@@ -235,11 +245,19 @@ class WorkerGrid(ScrollView, can_focus=True):
 
     # ---- drawing --------------------------------------------------------------------------------
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The styles once a frame, not once a line: each look-up walks the widget's ancestors.
+        base = self.rich_style
+        if base != self._styles[3]:
+            self._lines = {}            # drawn over another background (the focus tints it)
+        self._styles = (base, self.get_component_rich_style("worker-grid--header"),
+                        self.get_component_rich_style("worker-grid--cursor"), base)
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         width, x = self.size.width, int(self.scroll_x)
-        base = self.rich_style
+        base, header, cursor, _ = self._styles
         if y == 0:
-            header = self.get_component_rich_style("worker-grid--header")
             return Strip(self._header_line(header)).crop_extend(x, x + width, header).apply_style(base)
         index = int(self.scroll_y) + y - 1
         if not 0 <= index < len(self._order):
@@ -247,12 +265,12 @@ class WorkerGrid(ScrollView, can_focus=True):
         key = self._order[index]
         line = self._lines.get(key)
         if line is None:
-            line = self._lines[key] = self._draw(self.rows_by_key[key])
-        strip = Strip(line).crop_extend(x, x + width, None)
-        if index == self.cursor_row:      # over the cells' own colours, across the whole width
-            cursor = self.get_component_rich_style("worker-grid--cursor")
-            strip = Strip(Segment.apply_style(strip, post_style=cursor), width)
-        return strip.apply_style(base)
+            line = self._lines[key] = Strip(self._draw(self.rows_by_key[key])).apply_style(base)
+        if index != self.cursor_row:
+            return line.crop_extend(x, x + width, base)
+        # the cursor's colours over the cells' own, across the whole width
+        strip = Strip(line.crop_extend(x, x + width, None))
+        return Strip(Segment.apply_style(strip, post_style=cursor), width).apply_style(base)
 
     def _draw(self, row: Row) -> list[Segment]:
         text = Text(no_wrap=True, end="")

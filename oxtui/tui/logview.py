@@ -20,9 +20,9 @@ from textual.geometry import Offset, Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widget import Widget
 
 from ..protocol import STREAM_MARK, LogBatch, format_ts
+from .sizing import set_virtual_size
 
 MAX_LINES = 20_000
 # At most this many lines are made per pull (10 a second): 25 ms of the UI's time here. A flood
@@ -136,26 +136,12 @@ class LogView(ScrollView, can_focus=True):
             self._rematch()
         if self.wrap:
             self._rewrap()
-            self._set_virtual_size(Size(self.size.width, len(self._rows)))
+            set_virtual_size(self, Size(self.size.width, len(self._rows)))
         else:
-            self._set_virtual_size(Size(self._width, len(self.view)))
+            set_virtual_size(self, Size(self._width, len(self.view)))
         if self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
-
-    def _set_virtual_size(self, size: Size) -> None:
-        """`virtual_size = size` without what that assignment costs: it is a reactive with layout=True, so
-        each take of new lines laid the whole screen out again and re-rendered every widget (the grid
-        too), most of the TUI's CPU beside a logger. The pane's own size does not depend on its lines;
-        only its scrollbars do, and updating them asks for a layout when one appears or goes. This is
-        what Textual's own resize does (Widget._size_updated with layout=False)."""
-        if size == self.virtual_size:
-            return
-        if not self.is_mounted or not self.size:
-            self.virtual_size = size
-            return
-        self.set_reactive(Widget.virtual_size, size)
-        self._scroll_update(size)
 
     # ---- wrapping -----------------------------------------------------------------------------
 
