@@ -45,6 +45,34 @@ def test_no_engine_means_nothing_to_attach_to(tmp_path):
         RemoteEngine((tmp_path / "oxfile.toml").resolve()).connect()
 
 
+def test_a_command_s_effect_reaches_an_attached_view_whatever_the_push_interval(tmp_path, monkeypatch):
+    """The engine in this process (embedded, with its control socket), its attach feed's interval put
+    off for an hour: a scale sent over the socket still reaches the attached view, because a command
+    that is done sends its effect at once (a chatty app keeps a push due every interval for the figures
+    alone, and a key's effect waited for that slot)."""
+    from conftest import write_oxfile
+
+    from oxtui.client.connection import Client
+    from oxtui.client.embedded import EmbeddedEngine
+    from oxtui.engine import control
+    from oxtui.oxfile.config import load
+    monkeypatch.setattr(control, "PUSH_INTERVAL", 3600.0)
+    oxfile = write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\nstop_timeout = 2\n').resolve()
+    engine = EmbeddedEngine(load(oxfile))
+    engine.start()
+    remote = RemoteEngine(oxfile)
+    try:
+        remote.connect()
+        wait_until(lambda: remote.snapshot() is not None, 10, 0.02, "the first snapshot")
+        with Client(oxfile) as c:
+            c.call({"cmd": "status"})                 # the feed has sent once: the interval now holds it
+            c.call({"cmd": "scale", "name": "app", "n": 3})
+        wait_until(lambda: remote.snapshot()["processes"][0]["instances"] == 3, 10, 0.02, "the scale, pushed")
+    finally:
+        remote.detach()
+        engine.shutdown()
+        assert engine.join(30)
+
 async def test_an_attached_view_draws_on_the_engine_s_push_without_any_poll(tmp_path, engine_process, monkeypatch):
     """As embedded (tests/test_tui.py): the once-a-second pull put off, a key's effect and the new
     worker's lines still reach the screen, pushed over the socket and woken by the reader thread."""

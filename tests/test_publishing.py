@@ -12,23 +12,34 @@ from oxtui.tui.model import reload_news
 class FakeLoop:
     def __init__(self) -> None:
         self.now = 50.0
-        self.due: list[tuple[float, object]] = []
+        self.due: list[Handle] = []
 
     def time(self) -> float:
         return self.now
 
-    def call_soon(self, fn) -> None:
-        self.due.append((self.now, fn))
+    def call_soon(self, fn) -> Handle:
+        return self.call_later(0, fn)
 
-    def call_later(self, delay: float, fn) -> None:
-        self.due.append((self.now + delay, fn))
+    def call_later(self, delay: float, fn) -> Handle:
+        handle = Handle(self.now + delay, fn)
+        self.due.append(handle)
+        return handle
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-        ready = sorted((d for d in self.due if d[0] <= self.now), key=lambda d: d[0])
-        self.due = [d for d in self.due if d[0] > self.now]
-        for _, fn in ready:
-            fn()
+        ready = sorted((h for h in self.due if h.at <= self.now), key=lambda h: h.at)
+        self.due = [h for h in self.due if h.at > self.now]
+        for handle in ready:
+            if not handle.cancelled:
+                handle.fn()
+
+
+class Handle:
+    def __init__(self, at: float, fn) -> None:
+        self.at, self.fn, self.cancelled = at, fn, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class FakeEngine:
@@ -100,3 +111,30 @@ def test_a_toast_when_a_reload_ends_and_only_then():
                                                             "information")]
     reload_news(snap("running", why="schedule"), seen)
     assert reload_news(snap("done", why="schedule"), seen) == [], "a schedule's tick says it under the grid"
+
+
+def test_a_command_s_effect_is_published_at_once_whatever_the_interval(tmp_path, monkeypatch):
+    """A real embedded engine, its publishing interval put off for an hour: a command's effect (a scale)
+    is still in the snapshot as soon as the command is done. Beside a chatty app a publish is due every
+    interval for the figures alone, and a key's effect waited for that slot."""
+    import threading
+
+    from conftest import write_oxfile
+
+    from oxtui.client import embedded
+    from oxtui.oxfile.config import load
+    monkeypatch.setattr(embedded, "PUBLISH_INTERVAL", 3600.0)
+    e = EmbeddedEngine(load(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 60"\nstop_timeout = 2\n')))
+    woken: list[str] = []
+    e.set_wake(woken.append)
+    e.start()
+    try:
+        e.command({"cmd": "status"})          # a first publish: from here on the interval holds the next back
+        done = threading.Event()
+        e.command({"cmd": "scale", "name": "app", "n": 3}, lambda reply: done.set())
+        assert done.wait(30)
+        snap = e.snapshot()
+        assert snap is not None and snap["processes"][0]["instances"] == 3
+    finally:
+        e.shutdown()
+        assert e.join(30)

@@ -38,7 +38,7 @@ class EmbeddedEngine:
         self._thread = threading.Thread(target=self._main, name="oxtui engine", daemon=True)
         self._ready = threading.Event()
         self._snapshot: Snapshot | None = None
-        self._publishing = False             # a publish is scheduled (the changes since the last one wait for it)
+        self._publishing: asyncio.Handle | None = None     # the publish scheduled (the changes since the last wait for it)
         self._published_at = float("-inf")   # the engine loop's time of the last one
         self._logs = BatchQueue(LOG_BUFFER_BYTES)
         self._wake = Waker()
@@ -163,6 +163,11 @@ class EmbeddedEngine:
                 return error(str(e))
             except Exception as e:  # a bug in one command must not kill the engine thread
                 return error(f"internal error: {type(e).__name__}: {e}")
+            finally:
+                # A key's effect goes to the screen now, not after the cap on publishing: beside a chatty
+                # app a publish is due every PUBLISH_INTERVAL for the figures alone, and a key waited
+                # for the next slot (half of it on average).
+                self._publish()
 
         fut = asyncio.run_coroutine_threadsafe(run(), self._loop)
         if done is not None:
@@ -208,18 +213,20 @@ class EmbeddedEngine:
     def _on_change(self) -> None:
         """The engine changed something (engine thread, in the middle of its work): publish once this
         step is done, or, within PUBLISH_INTERVAL of the last one, when that interval ends."""
-        if self._publishing:
+        if self._publishing is not None:
             return
-        self._publishing = True
         assert self._loop is not None       # set before the engine exists, and the engine calls this
         delay = self._published_at + PUBLISH_INTERVAL - self._loop.time()
         if delay > 0:
-            self._loop.call_later(delay, self._publish)
+            self._publishing = self._loop.call_later(delay, self._publish)
         else:
-            self._loop.call_soon(self._publish)
+            self._publishing = self._loop.call_soon(self._publish)
 
     def _publish(self) -> None:
-        self._publishing = False
+        """Now (a command's effect: the cap is for what moves on its own, not for a person's key)."""
+        if self._publishing is not None:
+            self._publishing.cancel()
+            self._publishing = None
         if self.headless or self.engine is None:
             return      # (before start() is done, the first snapshot is taken there)
         assert self._loop is not None       # set before the engine exists

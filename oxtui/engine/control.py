@@ -59,6 +59,7 @@ class ControlServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self._answering = 0      # commands between their request and the end of their answer
+        self._viewers: set[asyncio.Event] = set()     # each attached view's: a command is done
 
     async def start(self, inherited: socket.socket | None = None) -> None:
         """Bind the socket, or serve one inherited from the engine we took over from."""
@@ -140,6 +141,8 @@ class ControlServer:
         try:
             try:
                 result = await self.engine.execute(req, progress)
+                for nudge in self._viewers:      # its effect to every attached view now, not at the cap
+                    nudge.set()
             except CommandError as e:
                 await _send(writer, error(str(e), usage=isinstance(e, UsageError)))
                 return
@@ -248,6 +251,8 @@ class ControlServer:
         n = req.get("logs", 2000)
         n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 2000
         changed = asyncio.Event()
+        nudge = asyncio.Event()             # a command is done: its effect goes out whatever the cap says
+        self._viewers.add(nudge)
         unlisten = self.engine.on_change(changed.set)
         self.engine.looked_at(+1)
         try:
@@ -263,6 +268,7 @@ class ControlServer:
                                         "logs": [b.to_wire() for b in reversed(kept)]}))
                 logs = asyncio.ensure_future(feed.get())
                 dirty = asyncio.ensure_future(changed.wait())
+                nudged = asyncio.ensure_future(nudge.wait())
                 gone = asyncio.ensure_future(reader.read(1))     # the UI says nothing more: EOF = detached
                 loop = asyncio.get_running_loop()
                 # Each kind goes at once after a quiet moment, then at most 10 times a second. Apart: a
@@ -272,16 +278,20 @@ class ControlServer:
                     while True:
                         ready = {"snapshot": dirty, "logs": logs}
                         due = [sent[k] + PUSH_INTERVAL for k, f in ready.items() if f.done()]
+                        if dirty.done() and nudged.done():
+                            due.append(0.0)
                         timeout = max(0.0, min(due) - loop.time()) if due else None
                         if timeout != 0.0:
-                            await asyncio.wait([f for f in (logs, dirty, gone) if not f.done()], timeout=timeout,
-                                               return_when=asyncio.FIRST_COMPLETED)
+                            await asyncio.wait([f for f in (logs, dirty, gone, nudged) if not f.done()],
+                                               timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                         if gone.done():
                             return
                         now = loop.time()
-                        if dirty.done() and now >= sent["snapshot"] + PUSH_INTERVAL:
+                        if dirty.done() and (now >= sent["snapshot"] + PUSH_INTERVAL or nudged.done()):
                             sent["snapshot"] = now
                             changed.clear()
+                            nudge.clear()
+                            nudged = asyncio.ensure_future(nudge.wait())
                             writer.write(encode({"snapshot": self.engine.snapshot()}))
                             dirty = asyncio.ensure_future(changed.wait())
                         if logs.done() and now >= sent["logs"] + PUSH_INTERVAL:
@@ -295,8 +305,10 @@ class ControlServer:
                 finally:
                     logs.cancel()
                     dirty.cancel()
+                    nudged.cancel()
                     gone.cancel()
         finally:
+            self._viewers.discard(nudge)
             unlisten()
             self.engine.looked_at(-1)
 
