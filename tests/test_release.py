@@ -63,7 +63,8 @@ def provide(dists: list[importlib.metadata.Distribution], env: Path) -> None:
 
 def test_the_wheel_installs_and_runs_on_its_own(tmp_path):
     dist = tmp_path / "dist"
-    run(sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(ROOT))
+    # --no-isolation: with the test extra's setuptools (what [build-system] requires), not fetched twice
+    run(sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir", str(dist), str(ROOT))
     wheel = next(dist.glob(f"oxtui-{__version__}-py3-none-any.whl"))
     sdist = next(dist.glob(f"oxtui-{__version__}.tar.gz"))
     run(sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist))
