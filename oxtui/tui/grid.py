@@ -118,8 +118,7 @@ class WorkerGrid(ScrollView, can_focus=True):
         self._order: list[str] = []
         self._columns: tuple[int, ...] = ()
         self._lines: dict[str, Strip] = {}     # a row's drawn line, until its cells, the columns or the style change
-        self._styles = (Style(), Style(), Style(), Style())    # this frame's: base, header, cursor, and the lines'
-
+        self._styles = (Style(), Style(), Style())      # this frame's: the widget's, the titles', the cursor's
         self._header: tuple[Style, list[Segment]] | None = None     # (its style, its line)
         self.cursor_row = 0
         self.sorted_by = "slot"
@@ -248,15 +247,15 @@ class WorkerGrid(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         # The styles once a frame, not once a line: each look-up walks the widget's ancestors.
         base = self.rich_style
-        if base != self._styles[3]:
+        if base != self._styles[0]:
             self._lines = {}            # drawn over another background (the focus tints it)
         self._styles = (base, self.get_component_rich_style("worker-grid--header"),
-                        self.get_component_rich_style("worker-grid--cursor"), base)
+                        self.get_component_rich_style("worker-grid--cursor"))
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         width, x = self.size.width, int(self.scroll_x)
-        base, header, cursor, _ = self._styles
+        base, header, cursor = self._styles
         if y == 0:
             return Strip(self._header_line(header)).crop_extend(x, x + width, header).apply_style(base)
         index = int(self.scroll_y) + y - 1
