@@ -66,6 +66,16 @@ async def until(pilot: Any, pred: Callable[[], Any], timeout: float = 10.0, what
     return await await_until(pred, timeout, 0.05, what, sleep=pilot.pause)
 
 
+async def screen_ready(pilot: Any) -> None:
+    """Until the screen's start-up is done: the footer laid out with its keys. The footer composes its
+    keys again when the focus first lands (the grid's), and a test that counts layouts or reads the
+    footer must start after that, however slowly a loaded machine gets there."""
+    def footer_keys() -> list[Any]:
+        return [k for k in pilot.app.screen.query("FooterKey") if k.region.width]
+    await until(pilot, footer_keys, what="the footer's keys laid out")
+    await pilot.pause()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from conftest import APPS, PY, free_port, until, write_oxfile
+from conftest import APPS, PY, free_port, screen_ready, until, write_oxfile
 
 from oxtui.client.embedded import EmbeddedEngine
 from oxtui.oxfile.config import load
@@ -457,6 +457,7 @@ def test_help_and_quit_stay_in_the_footer_at_80_columns(tui):
     async def body():
         async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: len(running(app)) == 2)
+            await screen_ready(pilot)
             footer = app.screen.query_one("Footer")
             shown = [k for k in footer.query("FooterKey") if k.region.width and k.region.right <= 80]
             texts = [k.description for k in shown]

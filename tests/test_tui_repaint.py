@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 
+from conftest import screen_ready
 from rich.cells import cell_len
 from test_tui_snapshots import T0, make_app
 from textual._compositor import Compositor
@@ -71,7 +72,7 @@ async def test_only_the_row_whose_values_changed_is_repainted(monkeypatch):
 async def test_log_lines_and_a_new_header_repaint_no_row_of_the_grid(monkeypatch):
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause()
+        await screen_ready(pilot)
         rendered, layouts = counting(monkeypatch), counting_layouts(monkeypatch)
         before = len(app.logview.all)
         for i in range(5):
