@@ -352,3 +352,27 @@ def test_an_abstract_notify_socket_and_status_counting_only_ready_instances(tmp_
         done.set()
         reader.join(2)
         sock.close()
+
+
+def test_ready_goes_out_by_the_longest_ready_timeout_and_a_grace_and_the_unit_waits_that_long(tmp_path):
+    """The engine's deadline for READY=1 (a process that never gets ready must not keep the unit
+    activating forever) and the unit's TimeoutStartSec, which must outlast it: one number for both."""
+    from oxtui.cli.startup import START_MARGIN, start_timeout
+    from oxtui.observers.sdnotify import READY_GRACE, ready_deadline
+    from oxtui.oxfile.config import load
+    config = load(write_oxfile(tmp_path, '''
+        [processes.web]
+        command = "sleep 60"
+        [processes.web.ready]
+        timeout = 30
+        [processes.api]
+        command = "sleep 60"
+        [processes.api.ready]
+        timeout = 5
+        [processes.bg]
+        command = "sleep 60"
+    '''))
+    assert ready_deadline(config) == 30 + READY_GRACE
+    assert start_timeout(config) >= ready_deadline(config) + START_MARGIN
+    bare = load(write_oxfile(tmp_path, '[processes.bg]\ncommand = "sleep 60"\n', name="bare.toml"))
+    assert ready_deadline(bare) == 1.0 + READY_GRACE

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..format import hint
-from ..observers.sdnotify import READY_GRACE
+from ..observers.sdnotify import ready_deadline
 from ..oxfile.config import Config
 from ..porting.unitfile import environment, exec_word, plain
 
@@ -40,10 +40,10 @@ def unit_name(oxfile: Path) -> str:
 
 
 def start_timeout(config: Config) -> int:
-    """Long enough for READY=1 (sent at the latest READY_GRACE after the longest ready timeout) and for
-    ExecReload=, which systemd bounds by the same setting: a rolling reload of every instance."""
+    """Long enough for READY=1 (the engine's own deadline for it) and for ExecReload=, which systemd
+    bounds by the same setting: a rolling reload of every instance."""
     ready = [p.ready.timeout if p.ready is not None else 1.0 for p in config.processes]
-    startup = max(ready, default=1.0) + READY_GRACE
+    startup = ready_deadline(config)
     reload = sum((r + 2.0) * max(p.instances, 1) for p, r in zip(config.processes, ready))
     return int(max(startup, reload)) + START_MARGIN
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..observers.notify import Notifications
-from ..observers.sdnotify import READY_GRACE, Notifier
+from ..observers.sdnotify import Notifier, ready_deadline
 from ..oxfile.config import Config, ProcessConfig
 from ..protocol import LIVE_STATES, Event, Snapshot
 from .deploying import undeployed
@@ -171,7 +171,7 @@ class Engine:
             g.start_watch()
             g.start_schedule()
         # taken over from an engine that had told systemd READY=1 already (it made us the main process)
-        self.service.start(self, _ready_deadline(self.config), ready_sent=adopted)
+        self.service.start(self, ready_deadline(self.config), ready_sent=adopted)
         # (after service.start: it must know whether READY=1 went out already)
         self.keeper.arm(self, self._lock.fd, recovered=self.recovered is not None)
         self.notifications.start()
@@ -440,9 +440,3 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         return engine_snapshot(self)
-
-
-def _ready_deadline(config: Config) -> float:
-    """When READY=1 goes out even if not every process is ready (observers/sdnotify.py)."""
-    longest = max((p.ready.timeout for p in config.processes if p.ready is not None), default=1.0)
-    return longest + READY_GRACE

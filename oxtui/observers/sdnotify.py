@@ -21,12 +21,24 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from ..protocol import EngineFeed, ProcessSnapshot, Snapshot, WorkerState, slot_workers
+
+if TYPE_CHECKING:
+    from ..oxfile.config import Config
 
 # READY=1 is not held back forever: a process that never becomes ready (a crash loop that has not
 # yet given up) must not keep the whole unit "activating" until systemd kills every healthy one.
 READY_GRACE = 15.0
+
+
+def ready_deadline(config: Config) -> float:
+    """Seconds after the start when READY=1 goes out even if not every process is ready."""
+    longest = max((p.ready.timeout for p in config.processes if p.ready is not None), default=1.0)
+    return longest + READY_GRACE
+
+
 STATUS_EVERY = 1.0          # STATUS= is recomputed at most this often, and sent only when it changed
 LOOK_EVERY = 0.1            # after a change, the snapshot is read at most this often
 SETTLED = (WorkerState.RUNNING, WorkerState.EXITED, WorkerState.COMPLETED, WorkerState.FAILED, WorkerState.ERRORED,
