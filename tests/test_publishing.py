@@ -135,6 +135,12 @@ def test_a_command_s_effect_is_published_at_once_whatever_the_interval(tmp_path,
         assert done.wait(30)
         snap = e.snapshot()
         assert snap is not None and snap["processes"][0]["instances"] == 3
+        # and a script's command over the socket, as a key's
+        from oxtui.client.connection import Client
+        with Client(tmp_path / "oxfile.toml") as c:
+            c.call({"cmd": "scale", "name": "app", "n": 2})
+        snap = e.snapshot()
+        assert snap is not None and snap["processes"][0]["instances"] == 2
     finally:
         e.shutdown()
         assert e.join(30)

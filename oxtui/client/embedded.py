@@ -163,11 +163,6 @@ class EmbeddedEngine:
                 return error(str(e))
             except Exception as e:  # a bug in one command must not kill the engine thread
                 return error(f"internal error: {type(e).__name__}: {e}")
-            finally:
-                # A key's effect goes to the screen now, not after the cap on publishing: beside a chatty
-                # app a publish is due every PUBLISH_INTERVAL for the figures alone, and a key waited
-                # for the next slot (half of it on average).
-                self._publish()
 
         fut = asyncio.run_coroutine_threadsafe(run(), self._loop)
         if done is not None:
@@ -191,7 +186,11 @@ class EmbeddedEngine:
         engine = Engine(self.config)
         engine.embedded = True
         engine.logs.subscribers.append(self._on_batch)
-        engine.listeners.append(self._on_change)
+        engine.on_change(self._on_change)
+        # A command's effect (a key's, or a script's over the socket) goes to the screen now, not after the
+        # cap on publishing: beside a chatty app a publish is due every PUBLISH_INTERVAL for the figures
+        # alone, and a key waited for the next slot (half of it on average).
+        engine.on_change(self._publish, after_commands=True)
         try:
             await engine.start()
         except EngineError as e:

@@ -41,7 +41,7 @@ class ControlHost(Named, Protocol):
     async def execute(self, req: dict[str, Any], progress: Callable[[str], None] | None = None) -> Any: ...
     def snapshot(self) -> Snapshot: ...
     def looked_at(self, viewer: int = 0) -> None: ...
-    def on_change(self, fn: Callable[[], None]) -> Callable[[], None]: ...
+    def on_change(self, fn: Callable[[], None], after_commands: bool = False) -> Callable[[], None]: ...
     def hand_over(self, background: bool = True) -> int: ...
     async def until_it_can_hand_over(self, progress: Callable[[str], None] | None, limit: float) -> None: ...
 
@@ -59,7 +59,6 @@ class ControlServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self._answering = 0      # commands between their request and the end of their answer
-        self._viewers: set[asyncio.Event] = set()     # each attached view's: a command is done
 
     async def start(self, inherited: socket.socket | None = None) -> None:
         """Bind the socket, or serve one inherited from the engine we took over from."""
@@ -141,8 +140,6 @@ class ControlServer:
         try:
             try:
                 result = await self.engine.execute(req, progress)
-                for nudge in self._viewers:      # its effect to every attached view now, not at the cap
-                    nudge.set()
             except CommandError as e:
                 await _send(writer, error(str(e), usage=isinstance(e, UsageError)))
                 return
@@ -252,8 +249,8 @@ class ControlServer:
         n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 2000
         changed = asyncio.Event()
         nudge = asyncio.Event()             # a command is done: its effect goes out whatever the cap says
-        self._viewers.add(nudge)
         unlisten = self.engine.on_change(changed.set)
+        unnudge = self.engine.on_change(nudge.set, after_commands=True)
         self.engine.looked_at(+1)
         try:
             with LogFeed(self.engine.logs, None) as feed:
@@ -308,7 +305,7 @@ class ControlServer:
                     nudged.cancel()
                     gone.cancel()
         finally:
-            self._viewers.discard(nudge)
+            unnudge()
             unlisten()
             self.engine.looked_at(-1)
 

@@ -52,6 +52,7 @@ class Engine:
         self.started_at = time.time()
         self.sampling = Sampling(self._live_workers, self._sampled, self.log, self._metrics_needed)
         self.listeners: list[Callable[[], None]] = []
+        self.command_listeners: list[Callable[[], None]] = []     # on_change(after_commands=True)
         self._control_enabled = control
         self._control: ControlServer | None = None
         self._lock = OxfileLock(config.path)
@@ -260,9 +261,12 @@ class Engine:
         self.events.subscribers.append(on_event)
         return lambda: self.events.subscribers.remove(on_event)
 
-    def on_change(self, fn: Callable[[], None]) -> Callable[[], None]:
-        self.listeners.append(fn)
-        return lambda: self.listeners.remove(fn)
+    def on_change(self, fn: Callable[[], None], after_commands: bool = False) -> Callable[[], None]:
+        """fn() at each change; with after_commands, each time a command has run instead: its effect is
+        a person's key or a script's verb, to show at once, whatever a viewer's cap on what moves alone."""
+        listeners = self.command_listeners if after_commands else self.listeners
+        listeners.append(fn)
+        return lambda: listeners.remove(fn)
 
     def publish(self, event: str, process: str, text: str, **fields: Any) -> None:
         self.events.publish(event, process, None, None, text, **fields)
@@ -380,7 +384,11 @@ class Engine:
         handler = COMMANDS.get(req.get("cmd"))    # type: ignore[arg-type]
         if handler is None:
             raise CommandError(f"unknown command {req.get('cmd')!r}")
-        return await handler(self, req, progress)
+        try:
+            return await handler(self, req, progress)
+        finally:
+            for fn in self.command_listeners:
+                fn()
 
     async def apply(self, progress: Callable[[str], None] | None) -> dict[str, Any]:
         from .apply import apply
