@@ -149,3 +149,12 @@ async def test_a_new_worker_draws_its_own_line_and_no_other(monkeypatch):
         # the grid's height grows in steps (grid.GROW): 10 lines and then 11 fit in the same 12, so the
         # screen is not laid out again and the logs below do not move
         assert app.grid.size.height == 12 and not layouts, dict(layouts)
+        # and gone again: its kept line goes with it (a reload's surge rows come and go all day)
+        snap = copy.deepcopy(snap)
+        snap["processes"][0]["workers"].pop()
+        snap["processes"][0]["instances"] = 4
+        app.client.snap = snap
+        app.pull()
+        await pilot.pause()
+        assert "w:web:4:" not in app.grid.order, app.grid.order
+        assert "w:web:4:" not in app.grid._lines, list(app.grid._lines)

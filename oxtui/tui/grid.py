@@ -133,18 +133,14 @@ class WorkerGrid(ScrollView, can_focus=True):
         if new_columns:
             self._columns, self._lines, self._header = columns, {}, None
         order = [r.key for r in rows]
-        repaint: list[int] = []
-        same_rows = order == self._order and not new_columns
-        for index, row in enumerate(rows):
-            old = self.rows_by_key.get(row.key)
-            if old is None or old.cells != row.cells or old.kind != row.kind or old.role != row.role:
-                self._lines.pop(row.key, None)
-                repaint.append(index)
-        self.rows_by_key = {r.key: r for r in rows}
-        if len(self._lines) > len(rows):
-            self._lines = {k: v for k, v in self._lines.items() if k in self.rows_by_key}
-        if same_rows:
-            for index in repaint:
+        changed = [i for i, row in enumerate(rows) if self.rows_by_key.get(row.key) != row]   # (Row is frozen)
+        by_key = {r.key: r for r in rows}
+        gone = self.rows_by_key.keys() - by_key.keys() if order != self._order else set()
+        for key in [*gone, *(order[i] for i in changed)]:      # rows gone or changed: their kept lines too
+            self._lines.pop(key, None)
+        self.rows_by_key = by_key
+        if order == self._order and not new_columns:
+            for index in changed:
                 self._refresh_row(index)
             return
         self._order = order
@@ -265,11 +261,10 @@ class WorkerGrid(ScrollView, can_focus=True):
         line = self._lines.get(key)
         if line is None:
             line = self._lines[key] = Strip(self._draw(self.rows_by_key[key])).apply_style(base)
+        line = line.crop_extend(x, x + width, base)
         if index != self.cursor_row:
-            return line.crop_extend(x, x + width, base)
-        # the cursor's colours over the cells' own, across the whole width
-        strip = Strip(line.crop_extend(x, x + width, None))
-        return Strip(Segment.apply_style(strip, post_style=cursor), width).apply_style(base)
+            return line
+        return Strip(Segment.apply_style(line, post_style=cursor), width)   # over the cells' own colours
 
     def _draw(self, row: Row) -> list[Segment]:
         text = Text(no_wrap=True, end="")
