@@ -238,11 +238,12 @@ def engine_process():
         ep.stop()
 
 
-# A test that drives a flat-out load generator keeps a core or more busy, and so does what it loads.
-# In one xdist group (`--dist loadgroup`) they run one at a time, each beside tests that mostly wait
-# on real processes instead of beside another one: less time in all, and no test starved of CPU.
-# Not the chaos test: it lasts 60 s whatever the load, and as one more link of this chain it would
-# make the whole run a minute longer.
+# A test that drives a flat-out load generator (test_reload.py's, the Python servers', the Node
+# sample's) keeps a core or more busy, and so does what it loads. In one xdist group (`--dist
+# loadgroup`) they run one at a time, each beside tests that mostly wait on real processes instead of
+# beside another one: less time in all, and no test starved of CPU. A test under `Load.steady` (a few
+# percent of a core) needs no place in it. Not the chaos test either: it lasts 60 s whatever the load,
+# and as one more link of this chain it would make the whole run a minute longer.
 under_load = pytest.mark.xdist_group("load")
 
 

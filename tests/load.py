@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+STEADY_PATH = "/slow?s=0.02"
+
 
 class BoundedLoad:
     """Threads that send requests to 127.0.0.1 until stopped or out of time; subclasses send them."""
@@ -50,11 +52,22 @@ class BoundedLoad:
 
 
 class Load(BoundedLoad):
-    """One HTTP/1.0 request per connection."""
+    """One HTTP/1.0 request per connection. As made, flat out: four threads, about 2,000 requests a
+    second, and with what it loads a core and a half. That is for the tests of a reload's own steps
+    (test_reload.py), whose races are narrow; `Load.steady` is for the rest."""
 
     def __init__(self, port: int, path: str = "/", threads: int = 4, max_seconds: float = 120):
         super().__init__(port, path, threads, max_seconds)
         self.bodies: list[str] = []
+
+    @classmethod
+    def steady(cls, port: int, max_seconds: float = 120) -> Load:
+        """Traffic all the time rather than the most traffic: eight clients whose requests each stay
+        20 ms in tests/apps/app.py (its /slow). A request is then in flight on the instances at nearly
+        every moment (a drain that SIGKILLs its instance loses some in each run), at about 350 requests
+        a second and a few percent of a core, so a test of what happens to the engine, the UI or a
+        deploy keeps the machine for the others."""
+        return cls(port, STEADY_PATH, threads=8, max_seconds=max_seconds)
 
     @property
     def count(self) -> int:

@@ -17,7 +17,7 @@ def main() -> None:
     port, stop = int(sys.argv[1]), sys.argv[2]
     limit = float(sys.argv[3]) if len(sys.argv) > 3 else 120.0
     deadline = time.monotonic() + limit
-    with Load(port, threads=4, max_seconds=limit) as load:
+    with Load.steady(port, max_seconds=limit) as load:
         while not os.path.exists(stop) and time.monotonic() < deadline:
             time.sleep(0.05)
     print(json.dumps({"ok": len(load.bodies), "failures": load.failures, "pids": sorted({b.split()[1] for b in load.bodies if len(b.split()) > 1})}))

@@ -7,7 +7,7 @@ import asyncio
 
 import psutil
 import pytest
-from conftest import app_oxfile, await_until, free_port, oxtui_cli, under_load, wait_until
+from conftest import app_oxfile, await_until, free_port, oxtui_cli, wait_until
 from load import Load, explain
 
 from oxtui.client.connection import NoEngine
@@ -94,7 +94,6 @@ async def test_an_attached_view_draws_on_the_engine_s_push_without_any_poll(tmp_
         assert "has stopped" in app.exit_message and not pulls
 
 
-@under_load
 def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
     port, ep, app = attached_to_a_running_engine(tmp_path, engine_process)
 
@@ -111,7 +110,7 @@ def test_attached_keys_scale_kill_reload_and_detach(tmp_path, engine_process):
             await until(lambda: workers(app, "running")[0]["restarts"] == 1, what="kill restarts worker 0")
             before = {w["pid"] for w in workers(app)}
             (tmp_path / "release.txt").write_text("ok r2")
-            with Load(port) as load:
+            with Load.steady(port) as load:
                 load.wait_for(20)
                 await pilot.press("r")
                 await until(lambda: (app.client.snapshot()["processes"][0]["reload"] or {}).get("state") == "done",

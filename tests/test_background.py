@@ -19,7 +19,6 @@ from conftest import (
     free_port,
     http_get,
     oxtui_cli,
-    under_load,
     wait_until,
     write_oxfile,
 )
@@ -175,7 +174,6 @@ def test_two_engines_for_one_oxfile_never_run(tmp_path, daemon):
     assert r.returncode == 1 and "already running" in r.stderr
 
 
-@under_load
 def test_apply_adds_removes_reloads_scales_and_leaves_the_rest_alone(tmp_path, daemon):
     port = free_port()
     base = f'''
@@ -210,7 +208,7 @@ def test_apply_adds_removes_reloads_scales_and_leaves_the_rest_alone(tmp_path, d
         [processes.new]
         command = "sleep 600"
     ''')
-    with Load(port) as load:
+    with Load.steady(port) as load:
         load.wait_for(20)
         r = oxtui_cli("apply", "-c", str(oxfile))
         load.wait_for(20)
@@ -229,7 +227,6 @@ def test_apply_adds_removes_reloads_scales_and_leaves_the_rest_alone(tmp_path, d
     assert [p["name"] for p in status(oxfile)["processes"]] == ["app", "keep", "more", "new"]
 
 
-@under_load
 def test_apply_refuses_a_broken_file_or_release_and_changes_nothing(tmp_path, daemon):
     port = free_port()
     oxfile = app_oxfile(tmp_path, port)
@@ -254,7 +251,7 @@ def test_apply_refuses_a_broken_file_or_release_and_changes_nothing(tmp_path, da
 
     oxfile.write_text(text.replace("instances = 2", 'instances = 2\nenv = { X = "1" }'))
     (tmp_path / "release.txt").write_text("crash")
-    with Load(port) as load:
+    with Load.steady(port) as load:
         load.wait_for(20)
         r = oxtui_cli("apply", "-c", str(oxfile))
         load.wait_for(20)

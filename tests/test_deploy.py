@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import APPS, free_port, http_get, oxtui_cli, under_load, until, wait_until, write_oxfile
+from conftest import APPS, free_port, http_get, oxtui_cli, until, wait_until, write_oxfile
 from load import Load, explain
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is missing")
@@ -91,7 +91,6 @@ def serving(port: int) -> set[str]:
     return {http_get(port)[1].split()[0] for _ in range(8)}
 
 
-@under_load
 def test_deploy_rollback_and_failures_under_load(tmp_path, engine_process):
     port = free_port()
     source = make_source(tmp_path / "src")
@@ -110,7 +109,7 @@ def test_deploy_rollback_and_failures_under_load(tmp_path, engine_process):
     ep.wait_running("web", 2)
     assert tags(ep) == {v1} and serving(port) == {"v1"}
 
-    with Load(port, threads=2, max_seconds=120) as load:
+    with Load.steady(port, max_seconds=120) as load:
         load.wait_for(20)
         r = cli(oxfile, "deploy")                      # main: v2
         assert r.returncode == 0, r.stdout + r.stderr

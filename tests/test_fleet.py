@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import app_oxfile, await_until, default_sigint, free_port, http_get, under_load, wait_until, write_oxfile
+from conftest import app_oxfile, await_until, default_sigint, free_port, http_get, wait_until, write_oxfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from load import Load, explain
@@ -224,7 +224,6 @@ def test_a_bad_fleet_file_is_one_line_per_problem(lab, tmp_path):
 
 
 @needs_ssh
-@under_load
 def test_fleet_reload_goes_host_by_host_under_load_and_stops_at_the_first_rollback(lab, engines):
     lab.add("web0", password_only=True)        # down from the start: named and skipped, never a reason to wait
     hosts = [lab.add(f"web{i}") for i in (1, 2, 3)]
@@ -232,7 +231,7 @@ def test_fleet_reload_goes_host_by_host_under_load_and_stops_at_the_first_rollba
     before = [ep.pids() for ep in eps]
     for ep, release in zip(eps, ("ok r2", "crash", "ok r2"), strict=True):
         (ep.oxfile.parent / "release.txt").write_text(release)
-    loads = [Load(ep.port, threads=2, max_seconds=90) for ep in eps]
+    loads = [Load.steady(ep.port, max_seconds=90) for ep in eps]
     for load in loads:
         load.__enter__()
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import APPS, PY, free_port, gone, oxtui_cli, under_load, wait_until, write_oxfile
+from conftest import APPS, PY, free_port, gone, oxtui_cli, wait_until, write_oxfile
 from keepalive import KeepAliveLoad
 from load import Load, explain
 from ptytui import PtyTUI
@@ -136,7 +136,6 @@ def brought_down(tmp_path):
         oxtui_cli("down", "-c", str(oxfile))
 
 
-@under_load
 def test_a_sigkilled_engine_is_replaced_at_once_and_costs_no_request_line_or_history(tmp_path, brought_down):
     port, api = free_port(), free_port()
     oxfile = oxfile_with_counter(tmp_path, port, extra=node_api(api))
@@ -152,7 +151,7 @@ def test_a_sigkilled_engine_is_replaced_at_once_and_costs_no_request_line_or_his
     events_before = events(oxfile)
     old = before["engine_pid"]
     keeper = before["engine"]["keeper_pid"]
-    with Load(port, threads=4, max_seconds=60) as fresh, \
+    with Load.steady(port, max_seconds=60) as fresh, \
             KeepAliveLoad(api, connections=8, max_seconds=60, pause=0.02) as kept:
         fresh.wait_for(50)
         kept.wait_for(50)
@@ -228,14 +227,13 @@ def test_killed_twice_in_a_row_and_in_the_middle_of_a_crash_loop(tmp_path, broug
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "one sequence across three engines"
 
 
-@under_load
 def test_sigkill_in_the_middle_of_a_rolling_reload_runs_it_again_to_the_end(tmp_path, brought_down):
     port = free_port()
     oxfile = oxfile_with_counter(tmp_path, port, instances=3)
     brought_down.append(oxfile)
     assert oxtui_cli("up", str(oxfile), cwd=tmp_path).returncode == 0
     (tmp_path / "release.txt").write_text("slowok r2")         # each new instance boots for 1.5 s
-    with Load(port, threads=4, max_seconds=90) as load:
+    with Load.steady(port, max_seconds=90) as load:
         load.wait_for(30)
         reload = subprocess.Popen([PY, "-m", "oxtui", "reload", "app", "-c", str(oxfile)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
@@ -317,7 +315,6 @@ def test_an_engine_that_dies_at_start_is_tried_again_later_while_the_workers_ser
     assert_nothing_lost_while_no_engine_ran(tmp_path / "logs" / "count.log", killed_at)
 
 
-@under_load
 def test_sigkill_of_the_embedded_tui_costs_no_request(tmp_path, brought_down):
     port = free_port()
     oxfile = oxfile_with_counter(tmp_path, port)
@@ -326,7 +323,7 @@ def test_sigkill_of_the_embedded_tui_costs_no_request(tmp_path, brought_down):
     try:
         before = wait_until(lambda: all_running(oxfile, {"app": 2, "count": 1}), 20, 0.05, what="the TUI's workers")
         assert before["engine_pid"] == tui.proc.pid
-        with Load(port, threads=4, max_seconds=60) as load:
+        with Load.steady(port, max_seconds=60) as load:
             load.wait_for(50)
             killed_at = time.monotonic()
             tui.proc.kill()
@@ -346,7 +343,6 @@ def test_sigkill_of_the_embedded_tui_costs_no_request(tmp_path, brought_down):
     assert_nothing_lost_while_no_engine_ran(tmp_path / "logs" / "count.log", killed_at)
 
 
-@under_load
 def test_an_exception_in_a_widget_hands_the_engine_to_the_background(tmp_path, brought_down):
     port = free_port()
     oxfile = oxfile_with_counter(tmp_path, port)
@@ -355,7 +351,7 @@ def test_an_exception_in_a_widget_hands_the_engine_to_the_background(tmp_path, b
     try:
         before = wait_until(lambda: all_running(oxfile, {"app": 2, "count": 1}), 20, 0.05, what="the TUI's workers")
         wait_until(lambda: b"Reload" in tui.output, 10, 0.05, what="the TUI to draw its footer")
-        with Load(port, threads=4, max_seconds=60) as load:
+        with Load.steady(port, max_seconds=60) as load:
             load.wait_for(50)
             tui.press("x")
             assert tui.proc.wait(30) == 1, "a failed UI exits 1"
@@ -440,7 +436,6 @@ def test_down_while_no_engine_can_start_stops_everything_through_the_keeper(tmp_
     assert oxtui_cli("status", "-c", str(oxfile)).returncode == 3
 
 
-@under_load
 def test_sigkill_while_a_canary_runs_stops_the_canary_and_runs_the_reload_again(tmp_path, brought_down):
     port = free_port()
     (tmp_path / "release.txt").write_text("ok r1")
@@ -457,7 +452,7 @@ def test_sigkill_while_a_canary_runs_stops_the_canary_and_runs_the_reload_again(
     brought_down.append(oxfile)
     assert oxtui_cli("up", str(oxfile), cwd=tmp_path).returncode == 0
     (tmp_path / "release.txt").write_text("slowok r2")         # the canary boots for 1.5 s
-    with Load(port, threads=4, max_seconds=90) as load:
+    with Load.steady(port, max_seconds=90) as load:
         load.wait_for(30)
         reload = subprocess.Popen([PY, "-m", "oxtui", "reload", "app", "-c", str(oxfile)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)

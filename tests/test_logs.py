@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import APPS, free_port, under_load, wait_until, write_oxfile
+from conftest import APPS, free_port, wait_until, write_oxfile
 from load import Load, explain
 
 LINE = re.compile(rb"line (\d+) x* end\n")
@@ -76,7 +76,6 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(logs)], capture_output=True, check=False)
 
 
-@under_load
 def test_a_full_disk_loses_no_request_and_every_lost_line_is_counted(tmp_path, small_disk, engine_process):
     """(A read-only remount is refused by the kernel while any file is open for writing, and an engine
     always has its files open: EROFS from the kernel is in tests/test_logfile.py, on a file opened
@@ -85,7 +84,7 @@ def test_a_full_disk_loses_no_request_and_every_lost_line_is_counted(tmp_path, s
     ep = engine_process(oxfile(tmp_path, port, small_disk))
     ep.wait_running("web", 1)
     filler = small_disk / "filler"
-    with Load(port, threads=2, max_seconds=60) as load:
+    with Load.steady(port, max_seconds=60) as load:
         load.wait_for(20)
         free = shutil.disk_usage(small_disk).free
         filler.write_bytes(b"\0" * max(0, free - 200_000))      # the rest goes in a second or so

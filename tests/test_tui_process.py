@@ -22,7 +22,6 @@ from conftest import (
     await_until,
     free_port,
     oxtui_cli,
-    under_load,
     wait_until,
     write_oxfile,
 )
@@ -54,7 +53,6 @@ def running_pids(oxfile, n):
     return sorted(w["pid"] for w in ws) if len(ws) == n else None
 
 
-@under_load
 def test_a_hang_up_keeps_every_worker_serving_in_the_same_process(tmp_path):
     port = free_port()
     oxfile = app_oxfile(tmp_path, port)
@@ -62,7 +60,7 @@ def test_a_hang_up_keeps_every_worker_serving_in_the_same_process(tmp_path):
     try:
         pids = wait_until(lambda: running_pids(oxfile, 2), 20, 0.1, "the TUI's engine to run 2 workers")
         assert status(oxfile)["engine_pid"] == tui.proc.pid
-        with Load(port) as load:
+        with Load.steady(port) as load:
             load.wait_for(30)
             tui.hang_up()
             wait_until(lambda: "the terminal hung up" in text_of(tmp_path / "logs" / "oxtui.log"), 10)
@@ -173,7 +171,6 @@ def test_a_hang_up_reaches_the_engine_while_the_ui_thread_is_stuck(tmp_path):
         tui.close()
 
 
-@under_load
 def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
     """The issue's promise: SSH in, run oxtui, start a reload, lose the connection, come back with
     `oxtui` and find the reload finished and every app serving, no request lost."""
@@ -182,7 +179,7 @@ def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
     tui = PtyTUI(oxfile)
     try:
         old = wait_until(lambda: running_pids(oxfile, 3), 20, 0.1, "3 running workers")
-        with Load(port) as load:
+        with Load.steady(port) as load:
             load.wait_for(30)
             # Each new instance boots for 1.5 s, so the reload lasts seconds: long enough to be seen
             # running and cut off mid-way (an "ok" release was once done in 1.9 s, before a poll).
@@ -232,7 +229,6 @@ def test_drop_the_connection_mid_reload_then_attach_again(tmp_path):
         tui.close()
 
 
-@under_load
 def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path):
     port = free_port()
     oxfile = app_oxfile(tmp_path, port)
@@ -243,7 +239,7 @@ def test_q_then_b_moves_the_engine_to_the_background_without_a_restart(tmp_path)
         wait_until(lambda: b"Reload" in tui.output, 10, 0.05, "the TUI to draw its footer")
         viewer = RemoteEngine(oxfile.resolve())      # a TUI attached from another terminal
         viewer.connect()
-        with Load(port) as load:
+        with Load.steady(port) as load:
             load.wait_for(30)
             tui_sid = os.getsid(tui.proc.pid)
             tui.press("q")

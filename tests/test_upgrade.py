@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, free_port, marked_pids, oxtui_cli, under_load, wait_until, write_oxfile
+from conftest import APPS, ROOT, free_port, marked_pids, oxtui_cli, wait_until, write_oxfile
 from installs import OLD_VERSION, Install
 from load import Load
 
@@ -99,7 +99,6 @@ def web_oxfile(folder: Path, port: int, extra: str = "") -> Path:
     ''')
 
 
-@under_load
 def test_an_upgrade_keeps_every_worker_its_requests_and_the_history(old, tmp_path):
     port = free_port()
     runs = tmp_path / "runs"
@@ -121,7 +120,7 @@ def test_an_upgrade_keeps_every_worker_its_requests_and_the_history(old, tmp_pat
         old_engine = before["engine_pid"]
         helper = helper_of(old_engine)
         wait_until(lambda: runs.exists() and len(runs.read_text().split()) >= 2, 10, 0.1, what="two scheduled runs")
-        with Load(port) as load:
+        with Load.steady(port) as load:
             load.wait_for(50)
             before = old.status(oxfile)
             events_before = [json.loads(line) for line in
