@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 
@@ -31,9 +30,10 @@ def base_dir(uid: int | None = None) -> Path:
     if override:
         return Path(override)
     uid = os.getuid() if uid is None else uid
-    if uid == 0:
-        return Path("/run/oxtui") if os.path.isdir("/run") and os.access("/run", os.W_OK) \
-            else Path(tempfile.gettempdir()) / "oxtui-0"
+    if uid == 0 and os.path.isdir("/run") and os.access("/run", os.W_OK):
+        return Path("/run/oxtui")
+    # imported here: every CLI verb reads this module, and tempfile was a tenth of a verb's start
+    import tempfile
     return Path(tempfile.gettempdir()) / f"oxtui-{uid}"
 
 
@@ -93,6 +93,7 @@ def all_dirs() -> list[Path]:
         return [mine] if mine.is_dir() else []
     found = [mine] if mine.is_dir() else []
     try:
+        import tempfile
         for entry in sorted(Path(tempfile.gettempdir()).glob("oxtui-*")):
             if entry.is_dir() and not entry.is_symlink() and entry not in found:
                 found.append(entry)

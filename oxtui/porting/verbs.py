@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..oxfile.config import Config
 from . import PortError
+
+if TYPE_CHECKING:      # the CLI's parser imports this module for every verb: no oxfile loader at run time
+    from ..oxfile.config import Config
 
 
 def run_import(args: argparse.Namespace) -> int:
