@@ -70,7 +70,8 @@ def test_recipe_under_keep_alive_load_through_reloads(tmp_path, engine_process, 
     first = {w["pid"] for w in ep.wait_running("app", INSTANCES, timeout=60)}
     with KeepAliveLoad(port, connections=CONNECTIONS, max_seconds=150, pause=PAUSE) as load:
         load.wait_for(200)
-        for n in range(3 if may_lose == 0 else 1):
+        # two: the second replaces instances a reload started (a third only repeated it)
+        for n in range(2 if may_lose == 0 else 1):
             r = ep.cli("reload", "app", timeout=120)
             assert r.returncode == 0, f"reload {n + 1}: {r.stdout}\n{r.stderr}"
             load.wait_for(100)
