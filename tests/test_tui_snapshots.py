@@ -380,7 +380,7 @@ def test_80x24_shows_the_servers_the_header_s_warnings_the_whole_help_and_short_
 async def _small():
     from textual.containers import VerticalScroll
 
-    from oxtui.tui.screens import HelpScreen
+    from oxtui.tui.screens import DetailsScreen, HelpScreen
     snap = snapshot()
     snap["processes"][0]["oxfile_instances"] = 2          # web runs 4, the oxfile says 2
     snap["processes"][0]["reload"] = {"state": "done", "release": 2, "slot": None, "step": "done", "reason": None,
@@ -406,6 +406,12 @@ async def _small():
         box = app.screen.query_one(VerticalScroll)
         assert isinstance(app.screen, HelpScreen) and box.region.right <= 80 and box.region.bottom <= 24
         assert box.max_scroll_y > 0, "the help scrolls to its last keys"
+        assert box.border_subtitle.startswith("Esc to close"), "how to close it is on the border, always in sight"
+        await pilot.press("escape", "end", "enter")     # the details of the last worker: two exits with tracebacks
+        await pilot.pause()
+        box = app.screen.query_one(VerticalScroll)
+        assert isinstance(app.screen, DetailsScreen)
+        assert box.max_scroll_y > 0 and box.region.bottom <= 24 and box.border_subtitle.startswith("Esc to close")
 
 
 def test_a_scheduled_run_makes_no_toast_and_a_task_run_says_run():
@@ -466,6 +472,18 @@ def make_fleet_app(monkeypatch) -> Any:
 
 def test_fleet(snap_compare, monkeypatch):
     assert snap_compare(make_fleet_app(monkeypatch), terminal_size=(120, 36))
+
+
+def test_the_fleet_at_80x24_keeps_its_header_and_its_host_key(monkeypatch):
+    async def body():
+        app = make_fleet_app(monkeypatch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            header = str(app.header.render())
+            assert len(header) <= 80 and header.endswith(": jumps to a host"), header
+            host_key = next(k for k in app.screen.query("FooterKey") if k.key == "colon")
+            assert host_key.region.width and host_key.region.right <= 80
+    asyncio.run(body())
 
 
 def test_the_header_says_which_logs_are_not_written_while_it_lasts():

@@ -36,7 +36,7 @@ def host_row(h: FleetHost, snaps: list[Snapshot]) -> Row:
     if up:
         state = "up" + (f" {link.rtt * 1000:.0f}ms" if link.rtt is not None else "")
         cells = (f"◆ {h.name}", "", state, f"{cpu:.1f}", "", human_bytes(rss), "", "", "", "",
-                 f"{running}/{len(workers)} running")
+                 f"{running}/{len(workers)} up")
     else:
         since, retry = down_cells(h)
         # a host being tried again after a drop is still down: "…" is only for a first connect
@@ -51,7 +51,7 @@ def engine_row(host: str, view: BridgedEngine, snap: Snapshot) -> Row:
     total = sum(1 for p in procs for w in p["workers"] if not w.get("role"))
     cells = (f"■ {engine_label(view.oxfile)}", str(snap["engine_pid"]), f"v{eng.get('version', '?')}",
              f"{eng.get('cpu_percent', 0):.1f}", "", human_bytes(eng.get("rss_bytes")), "", "",
-             human_duration(eng.get("uptime_s"), coarse=True), "", f"{running}/{total} running")
+             human_duration(eng.get("uptime_s"), coarse=True), "", f"{running}/{total} up")
     return Row(f"e:{host}|{view.oxfile}", "engine", "", None, None, cells, "engine", host=host, engine=view.oxfile)
 
 
@@ -103,8 +103,9 @@ class FleetApp(OxtuiApp):
             return
         hosts = self.session.hosts
         views = [(h, v, v.snapshot()) for h in hosts for v in h.views()]
+        narrow = self.size.width < 110         # the header gets short: 80 columns show it whole
         seen = tuple((h.name, h.link.state, h.link.rtt, h.link.retry_at) for h in hosts) + \
-            tuple(id(s) for _, _, s in views)
+            tuple(id(s) for _, _, s in views) + (narrow,)
         if seen != self._seen:
             self._seen = seen
             self._show_rows()
@@ -112,8 +113,10 @@ class FleetApp(OxtuiApp):
             up = sum(1 for h in hosts if h.link.state == "up")
             workers = [w for _, _, s in views if s for p in s["processes"] for w in p["workers"] if not w.get("role")]
             running = sum(1 for w in workers if w["state"] == WorkerState.RUNNING)
-            self._set(self.header, f"fleet · {up}/{len(hosts)} hosts up · {running}/{len(workers)} workers running · "
-                      f"{len(views)} engine(s) · keys act on the selected host's engine · : jumps to a host")
+            counts = f"fleet · {up}/{len(hosts)} hosts up · {running}/{len(workers)} "
+            self._set(self.header, counts + f"running · {len(views)} engine(s) · : jumps to a host" if narrow else
+                      counts + f"workers running · {len(views)} engine(s) · keys act on the selected host's engine"
+                      " · : jumps to a host")
         if self._reloads_seen != (seen := tuple(id(s) for _, _, s in views)):
             self._reloads_seen = seen
             lines: list[str] = []

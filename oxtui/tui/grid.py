@@ -23,7 +23,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..protocol import WorkerState
-from .model import COLUMNS, COMPACT, COMPACT_BELOW, Row
+from .model import LAYOUTS, Layout, Row
 from .sizing import set_virtual_size
 
 STATE_STYLES: dict[str, str] = {
@@ -38,7 +38,6 @@ STATE_STYLES: dict[str, str] = {
     WorkerState.FAILED: "bold red",
     WorkerState.STOPPED: "dim",
 }
-PAD = 1             # spaces on each side of a cell
 GROW = 4            # lines the grid's height grows by (below)
 
 
@@ -116,7 +115,7 @@ class WorkerGrid(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.rows_by_key: dict[str, Row] = {}
         self._order: list[str] = []
-        self._columns: tuple[int, ...] = ()
+        self._layout: Layout | None = None     # which cells, titles and widths: the widest that fits
         self._lines: dict[str, Strip] = {}     # a row's drawn line, until its cells, the columns or the style change
         self._styles = (Style(), Style(), Style())      # this frame's: the widget's, the titles', the cursor's
         self._header: tuple[Style, list[Segment]] | None = None     # (its style, its line)
@@ -128,10 +127,10 @@ class WorkerGrid(ScrollView, can_focus=True):
     def show(self, rows: list[Row]) -> None:
         """The rows in their order. Lines whose cells did not change are kept as drawn."""
         selected = self.selected_key()
-        columns = self._wanted_columns()
-        new_columns = columns != self._columns
+        layout = self._wanted_layout()
+        new_columns = layout != self._layout
         if new_columns:
-            self._columns, self._lines, self._header = columns, {}, None
+            self._layout, self._lines, self._header = layout, {}, None
         order = [r.key for r in rows]
         changed = [i for i, row in enumerate(rows) if self.rows_by_key.get(row.key) != row]   # (Row is frozen)
         by_key = {r.key: r for r in rows}
@@ -165,7 +164,8 @@ class WorkerGrid(ScrollView, can_focus=True):
 
     def labels(self) -> list[str]:
         """The column titles shown, ▼ on the one the workers are sorted by."""
-        return [self._label(col) for col in self._columns]
+        layout = self._layout or self._wanted_layout()
+        return [self._label(layout, i) for i in range(len(layout.cells))]
 
     def window(self, margin: int = 10) -> tuple[int, int]:
         """The row indices on screen, with a margin."""
@@ -230,7 +230,7 @@ class WorkerGrid(ScrollView, can_focus=True):
             raise RuntimeError(f"test-only failure on key {key!r} (OXTUI_TEST_RAISE_ON_KEY)")
 
     def on_resize(self) -> None:
-        if self._wanted_columns() != self._columns and self._order:
+        if self._wanted_layout() != self._layout and self._order:
             self.show([self.rows_by_key[k] for k in self._order])
 
     def watch_scroll_y(self, old: float, new: float) -> None:
@@ -267,34 +267,37 @@ class WorkerGrid(ScrollView, can_focus=True):
         return Strip(Segment.apply_style(line, post_style=cursor), width)   # over the cells' own colours
 
     def _draw(self, row: Row) -> list[Segment]:
+        layout = self._layout or self._wanted_layout()
         text = Text(no_wrap=True, end="")
-        for col in self._columns:
+        for col, width in zip(layout.cells, layout.widths, strict=True):
             cell = styled(row, col, row.cells[col])
-            cell.truncate(COLUMNS[col][1], overflow="ellipsis", pad=True)
-            text.append(" " * PAD)
+            cell.truncate(width, overflow="ellipsis", pad=True)
+            text.append(" " * layout.lead)
             text.append_text(cell)
-            text.append(" " * PAD)
+            text.append(" " * layout.trail)
         return list(text.render(self.app.console))
 
     def _header_line(self, style: Style) -> list[Segment]:
         """The column titles; drawn again when the titles or their style (the theme, the focus) change."""
         if self._header is None or self._header[0] != style:
-            titles = "".join(f"{' ' * PAD}{self._label(col):<{COLUMNS[col][1]}}{' ' * PAD}" for col in self._columns)
+            layout = self._layout or self._wanted_layout()
+            titles = "".join(f"{' ' * layout.lead}{self._label(layout, i):<{width}}{' ' * layout.trail}"
+                             for i, width in enumerate(layout.widths))
             self._header = (style, [Segment(titles, style)])
         return self._header[1]
 
-    def _label(self, col: int) -> str:
-        name, width = COLUMNS[col]
-        if SORT_COLUMN.get(self.sorted_by) != col:
+    def _label(self, layout: Layout, i: int) -> str:
+        name, width = layout.titles[i], layout.widths[i]
+        if SORT_COLUMN.get(self.sorted_by) != layout.cells[i]:
             return name
         return f"{name}▼" if len(name) < width else f"{name[:width - 1]}▼"
 
     def _width(self) -> int:
-        return sum(COLUMNS[c][1] + 2 * PAD for c in self._columns)
+        return (self._layout or self._wanted_layout()).width
 
-    def _wanted_columns(self) -> tuple[int, ...]:
+    def _wanted_layout(self) -> Layout:
         width = self.size.width or self.app.size.width
-        return COMPACT if width < COMPACT_BELOW else tuple(range(len(COLUMNS)))
+        return next((layout for layout in LAYOUTS if layout.width <= width), LAYOUTS[-1])
 
     def _line_region(self, y: int) -> Region:
         return Region(0, y, self.size.width, 1)

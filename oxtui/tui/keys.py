@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 from textual.binding import Binding, BindingType
 
 
@@ -22,22 +25,23 @@ class Key:
     palette: str | None = None      # the command palette's title
     key_display: str | None = None
     where: str = "app"              # "app", "logs" for keys bound by the log view itself, "fleet" for its view
+    group: str | None = None        # keys that share one word in the footer ("+ - Scale"): see FOOTER_GROUPS
 
 
 KEYS: tuple[Key, ...] = (
     Key("Workers", "↑ ↓, mouse", "select a process or worker row"),
     Key("Workers", "+ or =", "add an instance to the selected process", "plus,equals_sign", "scale(1)", "+1",
-        "Scale up", "+"),
+        "Scale up", "+", group="Scale"),
     Key("Workers", "-", "remove one (the highest slot stops gracefully; asks before going to 0)", "minus",
-        "scale(-1)", "-1", "Scale down", "-"),
+        "scale(-1)", "-1", "Scale down", "-", group="Scale"),
     Key("Workers", "k", "SIGTERM the selected worker (it restarts as after a crash)", "k", "kill('SIGTERM')", "Kill",
-        "Kill worker (SIGTERM)"),
+        "Kill worker (SIGTERM)", group="Kill"),
     Key("Workers", "K", "SIGKILL the selected worker, without a grace period", "K", "kill('SIGKILL')", "Kill -9",
-        "Kill worker (SIGKILL)", "K"),
+        "Kill worker (SIGKILL)", "K", group="Kill"),
     Key("Workers", "r", "rolling reload of the selected process; the reload panel shows each slot live", "r",
-        "reload", "Reload", "Reload process"),
+        "reload", "Reload", "Reload process", group="Reload"),
     Key("Workers", "R", "rolling reload of every process, one after another", "R", "reload_all", "Reload all",
-        "Reload all", "R"),
+        "Reload all", "R", group="Reload"),
     Key("Workers", "Enter", "details of the selected worker or process: command, cwd, user, env names, log file, "
         "readiness and health, every recent exit with its last lines", where="grid"),
     Key("Workers", "s", "sort workers: slot, CPU, memory, restarts", "s", "sort", None, "Sort workers"),
@@ -46,10 +50,12 @@ KEYS: tuple[Key, ...] = (
         "Copy to clipboard"),
     Key("Workers", "x", "stop the selected process gracefully", "x", "stop_process", None, "Stop process"),
     Key("Workers", "X", "start the selected process", "X", "start_process", None, "Start process"),
-    Key("Logs", "l", "focus the merged logs (again: back to the grid)", "l", "toggle_logs", "Logs", "Focus logs"),
-    Key("Logs", "/", "search the logs (regex) with highlights", "slash", "search", "Search", "Search logs", "/"),
+    Key("Logs", "l", "focus the merged logs (again: back to the grid)", "l", "toggle_logs", "Logs", "Focus logs",
+        group="Logs"),
+    Key("Logs", "/", "search the logs (regex) with highlights", "slash", "search", "Search", "Search logs", "/",
+        group="Logs"),
     Key("Logs", "f", "filter the logs: all → selected process → selected worker", "f", "filter", "Filter",
-        "Filter logs"),
+        "Filter logs", group="Logs"),
     Key("Logs", "!", "invert the filter: every line but the filtered process's or worker's", "exclamation_mark",
         "invert_filter", None, "Invert the log filter", "!"),
     Key("Logs", "e", "stderr only (again: every stream)", "e", "stderr_only", None, "Logs: stderr only"),
@@ -85,20 +91,32 @@ NOTES = ("CPU% is percent of one core, summed over the worker's process tree (4 
 FOOTER_FIRST = ("help", "quit_app")
 
 
+# Keys side by side in the footer under one word, "+ - Scale  k K Kill  r R Reload  l / f Logs": the
+# footer of 80 columns, the fleet's too, then holds every key it shows at 120 (each key's own words
+# stay in the help, the palette and the tooltip).
+FOOTER_GROUPS = {name: Binding.Group(name, compact=False) for name in ("Scale", "Kill", "Reload", "Logs")}
+
+
 def bindings(where: tuple[str, ...] = ("app",)) -> list[BindingType]:
     keys = [k for k in KEYS if k.binding is not None and k.where in where and k.action is not None]
     keys.sort(key=lambda k: k.action not in FOOTER_FIRST)
     return [Binding(k.binding or "", k.action or "", k.label or k.palette or k.doc, show=k.label is not None,
-                    key_display=k.key_display) for k in keys]       # (both set: filtered above)
+                    key_display=k.key_display, group=FOOTER_GROUPS[k.group] if k.group else None)
+            for k in keys]       # (binding and action: both set, filtered above)
 
 
-def help_text() -> str:
-    out: list[str] = []
+def help_text() -> Group:
+    """The help screen's text: a key per row, its words wrapped beside it (not under it) at 80 columns."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True, width=15)
+    table.add_column()
     for section in dict.fromkeys(k.section for k in KEYS):
-        out.append(f"[b]{section}[/b]")
-        out += [f"  {k.shown:<13} {k.doc}" for k in KEYS if k.section == section]
-    return "\n".join(out) + "\n\n" + NOTES + "\nScripts act on this engine too: `oxtui reload NAME` runs here and " \
-        "you watch it live.\n"
+        table.add_row(Text(section, style="bold"), "")
+        for k in KEYS:
+            if k.section == section:
+                table.add_row(f"  {k.shown}", Text(k.doc))
+    return Group(table, Text("\n" + NOTES + "\nScripts act on this engine too: `oxtui reload NAME` runs here and "
+                                "you watch it live."))
 
 
 def markdown_table() -> str:

@@ -14,6 +14,14 @@ from textual.widgets import Input, Label, Static
 from .keys import help_text
 
 
+def closable_box() -> VerticalScroll:
+    """A scrolling box whose bottom border says how to close it: on the border it stays in sight at
+    80x24 however long the text inside (it was the text's last line, below the fold)."""
+    box = VerticalScroll()
+    box.border_subtitle = "Esc to close · ↑ ↓ scroll"
+    return box
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss", "Close")]
     DEFAULT_CSS = """
@@ -24,9 +32,8 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         # scrolls: at 80x24 the keys do not fit on one screen
-        with VerticalScroll():
+        with closable_box():
             yield Static(help_text(), id="help-text")
-            yield Label("[dim]Esc to close · ↑ ↓ scroll[/dim]")
 
 
 class DetailsScreen(ModalScreen[None]):
@@ -45,9 +52,8 @@ class DetailsScreen(ModalScreen[None]):
         self.live = live
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
+        with closable_box():
             yield Static(self.render_text(), id="details-text")
-            yield Label("[dim]Esc to close · ↑ ↓ scroll[/dim]")
 
     def on_mount(self) -> None:
         if self.live:
