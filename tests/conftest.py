@@ -41,6 +41,14 @@ def pytest_configure(config: pytest.Config) -> None:
         compileall.compile_dir(str(ROOT / "oxtui"), quiet=1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # xdist hands tests out in collection order (its load group first, the largest unit). The tests
+    # marked slow mostly wait on real things (a systemd booting, SSH links, a 60 s chaos run), so they
+    # go first: the run then ends on short tests spread over every worker, not on one long test
+    # while the other workers idle (the last minutes of a run used 60-90 % of the CPU before).
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while not (value := pred()):

@@ -13,6 +13,7 @@ import threading
 import time
 
 import psutil
+import pytest
 from conftest import APPS, PY, free_port, marked_pids, wait_until, write_oxfile
 from load import Load, accept_owners, owner, parse_failure
 
@@ -23,6 +24,7 @@ DURATION = float(os.environ.get("OXTUI_CHAOS_SECONDS", "60"))
 KILL_BLAME_WINDOW = 1.0
 
 
+@pytest.mark.slow
 def test_chaos_under_load(tmp_path, engine_process):
     port = free_port()
     (tmp_path / "release.txt").write_text("ok r1")

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import psutil
+import pytest
 from conftest import (
     APPS,
     PY,
@@ -46,6 +47,7 @@ def test_no_engine_means_exit_3(tmp_path):
         assert "no engine is running for" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_logs_after_the_engine_stopped_are_read_from_its_files(tmp_path, engine_process):
     """`oxtui logs` with no engine: the lines it wrote are still in the files, in the same form."""
     port = free_port()
@@ -101,6 +103,7 @@ def test_status_json_shape(tmp_path, engine_process):
     assert text.returncode == 0 and "app.0" in text.stdout and "running" in text.stdout
 
 
+@pytest.mark.slow
 def test_scale_kill_stop_start_restart_logs(tmp_path, engine_process):
     port = free_port()
     ep = engine_process(oxfile(tmp_path, port))
@@ -302,6 +305,7 @@ def test_control_socket_rejects_garbage(tmp_path, engine_process):
     assert ep.cli("status").returncode == 0
 
 
+@pytest.mark.slow
 def test_logs_of_one_instance_stderr_since_json_and_flush(tmp_path, engine_process):
     ep = engine_process(write_oxfile(tmp_path, '''
         [processes.app]
@@ -334,6 +338,7 @@ def test_logs_of_one_instance_stderr_since_json_and_flush(tmp_path, engine_proce
         assert option in help_text, option
 
 
+@pytest.mark.slow
 def test_start_a_program_without_an_oxfile(tmp_path):
     """`oxtui start app.js -i 2 --listen ...`, as `pm2 start` does, leaving the oxfile it used."""
     import shutil
@@ -383,6 +388,7 @@ def test_start_listen_on_a_bare_port_is_every_interface_and_says_so(tmp_path):
     assert r.returncode == 2 and "warning" not in r.stderr
 
 
+@pytest.mark.slow
 def test_scale_refuses_what_check_refuses_and_the_engine_stays_answerable(tmp_path, engine_process):
     path = write_oxfile(tmp_path, '''
         [processes.app]

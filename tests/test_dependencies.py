@@ -390,6 +390,7 @@ def test_every_second_ticks_once_a_second(tmp_path, engine_process):
     assert procs(ep)["quick"]["schedule"]["next_run"] > time.time()
 
 
+@pytest.mark.slow
 def test_a_tick_during_a_long_reload_is_skipped_and_the_timetable_goes_on(tmp_path, engine_process):
     """A server reloaded every second whose reload takes about 2 s: the ticks in between are skipped
     with the reason, the releases keep moving, and the next run is always ahead."""

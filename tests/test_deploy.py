@@ -91,6 +91,7 @@ def serving(port: int) -> set[str]:
     return {http_get(port)[1].split()[0] for _ in range(8)}
 
 
+@pytest.mark.slow
 def test_deploy_rollback_and_failures_under_load(tmp_path, engine_process):
     port = free_port()
     source = make_source(tmp_path / "src")

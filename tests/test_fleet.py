@@ -111,6 +111,7 @@ def fleet_cli(lab: SshLab, *args: str, timeout: float = 120) -> subprocess.Compl
 # ---- the command line ---------------------------------------------------------------------------
 
 @needs_ssh
+@pytest.mark.slow
 def test_verbs_reach_each_host_and_name_the_unreachable_ones(lab, engines, tmp_path):
     web1, web2 = lab.add("web1"), lab.add("web2")
     lab.add("locked", password_only=True)
@@ -224,6 +225,7 @@ def test_a_bad_fleet_file_is_one_line_per_problem(lab, tmp_path):
 
 
 @needs_ssh
+@pytest.mark.slow
 def test_fleet_reload_goes_host_by_host_under_load_and_stops_at_the_first_rollback(lab, engines):
     lab.add("web0", password_only=True)        # down from the start: named and skipped, never a reason to wait
     hosts = [lab.add(f"web{i}") for i in (1, 2, 3)]
@@ -308,6 +310,7 @@ async def _select(pilot, app, key: str) -> None:
 
 
 @needs_ssh
+@pytest.mark.slow
 def test_fleet_tui_shows_every_host_and_a_key_acts_on_the_selected_host_only(lab, engines, monkeypatch):
     import oxtui.tui.app as tui_app
     from oxtui.tui.fleet import FleetApp
@@ -431,6 +434,7 @@ def test_an_outage_keeps_its_start_through_retries_and_a_good_connection_resets_
         web.stop()
 
 
+@pytest.mark.slow
 def test_a_host_that_drops_comes_back_and_a_stalled_host_holds_up_no_other(lab, engines):
     from oxtui.tui.fleet import FleetApp
     web1, web2 = lab.add("web1"), lab.add("web2")
@@ -490,6 +494,7 @@ def test_a_host_that_drops_comes_back_and_a_stalled_host_holds_up_no_other(lab, 
 
 
 @needs_ssh
+@pytest.mark.slow
 def test_rows_below_the_screen_keep_their_place(lab, engines):
     """More workers than the screen shows: rows off screen are reused as they were shown (model.build_rows'
     window), and must stay the same rows, under the same host, refresh after refresh."""
@@ -648,6 +653,7 @@ def test_root_reaches_the_engines_of_other_users_that_ls_lists(lab, engines):
 
 
 @needs_ssh
+@pytest.mark.slow
 def test_deploy_goes_host_after_host_and_stops_at_the_first_failed_build(lab, tmp_path):
     """`oxtui deploy v2 --fleet`: each host makes its release from git over its own engine, one after the
     other; the second host's build fails, so the third is not touched, and the summary says who runs what."""

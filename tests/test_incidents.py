@@ -224,6 +224,7 @@ def test_openssl_is_loaded_only_for_an_https_webhook(tmp_path, engine_process):
         listener.close()
 
 
+@pytest.mark.slow
 def test_a_hanging_receiver_delays_only_its_own_messages(tmp_path, engine_process, receiver):
     """A process whose own [notify] webhook never answers, in a crash loop, beside a process whose crash
     goes to a receiver that works: that crash arrives within 2 s, whatever the hanging one does."""
@@ -653,6 +654,7 @@ GROW = ("import os, sys, time\n"
         "time.sleep(600)\n")
 
 
+@pytest.mark.slow
 def test_an_unwatched_engine_samples_rarely_yet_status_and_max_memory_stay_current(tmp_path, engine_process):
     """Nobody looking and nothing needing the figures: samples once a minute, but a `status` samples
     first (never shows old figures). A max_memory is still enforced within seconds while nobody looks."""

@@ -20,6 +20,7 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
+import pytest
 from conftest import free_port, http_get, wait_until
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -61,6 +62,7 @@ def provide(dists: list[importlib.metadata.Distribution], env: Path) -> None:
     (site / "declared.pth").write_text(f"{links}\n")
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_and_runs_on_its_own(tmp_path):
     dist = tmp_path / "dist"
     # --no-isolation: with the test extra's setuptools (what [build-system] requires), not fetched twice

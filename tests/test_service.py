@@ -167,6 +167,7 @@ time.sleep(600)
 '''
 
 
+@pytest.mark.slow
 def test_notify_protocol_ready_reload_watchdog_stopping(tmp_path):
     (tmp_path / "slow.py").write_text(SLOW_READY)
     oxfile = write_oxfile(tmp_path, f'''

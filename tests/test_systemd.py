@@ -81,6 +81,7 @@ def get(m: Machine) -> int:
     return int(r.stdout.strip() or 0)
 
 
+@pytest.mark.slow
 def test_a_system_unit_through_boot_reload_crash_watchdog_stop_and_removal(machine, tmp_path):
     m = machine
     oxfile = web_oxfile(tmp_path)
@@ -206,6 +207,7 @@ def test_a_system_unit_through_boot_reload_crash_watchdog_stop_and_removal(machi
     assert m.show(unit, "LoadState")["LoadState"] == "not-found"
 
 
+@pytest.mark.slow
 def test_an_enabled_unit_comes_back_after_a_clean_reboot_and_a_power_cut(machine, tmp_path):
     m = machine
     oxfile = web_oxfile(tmp_path, schedule=False, release="ok r1")
@@ -221,6 +223,7 @@ def test_an_enabled_unit_comes_back_after_a_clean_reboot_and_a_power_cut(machine
         assert len(pids(m, oxfile)) == 2
 
 
+@pytest.mark.slow
 def test_a_failed_start_is_reported_and_leaves_nothing_looping(machine, tmp_path):
     m = machine
     oxfile = web_oxfile(tmp_path, schedule=False, release="ok r1")
@@ -293,6 +296,7 @@ def test_startup_notices_an_engine_started_by_oxtui_up(machine, tmp_path):
     assert m.show(unit, "StatusText")["StatusText"] == "web 2/2 ready"
 
 
+@pytest.mark.slow
 def test_a_user_unit_of_a_lingering_user(machine, tmp_path):
     m = machine
     user = "oxu"
@@ -377,6 +381,7 @@ def test_exported_units_run_in_order_with_their_environment(machine, tmp_path):
     assert "Dependency failed" in m.journal("web@0.service")
 
 
+@pytest.mark.slow
 def test_an_upgrade_under_systemd_keeps_the_unit_active_and_the_new_engine_is_its_main_process(machine, tmp_path):
     import threading
 

@@ -17,6 +17,7 @@ import sys
 import threading
 
 import psutil
+import pytest
 from conftest import (
     app_oxfile,
     await_until,
@@ -136,6 +137,7 @@ def stuck_writing(pid):
     return max(t for t in wchans(pid) if t not in (pid, writers[0]))
 
 
+@pytest.mark.slow
 def test_a_hang_up_reaches_the_engine_while_the_ui_thread_is_stuck(tmp_path):
     """The once-seen CI failure, made every time: the SSH link stalls, so the terminal takes nothing,
     Textual's writer thread blocks and the main thread blocks behind it; then the SIGHUP is handed by

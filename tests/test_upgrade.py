@@ -244,6 +244,7 @@ def test_versions_and_an_older_engine_in_status_and_ls(old, tmp_path):
         old.oxtui("down", "-c", str(oxfile))
 
 
+@pytest.mark.slow
 def test_an_upgrade_waits_for_the_answers_being_read_and_not_for_a_reader_that_never_reads(tmp_path):
     """The old engine's connections die with it: an upgrade first lets every answer in flight reach
     its reader (as the reply to a reload that just ended), but a reader that stopped reading holds it
