@@ -243,17 +243,21 @@ class Reply(TypedDict):
     result: NotRequired[Any]
     error: NotRequired[str]
     usage: NotRequired[bool]
+    retry: NotRequired[bool]
 
 
 def ok(result: Any) -> Reply:
     return {"ok": True, "result": result}
 
 
-def error(text: str, usage: bool = False) -> Reply:
-    """A refusal; `usage`: the request itself was wrong (the CLI exits 2 for it, as for bad arguments)."""
+def error(text: str, usage: bool = False, retry: bool = False) -> Reply:
+    """A refusal; `usage`: the request itself was wrong (the CLI exits 2 for it, as for bad arguments);
+    `retry`: nothing changed, and the same request a moment later should go through."""
     reply: Reply = {"ok": False, "error": text}
     if usage:
         reply["usage"] = True
+    if retry:
+        reply["retry"] = True
     return reply
 
 

@@ -52,10 +52,11 @@ def upgrade_one(oxfile: Path) -> bool:
                 result = c.call({"cmd": "upgrade"}, lambda text: print(f"{oxfile}: {text}", flush=True))
             break
         except ControlError as e:
-            # "…; try again in a moment": nothing changed, and a moment later it goes (a crash-looping worker
-            # exited between the engine's last check and its hand-over). The words of released engines
-            # (0.2.x), which carry no error code and cannot be changed: the one place text is read.
-            if str(e).endswith(SOON) and attempt + 1 < SOON_TRIES:
+            # Nothing changed, and a moment later it goes (a crash-looping worker exited between the
+            # engine's last check and its hand-over): the reply says "retry". Engines from before that
+            # field end the text with "try again in a moment", and they cannot be changed: the one
+            # place text is read.
+            if (e.retry or str(e).endswith(SOON)) and attempt + 1 < SOON_TRIES:
                 time.sleep(0.2)
                 continue
             print(f"oxtui upgrade: {oxfile}: {e}", file=sys.stderr)

@@ -20,10 +20,11 @@ class NoEngine(Exception):
 class ControlError(Exception):
     """The engine refused or failed the command (exit code 1; 2 when `usage`: the request was wrong)."""
 
-    def __init__(self, text: str, usage: bool = False, keeper_pid: int | None = None):
+    def __init__(self, text: str, usage: bool = False, keeper_pid: int | None = None, retry: bool = False):
         super().__init__(text)
         self.usage = usage
         self.keeper_pid = keeper_pid    # the keeper answered: no engine runs, and it holds the workers
+        self.retry = retry              # nothing changed; the same request a moment later should go
 
 
 class Client:
@@ -73,7 +74,8 @@ class Client:
                 continue
             if msg.get("ok"):
                 return msg.get("result")
-            raise ControlError(msg.get("error", "unknown error"), bool(msg.get("usage")), msg.get("keeper_pid"))
+            raise ControlError(msg.get("error", "unknown error"), bool(msg.get("usage")), msg.get("keeper_pid"),
+                               bool(msg.get("retry")))
         raise ControlError("the engine closed the connection (it may be shutting down)")
 
 

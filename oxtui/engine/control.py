@@ -165,7 +165,7 @@ class ControlServer:
             await self._until_quiet(writer, progress)
             pid = engine.hand_over(background=engine.background)
         except CommandError as e:
-            await _send(writer, error(f"not upgraded, nothing changed: {e}"))
+            await _send(writer, error(f"not upgraded, nothing changed: {e}", retry=getattr(e, "soon", False)))
             return
         # Everything is the new engine's now. Not one more callback of this loop may run (it would read
         # the helper's socket and the workers' pipes): answer through the socket as it is, then go.

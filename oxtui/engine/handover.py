@@ -65,6 +65,7 @@ class NotNow(CommandError):
     def __init__(self, what: str, soon: bool = False):
         super().__init__(f"{what}; try again {'in a moment' if soon else 'when it is done'}")
         self.what = what
+        self.soon = soon        # the reply says so as "retry" (upgrade.py tries again on it, not on the words)
 
 
 def check(engine: EngineApi) -> None:
