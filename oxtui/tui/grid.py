@@ -23,7 +23,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..protocol import WorkerState
-from .model import LAYOUTS, Layout, Row
+from .columns import LAYOUTS, Layout
+from .model import Row
 from .sizing import set_virtual_size
 
 STATE_STYLES: dict[str, str] = {
