@@ -11,6 +11,7 @@ from collections import deque
 from typing import Any
 
 import pytest
+from conftest import screen_ready, until
 
 from oxtui.engine.logs import LogBatch
 from oxtui.tui.app import OxtuiApp
@@ -408,9 +409,10 @@ async def _small():
         assert box.max_scroll_y > 0, "the help scrolls to its last keys"
         assert box.border_subtitle.startswith("Esc to close"), "how to close it is on the border, always in sight"
         await pilot.press("escape", "end", "enter")     # the details of the last worker: two exits with tracebacks
+        await until(pilot, lambda: isinstance(app.screen, DetailsScreen) and app.screen.query(VerticalScroll),
+                    what="the details open")
         await pilot.pause()
         box = app.screen.query_one(VerticalScroll)
-        assert isinstance(app.screen, DetailsScreen)
         assert box.max_scroll_y > 0 and box.region.bottom <= 24 and box.border_subtitle.startswith("Esc to close")
 
 
@@ -478,7 +480,8 @@ def test_the_fleet_at_80x24_keeps_its_header_and_its_host_key(monkeypatch):
     async def body():
         app = make_fleet_app(monkeypatch)
         async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.pause()
+            await screen_ready(pilot)
+            await until(pilot, lambda: "hosts up" in str(app.header.render()), what="the fleet's header")
             header = str(app.header.render())
             assert len(header) <= 80 and header.endswith(": jumps to a host"), header
             host_key = next(k for k in app.screen.query("FooterKey") if k.key == "colon")
