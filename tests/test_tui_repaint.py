@@ -54,7 +54,7 @@ def row_y(app, key: str) -> int:
 async def test_only_the_row_whose_values_changed_is_repainted(monkeypatch):
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause()
+        await screen_ready(pilot)       # the start-up's last layout must not count
         rendered = counting(monkeypatch)
         snap = copy.deepcopy(app.client.snap)
         app.client.snap = snap             # a new snapshot, every value the same
@@ -125,7 +125,7 @@ async def test_a_new_worker_draws_its_own_line_and_no_other(monkeypatch):
     (DataTable rendered every cell on screen again, most of a key's time to the screen)."""
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause()
+        await screen_ready(pilot)       # the start-up's last layout must not count
         drawn: Counter = Counter()
         draw = WorkerGrid._draw
         layouts = counting_layouts(monkeypatch)
