@@ -476,7 +476,7 @@ def test_fleet(snap_compare, monkeypatch):
     assert snap_compare(make_fleet_app(monkeypatch), terminal_size=(120, 36))
 
 
-def test_the_fleet_at_80x24_keeps_its_header_and_its_host_key(monkeypatch):
+def test_the_fleet_at_80x24_keeps_its_header_and_its_host_key_and_filters_by_host(monkeypatch):
     async def body():
         app = make_fleet_app(monkeypatch)
         async with app.run_test(size=(80, 24)) as pilot:
@@ -486,6 +486,10 @@ def test_the_fleet_at_80x24_keeps_its_header_and_its_host_key(monkeypatch):
             assert len(header) <= 80 and header.endswith(": jumps to a host"), header
             host_key = next(k for k in app.screen.query("FooterKey") if k.key == "colon")
             assert host_key.region.width and host_key.region.right <= 80
+            await pilot.press("backslash", *"web1.*flaky", "enter")     # the fleet's grid filters too
+            await until(pilot, lambda: [k for k in app.grid.order if k.startswith("web")] == [
+                "web1|/srv/app/oxfile.toml|p:flaky", "web1|/srv/app/oxfile.toml|w:flaky:0:"], what="web1's flaky")
+            assert [k for k in app.grid.order if k.startswith("h:")] == ["h:web1", "h:web2", "h:db1"], "hosts stay"
     asyncio.run(body())
 
 
@@ -498,3 +502,38 @@ def test_the_header_says_which_logs_are_not_written_while_it_lasts():
     name = snap["processes"][0]["name"]
     assert f"logs not written: {name} (ENOSPC, 3320 lines)" in header_text(snap, "web1")
     assert "logs: ENOSPC" in header_text(snap, "web1", width=80)
+
+
+def test_the_grid_filter_keeps_matching_rows_with_their_process_and_inverts_with_a_bang():
+    from oxtui.tui.model import History, build_rows
+    from oxtui.tui.rowfilter import RowFilter
+    rows = build_rows(snapshot(), History())
+    f = RowFilter()
+    assert f.apply(rows) == rows and f.said() == ""
+    assert f.set("backoff") is None
+    assert [r.key for r in f.apply(rows)] == ["p:flaky", "w:flaky:0:"], "the worker and its process's row"
+    assert f.set("!WEB") is None            # case does not matter
+    kept = [r.key for r in f.apply(rows)]
+    assert kept == ["p:worker", "w:worker:0:", "p:flaky", "w:flaky:0:"], kept
+    problem = f.set("web[")
+    assert problem and "not a valid regex" in problem and f.text == "!WEB", "a bad regex changes nothing"
+    assert f.set("4101") is None and [r.key for r in f.apply(rows)] == ["p:web", "w:web:0:"], "any cell: a pid"
+    assert f.set("") is None and f.apply(rows) == rows and not f
+
+
+def test_backslash_filters_the_grid_and_says_so_until_it_is_emptied():
+    async def body():
+        app = make_app()
+        async with app.run_test(size=(120, 36)) as pilot:
+            await screen_ready(pilot)
+            everything = list(app.grid.order)
+            await pilot.press("backslash", *"flaky", "enter")
+            await until(pilot, lambda: app.grid.order == ["p:flaky", "w:flaky:0:"], what="only flaky's rows")
+            assert str(app.info.render()).startswith("grid filtered by 'flaky'")
+            await pilot.press("backslash", *"(", "enter")
+            await until(pilot, lambda: any("not a valid regex" in n.message for n in app._notifications))
+            assert app.grid.order == ["p:flaky", "w:flaky:0:"], "a bad regex leaves the filter as it was"
+            await pilot.press("backslash", *["backspace"] * 5, "enter")
+            await until(pilot, lambda: app.grid.order == everything, what="every row back")
+            assert not str(app.info.render()).startswith("grid filtered")
+    asyncio.run(body())

@@ -49,6 +49,7 @@ from .model import (
     stopping_text,
 )
 from .pacing import Pacer
+from .rowfilter import RowFilter
 from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen
 
 CHECK_INTERVAL = 1.0   # a pull without a wake-up: only the load average and a client's link state change unseen
@@ -76,6 +77,7 @@ class OxtuiApp(App[int]):
         self.host = host or socket.gethostname()
         self.history = History()
         self.sort = "slot"
+        self.row_filter = RowFilter()
         self.stopping = False
         self.detaching = False
         self.exit_message: str | None = None
@@ -167,9 +169,10 @@ class OxtuiApp(App[int]):
         self.logpane.add(batches, dropped)
 
     def _show_rows(self) -> None:
-        if self._snapshot is not None:
-            self.grid.show(build_rows(self._snapshot, self.history, self.sort, self.grid.window(),
-                                      self.grid.rows_by_key))
+        if self._snapshot is not None:      # (filtered: every row's cells fresh, the filter reads them all)
+            self.grid.show(self.row_filter.apply(build_rows(
+                self._snapshot, self.history, self.sort, None if self.row_filter else self.grid.window(),
+                self.grid.rows_by_key)))
 
     @on(WorkerGrid.Scrolled)
     def _grid_scrolled(self) -> None:
@@ -177,8 +180,8 @@ class OxtuiApp(App[int]):
 
     def _show_info(self) -> None:
         name = self._selected_process()
-        self._set(self.info, Text(process_info(self._process_snapshot(name) if name else None), no_wrap=True,
-                                  overflow="ellipsis"))
+        self._set(self.info, Text(self.row_filter.said() + process_info(self._process_snapshot(name) if name else None),
+                                  no_wrap=True, overflow="ellipsis"))
 
     @on(WorkerGrid.RowHighlighted)
     def _row_moved(self) -> None:
@@ -322,6 +325,16 @@ class OxtuiApp(App[int]):
         self._show_rows()
         self.notify(f"workers sorted by {self.sort}", timeout=2)
 
+    def action_grid_filter(self) -> None:
+        def apply(text: str | None) -> None:
+            if text is not None and (problem := self.row_filter.set(text.strip())):
+                self.notify(problem, severity="warning", timeout=5)
+            elif text is not None:
+                self._show_rows()
+                self._show_info()
+        self.push_screen(SearchScreen(self.row_filter.text, "filter the grid: a regex over each row (!regex: every row "
+                                      "but those; empty: every row), Enter to apply, Esc to cancel"), apply)
+
     def action_toggle_logs(self) -> None:
         if self.logview.has_focus:
             self.grid.focus()
@@ -329,17 +342,10 @@ class OxtuiApp(App[int]):
             self.logview.focus()
 
     def action_filter(self) -> None:
-        flt, row = self.logview.filter, self.grid.selected()
-        if flt is None and row is not None:
-            self.logpane.set_filter((row.process, None))
-        elif flt is not None and flt[1] is None and row is not None and row.kind == "worker":
-            self.logpane.set_filter((row.process, f"{row.process}.{row.instance}"))
-        else:
-            self.logpane.set_filter(None)
+        self.logpane.next_filter(self.grid.selected())
 
     def action_invert_filter(self) -> None:
-        if not self.logpane.invert():
-            self.notify("f filters the logs to the selected process first; ! then shows all but it", timeout=4)
+        self.logpane.invert()
 
     def action_stderr_only(self) -> None:
         self.logpane.stderr_only()
@@ -366,14 +372,8 @@ class OxtuiApp(App[int]):
 
     def action_search(self) -> None:
         def found(text: str | None) -> None:
-            if text is None:
-                return
-            n = self.logpane.search(text)
-            self.logview.focus()
-            if self.logview.search_error:
-                self.notify(f"{text!r} is {self.logview.search_error}", severity="warning", timeout=5)
-            elif text and not n:
-                self.notify(f"no line matches {text!r}", severity="warning", timeout=3)
+            if text is not None:
+                self.logpane.find(text)
         self.push_screen(SearchScreen(self.logpane.search_text), found)
 
     def action_clear_search(self) -> None:

@@ -138,7 +138,7 @@ class FleetApp(OxtuiApp):
 
     def _show_rows(self) -> None:
         rows: list[Row] = []
-        lo, hi = self.grid.window()
+        lo, hi = self.grid.window() if not self.row_filter else (0, 1 << 30)   # filtered: every row's cells fresh
         for h in self.session.hosts:
             views = [(v, v.snapshot()) for v in h.views()]
             rows.append(host_row(h, [s for _, s in views if s]))
@@ -161,7 +161,7 @@ class FleetApp(OxtuiApp):
                          for r in build_rows(snap, history, self.sort, window, previous)]
                 self._built[(h.name, view.oxfile)] = (snap, (window, self.sort), built)
                 rows += built
-        self.grid.show(rows)
+        self.grid.show(self.row_filter.apply(rows))
 
     def _show_info(self) -> None:
         from rich.text import Text
@@ -177,7 +177,7 @@ class FleetApp(OxtuiApp):
             text = f"{row.host}: {row.engine}"
         elif row is not None:
             text = f"{row.host}: " + process_info(self._process_snapshot(row.process))
-        self._set(self.info, Text(text, no_wrap=True, overflow="ellipsis"))
+        self._set(self.info, Text(self.row_filter.said() + text, no_wrap=True, overflow="ellipsis"))
 
     def show_details(self) -> None:
         """Enter: a host's link and its engines, an engine's oxfile, or a worker's details as on one host."""

@@ -45,6 +45,9 @@ KEYS: tuple[Key, ...] = (
     Key("Workers", "Enter", "details of the selected worker or process: command, cwd, user, env names, log file, "
         "readiness and health, every recent exit with its last lines", where="grid"),
     Key("Workers", "s", "sort workers: slot, CPU, memory, restarts", "s", "sort", None, "Sort workers"),
+    Key("Workers", "\\", "filter the grid (htop's key): only the rows whose cells match a regex (`backoff` shows the "
+        "workers waiting to restart); !regex: every row but those; empty: every row", "backslash", "grid_filter",
+        None, "Filter the grid", "\\"),
     Key("Workers", "y", "copy the selected row's details to the clipboard of the machine you type on, over SSH too "
         "(OSC 52; in tmux: set -g set-clipboard on); with the logs focused, the lines on screen", "y", "copy", None,
         "Copy to clipboard"),

@@ -14,6 +14,7 @@ from textual.widgets import Static
 
 from ..protocol import LogBatch
 from .logview import LogView
+from .model import Row
 
 
 class LogPane(Vertical):
@@ -53,17 +54,38 @@ class LogPane(Vertical):
         self.update_title()
         return n
 
+    def find(self, text: str) -> None:
+        """/ : search, focus the lines, and say when the regex is wrong or nothing matches."""
+        n = self.search(text)
+        self.view.focus()
+        if self.view.search_error:
+            self.notify(f"{text!r} is {self.view.search_error}", severity="warning", timeout=5)
+        elif text and not n:
+            self.notify(f"no line matches {text!r}", severity="warning", timeout=3)
+
+    def next_filter(self, row: Row | None) -> None:
+        """f : every line -> the selected row's process -> its worker (a worker row) -> every line."""
+        flt = self.view.filter
+        if flt is None and row is not None:
+            self.set_filter((row.process, None))
+        elif flt is not None and flt[1] is None and row is not None and row.kind == "worker":
+            self.set_filter((row.process, f"{row.process}.{row.instance}"))
+        else:
+            self.set_filter(None)
+
     def set_filter(self, flt: tuple[str, str | None] | None) -> None:
         """A new process or worker filter (f): not inverted, the stream choice kept."""
         self.view.set_filter(flt, stream=self.view.stream)
         self.update_title()
 
-    def invert(self) -> bool:
-        """! : every line but the filter's (False: no filter to invert)."""
+    def invert(self) -> None:
+        """! : every line but the filter's."""
         v = self.view
+        if v.filter is None:
+            self.notify("f filters the logs to the selected process first; ! then shows all but it", timeout=4)
+            return
         v.set_filter(v.filter, inverted=not v.inverted, stream=v.stream)
         self.update_title()
-        return v.filter is not None
 
     def stderr_only(self) -> None:
         v = self.view
