@@ -209,6 +209,10 @@ def slot_workers(p: ProcessSnapshot) -> list[WorkerSnapshot]:
     return [w for w in p["workers"] if not w.get("role")]
 
 
+def process_named(snapshot: Snapshot | None, name: str) -> ProcessSnapshot | None:
+    return next((p for p in snapshot["processes"] if p["name"] == name), None) if snapshot else None
+
+
 def running_count(p: ProcessSnapshot) -> int:
     return sum(1 for w in slot_workers(p) if w["state"] == WorkerState.RUNNING)
 

@@ -16,6 +16,10 @@ LOOKED_AT = {
     # one worker's life from spawn to its exit's account; its exit report was a mixin that re-declared
     # 12 of Worker's attributes (exitreport.py): the pure part is exits.account(), the rest is back here
     "oxtui/engine/worker.py": 480,
+    # the App: what each key does, wired to the engine and to the screens. What a key computes lives
+    # beside what it changes (model, logpane, rowfilter, columns, screens); what stays is one action
+    # per key, and Textual wants them on the App (splitting them off would be a mixin)
+    "oxtui/tui/app.py": 470,
 }
 
 

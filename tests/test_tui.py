@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -135,6 +136,33 @@ def test_kill_keys_restart_the_selected_worker(tui):
             await pilot.press("k")
             await settled(pilot, app)
             assert proc(app)["workers"][0]["restarts"] == 1
+
+    asyncio.run(body())
+
+
+def test_s_sends_any_signal_from_a_menu_and_esc_sends_none(tui):
+    from textual.widgets import OptionList
+
+    from oxtui.tui.screens import SignalScreen
+    app = tui(SLEEPERS)
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len(running(app)) == 2)
+            await pilot.press("down", "S")                  # app.0
+            await until(pilot, lambda: isinstance(app.screen, SignalScreen), what="the signal menu")
+            menu = app.screen.query_one(OptionList)
+            assert menu.border_title == "send a signal to app.0"
+            assert menu.get_option_at_index(menu.highlighted or 0).id == "SIGTERM", "k's signal first"
+            await pilot.press("escape")
+            await settled(pilot, app)
+            assert proc(app)["workers"][0]["restarts"] == 0, "Esc sends nothing"
+            await pilot.press("S")
+            await until(pilot, lambda: isinstance(app.screen, SignalScreen), what="the signal menu again")
+            await pilot.press(*["up"] * (signal.SIGTERM - signal.SIGUSR1), "enter")     # 15 -> 10
+            await until(pilot, lambda: (w := proc(app)["workers"][0])["restarts"] == 1
+                        and (w.get("last_exit") or {}).get("signal") == "SIGUSR1", what="sleep ended by SIGUSR1")
+            assert proc(app)["workers"][1]["restarts"] == 0, "the selected worker only"
 
     asyncio.run(body())
 

@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ..client.link import CanDetach, CanHandOver, EngineClient
-from ..protocol import LogBatch, ProcessSnapshot, Snapshot
+from ..protocol import LogBatch, ProcessSnapshot, Snapshot, process_named
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logpane import LogPane
@@ -50,7 +50,7 @@ from .model import (
 )
 from .pacing import Pacer
 from .rowfilter import RowFilter
-from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen
+from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen, SignalScreen
 
 CHECK_INTERVAL = 1.0   # a pull without a wake-up: only the load average and a client's link state change unseen
 
@@ -233,9 +233,7 @@ class OxtuiApp(App[int]):
         return row.process if row else None
 
     def _process_snapshot(self, name: str) -> ProcessSnapshot | None:
-        if not self._snapshot:
-            return None
-        return next((p for p in self._snapshot["processes"] if p["name"] == name), None)
+        return process_named(self._snapshot, name)
 
     def send(self, label: str, req: dict[str, Any], describe: Callable[[Any], tuple[str, str]] | None = None) -> None:
         self.client_of_selection().command(req, done=lambda reply: self.post_message(CommandDone(label, reply, describe)))
@@ -285,10 +283,14 @@ class OxtuiApp(App[int]):
             return
         self.send(label, req)
 
-    def action_kill(self, signal_name: str) -> None:
+    def action_kill(self, signal_name: str | None = "") -> None:
         row = self.grid.selected()
         if row is None or row.kind != "worker" or row.role is not None:
             self.notify("select a worker row to signal it", severity="warning")
+            return
+        if not signal_name:         # "": S, the menu of every signal; None: the menu closed with Esc
+            if signal_name == "":
+                self.push_screen(SignalScreen(f"{row.process}.{row.instance}{self.where()}"), self.action_kill)
             return
         self.send(f"{row.process}.{row.instance}: {signal_name} sent",
                   {"cmd": "kill", "name": row.process, "instance": row.instance, "signal": signal_name})

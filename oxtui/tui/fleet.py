@@ -19,7 +19,7 @@ from typing import Any
 from ..client.link import EngineClient
 from ..fleet.session import BridgedEngine, FleetHost, FleetSession, down_cells, engine_label, host_line
 from ..format import count_text, human_bytes, human_duration
-from ..protocol import LogBatch, Snapshot, WorkerState
+from ..protocol import LogBatch, ProcessSnapshot, Snapshot, WorkerState, process_named
 from .app import OxtuiApp
 from .keys import bindings
 from .model import History, Row, build_rows, process_info, reload_lines
@@ -81,11 +81,10 @@ class FleetApp(OxtuiApp):
         h = self.session.host(host or "")
         return None if h is None else next((v for v in h.views() if v.oxfile == oxfile), None)
 
-    def _process_snapshot(self, name: str) -> Any:
+    def _process_snapshot(self, name: str) -> ProcessSnapshot | None:
         row = self.grid.selected()
         view = self._view(row.host, row.engine) if row is not None else None
-        snap = view.snapshot() if view is not None else None
-        return next((p for p in snap["processes"] if p["name"] == name), None) if snap else None
+        return process_named(view.snapshot() if view is not None else None, name)
 
     def _selected_process(self) -> str | None:
         row = self.grid.selected()

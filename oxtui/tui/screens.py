@@ -1,4 +1,5 @@
-"""Modal screens: help, yes/no confirmation, the quit choices, and the search prompt."""
+"""Modal screens: help, details, yes/no confirmation, the quit choices, the search prompt and the
+signal menu."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
 
 from .keys import help_text
 
@@ -135,3 +137,63 @@ class QuitScreen(ModalScreen[str | None]):
 
     def action_choose(self, key: str | None) -> None:
         self.dismiss(key)
+
+
+# What the signals servers are sent for mean, beside the system's own name of each (signal.strsignal).
+SIGNAL_USES = {
+    "SIGHUP": "reload the configuration, reopen log files (nginx, gunicorn's master)",
+    "SIGINT": "interrupt, as Ctrl-C does",
+    "SIGQUIT": "quit (gunicorn: at once; the JVM: a thread dump)",
+    "SIGTERM": "stop gracefully: what k sends (the worker restarts as after a crash)",
+    "SIGKILL": "end at once, no clean-up: what K sends",
+    "SIGUSR1": "the app's own (Node: open the inspector; gunicorn: reopen log files)",
+    "SIGUSR2": "the app's own (gunicorn: upgrade its binary in place)",
+    "SIGTTIN": "gunicorn: one worker more",
+    "SIGTTOU": "gunicorn: one worker fewer",
+    "SIGWINCH": "gunicorn: stop its workers gracefully, keep the master",
+    "SIGSTOP": "pause it (it cannot refuse; the engine may then find it not ready)",
+    "SIGCONT": "go on after SIGSTOP",
+}
+
+
+class SignalScreen(ModalScreen[str | None]):
+    """S: any signal to the selected worker, as btop and htop offer; the answer is the signal's name."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    SignalScreen { align: center middle; }
+    SignalScreen > OptionList { width: 100%; max-width: 96; height: auto; max-height: 100%;
+                                border: round $warning; background: $surface; }
+    """
+
+    def __init__(self, worker: str):
+        super().__init__()
+        self.worker = worker
+
+    def compose(self) -> ComposeResult:
+        import signal
+
+        from rich.table import Table
+
+        def line(sig: signal.Signals) -> Table:       # what it is for wraps beside its name, not under it
+            row = Table.grid(padding=(0, 1))
+            row.add_column(width=2, justify="right")
+            row.add_column(width=9)
+            row.add_column()
+            row.add_row(str(sig.value), sig.name, SIGNAL_USES.get(sig.name) or signal.strsignal(sig))
+            return row
+        menu = OptionList(*(Option(line(sig), id=sig.name) for sig in sorted(signal.valid_signals())
+                            if isinstance(sig, signal.Signals)))
+        menu.border_title = f"send a signal to {self.worker}"
+        menu.border_subtitle = "↑ ↓ choose · Enter sends · Esc cancels"
+        yield menu
+
+    def on_mount(self) -> None:
+        menu = self.query_one(OptionList)
+        menu.highlighted = menu.get_option_index("SIGTERM")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
