@@ -66,6 +66,15 @@ class ExitRecord(TypedDict):
     tail: list[str]           # the last lines it printed before it ended
 
 
+class TreeMember(TypedDict):
+    """A process of an instance's tree of several (a gunicorn master and its workers, npm and node)."""
+    pid: int
+    ppid: int
+    command: str
+    cpu_percent: float
+    rss_bytes: int
+
+
 class WorkerSnapshot(TypedDict):
     instance: int
     pid: int | None
@@ -86,6 +95,7 @@ class WorkerSnapshot(TypedDict):
     checks: list[list]               # [[at, "pid 42 ready after 1.2s" | "health FAIL 1/3: ..."], ...] the last 20
     cpu_seconds: float               # CPU time of every process this slot has had (a counter)
     approved: bool                   # a crash of it is restarted by the spawner helper at once (approval.py)
+    tree: list[TreeMember]           # each process of its tree when there is more than one, else []
 
 
 class ReloadSlot(TypedDict):

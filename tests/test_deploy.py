@@ -222,7 +222,8 @@ async def test_d_in_the_tui_deploys_the_ref_typed_and_the_panel_and_details_show
     from oxtui.client.embedded import EmbeddedEngine
     from oxtui.oxfile.config import load
     from oxtui.tui.app import OxtuiApp
-    from oxtui.tui.model import details_text, reload_lines
+    from oxtui.tui.details import details_text
+    from oxtui.tui.model import reload_lines
     from oxtui.tui.screens import SearchScreen
     source = make_source(tmp_path / "src")
     oxfile = site(tmp_path, free_port(), source)

@@ -167,6 +167,34 @@ def test_s_sends_any_signal_from_a_menu_and_esc_sends_none(tui):
     asyncio.run(body())
 
 
+def test_a_worker_of_several_processes_shows_its_tree_in_its_details(tui):
+    from oxtui.tui.screens import DetailsScreen
+    app = tui('''
+        [processes.app]
+        command = "sleep 60 & sleep 61 & wait"
+        [processes.other]
+        command = "sleep 60"
+    ''')
+
+    async def body():
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: len((proc(app)["workers"][0]).get("tree") or []) == 3, 15,
+                        what="the shell and its two sleeps sampled")
+            w = proc(app)["workers"][0]
+            sleeps = sorted(m["command"] for m in w["tree"] if m["ppid"] == w["pid"])
+            assert sleeps == ["sleep 60", "sleep 61"], w["tree"]
+            assert proc(app, "other")["workers"][0]["tree"] == [], "one process: no tree to show"
+            await pilot.press("down", "enter")              # app.0
+            await until(pilot, lambda: isinstance(app.screen, DetailsScreen), what="the details")
+            text = str(app.screen.query_one("#details-text").render())
+            assert "processes (3, whose sum CPU% and MEM show)" in text, text
+            kids = sorted((m["pid"], m["command"]) for m in w["tree"] if m["ppid"] == w["pid"])
+            assert f"  {w['pid']} /bin/sh -c sleep 60" in text, text
+            assert f"├ {kids[0][0]} {kids[0][1]}" in text and f"└ {kids[1][0]} {kids[1][1]}" in text, text
+
+    asyncio.run(body())
+
+
 def test_reload_keys_and_the_reload_panel(tui):
     port = free_port()
     app = tui(f'''

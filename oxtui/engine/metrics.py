@@ -20,11 +20,22 @@ TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+class Member(NamedTuple):
+    """One process of an instance's tree, when there is more than one (a gunicorn master and its
+    workers, npm and its node): what the details screen lists."""
+    pid: int
+    ppid: int
+    command: str          # its command line, shortened
+    cpu_percent: float
+    rss_bytes: int
+
+
 @dataclass(frozen=True)
 class Usage:
     cpu_percent: float   # percent of one core, summed over the tree (can pass 100 on several cores)
     rss_bytes: int
     cpu_seconds: float = 0.0   # an instance: CPU time since the previous sample; the engine: its total
+    tree: tuple[Member, ...] = ()     # an instance whose tree has more than one process: each of them
 
 
 class ProcStat(NamedTuple):
@@ -67,6 +78,7 @@ class Sampler:
 
     def __init__(self) -> None:
         self._last: dict[tuple[int, int], int] = {}    # (pid, start) -> cpu ticks at the previous sample
+        self._commands: dict[tuple[int, int], str] = {}    # (pid, start) -> command line, read once
         self._last_time = time.monotonic()
         self.engine = psutil.Process()
         self.engine.cpu_percent(None)
@@ -85,19 +97,37 @@ class Sampler:
             last = self._last
             for root in roots:
                 cpu_ticks, rss = 0.0, 0
+                members: list[tuple[int, ProcStat, float]] = []
                 for pid, st in _tree(root, procs, kids):
                     key = (pid, st.start)
                     before = last.get(key)
-                    if before is not None:
-                        cpu_ticks += st.cpu_ticks - before
+                    ticks = 0.0 if before is None else st.cpu_ticks - before
+                    cpu_ticks += ticks
                     seen[key] = st.cpu_ticks
                     rss += st.rss_bytes
-                out[root] = Usage(round(cpu_ticks / TICKS / elapsed * 100, 1), rss, cpu_ticks / TICKS)
+                    members.append((pid, st, ticks))
+                tree = tuple(Member(pid, st.ppid, self._command(pid, st.start), round(ticks / TICKS / elapsed * 100, 1),
+                                    st.rss_bytes) for pid, st, ticks in members) if len(members) > 1 else ()
+                out[root] = Usage(round(cpu_ticks / TICKS / elapsed * 100, 1), rss, cpu_ticks / TICKS, tree)
         self._last = seen
+        self._commands = {k: v for k, v in self._commands.items() if k in seen}
         times = self.engine.cpu_times()
         engine = Usage(round(self.engine.cpu_percent(None), 1), self.engine.memory_info().rss,
                        round(times.user + times.system, 2))
         return out, engine
+
+
+    def _command(self, pid: int, start: int) -> str:
+        """The command line of a process in a tree of several, read once per process (not per tick)."""
+        key = (pid, start)
+        if key not in self._commands:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    raw = f.read(512)
+            except OSError:
+                raw = b""
+            self._commands[key] = raw.replace(b"\0", b" ").decode(errors="replace").strip()[:120] or "?"
+        return self._commands[key]
 
 
 def _tree(root: int, procs: dict[int, ProcStat], kids: dict[int, list[int]]):

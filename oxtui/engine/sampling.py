@@ -89,7 +89,7 @@ class Sampling:
                     u = per_pid.get(w.pid) if w.pid is not None else None
                     if u is None:
                         continue
-                    w.cpu_percent, w.rss_bytes = u.cpu_percent, u.rss_bytes
+                    w.cpu_percent, w.rss_bytes, w.tree = u.cpu_percent, u.rss_bytes, u.tree
                     w.cpu_seconds += u.cpu_seconds
                     limit = w.cfg.max_memory
                     if limit is not None and u.rss_bytes > limit and w.state == WorkerState.RUNNING:

@@ -136,4 +136,5 @@ def _worker_snapshot(w: Any, now: float, deploy_root: Any = None) -> WorkerSnaps
         "cpu_seconds": round(w.cpu_seconds, 2),
         # the spawner helper holds leave to restart this process the moment it ends (approval.py)
         "approved": w.pid is not None and w.approval.pid == w.pid,
+        "tree": [m._asdict() for m in w.tree] if w.tree else [],    # (most instances are one process: [])
     }

@@ -37,6 +37,7 @@ from .spawn import Child, SpawnError, describe_status
 
 if TYPE_CHECKING:
     from .logs import LogBatch
+    from .metrics import Member
     from .spawn import Spawner
 
 
@@ -80,6 +81,7 @@ class Worker:
         self.health_passed = False               # a probe has passed since this process started
         self.cpu_percent: float | None = None
         self.rss_bytes: int | None = None
+        self.tree: tuple[Member, ...] = ()       # its processes, when its tree has more than one (metrics.py)
         self.cpu_seconds = 0.0                   # over every process this slot has had (a counter)
         self.last_exit: ExitRecord | None = None  # survives restarts
         self.out = Output(lambda stream, blob: group.output(self, stream, blob), self._on_lines)
@@ -373,6 +375,7 @@ class Worker:
         self.started_at = child.started
         self.exit_code = self.exit_signal = None
         self.cpu_percent = self.rss_bytes = None
+        self.tree = ()
         exited = self._exited = spawner.exited(child.pid)
         self.out.follow(loop, child)
         self.approval.arm_later(child, env, listen_fd)
@@ -413,6 +416,7 @@ class Worker:
         self.exit_code, self.exit_signal = describe_status(exited.result())
         self.pid = None
         self.cpu_percent = self.rss_bytes = None    # a process that is gone uses nothing: "-", not its last sample
+        self.tree = ()
         self._set(state_after_exit(self.cfg.restart, self.role, self.exit_code, self.exit_signal, why))
         await end_group(child.pid, self.cfg.stop_timeout if why == "stop" else 0.0)
         self._child = None

@@ -27,6 +27,7 @@ from textual.widgets import Footer, Static
 
 from ..client.link import CanDetach, CanHandOver, EngineClient
 from ..protocol import LogBatch, ProcessSnapshot, Snapshot, process_named
+from .details import details_text
 from .grid import WorkerGrid
 from .keys import KEYS, bindings
 from .logpane import LogPane
@@ -37,7 +38,6 @@ from .model import (
     apply_summary,
     build_rows,
     deploy_summary,
-    details_text,
     header_text,
     process_info,
     quit_question,

@@ -6,7 +6,7 @@ Rows have stable keys, so the grid can update cells in place and keep the cursor
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -359,67 +359,6 @@ def quit_question(snapshot: Snapshot | None, attached: bool) -> tuple[str, list[
                 [("d", "detach: leave every worker running (oxtui again to come back)"), stop])
     return ("Quit. The engine runs inside this TUI.",
             [stop, ("b", "keep every worker running in the background (nothing restarts)")])
-
-
-def details_text(p: ProcessSnapshot, instance: int | None, now: float | None = None) -> str:
-    """The details screen (Rich markup): a worker's (or with instance None, a process's) settings, state and
-    exit history, each exit with the last lines it printed. Everything a child printed is escaped."""
-    from rich.markup import escape
-    now = time.time() if now is None else now
-    workers = [w for w in p["workers"] if instance is None or (w["instance"] == instance and not w.get("role"))]
-    out: list[str] = []
-    if instance is not None and workers:
-        w = workers[0]
-        out.append(f"[b]{p['name']}.{instance}[/b] · {w['state']} · pid {w['pid'] or '-'} · up "
-                   f"{human_duration(w.get('uptime_s'))} · {w['restarts']} restart(s) · "
-                   + (f"release {deployed_release(w)}" if deployed_release(w)
-                      else f"generation {w.get('generation', w.get('release', 1))}"))
-        if reason := w.get("reason"):
-            out.append(f"[dim]why:[/dim] {escape(reason)}")
-    else:
-        out.append(f"[b]{p['name']}[/b] · {count_text(p)} · release {p.get('release', 1)}"
-                   + (" · a task" if p.get("task") else ""))
-        deployed = Counter(deployed_release(w) for w in workers if deployed_release(w) and w["state"] in LIVE_STATES)
-        if deployed:       # during a deploy, two: the slots not yet moved run the old release
-            out.append("deployed release" + ("s" if len(deployed) > 1 else "") + ": "
-                       + ", ".join(f"{name} ({n} instance{'s' if n > 1 else ''})" for name, n in sorted(deployed.items(),
-                                                                                                       reverse=True)))
-    rows = [("command", p.get("command", "")), ("cwd", p.get("cwd") or "-"),
-            ("user", p.get("user") or "the engine's own"),
-            ("env", ", ".join(p.get("env_names") or []) or "-  (names only: values are never shown)"),
-            ("log file", p.get("log_file", "-")), ("listen", p.get("listen") or "-"),
-            ("depends", depends_text(p) or "-"), ("schedule", schedule_text(p) or "-")]
-    for w in workers if instance is not None else []:
-        rows.append(("ready", "ready" if w.get("ready") else "not ready"))
-        h = w.get("health")
-        rows.append(("health", "unchecked" if not h else "ok" if h["ok"] else
-                     f"FAIL {h['failures']}/{h['threshold']}: {h.get('reason') or ''}"))
-    out += [f"[dim]{k:<9}[/dim] {escape(str(v))}" for k, v in rows]
-    checks = [c for w in workers if instance is not None for c in w.get("checks") or []]
-    if checks:
-        out.append("")
-        out.append("[b]readiness and health[/b] (newest first)")
-        out += [f"{time.strftime('%H:%M:%S', time.localtime(at))} {escape(text)}" for at, text in reversed(checks)]
-    rl = p.get("reload")
-    if rl and (instance is None or rl["state"] == "failed"):
-        out.append("")
-        out.append(f"[b]last reload[/b] (release {rl['release']}): {rl['state']}"
-                   + (f" · {escape(why)}" if (why := rl.get("reason")) else ""))
-        if rl.get("tail"):
-            out.append("[dim]the failed instance's last lines:[/dim]")
-            out += [f"  [red]│[/red] {escape(line)}" for line in rl["tail"]]
-    exits = [e for e in p.get("exits", []) if instance is None or e["instance"] == instance]
-    out.append("")
-    out.append(f"[b]exits[/b] ({len(exits)} kept, newest first)" if exits else "[b]exits[/b]: none yet")
-    for e in reversed(exits):
-        how = e["signal"] or f"code {e['code']}"
-        when = time.strftime("%H:%M:%S", time.localtime(e["at"]))
-        ago = human_duration(max(0.0, now - e["at"]), coarse=True)
-        who = "" if instance is not None else f"{p['name']}.{e['instance']} "
-        out.append(f"{when} ({ago} ago) {who}pid {e['pid']} [b]{e['cause']}[/b] ({how}) after "
-                   f"{human_duration(e['uptime_s'])}" + (f" · {escape(note)}" if (note := e.get("note")) else ""))
-        out += [f"  [dim]│[/dim] {escape(line)}" for line in e.get("tail", [])]
-    return "\n".join(out)
 
 
 def apply_summary(result: dict[str, Any]) -> tuple[str, str]:

@@ -39,7 +39,7 @@ class HelpScreen(ModalScreen[None]):
 
 
 class DetailsScreen(ModalScreen[None]):
-    """Enter on a row: everything about a worker or process, refreshed while open (model.details_text)."""
+    """Enter on a row: everything about a worker or process, refreshed while open (details.details_text)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "dismiss", "Close")]
     DEFAULT_CSS = """
