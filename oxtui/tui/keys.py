@@ -45,7 +45,7 @@ KEYS: tuple[Key, ...] = (
     Key("Workers", "R", "rolling reload of every process, one after another", "R", "reload_all", "Reload all",
         "Reload all", "R", group="Reload"),
     Key("Workers", "Enter", "details of the selected worker or process: command, cwd, user, env names, log file, "
-        "readiness and health, every recent exit with its last lines", where="grid"),
+        "readiness and health, its processes as a tree, every recent exit with its last lines", where="grid"),
     Key("Workers", "s", "sort workers: slot, CPU, memory, restarts", "s", "sort", None, "Sort workers"),
     Key("Workers", "\\", "filter the grid (htop's key): only the rows whose cells match a regex (`backoff` shows the "
         "workers waiting to restart); !regex: every row but those; empty: every row", "backslash", "grid_filter",
