@@ -72,6 +72,18 @@ async def main() -> None:
             await pilot.pause(0.5)
             shots.append(app.save_screenshot("logs-full.svg", str(OUT)))
             await pilot.press("e", "L")
+            # \: the grid filtered to one process; S over it: any signal, each with what it is for
+            await pilot.press("backslash", *"flaky", "enter")
+            await until(pilot, lambda: "w:flaky:0:" in app.grid.order and "p:web" not in app.grid.order)
+            app.grid.move_cursor(row=app.grid.order.index("w:flaky:0:"), animate=False)
+            await pilot.press("S")
+            await pilot.pause(0.5)
+            shots.append(app.save_screenshot("signals.svg", str(OUT)))
+            await pilot.press("escape", "backslash", *["backspace"] * 5, "enter")
+            # 80x24: every column but the sparklines, and every key of the footer
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause(1)
+            shots.append(app.save_screenshot("small.svg", str(OUT)))
     finally:
         engine.shutdown()
         engine.join(30)

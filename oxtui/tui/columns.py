@@ -31,14 +31,14 @@ def _wide(cells: tuple[int, ...]) -> Layout:
 
 
 NO_SPARKLINES = (0, 1, 2, 3, 5, 7, 8, 9, 10)
-# The widest that fits is drawn: 118 columns with every cell; 96 without the sparklines; 77 with short
+# The widest that fits is drawn: 118 columns with every cell; 96 without the sparklines; 78 with short
 # titles and one space between cells, so that 80 columns, scroll bar included, keep every column but
 # the sparklines. Narrower still, the grid scrolls sideways.
 LAYOUTS = (
     _wide(tuple(range(len(COLUMNS)))),
     _wide(NO_SPARKLINES),
     Layout(NO_SPARKLINES, ("NAME", "PID", "STATE", "CPU%", "MEM", "RST", "UP", "LAST EXIT", "READY"),
-           (11, 7, 9, 5, 6, 4, 6, 10, 10), trail=0),
+           (11, 7, 9, 5, 6, 4, 6, 10, 11), trail=0),
 )
 # "SIGKILL 2m ago" where the narrowest LAST EXIT column holds it, "SIGKILL 2m" where it would not: the
 # same words whatever the terminal's width
