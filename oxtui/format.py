@@ -180,10 +180,11 @@ def fd3_hint(listen: str | None) -> str:
             "fd 3 instead (Node: server.listen({fd: 3}); uvicorn --fd 3; gunicorn takes it by itself)")
 
 
-def count_text(p: Mapping[str, Any], up_word: str = "running") -> str:
+def count_text(p: Mapping[str, Any], up_word: str = "running", short: bool = False) -> str:
     """How many of a process run, in a word a person reads right: "2/2 running" for a server; for a task
     (which ends by design) "done", "failed", "1/1 running", "next 12:30:00" (a schedule not run yet),
-    "waiting" (for its depends_on), never "0/1" as if it were an outage."""
+    "waiting" (for its depends_on), never "0/1" as if it were an outage. `short` (the grid's 9 cells,
+    whose worker row says when): "scheduled" for "next 12:30:00", and "done" for "done, next ..."."""
     from .protocol import WorkerState, slot_workers
     workers = slot_workers(p)    # type: ignore[arg-type]
     n = p["instances"]
@@ -196,9 +197,11 @@ def count_text(p: Mapping[str, Any], up_word: str = "running") -> str:
     if live:
         return f"{live}/{n} running"
     if any(s in (WorkerState.FAILED, WorkerState.ERRORED, WorkerState.BACKOFF) for s in states):
-        return "failed" + (f", {later}" if later else "")
+        return "failed" + (f", {later}" if later and not short else "")
     if n and states.count(WorkerState.COMPLETED) == n:
-        return "done" + (f", {later}" if later else "")
+        return "done" + (f", {later}" if later and not short else "")
+    if later and short:
+        return "scheduled"
     if later:
         return later
     if any(s == WorkerState.WAITING for s in states):

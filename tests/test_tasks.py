@@ -111,7 +111,8 @@ def test_check_warns_about_a_program_it_cannot_find_but_passes(tmp_path):
 
 def test_a_finished_or_waiting_task_never_reads_as_an_outage(tmp_path):
     """`up`, `ls` and the TUI's rows say "done" for a task that ended well, "next HH:MM:SS" for a schedule
-    not yet run and "failed" for one that failed: never "0/1", the look of a server that is down."""
+    not yet run ("scheduled" in the grid, whose worker row says "at HH:MM:SS") and "failed" for one
+    that failed: never "0/1", the look of a server that is down."""
     from oxtui.format import count_text
     from oxtui.tui.model import History, build_rows
     path = write_oxfile(tmp_path, '''
@@ -142,8 +143,12 @@ def test_a_finished_or_waiting_task_never_reads_as_an_outage(tmp_path):
         by = {p["name"]: p for p in snap["processes"]}
         assert count_text(by["migrate"]) == "done" and count_text(by["web"]) == "1/1 running"
         assert count_text(by["broken"]) == "failed" and count_text(by["cleanup"]).startswith("next ")
-        cells = {row.process: row.cells[2] for row in build_rows(snap, History()) if row.kind == "process"}
-        assert cells == {"migrate": "done", "broken": "failed", "cleanup": count_text(by["cleanup"]), "web": "1/1 up"}
+        rows = build_rows(snap, History())
+        cells = {row.process: row.cells[2] for row in rows if row.kind == "process"}
+        # the grid's 9 cells: "scheduled", and the worker row says when (READY/HEALTH)
+        assert cells == {"migrate": "done", "broken": "failed", "cleanup": "scheduled", "web": "1/1 up"}
+        cleanup = next(row for row in rows if row.key == "w:cleanup:0:")
+        assert cleanup.cells[10] == count_text(by["cleanup"]).replace("next", "at"), cleanup.cells
         assert oxtui_cli("down", "-c", str(path)).returncode == 0
         path.write_text(path.read_text().replace('command = "false"', 'command = "true"'))
         r = oxtui_cli("up", str(path), timeout=60)

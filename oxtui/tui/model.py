@@ -161,7 +161,7 @@ def build_rows(snapshot: Snapshot, history: History, sort: str = "slot", window:
         if listen.startswith(("127.0.0.1:", "0.0.0.0:")):
             listen = listen.split(":", 1)[0].replace("127.0.0.1", "lo").replace("0.0.0.0", "any") + ":" \
                 + listen.split(":", 1)[1]
-        count = count_text(p, "up")
+        count = count_text(p, "up", short=True)
         group_cells = (f"▼ {name}", "", count, "", "", "", "", "", "", listen,
                        reload_summary(p.get("reload")))
         rows.append(Row(f"p:{name}", "process", name, None, None, group_cells))
