@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 
 import pytest
 from conftest import APPS, PY, free_port, screen_ready, until, write_oxfile
@@ -309,24 +308,19 @@ def test_a_log_flood_keeps_keys_answered(tui):
     async def body():
         async with app.run_test(size=(120, 36)) as pilot:
             await until(pilot, lambda: len(app.logview.all) > 5000, 15, what="flood reaches the view")
-            t0 = time.monotonic()
             # The key as a terminal sends it. Not pilot.press: Pilot then waits (twice, up to 1 s each)
             # for the process to go idle, which a flood never lets it, so it timed Pilot, not the UI.
             app.simulate_key("plus")
+            # The flood never ends: a UI that stalls under it never draws the row (no time bound here:
+            # how fast is bench/'s to measure, not a test's)
             await until(pilot, lambda: "w:app:1:" in app.grid.rows_by_key, 30, what="new row during the flood")
-            answered = time.monotonic() - t0
             seen = app.logview.all[-1]
             await until(pilot, lambda: app.logview.all[-1] is not seen, what="the flood still flowing")
             assert len(app.logview.all) <= 20_000, "the view stays bounded"
             # far more than 5,000 lines a pull: the rest are skipped on screen, and the title says so
             assert app.logview.dropped > 0 and "skipped on screen" in str(app.logs_title.render())
-            return answered
 
-    # A stalled UI would take as long as the flood lasts (the wait above allows 30 s); the row is there
-    # in about 0.6 s here, 2 s beside three busy loops. The bound is generous for a loaded machine,
-    # not a speed goal.
-    answered = asyncio.run(body())
-    assert answered < 5, answered
+    asyncio.run(body())
 
 
 def test_a_pull_bigger_than_the_pane_makes_lines_of_the_newest_only():
