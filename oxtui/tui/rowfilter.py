@@ -1,8 +1,9 @@
 """The grid's filter (`\\`, htop's key for it): the rows whose text matches a regex, or with `!regex`
 every row but those. A worker row is matched on all its cells (name, pid, state, last exit,
-readiness; in the fleet, its host's name), so `backoff|errored` shows the workers in trouble and `!web` hides a process. A process's
-row stays while any of its workers does (one without workers: when its own row matches), so the tree
-reads the same; a fleet's host and engine rows always stay. Pure: no widget here."""
+readiness; in the fleet, its host's name first), so `backoff|errored` shows the workers in trouble
+and `!web` hides a process. A process's row stays while any of its workers does (one without
+workers: when its own row matches), so the tree reads the same; a fleet's host and engine rows
+always stay. Pure: no widget here."""
 
 from __future__ import annotations
 
@@ -42,11 +43,17 @@ class RowFilter:
     def apply(self, rows: list[Row]) -> list[Row]:
         if self._regex is None:
             return rows
+
         def owner(r: Row) -> tuple[str | None, str | None, str]:
             return r.host, r.engine, r.process
         workers = [r for r in rows if r.kind == "worker"]
         shown = {owner(r) for r in workers if self.keeps(r)}
         with_workers = {owner(r) for r in workers}
-        return [r for r in rows if r.kind in ("host", "engine") or (r.kind == "worker" and owner(r) in shown
-                and self.keeps(r)) or (r.kind == "process" and (owner(r) in shown or (
-                    owner(r) not in with_workers and self.keeps(r))))]
+
+        def kept(r: Row) -> bool:
+            if r.kind == "worker":
+                return self.keeps(r)
+            if r.kind == "process":
+                return owner(r) in shown or (owner(r) not in with_workers and self.keeps(r))
+            return True         # a fleet's host and engine rows
+        return [r for r in rows if kept(r)]
