@@ -129,8 +129,8 @@ class WorkerGrid(ScrollView, can_focus=True):
         """The rows in their order. Lines whose cells did not change are kept as drawn."""
         selected = self.selected_key()
         layout = self._wanted_layout()
-        new_columns = layout != self._layout
-        if new_columns:
+        new_layout = layout != self._layout
+        if new_layout:
             self._layout, self._lines, self._header = layout, {}, None
         order = [r.key for r in rows]
         changed = [i for i, row in enumerate(rows) if self.rows_by_key.get(row.key) != row]   # (Row is frozen)
@@ -139,7 +139,7 @@ class WorkerGrid(ScrollView, can_focus=True):
         for key in [*gone, *(order[i] for i in changed)]:      # rows gone or changed: their kept lines too
             self._lines.pop(key, None)
         self.rows_by_key = by_key
-        if order == self._order and not new_columns:
+        if order == self._order and not new_layout:
             for index in changed:
                 self._refresh_row(index)
             return
