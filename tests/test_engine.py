@@ -674,3 +674,36 @@ def test_a_stop_ends_even_when_the_exit_report_never_comes(tmp_path, monkeypatch
             assert "its end was never reported: taken as killed" in (tmp_path / "logs" / "app.log").read_text()
 
     run_engine(body)
+
+
+def test_an_instance_of_several_processes_has_its_tree_sampled_and_it_goes_with_its_process(tmp_path):
+    path = write_oxfile(tmp_path, '''
+        [processes.app]
+        command = "sleep 60 & sleep 61 & wait"
+        restart = "never"
+    ''')
+
+    async def body():
+        engine = await started(path)
+        try:
+            w = group_of(engine).workers[0]
+            await await_until(lambda: w.state == "running", 10)
+
+            async def sampled_tree() -> bool:
+                engine.sampling.looked_at()         # as a status request does: fresh figures
+                await engine.sampling.fresh()
+                return len(w.tree) == 3
+            deadline = time.monotonic() + 10
+            while not await sampled_tree():
+                assert time.monotonic() < deadline, f"the shell and its two sleeps, sampled: {w.tree}"
+                await asyncio.sleep(0.1)
+            assert sorted(m.command for m in w.tree if m.ppid == w.pid) == ["sleep 60", "sleep 61"]
+            assert engine.snapshot()["processes"][0]["workers"][0]["tree"][0]["pid"] == w.pid
+            os.killpg(w.pid, signal.SIGKILL)
+            await await_until(lambda: w.pid is None, 10)
+            assert w.tree == () and engine.snapshot()["processes"][0]["workers"][0]["tree"] == [], \
+                "a process that is gone has no tree to show"
+        finally:
+            await engine.shutdown()
+
+    run_engine(body)
