@@ -130,6 +130,14 @@ def test_a_command_s_effect_is_published_at_once_whatever_the_interval(tmp_path,
     e.start()
     try:
         e.command({"cmd": "status"})          # a first publish: from here on the interval holds the next back
+        # a command that changes nothing publishes nothing: a script polling `status` costs the UI no frames
+        # (a metrics sample may land meanwhile: a few wake-ups, never one per command)
+        woken.clear()
+        for _ in range(20):
+            answered = threading.Event()
+            e.command({"cmd": "status"}, lambda reply, answered=answered: answered.set())
+            assert answered.wait(10)
+        assert woken.count("snapshot") < 5, f"20 status commands woke the UI {woken.count('snapshot')} times"
         done = threading.Event()
         e.command({"cmd": "scale", "name": "app", "n": 3}, lambda reply: done.set())
         assert done.wait(30)

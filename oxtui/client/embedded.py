@@ -187,10 +187,7 @@ class EmbeddedEngine:
         engine.embedded = True
         engine.logs.subscribers.append(self._on_batch)
         engine.on_change(self._on_change)
-        # A command's effect (a key's, or a script's over the socket) goes to the screen now, not after the
-        # cap on publishing: beside a chatty app a publish is due every PUBLISH_INTERVAL for the figures
-        # alone, and a key waited for the next slot (half of it on average).
-        engine.on_change(self._publish, after_commands=True)
+        engine.on_change(self._command_done, after_commands=True)
         try:
             await engine.start()
         except EngineError as e:
@@ -221,8 +218,15 @@ class EmbeddedEngine:
         else:
             self._publishing = self._loop.call_soon(self._publish)
 
+    def _command_done(self) -> None:
+        """A command has run (a key's, or a script's over the socket): what it changed goes to the screen
+        now, not after the cap on publishing. Beside a chatty app a publish is due every PUBLISH_INTERVAL
+        for the figures alone, and a key waited for the next slot (half of it on average). A command that
+        changed nothing (`status`, `logs`: a script polling) publishes nothing."""
+        if self._publishing is not None:
+            self._publish()
+
     def _publish(self) -> None:
-        """Now (a command's effect: the cap is for what moves on its own, not for a person's key)."""
         if self._publishing is not None:
             self._publishing.cancel()
             self._publishing = None

@@ -112,10 +112,9 @@ class FleetApp(OxtuiApp):
             up = sum(1 for h in hosts if h.link.state == "up")
             workers = [w for _, _, s in views if s for p in s["processes"] for w in p["workers"] if not w.get("role")]
             running = sum(1 for w in workers if w["state"] == WorkerState.RUNNING)
-            counts = f"fleet · {up}/{len(hosts)} hosts up · {running}/{len(workers)} "
-            self._set(self.header, counts + f"running · {len(views)} engine(s) · : jumps to a host" if narrow else
-                      counts + f"workers running · {len(views)} engine(s) · keys act on the selected host's engine"
-                      " · : jumps to a host")
+            what, guide = ("running", "") if narrow else ("workers running", " · keys act on the selected host's engine")
+            self._set(self.header, f"fleet · {up}/{len(hosts)} hosts up · {running}/{len(workers)} {what} · "
+                      f"{len(views)} engine(s){guide} · : jumps to a host")
         if self._reloads_seen != (seen := tuple(id(s) for _, _, s in views)):
             self._reloads_seen = seen
             lines: list[str] = []
