@@ -1,0 +1,117 @@
+"""The engine's pipe readers (engine/pipes.py) on real pipes, in-process: after a read, what the loop's
+pipes receive waits for the gate's next tick and is read then, every pipe in the same wake-up (a child
+printing a line at a time, or sixteen of them, costs the engine at most 1/PACE wake-ups a second); a
+child printing flat out is read back to back; the end of a pipe is seen whether or not it waited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from oxtui.engine.pipes import BUSY, PipeReader, ReadGate
+
+
+class Pipe:
+    """A real pipe, its reader on the running loop, and what the reader gave (one entry per read)."""
+
+    def __init__(self, gate: ReadGate) -> None:
+        r, self.w = os.pipe()
+        os.set_blocking(r, False)
+        self.chunks: list[bytes] = []
+        self.eof = asyncio.Event()
+        self._new = asyncio.Event()
+        self.reader = PipeReader(gate.loop, r, self._data, self.eof.set, gate)
+
+    def _data(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self._new.set()
+
+    async def next(self) -> bytes:
+        await asyncio.wait_for(self._new.wait(), 10)
+        self._new.clear()
+        return self.chunks[-1]
+
+    def close(self) -> None:
+        self.reader.close()
+        if self.w >= 0:
+            os.close(self.w)
+
+
+async def turns(n: int = 20) -> None:
+    """Let the loop go round n times (each round polls every pipe it watches)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_after_a_read_the_pipes_wait_for_the_tick_and_are_all_read_in_it():
+    async def body() -> None:
+        gate = ReadGate(asyncio.get_running_loop(), pace=3600)
+        a, b = Pipe(gate), Pipe(gate)
+        try:
+            os.write(a.w, b"first\n")
+            assert await a.next() == b"first\n", "after a quiet moment: at once"
+            for i in range(30):            # a line at a time in both, the loop going round between them
+                os.write(a.w, b"a %d\n" % i)
+                os.write(b.w, b"b %d\n" % i)
+                await turns(2)
+            await turns()
+            assert a.chunks == [b"first\n"] and b.chunks == [], "before the tick: nothing read"
+            assert gate._tick is not None and gate._tick.when() == gate.last + 3600
+            gate.tick()                    # the tick (without waiting an hour): both pipes, one wake-up
+            assert a.chunks[-1] == b"".join(b"a %d\n" % i for i in range(30))
+            assert b.chunks == [b"".join(b"b %d\n" % i for i in range(30))]
+            assert not gate.waiting and gate._tick is None
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(body())
+
+
+def test_a_pipe_closed_while_it_waits_is_left_alone_at_the_tick():
+    async def body() -> None:
+        gate = ReadGate(asyncio.get_running_loop(), pace=3600)
+        a, b = Pipe(gate), Pipe(gate)
+        os.write(a.w, b"first\n")
+        await a.next()
+        os.write(b.w, b"waits\n")
+        await turns()
+        assert gate.waiting == [b.reader]
+        b.close()                          # its worker gone: the fd is closed (and its number free)
+        gate.tick()
+        assert b.chunks == [] and b.reader.fd == -1
+        a.close()
+
+    asyncio.run(body())
+
+
+def test_a_child_printing_flat_out_is_read_back_to_back():
+    async def body() -> None:
+        gate = ReadGate(asyncio.get_running_loop(), pace=3600)
+        a = Pipe(gate)
+        try:
+            os.write(a.w, b"x" * (BUSY - 1) + b"\n")
+            assert len(await a.next()) == BUSY
+            for word in (b"small\n", b"again\n"):   # busy for a second: no waiting for the tick
+                os.write(a.w, word)
+                assert await a.next() == word
+            assert not gate.waiting
+        finally:
+            a.close()
+
+    asyncio.run(body())
+
+
+def test_the_end_of_a_pipe_is_seen_after_a_wait():
+    async def body() -> None:
+        gate = ReadGate(asyncio.get_running_loop(), pace=0.05)
+        a = Pipe(gate)
+        os.write(a.w, b"first\n")
+        await a.next()
+        os.write(a.w, b"last words\n")
+        os.close(a.w)                      # the child exits while its pipe waits for the tick
+        a.w = -1
+        await asyncio.wait_for(a.eof.wait(), 10)
+        assert a.chunks == [b"first\n", b"last words\n"] and a.reader.fd == -1 and a.reader.closed.is_set()
+
+    asyncio.run(body())
