@@ -92,12 +92,17 @@ def test_log_lines_after_a_quiet_moment_are_taken_at_once_then_at_most_every_int
     assert h.taken[-1] == ("logs", h.now)
 
 
-def test_a_snapshot_never_waits_behind_the_logs_interval():
+def test_a_snapshot_never_waits_behind_the_logs_interval_and_takes_the_waiting_lines_with_it():
     h = Harness(interval=0.5)
     h.wake("logs")
     h.advance(0.05)
     h.wake("logs", "snapshot")
-    assert h.taken == [("logs", 100.0), ("snapshot", 100.05)]
+    # one frame for both: the lines waiting for their turn are drawn with the snapshot, not 0.45 s later
+    assert h.taken == [("logs", 100.0), ("snapshot", 100.05), ("logs", 100.05)]
+    assert not h.pending()
+    h.advance(0.1)
+    h.wake("snapshot")                 # no lines waiting: the snapshot alone
+    assert [w for w, _ in h.taken] == ["logs", "snapshot", "logs", "snapshot"]
 
 
 def test_a_take_of_everything_cancels_the_take_waiting_for_its_turn():

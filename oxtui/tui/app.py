@@ -52,7 +52,9 @@ from .pacing import Pacer
 from .rowfilter import RowFilter
 from .screens import ConfirmScreen, DetailsScreen, HelpScreen, QuitScreen, SearchScreen, SignalScreen
 
-CHECK_INTERVAL = 1.0   # a pull without a wake-up: only the load average and a client's link state change unseen
+# A look without a wake-up, at the snapshot only: the load average and a client's link state change unseen.
+# Not at the logs: new lines always wake the UI, and a take of them here was a frame of its own.
+CHECK_INTERVAL = 1.0
 
 
 class OxtuiApp(App[int]):
@@ -125,7 +127,7 @@ class OxtuiApp(App[int]):
         self.pull()
         if not self._clock_free:
             self.client.set_wake(self.pacer.woken)
-            self.set_interval(CHECK_INTERVAL, self.pull)
+            self.set_interval(CHECK_INTERVAL, self.pull_snapshot)
 
     # ---- what the engine pushes, and taking it (pacing.py says when) ------------------------------
 

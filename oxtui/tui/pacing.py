@@ -1,6 +1,6 @@
 """When the UI takes what the engine pushes (EngineClient.set_wake): a new snapshot at once, so a key's
-effect is drawn as soon as the engine has it; new log lines at once after a quiet moment, then at most
-every LOG_INTERVAL while they keep coming.
+effect is drawn as soon as the engine has it; new log lines at once after a quiet moment, then every
+LOG_INTERVAL while they keep coming, or sooner with a snapshot (one frame draws both).
 
 Why the logs wait: each take scrolls the whole pane, and a repaint costs the UI thread several
 milliseconds whatever it shows; at 200 lines a second every take is a new page that nobody reads
@@ -44,6 +44,11 @@ class Pacer:
         if what == "snapshot":
             self._posted.discard("snapshot")
             self.take_snapshot()
+            if self._timer is not None:
+                # Lines waiting for their turn go into this frame: a frame costs the UI thread several
+                # milliseconds whatever it shows, and beside a chatty app a snapshot comes every second
+                # (its CPU figure), so drawn apart the two made three frames a second instead of two.
+                self.take_logs()
             return
         wait = self._logs_at + self.interval - self.clock()
         if wait <= 0 or what == "logs-due":
