@@ -116,3 +116,20 @@ def test_a_take_of_everything_cancels_the_take_waiting_for_its_turn():
     assert waiting[0].cancelled and not h.pending()
     h.advance(1.0)
     assert [w for w, _ in h.taken].count("logs") == 2
+
+
+def test_a_command_s_toast_is_said_with_the_next_snapshot_or_after_note_wait():
+    from oxtui.tui.pacing import NOTE_WAIT
+    h = Harness()
+    said: list[tuple[str, float]] = []
+    h.pacer.hold(lambda: said.append(("scaled", h.now)))
+    h.pacer.hold(lambda: said.append(("killed", h.now)))
+    assert said == [], "not in a frame of its own: it waits for the snapshot that shows the effect"
+    h.advance(0.01)
+    h.wake("snapshot")
+    assert said == [("scaled", 100.01), ("killed", 100.01)] and not h.pending()
+    h.pacer.hold(lambda: said.append(("nothing changed", h.now)))
+    h.advance(NOTE_WAIT)               # no snapshot comes: said all the same
+    assert said[-1] == ("nothing changed", h.now) and not h.pending()
+    h.wake("snapshot")
+    assert len(said) == 3, "said once"

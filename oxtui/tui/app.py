@@ -250,17 +250,18 @@ class OxtuiApp(App[int]):
 
     @on(CommandDone)
     def _command_done(self, msg: CommandDone) -> None:
-        if msg.reply.get("ok") and msg.describe is not None:
-            text, severity = msg.describe(msg.reply.get("result"))
-            self.notify(text, severity=severity, timeout=8)    # type: ignore[arg-type]
-        elif msg.reply.get("ok"):
-            result = msg.reply.get("result")
-            if isinstance(result, dict) and result.get("ok") is False:     # a reload that rolled back
-                return   # the reload panel and its notification say why
-            if msg.label:
-                self.notify(msg.label, timeout=3)
+        if msg.reply.get("ok"):
+            self.pacer.hold(lambda: self._say_done(msg))     # drawn with the snapshot that shows its effect
         else:
             self.notify(msg.reply.get("error", "failed"), title="Refused", severity="error", timeout=8)
+
+    def _say_done(self, msg: CommandDone) -> None:
+        result = msg.reply.get("result")
+        if msg.describe is not None:
+            text, severity = msg.describe(result)
+            self.notify(text, severity=severity, timeout=8)    # type: ignore[arg-type]
+        elif msg.label and not (isinstance(result, dict) and result.get("ok") is False):
+            self.notify(msg.label, timeout=3)     # (a reload that rolled back: its panel and toast say why)
 
     # ---- actions ------------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 LOG_INTERVAL = 0.5
+# A command's toast waits this long at most for the snapshot that shows the command's effect.
+NOTE_WAIT = 0.1
 
 
 class Pacer:
@@ -28,6 +30,8 @@ class Pacer:
         self._posted: set[str] = set()      # what was posted and not taken yet: posted once until taken
         self._logs_at = float("-inf")       # when log lines were last taken
         self._timer: Any = None             # a take of log lines waiting for the interval to pass
+        self._held: list[Callable[[], None]] = []     # toasts waiting for a snapshot
+        self._held_timer: Any = None
 
     def woken(self, what: str) -> None:
         """From the client's thread, as often as it likes (a logger at 2,000 lines a second wakes it for
@@ -49,12 +53,30 @@ class Pacer:
                 # milliseconds whatever it shows, and beside a chatty app a snapshot comes every second
                 # (its CPU figure), so drawn apart the two made three frames a second instead of two.
                 self.take_logs()
+            self.say_held()
             return
         wait = self._logs_at + self.interval - self.clock()
         if wait <= 0 or what == "logs-due":
             self.take_logs()
         elif self._timer is None:
             self._timer = self.call_later(wait, lambda: self.post("logs-due"))
+
+    def hold(self, say: Callable[[], None]) -> None:
+        """A command's toast (`say()` shows it): shown with the next snapshot taken, the one that shows the
+        command's effect, or NOTE_WAIT from now if none comes (the command changed nothing). Attached, the
+        reply comes some 10 ms before the snapshot: a toast drawn at once was a frame of its own (7-12 ms of
+        the UI thread) and pushed the new row back by a frame, 85 ms from a key to the screen against 45."""
+        self._held.append(say)
+        if self._held_timer is None:
+            self._held_timer = self.call_later(NOTE_WAIT, self.say_held)
+
+    def say_held(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        held, self._held = self._held, []
+        for say in held:
+            say()
 
     def logs_taken(self) -> None:
         """Log lines are being taken (by handle, or by a pull of everything): new ones wake the UI again."""
