@@ -115,3 +115,22 @@ def test_the_end_of_a_pipe_is_seen_after_a_wait():
         assert a.chunks == [b"first\n", b"last words\n"] and a.reader.fd == -1 and a.reader.closed.is_set()
 
     asyncio.run(body())
+
+
+def test_an_exited_process_s_last_words_are_read_at_once_whatever_the_gate_says():
+    async def body() -> None:
+        gate = ReadGate(asyncio.get_running_loop(), pace=3600)
+        a = Pipe(gate)
+        os.write(a.w, b"first\n")
+        await a.next()
+        os.write(a.w, b"Traceback: boom\n")
+        os.close(a.w)
+        a.w = -1
+        await turns()
+        assert a.chunks == [b"first\n"] and gate.waiting == [a.reader]
+        a.reader.read_now()                # its exit is being recorded: the traceback belongs in it
+        assert a.chunks == [b"first\n", b"Traceback: boom\n"] and a.eof.is_set() and a.reader.fd == -1
+        gate.tick()                        # the tick finds it closed: nothing more
+        assert len(a.chunks) == 2
+
+    asyncio.run(body())

@@ -61,6 +61,8 @@ class Output:
 
     async def drained(self) -> None:
         """Until every pipe is at its end (the process died: what it wrote last is read), at most DRAIN_TIMEOUT."""
+        for r in self.readers.values():
+            r.read_now()
         if all(r.closed.is_set() for r in self.readers.values()):
             return
         waits = [asyncio.ensure_future(r.closed.wait()) for r in self.readers.values()]

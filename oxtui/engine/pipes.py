@@ -89,11 +89,18 @@ class PipeReader:
             self.loop.add_reader(self.fd, self._readable)
             self._read()
 
-    def _read(self) -> None:
+    def read_now(self) -> None:
+        """Everything the pipe holds, and its end if it has come, whatever the gate says: the process has
+        exited, and what it wrote last (its traceback) belongs in its exit record, which is written now."""
+        while self.fd >= 0 and self._read():
+            pass
+
+    def _read(self) -> bool:
+        """One read; False when the pipe was empty."""
         try:
             data = os.read(self.fd, CHUNK)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if data:
@@ -109,6 +116,7 @@ class PipeReader:
         else:
             self.close()
             self.on_eof()
+        return True
 
     def close(self) -> None:
         if self.fd >= 0:
