@@ -221,6 +221,17 @@ def test_a_broken_install_leaves_the_old_engine_running(old, tmp_path):
         old.oxtui("down", "-c", str(oxfile))
 
 
+def test_an_upgrade_refused_for_a_moment_is_tried_again_on_the_reply_s_field_or_an_old_engine_s_words():
+    from oxtui.cli.upgrade import worth_retrying
+    from oxtui.client.connection import ControlError
+    from oxtui.engine.handover import NotNow
+    soon, later = NotNow("a worker has just exited", soon=True), NotNow("web: a reload is in progress")
+    assert worth_retrying(ControlError(f"not upgraded, nothing changed: {soon.what}", retry=True)), \
+        "the field decides, whatever the words"
+    assert worth_retrying(ControlError(f"not upgraded, nothing changed: {soon}")), "an engine from before the field"
+    assert not worth_retrying(ControlError(f"not upgraded, nothing changed: {later}"))
+
+
 def test_which_versions_hand_over_agrees_with_the_releases_tested():
     from oxtui.format import FIRST_TO_HAND_OVER, hands_over, older
     assert FIRST_TO_HAND_OVER == OLD_VERSION, "the oldest release the upgrade tests run is the first that hands over"

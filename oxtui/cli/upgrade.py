@@ -34,6 +34,13 @@ def _status(oxfile: Path, timeout: float = 10) -> dict[str, Any]:
 SOON, SOON_TRIES = "try again in a moment", 10
 
 
+def worth_retrying(e: ControlError) -> bool:
+    """Nothing changed, and a moment later it goes (a crash-looping worker exited between the engine's
+    last check and its hand-over): the reply says "retry". Engines from before that field end the text
+    with "try again in a moment", and they cannot be changed: the one place text is read."""
+    return e.retry or str(e).endswith(SOON)
+
+
 def upgrade_one(oxfile: Path) -> bool:
     try:
         before = _status(oxfile)
@@ -52,11 +59,7 @@ def upgrade_one(oxfile: Path) -> bool:
                 result = c.call({"cmd": "upgrade"}, lambda text: print(f"{oxfile}: {text}", flush=True))
             break
         except ControlError as e:
-            # Nothing changed, and a moment later it goes (a crash-looping worker exited between the
-            # engine's last check and its hand-over): the reply says "retry". Engines from before that
-            # field end the text with "try again in a moment", and they cannot be changed: the one
-            # place text is read.
-            if (e.retry or str(e).endswith(SOON)) and attempt + 1 < SOON_TRIES:
+            if worth_retrying(e) and attempt + 1 < SOON_TRIES:
                 time.sleep(0.2)
                 continue
             print(f"oxtui upgrade: {oxfile}: {e}", file=sys.stderr)
