@@ -694,3 +694,33 @@ def git_short(host, ref: str) -> str:
     return sp.run(["git", "-c", "safe.directory=*", "-C", str(host.home / "shop" / "src"), "rev-parse", "--short=7", ref],
                   capture_output=True,
                   text=True, check=True).stdout.strip()
+
+
+def test_the_bridge_sends_a_change_when_its_engine_pushes_it_never_at_a_poll(tmp_path, engine_process, monkeypatch):
+    """In-process: `oxtui _bridge`'s Bridge on two real pipes, watching a real engine. Its log interval is
+    put off for an hour, so a bridge that polled would send nothing within the test; one woken by the
+    engine's push sends the snapshot, then a scale's difference as soon as it happens."""
+    from oxtui.fleet import bridge
+    monkeypatch.setattr(bridge, "LOGS_EVERY", 3600)
+    ep = engine_process(write_oxfile(tmp_path, '[processes.app]\ncommand = "sleep 600"\n'))
+    ep.wait_running("app", 1)
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    b = bridge.Bridge(os.fdopen(w_out, "wb"))
+    serving = threading.Thread(target=b.serve, args=(os.fdopen(r_in, "rb"),), daemon=True)
+    serving.start()
+    out = os.fdopen(r_out, "rb")
+    lines: list[dict[str, Any]] = []
+    threading.Thread(target=lambda: lines.extend(json.loads(line) for line in out), daemon=True).start()
+    try:
+        os.write(w_in, json.dumps({"id": 1, "watch": str(ep.oxfile.resolve())}).encode() + b"\n")
+        snap = wait_until(lambda: next((m["snapshot"] for m in lines if "snapshot" in m), None), 10,
+                          what="the first snapshot")
+        assert "app" in snap["processes"]
+        assert ep.cli("scale", "app", "2").returncode == 0
+        wait_until(lambda: any("delta" in m and "app" in json.dumps(m["delta"]) for m in lines), 10,
+                   what="the scale's difference, pushed")
+    finally:
+        os.close(w_in)                    # the link's end: the bridge ends its watch and returns
+        serving.join(10)
+    assert not serving.is_alive()

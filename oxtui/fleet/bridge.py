@@ -6,10 +6,11 @@ them over its stdin and stdout as JSON lines, each tagged with the id of the req
     -> {"id", "ping": t}                    <- {"id", "pong": t}
     -> {"id", "list": true}                 <- {"id", "engines": [... as `oxtui ls --json` ...]}
     -> {"id", "engine": OXFILE, "req": {}}  <- {"id", "msg": {...}} per reply line, then {"id", "end": true}
-    -> {"id", "watch": OXFILE}              <- {"id", "snapshot": keyed} once, then {"id", "delta": patch} at once
-                                               when something happens (a state, a pid) and for CPU and memory
-                                               alone at most every WATCH_EVERY s; {"id", "batches": [...]} of
-                                               new log lines; {"id", "gone": true} when the engine stops
+    -> {"id", "watch": OXFILE}              <- {"id", "snapshot": keyed} once, then {"id", "delta": patch} as soon
+                                               as the engine pushes a change (a state, a pid), and for CPU and
+                                               memory alone at most every WATCH_EVERY s; {"id", "batches": [...]}
+                                               of new log lines, at most every LOGS_EVERY s; {"id", "gone": true}
+                                               when the engine stops
     -> {"id", "cancel": ID}                 ends the stream ID
     first line, unasked: {"bridge": PROTOCOL, "version", "host", "user"}
 
@@ -47,6 +48,7 @@ class Bridge:
         self.out = out
         self._lock = threading.Lock()
         self._streams: dict[int, threading.Event] = {}
+        self._wakes: dict[int, threading.Event] = {}      # a watch's wake-up: set by its engine, or to stop
         self._clients: dict[int, Client] = {}
 
     def send(self, obj: Any) -> None:
@@ -84,6 +86,9 @@ class Bridge:
         stop = self._streams.pop(rid, None)
         if stop is not None:
             stop.set()
+        woke = self._wakes.pop(rid, None)
+        if woke is not None:
+            woke.set()
         client = self._clients.pop(rid, None)
         if client is not None:
             try:
@@ -130,8 +135,12 @@ class Bridge:
 
     def _watch(self, rid: int, oxfile: Path) -> None:
         stop = self._streams[rid] = threading.Event()
+        # Woken by the engine's push (RemoteEngine.set_wake), not polled: a key's effect on a far host went
+        # out at the next tick of a 0.1 s poll, 50 ms later on average, on top of the link's round trip.
+        woke = self._wakes[rid] = threading.Event()
         sock = self._socket(oxfile)
         remote = RemoteEngine(oxfile, path=sock, log_lines=LOG_HISTORY)
+        remote.set_wake(lambda _what: woke.set())
         try:
             remote.connect()
         except (NoEngine, ControlError, OSError) as e:
@@ -139,12 +148,23 @@ class Bridge:
             return
         sent: dict[str, Any] | None = None
         last_snap: Any = None
-        next_snap = 0.0
+        next_snap = next_logs = 0.0
+        due: float | None = None          # when something held back (figures, log lines) is to go
+        woke.set()                        # the first snapshot, and the lines the engine had
         try:
-            while not stop.wait(LOGS_EVERY):
-                batches, dropped = remote.take_logs()
-                if batches or dropped:
-                    self.send({"id": rid, "batches": [b.to_wire() for b in batches], "dropped": dropped})
+            while not stop.is_set():
+                woke.wait(None if due is None else max(0.0, due - time.monotonic()))
+                woke.clear()
+                if stop.is_set():
+                    break
+                due = None
+                if time.monotonic() >= next_logs:
+                    batches, dropped = remote.take_logs()
+                    if batches or dropped:
+                        self.send({"id": rid, "batches": [b.to_wire() for b in batches], "dropped": dropped})
+                        next_logs = time.monotonic() + LOGS_EVERY
+                else:
+                    due = next_logs       # lines wait their turn (a chatty app: one message per LOGS_EVERY)
                 snap = remote.snapshot()
                 if snap is not None and snap is not last_snap:
                     last_snap = snap
@@ -156,7 +176,9 @@ class Bridge:
                     elif change and (time.monotonic() >= next_snap or not delta.only_metrics(change)):
                         self.send({"id": rid, "delta": change})
                         sent, next_snap = now, time.monotonic() + WATCH_EVERY
-                    # else figures only, sent with the next: `sent` stays what the far end has
+                    elif change:     # figures only: they go at next_snap or with the next change
+                        due = next_snap if due is None else min(due, next_snap)
+                        last_snap = None          # (`sent` stays what the far end has; looked at again then)
                 if remote.finished.is_set():
                     self.send({"id": rid, "gone": True})
                     return
