@@ -172,7 +172,7 @@ def test_a_reload_s_new_instance_is_not_approved_before_it_is_the_release_s(tmp_
     assert [w["pid"] for w in ep.wait_running("app", 1)] == [old], "the old instance kept serving"
 
 
-def test_a_restart_no_worker_takes_is_ended(tmp_path, monkeypatch):
+async def test_a_restart_no_worker_takes_is_ended(tmp_path, monkeypatch):
     """The helper's restart of an instance whose worker is gone (cancelled while the message was on its
     way) must neither run unsupervised nor hold up a hand-over: the spawner ends it after a while."""
     import asyncio
@@ -185,26 +185,23 @@ def test_a_restart_no_worker_takes_is_ended(tmp_path, monkeypatch):
     marks = tmp_path / "marks"
     stubborn = f"""sh -c 'trap "echo term >> {marks}" TERM; echo up >> {marks}; while :; do sleep 0.05; done'"""
 
-    async def body():
-        spawner = spawn.Spawner()
-        try:
-            first = await spawner.spawn("sleep 60", str(tmp_path), dict(os.environ))
-            assert spawner.approve(first.pid, stubborn, str(tmp_path), dict(os.environ), None, None, 0.0)
-            exited = spawner.exited(first.pid)
-            os.kill(first.pid, signal.SIGKILL)
-            await exited
-            new = spawner.replacements[first.pid]                # nobody takes it
-            await await_until(lambda: marks.exists(), 5, what="the restart running")
-            assert not spawner.quiet(), "a hand-over waits while it is there"
-            await asyncio.sleep(0.8)
-            assert first.pid not in spawner.replacements and spawner.quiet()
-            await await_until(lambda: "term" in marks.read_text(), 5, what="the stop signal first")
-            assert not gone(new.pid), "not SIGKILLed before its grace is over"
-            await await_until(lambda: gone(new.pid), 5, what="SIGKILL after the grace")
-        finally:
-            spawner.close()
-
-    asyncio.run(body())
+    spawner = spawn.Spawner()
+    try:
+        first = await spawner.spawn("sleep 60", str(tmp_path), dict(os.environ))
+        assert spawner.approve(first.pid, stubborn, str(tmp_path), dict(os.environ), None, None, 0.0)
+        exited = spawner.exited(first.pid)
+        os.kill(first.pid, signal.SIGKILL)
+        await exited
+        new = spawner.replacements[first.pid]                # nobody takes it
+        await await_until(lambda: marks.exists(), 5, what="the restart running")
+        assert not spawner.quiet(), "a hand-over waits while it is there"
+        await asyncio.sleep(0.8)
+        assert first.pid not in spawner.replacements and spawner.quiet()
+        await await_until(lambda: "term" in marks.read_text(), 5, what="the stop signal first")
+        assert not gone(new.pid), "not SIGKILLed before its grace is over"
+        await await_until(lambda: gone(new.pid), 5, what="SIGKILL after the grace")
+    finally:
+        spawner.close()
 
 
 def test_a_burst_of_stops_restarts_none_of_them(tmp_path, engine_process):

@@ -560,30 +560,27 @@ def test_a_scale_down_while_instances_are_being_spawned_leaves_none_running(tmp_
     run_engine(body)
 
 
-def test_a_spawn_cancelled_in_flight_ends_what_the_helper_started(tmp_path):
+async def test_a_spawn_cancelled_in_flight_ends_what_the_helper_started(tmp_path):
     from oxtui.engine.spawn import Spawner
 
-    async def body():
-        spawner = Spawner()
-        try:
-            # the first spawn starts the helper; its instance is ended the normal way
-            first = await spawner.spawn("sleep 60", str(tmp_path), dict(os.environ))
-            os.kill(first.pid, signal.SIGKILL)
-            await spawner.exited(first.pid)
-            task = asyncio.ensure_future(spawner.spawn("sleep 61", str(tmp_path), dict(os.environ)))
-            await asyncio.sleep(0)              # sent; now waiting for the helper's answer
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            helper = psutil.Process(spawner._proc.pid)
-            await asyncio.sleep(1.0)            # time to exec, had it been left running
-            running = [c.cmdline() for c in helper.children() if c.status() != psutil.STATUS_ZOMBIE]
-            assert ["sleep", "61"] not in running, "the abandoned instance was ended"
-            assert not spawner._early, "its exit was taken by a throwaway waiter, not kept"
-        finally:
-            spawner.close()
-
-    asyncio.run(body())
+    spawner = Spawner()
+    try:
+        # the first spawn starts the helper; its instance is ended the normal way
+        first = await spawner.spawn("sleep 60", str(tmp_path), dict(os.environ))
+        os.kill(first.pid, signal.SIGKILL)
+        await spawner.exited(first.pid)
+        task = asyncio.ensure_future(spawner.spawn("sleep 61", str(tmp_path), dict(os.environ)))
+        await asyncio.sleep(0)              # sent; now waiting for the helper's answer
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        helper = psutil.Process(spawner._proc.pid)
+        await asyncio.sleep(1.0)            # time to exec, had it been left running
+        running = [c.cmdline() for c in helper.children() if c.status() != psutil.STATUS_ZOMBIE]
+        assert ["sleep", "61"] not in running, "the abandoned instance was ended"
+        assert not spawner._early, "its exit was taken by a throwaway waiter, not kept"
+    finally:
+        spawner.close()
 
 
 def test_a_helper_that_stops_answering_is_replaced_and_the_loop_never_waits_on_it(tmp_path):

@@ -4,7 +4,6 @@ after a deliberate UI change, and look at the new pictures before committing the
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import deque
@@ -187,11 +186,7 @@ def test_rows_keep_keys_in_place():
     assert next(r for r in rows if r.key == "w:web:1:").cells[9] == "SIGKILL"
 
 
-def test_enter_opens_the_details_and_esc_closes_them():
-    asyncio.run(_details())
-
-
-async def _details():
+async def test_enter_opens_the_details_and_esc_closes_them():
     from oxtui.tui.screens import DetailsScreen
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
@@ -207,11 +202,7 @@ async def _details():
         assert not isinstance(app.screen, DetailsScreen)
 
 
-def test_z_wraps_a_long_line_and_unwraps_it():
-    asyncio.run(_wrap())
-
-
-async def _wrap():
+async def test_z_wraps_a_long_line_and_unwraps_it():
     app = make_app()
     long = "x" * 150 + " END"
     app.client.logs.append(LogBatch(99, T0 + 20, "web", 0, "out", long.encode(), 1, (long,)))
@@ -229,48 +220,40 @@ async def _wrap():
         assert not view.wrap and view.virtual_size.height == lines
 
 
-def test_a_pull_past_its_bound_says_in_the_title_how_many_lines_it_skipped():
+async def test_a_pull_past_its_bound_says_in_the_title_how_many_lines_it_skipped():
     from oxtui.tui.logview import PER_PULL
 
-    async def body():
-        app = make_app()
-        async with app.run_test(size=(120, 36)) as pilot:
-            await pilot.pause()
-            app.client.logs = [LogBatch(200 + i, T0 + 30, "worker", 0, "out",
-                                        "\n".join(f"line {i}.{j}" for j in range(1000)).encode(), 1000)
-                               for i in range(PER_PULL // 1000 + 1)]
-            app.pull()
-            await pilot.pause()
-            assert app.logview.dropped == 1000 and app.logview.all[-1].text == "line 5.999"
-            assert "1000 lines skipped on screen (in the files)" in str(app.logs_title.render())
-    asyncio.run(body())
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        app.client.logs = [LogBatch(200 + i, T0 + 30, "worker", 0, "out",
+                                    "\n".join(f"line {i}.{j}" for j in range(1000)).encode(), 1000)
+                           for i in range(PER_PULL // 1000 + 1)]
+        app.pull()
+        await pilot.pause()
+        assert app.logview.dropped == 1000 and app.logview.all[-1].text == "line 5.999"
+        assert "1000 lines skipped on screen (in the files)" in str(app.logs_title.render())
 
 
-def test_the_fleet_s_pull_past_its_bound_says_so_in_the_title_too(monkeypatch):
+async def test_the_fleet_s_pull_past_its_bound_says_so_in_the_title_too(monkeypatch):
     from oxtui.tui.logview import PER_PULL
     app = make_fleet_app(monkeypatch)
 
-    async def body():
-        async with app.run_test(size=(120, 36)) as pilot:
-            await pilot.pause()
-            view = app.session.hosts[0].engines["/srv/app/oxfile.toml"]
-            for i in range(PER_PULL // 1000 + 1):
-                view._logs.add(LogBatch(200 + i, T0 + 30, "worker", 0, "out",
-                                        "\n".join(f"line {i}.{j}" for j in range(1000)).encode(), 1000))
-            app.pull()
-            await pilot.pause()
-            assert app.logview.dropped == 1000 and app.logview.all[-1].text == "line 5.999"
-            assert app.logview.all[-1].process == "web1/worker"
-            assert "1000 lines skipped on screen (in the files)" in str(app.logs_title.render())
-    asyncio.run(body())
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        view = app.session.hosts[0].engines["/srv/app/oxfile.toml"]
+        for i in range(PER_PULL // 1000 + 1):
+            view._logs.add(LogBatch(200 + i, T0 + 30, "worker", 0, "out",
+                                    "\n".join(f"line {i}.{j}" for j in range(1000)).encode(), 1000))
+        app.pull()
+        await pilot.pause()
+        assert app.logview.dropped == 1000 and app.logview.all[-1].text == "line 5.999"
+        assert app.logview.all[-1].process == "web1/worker"
+        assert "1000 lines skipped on screen (in the files)" in str(app.logs_title.render())
 
 
-def test_wrapped_rows_lose_no_character_beside_the_scrollbar():
+async def test_wrapped_rows_lose_no_character_beside_the_scrollbar():
     """At 80x24 with more lines than fit (a vertical scrollbar), each wrapped row holds what is visible."""
-    asyncio.run(_wrap_narrow())
-
-
-async def _wrap_narrow():
     from oxtui.tui.logview import PREFIX
     app = make_app()
     long = "".join(chr(ord("a") + i % 26) for i in range(300)) + " END"
@@ -291,13 +274,9 @@ async def _wrap_narrow():
         assert text.rstrip() == long, text
 
 
-def test_rows_added_mid_grid_land_in_their_place():
+async def test_rows_added_mid_grid_land_in_their_place():
     """A reload's surge row appears under its slot, a scale removes rows: the grid patches rows and
     re-sorts instead of rebuilding (a `+` with 1000 workers), and the order on screen is the model's."""
-    asyncio.run(_patch())
-
-
-async def _patch():
     from oxtui.tui.model import History, build_rows
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
@@ -312,13 +291,9 @@ async def _patch():
             assert app.grid.selected_key() == "w:web:2:"
 
 
-def test_rows_off_screen_catch_up_when_they_scroll_into_view():
+async def test_rows_off_screen_catch_up_when_they_scroll_into_view():
     """With many workers only rows on screen get fresh cells each refresh (1000 workers would cost a
     rebuild of every row a second); a row scrolled into view shows its current values at once."""
-    asyncio.run(_scroll_in())
-
-
-async def _scroll_in():
     def many(restarts: int, state: str) -> dict[str, Any]:
         snap = snapshot()
         snap["processes"][0]["workers"] = [worker(i, 6000 + i) for i in range(150)]
@@ -344,13 +319,9 @@ async def _scroll_in():
         assert app.grid.rows_by_key[far].cells[7] == "5"
 
 
-def test_a_changed_cell_is_painted_and_unchanged_rows_stay_as_they_were():
+async def test_a_changed_cell_is_painted_and_unchanged_rows_stay_as_they_were():
     """The grid updates cells in place and drops only the changed rows' cached renders
     (grid._set_cells): what is painted must be the new value, and every other row unchanged."""
-    asyncio.run(_painted())
-
-
-async def _painted():
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause()
@@ -374,11 +345,7 @@ async def _painted():
             {k: v for k, v in before.items() if k not in ("w:web:1:", "p:web")}
 
 
-def test_80x24_shows_the_servers_the_header_s_warnings_the_whole_help_and_short_finished_reloads():
-    asyncio.run(_small())
-
-
-async def _small():
+async def test_80x24_shows_the_servers_the_header_s_warnings_the_whole_help_and_short_finished_reloads():
     from textual.containers import VerticalScroll
 
     from oxtui.tui.screens import DetailsScreen, HelpScreen
@@ -416,11 +383,7 @@ async def _small():
         assert box.max_scroll_y > 0 and box.region.bottom <= 24 and box.border_subtitle.startswith("Esc to close")
 
 
-def test_a_scheduled_run_makes_no_toast_and_a_task_run_says_run():
-    asyncio.run(_toasts())
-
-
-async def _toasts():
+async def test_a_scheduled_run_makes_no_toast_and_a_task_run_says_run():
     app = make_app()
 
     def with_run(state: str, why: str) -> dict:
@@ -476,21 +439,19 @@ def test_fleet(snap_compare, monkeypatch):
     assert snap_compare(make_fleet_app(monkeypatch), terminal_size=(120, 36))
 
 
-def test_the_fleet_at_80x24_keeps_its_header_and_its_host_key_and_filters_by_host(monkeypatch):
-    async def body():
-        app = make_fleet_app(monkeypatch)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await screen_ready(pilot)
-            await until(pilot, lambda: "hosts up" in str(app.header.render()), what="the fleet's header")
-            header = str(app.header.render())
-            assert len(header) <= 80 and header.endswith(": jumps to a host"), header
-            host_key = next(k for k in app.screen.query("FooterKey") if k.key == "colon")
-            assert host_key.region.width and host_key.region.right <= 80
-            await pilot.press("backslash", *"web1.*flaky", "enter")     # the fleet's grid filters too
-            await until(pilot, lambda: [k for k in app.grid.order if k.startswith("web")] == [
-                "web1|/srv/app/oxfile.toml|p:flaky", "web1|/srv/app/oxfile.toml|w:flaky:0:"], what="web1's flaky")
-            assert [k for k in app.grid.order if k.startswith("h:")] == ["h:web1", "h:web2", "h:db1"], "hosts stay"
-    asyncio.run(body())
+async def test_the_fleet_at_80x24_keeps_its_header_and_its_host_key_and_filters_by_host(monkeypatch):
+    app = make_fleet_app(monkeypatch)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await screen_ready(pilot)
+        await until(pilot, lambda: "hosts up" in str(app.header.render()), what="the fleet's header")
+        header = str(app.header.render())
+        assert len(header) <= 80 and header.endswith(": jumps to a host"), header
+        host_key = next(k for k in app.screen.query("FooterKey") if k.key == "colon")
+        assert host_key.region.width and host_key.region.right <= 80
+        await pilot.press("backslash", *"web1.*flaky", "enter")     # the fleet's grid filters too
+        await until(pilot, lambda: [k for k in app.grid.order if k.startswith("web")] == [
+            "web1|/srv/app/oxfile.toml|p:flaky", "web1|/srv/app/oxfile.toml|w:flaky:0:"], what="web1's flaky")
+        assert [k for k in app.grid.order if k.startswith("h:")] == ["h:web1", "h:web2", "h:db1"], "hosts stay"
 
 
 def test_the_header_says_which_logs_are_not_written_while_it_lasts():
@@ -521,19 +482,17 @@ def test_the_grid_filter_keeps_matching_rows_with_their_process_and_inverts_with
     assert f.set("") is None and f.apply(rows) == rows and not f
 
 
-def test_backslash_filters_the_grid_and_says_so_until_it_is_emptied():
-    async def body():
-        app = make_app()
-        async with app.run_test(size=(120, 36)) as pilot:
-            await screen_ready(pilot)
-            everything = list(app.grid.order)
-            await pilot.press("backslash", *"flaky", "enter")
-            await until(pilot, lambda: app.grid.order == ["p:flaky", "w:flaky:0:"], what="only flaky's rows")
-            assert str(app.info.render()).startswith("grid filtered by 'flaky'")
-            await pilot.press("backslash", *"(", "enter")
-            await until(pilot, lambda: any("not a valid regex" in n.message for n in app._notifications))
-            assert app.grid.order == ["p:flaky", "w:flaky:0:"], "a bad regex leaves the filter as it was"
-            await pilot.press("backslash", *["backspace"] * 5, "enter")
-            await until(pilot, lambda: app.grid.order == everything, what="every row back")
-            assert not str(app.info.render()).startswith("grid filtered")
-    asyncio.run(body())
+async def test_backslash_filters_the_grid_and_says_so_until_it_is_emptied():
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await screen_ready(pilot)
+        everything = list(app.grid.order)
+        await pilot.press("backslash", *"flaky", "enter")
+        await until(pilot, lambda: app.grid.order == ["p:flaky", "w:flaky:0:"], what="only flaky's rows")
+        assert str(app.info.render()).startswith("grid filtered by 'flaky'")
+        await pilot.press("backslash", *"(", "enter")
+        await until(pilot, lambda: any("not a valid regex" in n.message for n in app._notifications))
+        assert app.grid.order == ["p:flaky", "w:flaky:0:"], "a bad regex leaves the filter as it was"
+        await pilot.press("backslash", *["backspace"] * 5, "enter")
+        await until(pilot, lambda: app.grid.order == everything, what="every row back")
+        assert not str(app.info.render()).startswith("grid filtered")
