@@ -1,6 +1,6 @@
 """What the fleet view costs: 3 hosts x 64 workers over real SSH (sshd on 127.0.0.1, tests/sshlab.py).
 
-    .venv/bin/python bench/fleet_bench.py [--hosts 3] [--workers 64] [--idle 30] [--profile FILE]
+    .venv/bin/python bench/fleet_bench.py [--hosts 3] [--workers 64] [--idle 30] [--rtt-ms 150] [--profile FILE]
 
 Measures, with the fleet TUI (tui/fleet.py, headless through Textual's run_test) watching every host:
   - idle: CPU of this process (the TUI and its links) and of the three `oxtui _bridge` processes on
@@ -66,6 +66,8 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=3)
     ap.add_argument("--workers", type=int, default=64)
     ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--rtt-ms", type=float, default=0,
+                    help="web2, whose + is timed, behind a TCP relay that adds this round trip (half each way)")
     ap.add_argument("--profile", metavar="FILE", help="write a cProfile of the TUI process's idle window to FILE")
     args = ap.parse_args()
     if why := unavailable():
@@ -75,7 +77,7 @@ def main() -> int:
     engines: list[tuple[Host, Path]] = []
     try:
         for i in range(args.hosts):
-            h = lab.add(f"web{i + 1}")
+            h = lab.add(f"web{i + 1}", delay=args.rtt_ms / 2000 if i == 1 and args.rtt_ms else None)
             folder = h.home / "app"
             folder.mkdir()
             oxfile = folder / "oxfile.toml"
@@ -96,7 +98,9 @@ def main() -> int:
         lab.close()
     os.makedirs(ROOT / "bench" / "results", exist_ok=True)
     (ROOT / "bench" / "results" / "fleet.json").write_text(json.dumps(result, indent=2))
-    print(f"\n{args.hosts} hosts x {args.workers} workers, through real sshd on 127.0.0.1\n")
+    print(f"\n{args.hosts} hosts x {args.workers} workers, through real sshd on 127.0.0.1"
+          + (f"; web2 (the + timed) behind a relay adding {args.rtt_ms:.0f} ms of round trip" if args.rtt_ms else "")
+          + "\n")
     print("| | TUI process CPU | bridges' CPU (all hosts) | bytes/s over all links | key to screen, median [min-max] |")
     print("|---|---|---|---|---|")
     lat = result["key_to_screen_ms"]

@@ -2,15 +2,21 @@
 screen read with `capture-pane` every 2 ms, the bytes the TUI writes to its terminal recorded with
 `pipe-pane`.
 
-    .venv/bin/python bench/tui_tmux.py [--rounds 8] [--idle 20] [--settle 10] [--lines 200]
+    .venv/bin/python bench/tui_tmux.py [--rounds 8] [--idle 20] [--settle 120] [--lines 200] [--workers 16]
+                                       [--attach]
 
-The oxfile: 16 idle workers (`sleep`) and one process printing --lines lines a second (a quiet web
-app's access log). Printed, each with the floor measured in the same run:
-1. `+` until the process row counts the new worker on screen, median and range of --rounds presses; the floor is
+The oxfile: --workers idle workers (`sleep`) and one process printing --lines lines a second (a quiet web
+app's access log). The TUI embeds the engine, or with --attach attaches to one started by `oxtui up`
+(then the TUI's process and the engine's are measured apart). Printed, each with the floor measured in
+the same run:
+1. CPU of the TUI's process (engine and UI in one) over --idle s, with the logger running, once --settle s
+   have passed (the default, 120 s: every worker past its first minute, when its uptime stops counting
+   seconds, and the log pane's buffer full, when its scroll bar stops moving: the steady state of a TUI
+   left open beside a chatty app).
+2. `+` until the process row counts the new worker on screen, median and range of --rounds presses; the floor is
    tmux's own echo of a key typed into `cat` in a pane beside it.
-2. CPU of the TUI's process (engine and UI in one) over --idle s, with the logger running.
-3. Bytes written to the terminal per second over --idle s with the logger stopped (17 idle workers:
-   the 16 and the stopped logger's row), after --settle s.
+3. Bytes written to the terminal per second over --idle s with the logger stopped (the idle workers and
+   the stopped logger's row), after --settle s.
 Each is bounded in time; everything started is stopped at the end (`oxtui down`, then the tmux server).
 """
 
@@ -90,6 +96,15 @@ def tui_process(oxfile: Path, env: dict[str, str]) -> psutil.Process:
     return psutil.Process(json.loads(out.stdout)["engine_pid"])
 
 
+def pane_process(tmux: Tmux) -> psutil.Process:
+    """The TUI's own process: the pane's shell, or the python it runs."""
+    shell = psutil.Process(int(tmux("display-message", "-p", "-t", "bench:tui", "#{pane_pid}").strip()))
+    for p in [shell, *shell.children(recursive=True)]:
+        if "oxtui" in " ".join(p.cmdline()):
+            return p
+    raise SystemExit("tui_tmux: the TUI's process is not in its pane")
+
+
 def cpu_percent(ps: psutil.Process, seconds: float) -> float:
     c0, t0 = sum(ps.cpu_times()[:2]), time.perf_counter()
     time.sleep(seconds)
@@ -105,10 +120,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--idle", type=float, default=20)
-    ap.add_argument("--settle", type=float, default=10)
+    ap.add_argument("--settle", type=float, default=120)
     ap.add_argument("--lines", type=float, default=200, help="the logger's lines a second")
     ap.add_argument("--size", default="120x36")
+    ap.add_argument("--workers", type=int, default=16, help="idle workers beside the logger")
+    ap.add_argument("--attach", action="store_true", help="the TUI attaches to an engine started by `oxtui up`")
     args = ap.parse_args()
+    n = args.workers
     # a bench stopped with SIGTERM still runs its `finally`: `oxtui down` and the tmux server's end (tmux
     # detaches from us: left behind it would keep the TUI and every worker running)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -119,35 +137,43 @@ def main() -> None:
         folder = Path(d)
         (folder / "logger.py").write_text(LOGGER)
         oxfile = folder / "oxfile.toml"
-        oxfile.write_text(f'[processes.idle]\ncommand = "sleep 100000"\ninstances = 16\n'
+        oxfile.write_text(f'[processes.idle]\ncommand = "sleep 100000"\ninstances = {n}\n'
                           f'[processes.log]\ncommand = "{PY} -u logger.py {args.lines}"\n[logs]\ndir = "logs"\n')
         env = {**os.environ, "OXTUI_RUNTIME_DIR": str(folder), "TERM": "xterm-256color"}
         tmux = Tmux(folder)
+        if args.attach:
+            subprocess.run([PY, "-m", "oxtui", "up", str(oxfile)], env=env, check=True, capture_output=True,
+                           timeout=120, cwd=folder)
         tmux("-f", "/dev/null", "new-session", "-d", "-s", "bench", "-n", "tui", "-x", cols, "-y", rows,
              "-e", f"OXTUI_RUNTIME_DIR={folder}", f"cd {folder} && {PY} -m oxtui {oxfile}")
         tmux("set-option", "-g", "status", "off")
         try:
-            wait_screen(tmux, "bench:tui", "16/16", 60, poll=0.1)
+            wait_screen(tmux, "bench:tui", f"{n}/{n}", 60 + n / 10, poll=0.1)
             wait_screen(tmux, "bench:tui", "log.0", 30, poll=0.1)
-            ps = tui_process(oxfile, env)
+            engine = tui_process(oxfile, env)
+            ps = pane_process(tmux) if args.attach else engine
             floor = echo_floor(tmux, args.rounds)
             time.sleep(args.settle)
+            e0 = sum(engine.cpu_times()[:2])
+            cpu = cpu_percent(ps, args.idle)
+            engine_cpu = (sum(engine.cpu_times()[:2]) - e0) / args.idle * 100
             lat = []
             for i in range(args.rounds):
                 time.sleep(1.0)
                 # the process row's count ("16/17 up"): the new worker's own row is below the grid's fold
-                label = f"/{17 + i} up"
+                label = f"/{n + 1 + i} up"
                 t0 = time.perf_counter()
                 tmux("send-keys", "-t", "bench:tui", "+")
                 lat.append(wait_screen(tmux, "bench:tui", label, 10, t0=t0))
             print(report("tmux echo floor", floor))
-            print(report(f"`+` -> new row ({16 + args.rounds} workers, logger at {args.lines:.0f}/s)", lat))
-            cpu = cpu_percent(ps, args.idle)
-            print(f"TUI CPU with the logger at {args.lines:.0f} lines/s: {cpu:.1f} % of a core over {args.idle:.0f} s")
+            how = "attached" if args.attach else "embedded"
+            print(report(f"`+` -> new row ({how}, {n + args.rounds} workers, logger at {args.lines:.0f}/s)", lat))
+            print(f"TUI CPU ({how}) with the logger at {args.lines:.0f} lines/s, {n + 1} workers: {cpu:.1f} % of a "
+                  f"core over {args.idle:.0f} s" + (f" (the engine beside it: {engine_cpu:.1f} %)" if args.attach else ""))
             subprocess.run([PY, "-m", "oxtui", "stop", "log", "-c", str(oxfile)], env=env, check=True,
                            capture_output=True, timeout=60)
-            # back to 16 idle workers and the stopped logger: 17 rows
-            subprocess.run([PY, "-m", "oxtui", "scale", "idle", "16", "-c", str(oxfile)], env=env, check=True,
+            # back to the idle workers and the stopped logger
+            subprocess.run([PY, "-m", "oxtui", "scale", "idle", str(n), "-c", str(oxfile)], env=env, check=True,
                            capture_output=True, timeout=60)
             time.sleep(args.settle)
             dump = folder / "bytes"
@@ -156,9 +182,9 @@ def main() -> None:
             time.sleep(args.idle)
             tmux("pipe-pane", "-t", "bench:tui")
             took = time.perf_counter() - t0
-            n = dump.stat().st_size if dump.exists() else 0
-            print(f"bytes to the terminal, idle, 17 workers: {n / took / 1024:.2f} KB/s over {took:.0f} s "
-                  f"({n} bytes)")
+            size = dump.stat().st_size if dump.exists() else 0
+            print(f"bytes to the terminal ({how}), idle, {n + 1} workers: {size / took / 1024:.2f} KB/s over "
+                  f"{took:.0f} s ({size} bytes)")
         finally:
             subprocess.run([PY, "-m", "oxtui", "down", "-c", str(oxfile)], env=env, capture_output=True, timeout=120,
                            check=False)
