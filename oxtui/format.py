@@ -180,6 +180,9 @@ def fd3_hint(listen: str | None) -> str:
             "fd 3 instead (Node: server.listen({fd: 3}); uvicorn --fd 3; gunicorn takes it by itself)")
 
 
+SHORT_CELLS = 9        # the grid's STATE column (tui/columns.py), where `short` texts go
+
+
 def count_text(p: Mapping[str, Any], up_word: str = "running", short: bool = False) -> str:
     """How many of a process run, in a word a person reads right: "2/2 running" for a server; for a task
     (which ends by design) "done", "failed", "1/1 running", "next 12:30:00" (a schedule not run yet),
@@ -191,7 +194,9 @@ def count_text(p: Mapping[str, Any], up_word: str = "running", short: bool = Fal
     states = [w["state"] for w in workers]
     live = sum(1 for s in states if s in (WorkerState.STARTING, WorkerState.RUNNING))
     if not p.get("task"):
-        return f"{sum(1 for s in states if s == WorkerState.RUNNING)}/{n} {up_word}"
+        count = f"{sum(1 for s in states if s == WorkerState.RUNNING)}/{n}"
+        # The grid's 9 cells: "16/16 up", but "1000/1000" whole rather than "1000/100…"
+        return count if short and len(count) + 1 + len(up_word) > SHORT_CELLS else f"{count} {up_word}"
     sched = p.get("schedule")
     later = f"next {clock(sched['next_run'])}" if sched and sched.get("next_run") else ""
     if live:

@@ -156,3 +156,17 @@ def test_a_finished_or_waiting_task_never_reads_as_an_outage(tmp_path):
         assert "migrate done, broken done, cleanup next " in r.stdout and "web 1/1 running" in r.stdout, r.stdout
     finally:
         oxtui_cli("down", "-c", str(path))
+
+
+def test_a_server_s_count_fits_the_grid_s_state_cells_whole_from_1000_workers():
+    from oxtui.format import SHORT_CELLS, count_text
+    from oxtui.tui.columns import COLUMNS
+    assert dict(COLUMNS)["STATE"] == SHORT_CELLS
+
+    def proc(n: int) -> dict:
+        return {"name": "web", "instances": n, "task": False,
+                "workers": [{"instance": i, "state": "running"} for i in range(n)]}
+    assert count_text(proc(16), "up", short=True) == "16/16 up"
+    # seen in tmux at 1,000 workers: "1000/100…"; the word goes, the numbers stay
+    assert count_text(proc(1000), "up", short=True) == "1000/1000"
+    assert count_text(proc(1000)) == "1000/1000 running", "only the grid's short form drops the word"
