@@ -62,10 +62,11 @@ class Tmux:
 
 
 def wait_screen(tmux: Tmux, target: str, text: str, timeout: float, poll: float = 0.002,
-                t0: float | None = None) -> float:
-    """Seconds from `t0` (default: now) until `text` is on the pane's screen (polled every `poll` s)."""
+                t0: float | None = None, row: str = "") -> float:
+    """Seconds from `t0` (default: now) until `text` is on the pane's screen (polled every `poll` s), in a
+    line that starts with `row` when given."""
     t0 = time.perf_counter() if t0 is None else t0
-    while text not in tmux.screen(target):
+    while not any(text in line and line.lstrip().startswith(row) for line in tmux.screen(target).splitlines()):
         if time.perf_counter() - t0 > timeout:
             raise SystemExit(f"tui_tmux: {text!r} not on screen after {timeout} s:\n{tmux.screen(target)}")
         time.sleep(poll)
@@ -148,7 +149,7 @@ def main() -> None:
              "-e", f"OXTUI_RUNTIME_DIR={folder}", f"cd {folder} && {PY} -m oxtui {oxfile}")
         tmux("set-option", "-g", "status", "off")
         try:
-            wait_screen(tmux, "bench:tui", f"{n}/{n}", 60 + n / 10, poll=0.1)
+            wait_screen(tmux, "bench:tui", f"{n}/{n}", 60 + n / 10, poll=0.1, row="▼ idle")
             wait_screen(tmux, "bench:tui", "log.0", 30, poll=0.1)
             engine = tui_process(oxfile, env)
             ps = pane_process(tmux) if args.attach else engine
@@ -161,10 +162,10 @@ def main() -> None:
             for i in range(args.rounds):
                 time.sleep(1.0)
                 # the process row's count ("16/17 up"): the new worker's own row is below the grid's fold
-                label = f"/{n + 1 + i} up"
+                label = f"/{n + 1 + i}"     # (from 100 workers without " up": the grid's 9 cells hold the numbers)
                 t0 = time.perf_counter()
                 tmux("send-keys", "-t", "bench:tui", "+")
-                lat.append(wait_screen(tmux, "bench:tui", label, 10, t0=t0))
+                lat.append(wait_screen(tmux, "bench:tui", label, 10, t0=t0, row="▼ idle"))
             print(report("tmux echo floor", floor))
             how = "attached" if args.attach else "embedded"
             print(report(f"`+` -> new row ({how}, {n + args.rounds} workers, logger at {args.lines:.0f}/s)", lat))
