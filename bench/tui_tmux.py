@@ -13,8 +13,10 @@ the same run:
    have passed (the default, 120 s: every worker past its first minute, when its uptime stops counting
    seconds, and the log pane's buffer full, when its scroll bar stops moving: the steady state of a TUI
    left open beside a chatty app).
-2. `+` until the process row counts the new worker on screen, median and range of --rounds presses; the floor is
-   tmux's own echo of a key typed into `cat` in a pane beside it.
+2. `+` until the process row counts the new worker on screen, median and range of --rounds presses; then `k`
+   on the first worker until its row shows the kill (pid, state or restarts), and `r` on the process until the reload panel shows
+   the reload running (each reload waited to its end before the next). The floor is tmux's own echo of a
+   key typed into `cat` in a pane beside it.
 3. Bytes written to the terminal per second over --idle s with the logger stopped (the idle workers and
    the stopped logger's row), after --settle s.
 Each is bounded in time; everything started is stopped at the end (`oxtui down`, then the tmux server).
@@ -71,6 +73,16 @@ def wait_screen(tmux: Tmux, target: str, text: str, timeout: float, poll: float 
             raise SystemExit(f"tui_tmux: {text!r} not on screen after {timeout} s:\n{tmux.screen(target)}")
         time.sleep(poll)
     return time.perf_counter() - t0
+
+
+def row_state(tmux: Tmux, label: str) -> tuple[str, ...] | None:
+    """The PID, STATE and RESTARTS cells of the grid row whose name is `label`, as on screen (120 columns:
+    every cell, the sparklines one word each)."""
+    for line in tmux.screen("bench:tui").splitlines():
+        cells = line.replace("├", " ").replace("└", " ").split()
+        if cells and f"{cells[0]} " == label and len(cells) > 7:
+            return cells[1], cells[2], cells[7]
+    return None
 
 
 def echo_floor(tmux: Tmux, rounds: int) -> list[float]:
@@ -166,9 +178,35 @@ def main() -> None:
                 t0 = time.perf_counter()
                 tmux("send-keys", "-t", "bench:tui", "+")
                 lat.append(wait_screen(tmux, "bench:tui", label, 10, t0=t0, row="▼ idle"))
+            # k on the first worker: until its row shows the kill (its pid, state or restart count changes;
+            # the restart itself may wait for its backoff: a second crash within 10 s of a start does)
+            tmux("send-keys", "-t", "bench:tui", "Down")
+            kills = []
+            for _ in range(args.rounds):
+                time.sleep(1.0)
+                before = row_state(tmux, "idle.0 ")
+                t0 = time.perf_counter()
+                tmux("send-keys", "-t", "bench:tui", "k")
+                while row_state(tmux, "idle.0 ") in (before, None):
+                    if time.perf_counter() - t0 > 10:
+                        raise SystemExit("tui_tmux: k changed nothing on idle.0's row within 10 s")
+                    time.sleep(0.002)
+                kills.append(time.perf_counter() - t0)
+            # r on the process: until the reload panel shows the reload running (its first step on screen)
+            tmux("send-keys", "-t", "bench:tui", "Up")
+            reloads = []
+            for i in range(args.rounds):
+                time.sleep(1.0)
+                t0 = time.perf_counter()
+                tmux("send-keys", "-t", "bench:tui", "r")
+                reloads.append(wait_screen(tmux, "bench:tui", f"reload of release {2 + i} running", 10, t0=t0,
+                                           row="idle:"))
+                wait_screen(tmux, "bench:tui", f"reload of release {2 + i} done", 120, poll=0.1, row="idle:")
             print(report("tmux echo floor", floor))
             how = "attached" if args.attach else "embedded"
             print(report(f"`+` -> new row ({how}, {n + args.rounds} workers, logger at {args.lines:.0f}/s)", lat))
+            print(report(f"`k` -> the worker's row shows the kill ({how})", kills))
+            print(report(f"`r` -> the reload panel shows the reload running ({how})", reloads))
             print(f"TUI CPU ({how}) with the logger at {args.lines:.0f} lines/s, {n + 1} workers: {cpu:.1f} % of a "
                   f"core over {args.idle:.0f} s" + (f" (the engine beside it: {engine_cpu:.1f} %)" if args.attach else ""))
             subprocess.run([PY, "-m", "oxtui", "stop", "log", "-c", str(oxfile)], env=env, check=True,
