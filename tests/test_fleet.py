@@ -724,3 +724,37 @@ def test_the_bridge_sends_a_change_when_its_engine_pushes_it_never_at_a_poll(tmp
         os.close(w_in)                    # the link's end: the bridge ends its watch and returns
         serving.join(10)
     assert not serving.is_alive()
+
+
+def test_the_bridge_holds_figures_alone_and_sends_them_with_the_next_change(tmp_path, engine_process, monkeypatch):
+    """CPU and memory figures alone wait for WATCH_EVERY (put off for an hour here); a change of state goes
+    at once and carries them along."""
+    from oxtui.fleet import bridge
+    monkeypatch.setattr(bridge, "WATCH_EVERY", 3600)
+    grow = f"{sys.executable} -c 'import time; time.sleep(1); a = bytes(range(256)) * 120_000; time.sleep(600)'"
+    ep = engine_process(write_oxfile(tmp_path, f'[processes.app]\ncommand = "{grow}"\n'))
+    ep.wait_running("app", 1)
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    b = bridge.Bridge(os.fdopen(w_out, "wb"))
+    serving = threading.Thread(target=b.serve, args=(os.fdopen(r_in, "rb"),), daemon=True)
+    serving.start()
+    lines: list[dict[str, Any]] = []
+    threading.Thread(target=lambda: lines.extend(json.loads(line) for line in os.fdopen(r_out, "rb")),
+                     daemon=True).start()
+    try:
+        os.write(w_in, json.dumps({"id": 1, "watch": str(ep.oxfile.resolve())}).encode() + b"\n")
+        wait_until(lambda: any("snapshot" in m for m in lines), 10, what="the first snapshot")
+        wait_until(lambda: (ep.workers("app")[0].get("rss_bytes") or 0) > 30_000_000, 15, 0.2,
+                   what="the worker's 30 MB in the engine's figures")
+        assert ep.cli("scale", "app", "2").returncode == 0
+        deltas = wait_until(lambda: (d := [m["delta"] for m in lines if "delta" in m])
+                            and "instances" in json.dumps(d) and d, 10, what="the scale's difference")
+        assert all(not delta.only_metrics(d) for d in deltas), f"figures alone went at once: {deltas}"
+        assert any(w.get("rss_bytes", 0) > 30_000_000 for d in deltas
+                   for w in (d.get("processes", {}).get("app", {}).get("workers") or {}).values()
+                   if isinstance(w, dict)), "the held figures rode along with the change"
+    finally:
+        os.close(w_in)
+        serving.join(10)
+    assert not serving.is_alive()

@@ -141,6 +141,10 @@ async def test_s_sends_any_signal_from_a_menu_and_esc_sends_none(tui):
 
     async with app.run_test(size=(120, 36)) as pilot:
         await until(pilot, lambda: len(running(app)) == 2)
+        await pilot.press("S")                          # on the process's row: a worker's signal, not a menu
+        await until(pilot, lambda: any("select a worker row" in str(n.message) for n in app._notifications),
+                    what="the refusal")
+        assert not isinstance(app.screen, SignalScreen)
         await pilot.press("down", "S")                  # app.0
         await until(pilot, lambda: isinstance(app.screen, SignalScreen), what="the signal menu")
         menu = app.screen.query_one(OptionList)

@@ -116,7 +116,6 @@ class Sampler:
                        round(times.user + times.system, 2))
         return out, engine
 
-
     def _command(self, pid: int, start: int) -> str:
         """The command line of a process in a tree of several, read once per process (not per tick)."""
         key = (pid, start)

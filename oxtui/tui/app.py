@@ -35,6 +35,7 @@ from .messages import CommandDone, EngineStopped, EngineWoke, HandedOver
 from .model import (
     SORTS,
     History,
+    Row,
     apply_summary,
     build_rows,
     deploy_summary,
@@ -286,17 +287,23 @@ class OxtuiApp(App[int]):
             return
         self.send(label, req)
 
-    def action_kill(self, signal_name: str | None = "") -> None:
+    def _signalled_row(self) -> Row | None:
         row = self.grid.selected()
         if row is None or row.kind != "worker" or row.role is not None:
             self.notify("select a worker row to signal it", severity="warning")
-            return
-        if not signal_name:         # "": S, the menu of every signal; None: the menu closed with Esc
-            if signal_name == "":
-                self.push_screen(SignalScreen(f"{row.process}.{row.instance}{self.where()}"), self.action_kill)
-            return
-        self.send(f"{row.process}.{row.instance}: {signal_name} sent",
-                  {"cmd": "kill", "name": row.process, "instance": row.instance, "signal": signal_name})
+            return None
+        return row
+
+    def action_kill(self, signal_name: str) -> None:
+        if (row := self._signalled_row()) is not None:
+            self.send(f"{row.process}.{row.instance}: {signal_name} sent",
+                      {"cmd": "kill", "name": row.process, "instance": row.instance, "signal": signal_name})
+
+    def action_signal_menu(self) -> None:
+        """S: the menu of every signal; the one chosen is sent as k sends SIGTERM (Esc: none)."""
+        if (row := self._signalled_row()) is not None:
+            self.push_screen(SignalScreen(f"{row.process}.{row.instance}{self.where()}"),
+                             lambda name: self.action_kill(name) if name else None)
 
     def action_reload(self) -> None:
         name = self._selected_process()

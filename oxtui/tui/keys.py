@@ -39,7 +39,7 @@ KEYS: tuple[Key, ...] = (
     Key("Workers", "K", "SIGKILL the selected worker, without a grace period", "K", "kill('SIGKILL')", "Kill -9",
         "Kill worker (SIGKILL)", "K", group="Kill"),
     Key("Workers", "S", "send the selected worker any signal, from a menu that says what each is for (HUP, USR1, "
-        "TTIN ...)", "S", "kill('')", None, "Send a signal to the worker", "S"),
+        "TTIN ...)", "S", "signal_menu", None, "Send a signal to the worker", "S"),
     Key("Workers", "r", "rolling reload of the selected process; the reload panel shows each slot live", "r",
         "reload", "Reload", "Reload process", group="Reload"),
     Key("Workers", "R", "rolling reload of every process, one after another", "R", "reload_all", "Reload all",

@@ -46,13 +46,13 @@ class RowFilter:
 
         def owner(r: Row) -> tuple[str | None, str | None, str]:
             return r.host, r.engine, r.process
-        workers = [r for r in rows if r.kind == "worker"]
-        shown = {owner(r) for r in workers if self.keeps(r)}
-        with_workers = {owner(r) for r in workers}
+        matched = {r.key for r in rows if r.kind == "worker" and self.keeps(r)}   # each worker looked at once
+        shown = {owner(r) for r in rows if r.key in matched}
+        with_workers = {owner(r) for r in rows if r.kind == "worker"}
 
         def kept(r: Row) -> bool:
             if r.kind == "worker":
-                return self.keeps(r)
+                return r.key in matched
             if r.kind == "process":
                 return owner(r) in shown or (owner(r) not in with_workers and self.keeps(r))
             return True         # a fleet's host and engine rows
